@@ -1,0 +1,211 @@
+"""Load released TiM checkpoints (github.com/WZDTHU/TiM) into :class:`tim.models.TiM`.
+
+Accepted files:
+- ``.safetensors`` (read with safetensors; a ``config`` JSON entry in its metadata, in the
+  released constructor's keys, is used when no config is given);
+- ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt`` through ``torch.load(weights_only=True)`` only (no
+  arbitrary unpickling).
+Accepted layouts: a flat state dict, or one nested under ``"ema"``, ``"ema_model"``, ``"model"``,
+``"state_dict"``, ``"module"`` or ``"model_state_dict"`` (EMA weights are preferred when both EMA
+and raw weights are present); a prefix ``module.`` (DDP), ``_orig_mod.`` (torch.compile) or
+``ema.``/``model.`` shared by every key is stripped. Keys are renamed from the released names
+(``shared/specs/state-dicts/*.txt``) to ours with :data:`RELEASED_TO_OURS`; any missing,
+unexpected or mis-shaped key raises one :class:`tim.errors.TimError` line naming them.
+
+The converted model uses the released RoPE positions (``rope_positions="wrapped"``) and attends
+padded caption tokens (``mask_context=False``), so it reproduces the released outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from torch import Tensor
+
+from tim.errors import TimError
+from tim.models.tim import TiM, TiMConfig
+from tim.models.weights import load_state_dict_strict, read_safetensors, torch_load_weights_only
+
+# (released pattern, our replacement), applied in order to every key.
+RELEASED_TO_OURS: list[tuple[str, str]] = [
+    (r"^x_embedder\.proj\.", "patch_embed."),
+    (r"^delta_embedder\.", "dt_embedder."),
+    (r"^y_embedder\.embedding_table\.", "cond_embedder.table."),
+    (r"^y_embedder\.", "cond_embedder."),
+    (r"\.qkv_d\.", ".qkv_interval."),
+    (r"\.adaLN_modulation\.", ".modulation."),
+    (r"\.fc1_g\.", ".fc_gate."),
+    (r"\.fc1_x\.", ".fc_value."),
+    (r"\.fc2\.", ".fc_out."),
+]
+NESTING_KEYS = ("ema", "ema_model", "model", "state_dict", "module", "model_state_dict")
+STRIPPED_PREFIXES = ("module.", "_orig_mod.", "ema.", "model.")
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def released_to_ours(key: str) -> str:
+    """Our parameter name for a released one (e.g. ``blocks.3.attn.qkv_d.weight`` -> ``...qkv_interval...``)."""
+    for pattern, replacement in RELEASED_TO_OURS:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def ours_to_released(key: str) -> str:
+    """Inverse of :func:`released_to_ours` (for exporting in the released layout)."""
+    inverse = [
+        (r"^patch_embed\.", "x_embedder.proj."),
+        (r"^dt_embedder\.", "delta_embedder."),
+        (r"^cond_embedder\.table\.", "y_embedder.embedding_table."),
+        (r"^cond_embedder\.", "y_embedder."),
+        (r"\.qkv_interval\.", ".qkv_d."),
+        (r"\.modulation\.", ".adaLN_modulation."),
+        (r"\.fc_gate\.", ".fc1_g."),
+        (r"\.fc_value\.", ".fc1_x."),
+        (r"\.fc_out\.", ".fc2."),
+    ]
+    for pattern, replacement in inverse:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def released_config(released: dict) -> TiMConfig:
+    """Our config for a released constructor config (``TiM(input_size=..., lora_hidden_size=..., ...)``).
+
+    Args:
+        released: the released keyword arguments (``tiny_c2i_weights`` metadata or a YAML's
+            ``model.network`` section); ``cap_feat_dim`` selects text conditioning.
+    """
+    if released.get("new_condition", "t-r") != "t-r":
+        raise TimError(
+            f"released new_condition={released['new_condition']!r} is not supported",
+            "only the 't-r' conditioning of every released config is implemented",
+        )
+    if "cap_feat_dim" not in released and released.get("class_dropout_prob", 0.1) <= 0:
+        raise TimError("released model has no null class (class_dropout_prob <= 0)", "convert a CFG-trained checkpoint")
+    D = released.get("hidden_size", 1152)
+    text = "cap_feat_dim" in released
+    return TiMConfig(
+        in_channels=released.get("in_channels", 4),
+        input_size=released.get("input_size", 32),
+        patch_size=released.get("patch_size", 2),
+        hidden_size=D,
+        depth=released.get("depth", 28),
+        num_heads=released.get("num_heads", 16),
+        mlp_ratio=released.get("mlp_ratio", 4.0),
+        # Released default when absent: (hidden_size // 4) * 3 (released-architecture.md §1.1).
+        modulation_rank=released.get("lora_hidden_size") or (D // 4) * 3,
+        conditioning="text" if text else "class",
+        num_classes=released.get("num_classes", 1000),
+        text_dim=released.get("cap_feat_dim", 1152),
+        mask_context=False,
+        decoupled_time_embedding=released.get("use_new_embed", False),
+        interval_attention=released.get("distance_aware", False),
+        qk_norm=released["qk_norm"],
+        rope_positions="wrapped",
+        encoder_depth=released.get("encoder_depth", 8),
+        z_dim=released.get("z_dim", 768),
+        projector_dim=released.get("projector_dim", 2048),
+    )
+
+
+def read_checkpoint(path: str | Path, prefer_ema: bool = True) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors (released names, prefixes stripped) and safetensors metadata of a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TimError(f"checkpoint {path} does not exist", "pass the path of a local .safetensors/.pt file")
+    metadata: dict[str, str] = {}
+    if path.suffix == ".safetensors":
+        state, metadata = read_safetensors(path)
+    elif path.suffix in PICKLE_SUFFIXES:
+        state = torch_load_weights_only(path)
+    else:
+        raise TimError(f"checkpoint {path} has an unknown suffix", f"use .safetensors or one of {PICKLE_SUFFIXES}")
+    return strip_prefixes(unnest(state, prefer_ema, path)), metadata
+
+
+def unnest(state: object, prefer_ema: bool, path: Path) -> dict[str, Tensor]:
+    """Descend into ``{"ema": {...}}``-style wrappers until a flat name -> tensor dict remains."""
+    order = NESTING_KEYS if prefer_ema else tuple(k for k in NESTING_KEYS if "ema" not in k) + ("ema", "ema_model")
+    while isinstance(state, dict) and not all(isinstance(v, Tensor) for v in state.values()):
+        key = next((k for k in order if isinstance(state.get(k), dict)), None)
+        if key is None:
+            raise TimError(
+                f"checkpoint {path} holds no state dict (top-level keys {sorted(state)[:8]})",
+                f"pass a file whose weights are flat or nested under one of {NESTING_KEYS}",
+            )
+        state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise TimError(f"checkpoint {path} holds no tensors", "pass a TiM weights file")
+    return state
+
+
+def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Remove wrapper prefixes (``module.``, ``_orig_mod.``, ``ema.``, ``model.``) shared by all keys."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIPPED_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def resolve_config(config_or_preset: TiMConfig | str | None, metadata: dict[str, str], path: Path) -> TiMConfig:
+    """The config to convert into: given, a preset name, or the file's ``config`` metadata."""
+    if config_or_preset is None:
+        if "config" not in metadata:
+            raise TimError(
+                f"checkpoint {path} carries no config", "pass a preset name (e.g. 'TiM-XL/2') or a TiMConfig"
+            )
+        return released_config(json.loads(metadata["config"]))
+    if isinstance(config_or_preset, str):
+        from tim.models import TIM_PRESETS
+
+        if config_or_preset not in TIM_PRESETS:
+            raise TimError(f"unknown preset {config_or_preset!r}", f"use one of {sorted(TIM_PRESETS)}")
+        config_or_preset = TIM_PRESETS[config_or_preset]
+    return dataclasses.replace(config_or_preset, rope_positions="wrapped", mask_context=False)
+
+
+def load_released_checkpoint(
+    path: str | Path,
+    config_or_preset: TiMConfig | str | None = None,
+    *,
+    prefer_ema: bool = True,
+    **overrides: object,
+) -> TiM:
+    """Build a :class:`TiM` holding a released checkpoint's weights (strict key/shape check).
+
+    Args:
+        path: local ``.safetensors`` (or ``.pt``/``.pth``/``.bin``/``.ckpt``, read with
+            ``weights_only=True``) file.
+        config_or_preset: a ``TIM_PRESETS`` name, a :class:`TiMConfig`, or None to read the
+            released config from the file's metadata. The released RoPE positions and unmasked
+            caption attention are switched on; a checkpoint without projector weights gets
+            ``z_dim=0``.
+        prefer_ema: take EMA weights when the file holds both EMA and raw weights.
+        **overrides: TiMConfig fields to change after that (e.g. ``attention_backend="math"``).
+
+    Returns:
+        The model in eval mode, on CPU.
+
+    Example:
+        >>> model = load_released_checkpoint("TiM-XL-2-256.safetensors", "TiM-XL/2")
+    """
+    path = Path(path)
+    released, metadata = read_checkpoint(path, prefer_ema)
+    config = resolve_config(config_or_preset, metadata, path)
+    if config.z_dim > 0 and not any(k.startswith("projector.") for k in released):
+        config = dataclasses.replace(config, z_dim=0)
+    config = dataclasses.replace(config, **overrides)
+    model = TiM(config)
+    state = {released_to_ours(k): v for k, v in released.items()}
+    if "cond_embedder.null_context" in model.state_dict():
+        # Released T2I files have no null caption (the trainer encoded ""); keep ours (zeros).
+        state.setdefault("cond_embedder.null_context", model.cond_embedder.null_context)
+    load_state_dict_strict(model, state, source=str(path))
+    return model.eval()

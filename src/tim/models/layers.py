@@ -1,0 +1,360 @@
+"""Building blocks of the TiM network: time embedding, SwiGLU, adaLN modulation, 2-D RoPE,
+attention kernels and patchify/unpatchify.
+
+Every layer here is plain PyTorch; the published network's exact conventions (cos-first timestep
+features, interleaved-pair RoPE, ``(p_row, p_col, C)`` unpatchify order, LayerNorm qk-norm with
+eps 1e-5) are reproduced so that released checkpoints load into :class:`tim.models.TiM`
+(``shared/specs/released-architecture.md`` §0-§1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F_nn
+from torch import Tensor, nn
+from torch.autograd import forward_ad
+
+TIME_FREQUENCY_DIM = 256  # sinusoidal feature width of every time embedder (released-architecture.md §1.2)
+MAX_PERIOD = 10000.0  # sinusoid period range (paper.md §6: "max_period 10000")
+BLOCK_NORM_EPS = 1e-6  # block and final LayerNorms (released-architecture.md §1.2)
+QK_NORM_EPS = 1e-5  # per-head LayerNorm on q and k: PyTorch default, as released (§0 item 5)
+
+AttentionBackend = Literal["auto", "sdpa", "flash", "math"]
+
+
+def timestep_features(s: Tensor, dim: int = TIME_FREQUENCY_DIM) -> Tensor:
+    """Sinusoidal features of a scalar time input (paper.md §6 De-TE; released §1.3 step 2).
+
+    ``f_k = exp(-ln(10000) k / (dim/2))``, ``a_k = s f_k`` and ``TE(s) = [cos(a) | sin(a)]``
+    (cos first). ``s`` is used as is (no x1000 scaling), so for the linear path all angles stay
+    at most 1 rad, which keeps the finite-difference derivative smooth (design.md pitfalls).
+
+    Args:
+        s: times, shape (B,).
+        dim: feature width (even).
+
+    Returns:
+        Features in float32 (float64 for float64 ``s``), shape (B, dim).
+    """
+    half = dim // 2
+    dtype = torch.promote_types(s.dtype, torch.float32)  # at least float32, float64 stays float64
+    k = torch.arange(half, device=s.device, dtype=dtype)
+    frequencies = torch.exp(-math.log(MAX_PERIOD) * k / half)
+    angles = s.to(dtype)[:, None] * frequencies[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """``E(s) = Linear(SiLU(Linear(TE(s))))``: one of the two decoupled time embedders (paper.md §6)."""
+
+    def __init__(self, hidden_size: int, frequency_dim: int = TIME_FREQUENCY_DIM) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, s: Tensor) -> Tensor:
+        """Embed times ``s`` (B,) into (B, hidden_size)."""
+        features = timestep_features(s, self.frequency_dim)  # (B, 256) float32
+        return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+class SwiGLU(nn.Module):
+    """``fc_out(SiLU(fc_gate(x)) * fc_value(x))`` (Shazeer 2020; the FFN and adaLN of paper.md §6)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None) -> None:
+        super().__init__()
+        self.fc_gate = nn.Linear(in_features, hidden_features)
+        self.fc_value = nn.Linear(in_features, hidden_features)
+        self.fc_out = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the gated MLP on the last dimension."""
+        return self.fc_out(F_nn.silu(self.fc_gate(x)) * self.fc_value(x))
+
+
+def swiglu_hidden_size(hidden_size: int, mlp_ratio: float) -> int:
+    """FFN width ``int(D * mlp_ratio) * 2 // 3`` keeping SwiGLU's cost equal to a GELU MLP (paper.md §6)."""
+    return int(hidden_size * mlp_ratio) * 2 // 3
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation ``x (1 + scale) + shift`` (DiT, Peebles & Xie 2023); shift/scale (B, 1, D)."""
+    return x * (1 + scale) + shift
+
+
+def block_norm(hidden_size: int) -> nn.LayerNorm:
+    """Pre-norm LayerNorm without affine parameters (adaLN supplies scale and shift)."""
+    return nn.LayerNorm(hidden_size, elementwise_affine=False, eps=BLOCK_NORM_EPS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches.
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """Cut images into non-overlapping ``p x p`` patches, inverse of :func:`unpatchify`.
+
+    Args:
+        x: images, shape (B, C, H, W) with H, W divisible by p.
+        p: patch size.
+
+    Returns:
+        Tokens (B, N, p*p*C), token ``n = row * w + col``, feature ``(i * p + j) * C + c``.
+    """
+    B, C, H, W = x.shape
+    h, w = H // p, W // p
+    x = x.reshape(B, C, h, p, w, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, p * p * C)
+
+
+def unpatchify(tokens: Tensor, p: int, h: int, w: int) -> Tensor:
+    """Reassemble patch tokens into images in the released layout (released §1.3 step 9).
+
+    Args:
+        tokens: shape (B, h*w, p*p*C), features ordered ``(p_row, p_col, C)`` (channel fastest).
+        p: patch size.
+        h: token rows.
+        w: token columns.
+
+    Returns:
+        Images (B, C, h*p, w*p).
+    """
+    B = tokens.shape[0]
+    C = tokens.shape[-1] // (p * p)
+    x = tokens.reshape(B, h, w, p, p, C)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(B, C, h * p, w * p)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D rotary position embedding.
+
+RopePositions = Literal["grid", "wrapped"]
+
+
+def rope_positions(h: int, w: int, convention: RopePositions, device: torch.device) -> Tensor:
+    """Per-token 2-D positions (first, second axis) for an ``h x w`` token grid.
+
+    ``"grid"`` (our default) gives ``(row, col)`` for token ``n = row * w + col``. ``"wrapped"``
+    reproduces the released code, whose ``meshgrid(arange(h), arange(w), indexing='xy')`` yields
+    ``(n mod h, n div h)``: ``(col, row)`` on square grids but neither on ``h != w`` grids
+    (released-architecture.md §0 item 6, §1.5).
+
+    Returns:
+        Float64 positions, shape (h*w, 2).
+    """
+    n = torch.arange(h * w, device=device, dtype=torch.float64)
+    if convention == "wrapped":
+        return torch.stack([torch.remainder(n, h), torch.div(n, h, rounding_mode="floor")], dim=-1)
+    return torch.stack([torch.div(n, w, rounding_mode="floor"), torch.remainder(n, w)], dim=-1)
+
+
+class RotaryEmbedding2D(nn.Module):
+    """Axial 2-D RoPE (Su et al. 2021; paper.md §6): half of each head's dims per grid axis.
+
+    Frequencies ``f_j = theta^(-j / (hd/4))``, j < hd/4, each used for one interleaved pair of
+    dims (GPT-J "rotate every two"); the first ``hd/2`` dims rotate with the first position
+    coordinate, the rest with the second. Tables are computed for the actual token grid of each
+    input and cached per (grid, device); there is no fixed-size position table.
+
+    Attributes:
+        scale: multiplies positions; ``scale < 1`` interpolates positions for grids larger than
+            seen in training (position interpolation, Chen et al. 2023). 1.0 = released behaviour.
+    """
+
+    def __init__(self, head_dim: int, theta: float, convention: RopePositions, scale: float = 1.0) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+        self.convention = convention
+        self.scale = scale
+        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def angles(self, h: int, w: int, device: torch.device) -> Tensor:
+        """Rotation angles (h*w, head_dim) in float64, pairs repeated: ``[p0 f0, p0 f0, p0 f1, ...]``."""
+        quarter = self.head_dim // 4
+        j = torch.arange(quarter, device=device, dtype=torch.float64)
+        frequencies = self.theta ** (-j / quarter)  # (hd/4,)
+        positions = rope_positions(h, w, self.convention, device) * self.scale  # (N, 2)
+        per_axis = positions[:, :, None] * frequencies  # (N, 2, hd/4)
+        return per_axis.repeat_interleave(2, dim=-1).reshape(h * w, self.head_dim)
+
+    def forward(
+        self, h: int, w: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, Tensor]:
+        """``(cos, sin)`` tables, each (h*w, head_dim) in ``dtype``, cached per grid, device and dtype."""
+        key = (h, w, str(device), dtype, self.convention, self.scale, self.theta)
+        if key not in self._cache:
+            theta = self.angles(h, w, device)  # float64: exact angles, rounded once
+            self._cache[key] = (torch.cos(theta).to(dtype), torch.sin(theta).to(dtype))
+        return self._cache[key]
+
+
+def rotate_pairs(x: Tensor) -> Tensor:
+    """Map each interleaved pair ``(a, b)`` of the last dim to ``(-b, a)``."""
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack([-b, a], dim=-1).flatten(-2)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate q or k: ``x cos + rotate_pairs(x) sin`` in at least float32, cast back to x's dtype.
+
+    Args:
+        x: shape (B, heads, N, head_dim).
+        cos: shape (N, head_dim).
+        sin: shape (N, head_dim).
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    xf, cos, sin = x.to(dtype), cos.to(dtype), sin.to(dtype)
+    return (xf * cos + rotate_pairs(xf) * sin).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention kernels.
+
+
+def needs_differentiable_attention(*tensors: Tensor) -> bool:
+    """True when a forward-mode AD transform is tracing these tensors.
+
+    ``torch.func.jvp`` (like every functorch transform) wraps its tensors; the forward-AD API of
+    ``torch.autograd.forward_ad`` attaches a tangent instead. SDPA's CPU and flash kernels have no
+    forward-AD rule (design.md pitfalls), so :func:`attention` then uses :func:`math_attention`.
+    Other functorch transforms (vmap, grad) also take the math kernel, which is always correct.
+    Inside ``torch.compile`` this returns False (SDPA, no graph break): differentiate an eager
+    model with ``torch.func.jvp``, not a compiled one (design.md pitfalls).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    for x in tensors:
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # no public predicate exists (torch 2.13)
+            return True
+        if forward_ad.unpack_dual(x).tangent is not None:
+            return True
+    return False
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``softmax(q k^T / sqrt(hd)) v`` with plain ops (differentiable by ``torch.func.jvp``).
+
+    Args:
+        q: shape (B, heads, N, hd).
+        k: shape (B, heads, M, hd).
+        v: shape (B, heads, M, hd).
+        mask: optional bool (B, 1, 1, M), True = attend.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, heads, N, M)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def flash_attn_available() -> bool:
+    """Whether the optional ``flash-attn`` package is installed (checked without importing it)."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def select_kernel(
+    backend: AttentionBackend, *, differentiable: bool, cuda_half: bool, masked: bool, flash_installed: bool
+) -> Literal["math", "flash", "sdpa"]:
+    """Which attention kernel runs.
+
+    ``"math"`` under a forward-mode AD transform or when asked for; flash-attn for
+    ``"flash"``/``"auto"`` on CUDA fp16/bf16 inputs without mask when it is installed (its only
+    supported case); SDPA otherwise (on CPU the chunked flash kernel: no N x M score matrix).
+    """
+    if backend == "math" or differentiable:
+        return "math"
+    if backend in ("flash", "auto") and cuda_half and not masked and flash_installed:
+        return "flash"
+    return "sdpa"
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend, mask: Tensor | None = None) -> Tensor:
+    """Scaled dot-product attention with the kernel of :func:`select_kernel`.
+
+    Args:
+        q: shape (B, heads, N, hd).
+        k: shape (B, heads, M, hd).
+        v: shape (B, heads, M, hd).
+        backend: "auto" | "sdpa" | "flash" | "math".
+        mask: optional bool (B, 1, 1, M), True = attend.
+
+    Returns:
+        Shape (B, heads, N, hd).
+    """
+    kernel = select_kernel(
+        backend,
+        differentiable=needs_differentiable_attention(q, k, v),
+        cuda_half=q.is_cuda and q.dtype in (torch.float16, torch.bfloat16),
+        masked=mask is not None,
+        flash_installed=backend != "sdpa" and flash_attn_available(),
+    )
+    if kernel == "math":
+        return math_attention(q, k, v, mask)
+    if kernel == "flash":
+        from flash_attn import flash_attn_func  # optional extra [flash], imported only when used
+
+        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    return F_nn.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class SelfAttention(nn.Module):
+    """Interval-aware self-attention with qk-norm and 2-D RoPE (paper.md §6 IA-Attn).
+
+    ``[q, k, v] = W u + b + W_Δ E_Δ(t - r)``: the bias-free projection of the Δt embedding is added
+    to every token's q, k and v before qk-norm and RoPE (paper.md §6: ``q = z W_q + b_q + E_Δt W'_q``).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool, interval_aware: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.qkv_interval = nn.Linear(hidden_size, 3 * hidden_size, bias=False) if interval_aware else None
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.backend: AttentionBackend = "auto"
+
+    def forward(self, u: Tensor, dt_emb: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        """Attend over tokens ``u`` (B, N, D) given the Δt embedding (B, 1, D); returns (B, N, D)."""
+        B, N, D = u.shape
+        qkv = self.qkv(u)  # (B, N, 3D)
+        if self.qkv_interval is not None:
+            qkv = qkv + self.qkv_interval(dt_emb)  # broadcast (B, 1, 3D) over tokens
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, nh, N, hd)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        o = attention(q, k, v, self.backend)  # (B, nh, N, hd)
+        return self.proj(o.transpose(1, 2).reshape(B, N, D))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens attend to caption tokens (paper.md §6 T2I block); RoPE on the queries only."""
+
+    def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q = nn.Linear(hidden_size, hidden_size)
+        self.kv = nn.Linear(hidden_size, 2 * hidden_size)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.backend: AttentionBackend = "auto"
+
+    def forward(self, u: Tensor, context: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor]) -> Tensor:
+        """``u`` (B, N, D) attends to ``context`` (B, M, D); ``mask`` (B, M) bool or None; returns (B, N, D)."""
+        B, N, D = u.shape
+        M = context.shape[1]
+        q = self.q(u).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, N, hd)
+        k, v = self.kv(context).reshape(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(self.q_norm(q), *rope), self.k_norm(k)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
+        o = attention(q, k, v, self.backend, attn_mask)  # (B, nh, N, hd)
+        return self.proj(o.transpose(1, 2).reshape(B, N, D))

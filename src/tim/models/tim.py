@@ -1,0 +1,444 @@
+"""The TiM transformer F(x_t, t, r, cond) (paper.md §6; TiM arXiv:2509.04394 §3.4, App. C.1).
+
+A DiT-family backbone on patch tokens with
+- decoupled time embeddings: ``c = E_t(t) + E_Δ(t - r) + E_y(y)`` (De-TE),
+- interval-aware attention: a bias-free projection of ``E_Δ(t - r)`` added to q, k, v (IA-Attn),
+- qk-norm, 2-D RoPE for the actual token grid, SwiGLU FFN,
+- low-rank SwiGLU adaLN-Zero modulation and a zero-initialised final layer (output 0 at init),
+- conditioning chosen at construction: class labels, caption features (cross-attention), or none.
+
+Read top to bottom: :class:`TiMConfig`, :class:`TiMBlock`, :class:`FinalLayer`, :class:`TiM`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from tim.errors import TimError
+from tim.models.conditioning import (
+    CAPTION_MLP_INIT_STD,
+    LABEL_INIT_STD,
+    ClassConditioning,
+    Embedded,
+    NoConditioning,
+    TextConditioning,
+)
+from tim.models.layers import (
+    AttentionBackend,
+    CrossAttention,
+    RopePositions,
+    RotaryEmbedding2D,
+    SelfAttention,
+    SwiGLU,
+    TimestepEmbedder,
+    block_norm,
+    flash_attn_available,
+    modulate,
+    needs_differentiable_attention,
+    swiglu_hidden_size,
+    unpatchify,
+)
+
+Conditioning = Literal["class", "text", "none"]
+TIME_INIT_STD = 0.02  # t-embedder MLP weights (released-architecture.md §1.6 item 4; DiT)
+
+
+@dataclass(frozen=True)
+class TiMConfig:
+    """Architecture of a TiM network. Defaults are TiM-XL/2 (ImageNet-256, SD-VAE latents).
+
+    Attributes:
+        in_channels: latent channels C.
+        input_size: nominal latent side used to draw sampling noise; any H, W divisible by
+            ``patch_size`` work (no fixed position table).
+        patch_size: patch side p.
+        hidden_size: token width D.
+        depth: number of blocks.
+        num_heads: attention heads; head dim D / heads must be divisible by 4 (2-D RoPE pairs).
+        mlp_ratio: FFN width factor; SwiGLU hidden = int(D * mlp_ratio) * 2 // 3.
+        modulation_rank: hidden width of the low-rank SwiGLU adaLN (LoRA-AdaLN; 256 for B, 384 for XL).
+        conditioning: "class" (labels, null class = num_classes), "text" (caption cross-attention), "none".
+        num_classes: labels for "class" conditioning.
+        text_dim: caption feature width D_text for "text" conditioning (1152 = Gemma-3-1B).
+        mask_context: use ``context_mask`` in cross-attention. False = released T2I behaviour
+            (padded caption tokens are attended).
+        decoupled_time_embedding: separate Δt embedder (De-TE); False reuses the t embedder for
+            Δt (paper Table 4 row d).
+        interval_attention: add the Δt projection to q, k, v (IA-Attn; paper Table 4 row f).
+        qk_norm: per-head LayerNorm on q and k.
+        rope_positions: "grid" = (row, col) token positions (ours); "wrapped" = the released
+            code's (n mod h, n div h), equal to (col, row) on square grids (set by the converter).
+        rope_theta: RoPE base.
+        rope_scale: multiplies RoPE positions; < 1 interpolates for grids larger than in training.
+        encoder_depth: representation-alignment features are taken after this many blocks.
+        z_dim: projector output width; 0 = no projector (no alignment features).
+        projector_dim: projector hidden width.
+        attention_backend: "auto" (flash-attn on CUDA half inputs when installed, else SDPA),
+            "sdpa", "flash" (same rule as auto), or "math". Under torch.func.jvp the math kernel
+            is always used.
+        checkpointing: activation checkpointing per block during gradient passes.
+    """
+
+    in_channels: int = 4
+    input_size: int = 32
+    patch_size: int = 2
+    hidden_size: int = 1152
+    depth: int = 28
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    modulation_rank: int = 384
+    conditioning: Conditioning = "class"
+    num_classes: int = 1000
+    text_dim: int = 1152
+    mask_context: bool = True
+    decoupled_time_embedding: bool = True
+    interval_attention: bool = True
+    qk_norm: bool = True
+    rope_positions: RopePositions = "grid"
+    rope_theta: float = 10000.0
+    rope_scale: float = 1.0
+    encoder_depth: int = 8
+    z_dim: int = 768
+    projector_dim: int = 2048
+    attention_backend: AttentionBackend = "auto"
+    checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {
+            "conditioning": ("class", "text", "none"),
+            "rope_positions": ("grid", "wrapped"),
+            "attention_backend": ("auto", "sdpa", "flash", "math"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TimError(f"TiMConfig.{name}={getattr(self, name)!r} is unknown", f"use one of {allowed}")
+        sizes = {"in_channels": 1, "input_size": 1, "patch_size": 1, "hidden_size": 1, "depth": 1, "num_heads": 1,
+                 "modulation_rank": 1, "num_classes": 0, "text_dim": 1, "z_dim": 0, "projector_dim": 1}
+        for name, least in sizes.items():
+            if getattr(self, name) < least:
+                raise TimError(f"TiMConfig.{name}={getattr(self, name)} is below {least}", f"set {name} >= {least}")
+        if not self.mlp_ratio > 0 or not self.rope_theta > 0 or not self.rope_scale > 0:
+            raise TimError(f"TiMConfig mlp_ratio={self.mlp_ratio}, rope_theta={self.rope_theta}, "
+                           f"rope_scale={self.rope_scale} must all be > 0", "set positive values")
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 4:
+            raise TimError(
+                f"hidden_size {self.hidden_size} / num_heads {self.num_heads} is not a multiple-of-4 head dim",
+                "choose sizes with (hidden_size / num_heads) % 4 == 0 (2-D RoPE rotates pairs per axis)",
+            )
+        if self.z_dim > 0 and not 1 <= self.encoder_depth <= self.depth:
+            raise TimError(
+                f"encoder_depth {self.encoder_depth} is outside [1, depth={self.depth}]",
+                "set encoder_depth within the depth, or z_dim=0 to drop the projector",
+            )
+
+    @property
+    def head_dim(self) -> int:
+        """Per-head width D / heads."""
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TiMConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise TimError."""
+        return config_from_dict(cls, data)
+
+
+def config_from_dict(cls: type, data: dict):  # noqa: ANN201 - returns an instance of cls
+    """Strictly build dataclass ``cls`` from ``data``: unknown keys raise TimError."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TimError(f"unknown {cls.__name__} keys {unknown}", f"use only {sorted(names)}")
+    return cls(**data)
+
+
+@dataclass
+class BlockInputs:
+    """Per-forward quantities every block reads (not tokens).
+
+    Attributes:
+        c: modulation input ``E_t(t) + E_Δ(t - r) [+ E_y(y)]``, (B, 1, D).
+        dt_emb: ``E_Δ(t - r)`` for interval-aware attention, (B, 1, D).
+        rope: (cos, sin), each (N, head_dim).
+        context: caption tokens (B, M, D) or None.
+        context_mask: (B, M) bool or None.
+    """
+
+    c: Tensor
+    dt_emb: Tensor
+    rope: tuple[Tensor, Tensor]
+    context: Tensor | None
+    context_mask: Tensor | None
+
+
+class TiMBlock(nn.Module):
+    """Transformer block with adaLN-Zero: self-attention, [cross-attention,] SwiGLU FFN (paper.md §6).
+
+    ``x += gate * sublayer(LN(x) (1 + scale) + shift)`` for each sub-layer, the (shift, scale,
+    gate) triples coming from a low-rank SwiGLU of ``c`` (LoRA-AdaLN; 6D outputs, 9D with text).
+    """
+
+    def __init__(self, config: TiMConfig) -> None:
+        super().__init__()
+        D = config.hidden_size
+        with_text = config.conditioning == "text"
+        self.norm1 = block_norm(D)
+        self.attn = SelfAttention(D, config.num_heads, config.qk_norm, config.interval_attention)
+        self.norm_cross = block_norm(D) if with_text else None
+        self.norm_context = block_norm(D) if with_text else None
+        self.cross_attn = CrossAttention(D, config.num_heads, config.qk_norm) if with_text else None
+        self.norm2 = block_norm(D)
+        self.mlp = SwiGLU(D, swiglu_hidden_size(D, config.mlp_ratio))
+        self.modulation = SwiGLU(D, config.modulation_rank, (9 if with_text else 6) * D)
+
+    def forward(self, x: Tensor, inputs: BlockInputs) -> Tensor:
+        """Update tokens x (B, N, D)."""
+        mods = self.modulation(inputs.c).chunk(9 if self.cross_attn is not None else 6, dim=-1)  # each (B, 1, D)
+        shift, scale, gate = mods[:3]
+        x = x + gate * self.attn(modulate(self.norm1(x), shift, scale), inputs.dt_emb, inputs.rope)
+        if self.cross_attn is not None:
+            shift, scale, gate = mods[3:6]
+            context = self.norm_context(inputs.context)  # (B, M, D)
+            u = modulate(self.norm_cross(x), shift, scale)
+            x = x + gate * self.cross_attn(u, context, inputs.context_mask, inputs.rope)
+        shift, scale, gate = mods[-3:]
+        return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))  # (B, N, D)
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm then Linear to ``p*p*C`` per token (modulation SwiGLU D -> D/2 -> 2D)."""
+
+    def __init__(self, config: TiMConfig) -> None:
+        super().__init__()
+        D, p = config.hidden_size, config.patch_size
+        self.norm = block_norm(D)
+        self.modulation = SwiGLU(D, D // 2, 2 * D)
+        self.linear = nn.Linear(D, p * p * config.in_channels)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """Tokens (B, N, D), c (B, 1, D) -> patch outputs (B, N, p*p*C)."""
+        shift, scale = self.modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+def build_conditioning(config: TiMConfig) -> nn.Module:
+    """The conditioning adapter chosen by ``config.conditioning``."""
+    if config.conditioning == "class":
+        return ClassConditioning(config.num_classes, config.hidden_size)
+    if config.conditioning == "text":
+        return TextConditioning(config.text_dim, config.hidden_size, config.mask_context)
+    return NoConditioning()
+
+
+def build_projector(config: TiMConfig) -> nn.Sequential | None:
+    """Representation-alignment projector D -> P -> P -> z_dim (SiLU between), or None when z_dim = 0."""
+    if config.z_dim <= 0:
+        return None
+    D, P = config.hidden_size, config.projector_dim
+    return nn.Sequential(nn.Linear(D, P), nn.SiLU(), nn.Linear(P, P), nn.SiLU(), nn.Linear(P, config.z_dim))
+
+
+class TiM(nn.Module):
+    """Transition Model network ``F(x_t, t, r, **cond) -> (B, C, H, W)`` (paper.md §6).
+
+    Example:
+        >>> model = TiM(TIM_PRESETS["TiM-tiny"])
+        >>> F = model(torch.randn(2, 4, 8, 8), torch.rand(2), torch.zeros(2), y=torch.tensor([1, 2]))
+    """
+
+    def __init__(self, config: TiMConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, p = config.hidden_size, config.patch_size
+        self.patch_embed = nn.Conv2d(config.in_channels, D, kernel_size=p, stride=p)
+        self.t_embedder = TimestepEmbedder(D)
+        self.dt_embedder = TimestepEmbedder(D) if config.decoupled_time_embedding else None
+        self.cond_embedder = build_conditioning(config)
+        self.rope = RotaryEmbedding2D(config.head_dim, config.rope_theta, config.rope_positions, config.rope_scale)
+        self.blocks = nn.ModuleList(TiMBlock(config) for _ in range(config.depth))
+        self.projector = build_projector(config)
+        self.final_layer = FinalLayer(config)
+        self.set_attention_backend(config.attention_backend)
+        self.initialize_weights()
+
+    # ----------------------------------------------------------------------------- set-up
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """Released initialisation (released-architecture.md §1.6), making the output exactly 0.
+
+        Xavier-uniform weights and zero biases for every Linear and the patch embedding (as a
+        [D, C p p] matrix); labels ~ N(0, 0.02); t-embedder weights ~ N(0, 0.02) (the Δt embedder
+        keeps Xavier, as released); caption SwiGLU ~ N(0, 0.02). adaLN-Zero: every block's and
+        the final layer's modulation output layer, and the final linear, are zero.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.weight.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        if isinstance(self.cond_embedder, ClassConditioning):
+            nn.init.normal_(self.cond_embedder.table.weight, std=LABEL_INIT_STD)
+        if isinstance(self.cond_embedder, TextConditioning):
+            caption_mlp = self.cond_embedder.mlp
+            for linear in (caption_mlp.fc_gate, caption_mlp.fc_value, caption_mlp.fc_out):
+                nn.init.normal_(linear.weight, std=CAPTION_MLP_INIT_STD)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=TIME_INIT_STD)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=TIME_INIT_STD)
+        # adaLN-Zero: all gates, the final shift/scale and the output projection start at 0.
+        zeroed = [b.modulation.fc_out for b in self.blocks]
+        zeroed += [self.final_layer.modulation.fc_out, self.final_layer.linear]
+        for linear in zeroed:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def set_attention_backend(self, backend: AttentionBackend) -> None:
+        """Choose the attention kernel for every layer ("auto", "sdpa", "flash" or "math")."""
+        if backend not in ("auto", "sdpa", "flash", "math"):
+            raise TimError(f"attention backend {backend!r} is unknown", "use 'auto', 'sdpa', 'flash' or 'math'")
+        if backend == "flash" and not flash_attn_available():
+            raise TimError(
+                "attention backend 'flash' needs the flash-attn package", "pip install flash-attn, or use 'auto'"
+            )
+        for module in self.modules():
+            if isinstance(module, (SelfAttention, CrossAttention)):
+                module.backend = backend
+
+    def set_rope_scale(self, scale: float) -> None:
+        """Scale RoPE positions (``scale < 1`` interpolates, e.g. training grid side / sampling grid side).
+
+        Position interpolation (Chen et al. 2023) for grids larger than seen in training; the
+        config is updated so that :func:`save_pretrained` records it.
+        """
+        if not scale > 0:
+            raise TimError(f"rope scale {scale} is not positive", "pass e.g. train_tokens_per_side / tokens_per_side")
+        self.rope.scale = scale
+        self.config = dataclasses.replace(self.config, rope_scale=scale)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """Default (C, H, W) of one sample: ``(in_channels, input_size, input_size)``."""
+        return (self.config.in_channels, self.config.input_size, self.config.input_size)
+
+    # ----------------------------------------------------------------------------- conditioning
+
+    def null_cond(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The unconditional (CFG null) version of ``cond``, same batch size and keys."""
+        return self.cond_embedder.null(cond)
+
+    def drop_cond(
+        self, cond: dict[str, Tensor], p: float, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """CFG dropout: each row's condition replaced by the null one with probability ``p``."""
+        return self.cond_embedder.drop(cond, p, generator)
+
+    def set_null_context(self, features: Tensor) -> None:
+        """Text models: set the null caption, e.g. the text encoder's features of ``""`` (M0, D_text)."""
+        if not isinstance(self.cond_embedder, TextConditioning):
+            raise TimError("set_null_context needs a text-conditioned model", "build it with conditioning='text'")
+        self.cond_embedder.set_null_context(features)
+
+    # ----------------------------------------------------------------------------- forward
+
+    def forward(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> Tensor:
+        """Transition output F(x_t, t, r) (paper.md §3.2), shape of ``x_t``.
+
+        Args:
+            x_t: noisy latents (B, C, H, W), H and W divisible by the patch size.
+            t: current network time input c_noise(t), (B,).
+            r: target network time input c_noise(r) <= t, (B,).
+            **cond: ``y`` (B,) labels, or ``context`` (B, M, D_text) [+ ``context_mask``], or nothing.
+        """
+        tokens, inputs = self._embed(x_t, t, r, cond)  # (B, N, D)
+        tokens = self._run_blocks(self.blocks, tokens, inputs)
+        return self._output(tokens, inputs, x_t.shape)
+
+    def forward_with_features(
+        self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """Like :meth:`forward`, also returning alignment features (B, N, z_dim), or None without projector.
+
+        The features are ``projector(tokens)`` after ``encoder_depth`` blocks (REPA, Yu et al. 2025;
+        the released TiM trains them against RADIO features, paper.md §12 item 1).
+        """
+        if self.projector is None:
+            return self.forward(x_t, t, r, **cond), None
+        tokens, inputs = self._embed(x_t, t, r, cond)
+        tokens = self._run_blocks(self.blocks[: self.config.encoder_depth], tokens, inputs)
+        features = self.projector(tokens)  # (B, N, z_dim)
+        tokens = self._run_blocks(self.blocks[self.config.encoder_depth :], tokens, inputs)
+        return self._output(tokens, inputs, x_t.shape), features
+
+    def time_embeddings(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoupled time embeddings (paper.md §6 De-TE): ``(E_t(t), E_Δ(t - r))``, each (B, D)."""
+        dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder
+        return self.t_embedder(t), dt_embedder(t - r)
+
+    def _embed(self, x_t: Tensor, t: Tensor, r: Tensor, cond: dict[str, Tensor]) -> tuple[Tensor, BlockInputs]:
+        """Patch tokens and the per-block inputs (conditioning vector, Δt embedding, RoPE tables)."""
+        t, r = self._check_inputs(x_t, t, r)
+        p = self.config.patch_size
+        tokens = self.patch_embed(x_t).flatten(2).transpose(1, 2)  # (B, N, D), token n = row * w + col
+        t_emb, dt_emb = self.time_embeddings(t, r)  # (B, D) each
+        embedded: Embedded = self.cond_embedder.embed(cond)
+        c = t_emb + dt_emb if embedded.pooled is None else t_emb + dt_emb + embedded.pooled  # (B, D)
+        # RoPE is applied in at least float32, also under bf16 autocast (released §1.5 dtype note).
+        rope_dtype = torch.promote_types(self.patch_embed.weight.dtype, torch.float32)
+        rope = self.rope(x_t.shape[-2] // p, x_t.shape[-1] // p, x_t.device, rope_dtype)
+        inputs = BlockInputs(c[:, None], dt_emb[:, None], rope, embedded.context, embedded.context_mask)
+        return tokens, inputs
+
+    def _run_blocks(self, blocks: nn.ModuleList, tokens: Tensor, inputs: BlockInputs) -> Tensor:
+        """Apply blocks; with ``checkpointing`` recompute activations in backward (gradient passes only)."""
+        remat = self.config.checkpointing and torch.is_grad_enabled() and not needs_differentiable_attention(tokens)
+        for block in blocks:
+            tokens = checkpoint(block, tokens, inputs, use_reentrant=False) if remat else block(tokens, inputs)
+        return tokens
+
+    def _output(self, tokens: Tensor, inputs: BlockInputs, shape: torch.Size) -> Tensor:
+        """Final layer and unpatchify to (B, C, H, W)."""
+        p = self.config.patch_size
+        out = self.final_layer(tokens, inputs.c)  # (B, N, p*p*C)
+        return unpatchify(out, p, shape[-2] // p, shape[-1] // p)
+
+    def _check_inputs(self, x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+        """Validate shapes; a 0-d t or r is broadcast to the batch."""
+        C, p = self.config.in_channels, self.config.patch_size
+        if x_t.ndim != 4 or x_t.shape[1] != C or x_t.shape[2] % p or x_t.shape[3] % p:
+            raise TimError(
+                f"x_t has shape {tuple(x_t.shape)}",
+                f"pass (B, {C}, H, W) with H and W divisible by the patch size {p}",
+            )
+        B = x_t.shape[0]
+        t, r = (torch.as_tensor(s, device=x_t.device) for s in (t, r))
+        t, r = (s.expand(B) if s.ndim == 0 else s for s in (t, r))
+        if t.shape != (B,) or r.shape != (B,):
+            raise TimError(f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs")
+        return t, r
+
+
+class WithFeatures(nn.Module):
+    """``forward = model.forward_with_features``, so a DDP/FSDP wrapper sees the feature pass.
+
+    DDP synchronises gradients only through ``forward``; wrap ``WithFeatures(model)`` (not
+    ``model``) when the training step calls ``forward_with_features`` with gradient.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(F, features)`` of the wrapped model."""
+        return self.model.forward_with_features(x_t, t, r, **cond)
