@@ -1,0 +1,276 @@
+"""``train(cfg, run_dir)``: data -> model -> objective -> AdamW -> EMA -> logs -> checkpoints.
+
+The loop knows no math: per micro-batch it calls the objective built from the config
+(``tim.objective``), backpropagates ``loss / accumulation``, and after the last micro-batch clips,
+steps and updates the EMA. Resume is "run the same command again": the latest good checkpoint in
+``run_dir`` is loaded and the run continues bit-identically (CPU, deterministic settings).
+
+Randomness: the objective's draws and the label dropout of micro-batch slot ``s`` of step ``n``
+come from a generator seeded by ``(seed, n, s)``, with ``s = rank * accumulation + micro_index``.
+Nothing needs saving to resume them, and a 2-process run with accumulation 1 draws exactly what a
+1-process run with accumulation 2 draws (the data source splits rows the same way), which is what
+the distributed equivalence test checks.
+
+A step whose loss or gradient norm is not finite on any process is skipped (no optimizer or EMA
+update), counted and logged; after ``train.max_bad_steps`` consecutive ones the run stops with a
+TimError, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tim.data.build import build_data_source
+from tim.data.sources import DataSource
+from tim.errors import TimError
+from tim.training import distributed
+from tim.training.checkpoint import (
+    check_output_dir,
+    load_latest,
+    remove_stale_temporaries,
+)
+from tim.training.config import (
+    RunConfig,
+    build_objective_from_config,
+    model_config,
+    save_config,
+)
+from tim.training.ema import ema_decay, make_ema, update_ema
+from tim.training.logging import MetricsLogger, Progress
+from tim.training.outputs import export_run, sample_grids
+from tim.training.state import TrainState, restore_state, save_state
+
+_STREAM_TAG = 0x7111  # separates the loop's random streams from the data source's (same seed)
+_BYTES_PER_PARAM = 16  # fp32 model + EMA + two AdamW moments
+
+
+def step_generator(seed: int, step: int, slot: int, device: torch.device) -> torch.Generator:
+    """The generator of micro-batch ``slot`` of optimizer step ``step`` (counter-based, no state)."""
+    mixed = np.random.SeedSequence([seed, _STREAM_TAG, step, slot]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def total_steps(cfg: RunConfig) -> int:
+    """Optimizer steps of the run: ``train.steps``, or enough steps to see ``train.images`` images."""
+    return math.ceil(cfg.train.images / cfg.train.batch_size) if cfg.train.images > 0 else cfg.train.steps
+
+
+def learning_rate(cfg: RunConfig, step: int) -> float:
+    """Constant learning rate after a linear warm-up over ``optim.warmup_steps`` (paper: none)."""
+    warmup = cfg.optim.warmup_steps
+    return cfg.optim.lr * min(1.0, (step + 1) / warmup) if warmup > 0 else cfg.optim.lr
+
+
+def _micro_batch(cfg: RunConfig, env: distributed.DistEnv) -> int:
+    """Global rows per micro-step (all processes); the data source gives each its share."""
+    parts = cfg.optim.accumulation * env.world_size
+    if cfg.train.batch_size % parts:
+        raise TimError(f"train.batch_size = {cfg.train.batch_size} is not divisible by optim.accumulation x "
+                       f"processes = {parts}", f"choose a batch size that is a multiple of {parts}")
+    return cfg.train.batch_size // cfg.optim.accumulation
+
+
+def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast where supported; the objective runs its derivative passes in float32."""
+    if cfg.train.precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TimError("train.precision = 'bf16' is not supported by this GPU", "set train.precision=fp32")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _build_model(cfg: RunConfig, info: Any, device: torch.device) -> nn.Module:
+    """The network, initialised from ``train.seed`` without touching the global RNG, checked against the data."""
+    from tim.models import build_model
+
+    config = model_config(cfg)
+    channels = getattr(config, "in_channels", getattr(config, "dim", None))
+    if channels != info.shape[0]:
+        raise TimError(f"the model takes {channels} input channels but data items have shape {tuple(info.shape)}",
+                       f"set model.{'in_channels' if hasattr(config, 'in_channels') else 'dim'}={info.shape[0]}")
+    patch = getattr(config, "patch_size", 1)
+    sizes = info.sizes or ([tuple(info.shape[1:])] if info.kind == "image" else [])
+    if any(side % patch for size in sizes for side in size):
+        raise TimError(f"data items of size {'x'.join(map(str, sizes[0]))} are not divisible by model.patch_size={patch}",
+                       f"choose a model.patch_size that divides the image sides, or data.image_size a multiple of {patch}")
+    conditional = getattr(config, "conditioning", "class") == "class" and config.num_classes > 0
+    if conditional and info.num_classes != config.num_classes:
+        raise TimError(f"the model expects {config.num_classes} classes but the data has {info.num_classes}",
+                       f"set model.num_classes={info.num_classes}" + (" and model.conditioning=none" if not info.num_classes else ""))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return build_model(config).to(device)
+
+
+def _is_conditional(model: nn.Module) -> bool:
+    config = model.config
+    return getattr(config, "conditioning", "class") != "none" and getattr(config, "num_classes", 1) > 0
+
+
+def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool) -> dict[str, Tensor]:
+    """The batch's condition tensors (labels...) for a conditional model; {} for an unconditional one."""
+    return {key: value.to(device) for key, value in batch.items() if key != "x"} if conditional else {}
+
+
+def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, parts: dict[str, Any]) -> dict[str, Any]:
+    """One optimizer step over ``optim.accumulation`` micro-batches; returns its metrics."""
+    F, F_nograd, model, ema = parts["F"], parts["F_nograd"], parts["model"], parts["ema"]
+    objective, optimizer, source = parts["objective"], parts["optimizer"], parts["source"]
+    accumulation = cfg.optim.accumulation
+    optimizer.zero_grad(set_to_none=True)
+    losses, stats = [], {}
+    for micro in range(accumulation):
+        batch = source.next_batch()
+        x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts["conditional"])
+        generator = step_generator(cfg.train.seed, state.step, env.rank * accumulation + micro, env.device)
+        dropped = model.drop_cond(cond, cfg.train.label_dropout, generator) if cond else cond
+        teacher = {} if objective.guidance_scale == 1.0 else {
+            "teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
+        with distributed.no_sync(F, active=micro < accumulation - 1):
+            with parts["autocast"]:
+                out = objective(F, x, cond=dropped, generator=generator, F_nograd=F_nograd, **teacher)
+            (out.loss / accumulation).backward()
+        losses.append(out.loss.detach().float().cpu())
+        for key, value in out.stats.items():
+            stats[key] = stats.get(key, 0.0) + value.detach().float().cpu() / accumulation
+    max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP DTensor
+    # One all-reduce for the loss and every stat: the logged values are global-batch means.
+    means = distributed.all_reduce_mean(torch.stack([torch.stack(losses).mean(), *stats.values()]), env).tolist()
+    loss, stats = means[0], dict(zip(stats, means[1:]))
+    finite = math.isfinite(loss) and bool(torch.isfinite(grad_norm))
+    metrics = {"loss": loss, "grad_norm": grad_norm.item(), "lr": learning_rate(cfg, state.step)}
+    if distributed.any_process(not finite, env):
+        optimizer.zero_grad(set_to_none=True)  # sg: the weights and the EMA stay untouched
+        return metrics | {"finite": False}
+    for group in optimizer.param_groups:
+        group["lr"] = metrics["lr"]
+    optimizer.step()
+    decay = ema_decay(cfg.ema.decay, state.ema_updates, cfg.ema.warmup)
+    update_ema(ema, model, decay)
+    state.ema_updates += 1
+    return metrics | {"finite": True, "ema_decay": decay} | stats
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None) -> Path:
+    """Train (or resume) a run described by ``cfg`` in ``run_dir``.
+
+    Args:
+        cfg: the resolved run configuration (:func:`tim.training.load_config`).
+        run_dir: the run directory: checkpoints, ``config.json``, metrics, sample grids and the
+            exported EMA model (``run_dir/pretrained``, a ``save_pretrained`` folder).
+        data: a data source to use instead of the one ``cfg.data`` describes (tests, custom data);
+            it must deliver this process's rows of each global micro-batch.
+
+    Returns:
+        ``run_dir`` as a Path.
+
+    Raises:
+        TimError: bad settings, an unusable run directory, or too many consecutive non-finite steps.
+    """
+    run_dir = Path(run_dir)
+    env = distributed.init(cfg.train.device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        return _run(cfg, run_dir, env, data)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # leave the caller's process as it was
+        distributed.cleanup(env)
+
+
+def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSource | None) -> Path:
+    source = data or build_data_source(cfg.data, batch_size=_micro_batch(cfg, env), rank=env.rank,
+                                       world_size=env.world_size, seed=cfg.train.seed)
+    model = _build_model(cfg, source.info, env.device)
+    ema = make_ema(model)
+    objective = build_objective_from_config(cfg)
+    needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * sum(p.numel() for p in model.parameters())
+    distributed.on_main(env, lambda: _prepare_run_dir(cfg, run_dir, needed))
+    if env.distributed and cfg.train.parallel == "ddp" and getattr(model.config, "z_dim", 0) > 0:
+        # DDP waits for a gradient of every parameter; the alignment projector gets none here.
+        raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that this objective never trains, "
+                       "and DDP requires a gradient for every parameter", "set model.z_dim=0")
+    F, F_nograd = distributed.wrap(model, ema, env, cfg.train.parallel)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+    checkpoint = load_latest(run_dir, report=env.is_main)
+    state = restore_state(checkpoint, cfg, model, ema, optimizer, source) if checkpoint else TrainState()
+    parts = {"F": F, "F_nograd": F_nograd, "model": model, "ema": ema, "objective": objective,
+             "optimizer": optimizer, "source": source, "autocast": _autocast(cfg, env.device),
+             "conditional": _is_conditional(model)}
+    total, fsdp = total_steps(cfg), env.distributed and cfg.train.parallel == "fsdp"
+    logger = MetricsLogger(run_dir, jsonl=cfg.logging.jsonl, csv_file=cfg.logging.csv,
+                           tensorboard=cfg.logging.tensorboard, enabled=env.is_main, resume_step=state.step)
+    progress = Progress(total, state.step, enabled=env.is_main and cfg.train.progress)
+    if checkpoint is not None:
+        progress.write(f"resuming from {checkpoint.path} (step {state.step}, {state.images} images)")
+    started = time.perf_counter()
+    try:
+        while state.step < total:
+            metrics = _train_step(cfg, env, state, parts)
+            state.step += 1
+            state.images += cfg.train.batch_size
+            if not metrics.pop("finite"):
+                _skip(cfg, run_dir, state, metrics, logger, progress)
+            else:
+                state.bad_streak = 0
+                if state.step % cfg.train.log_every == 0 or state.step == total:
+                    logger.log({"step": state.step, "images": state.images, **metrics, "skipped": state.skipped,
+                                "seconds": round(time.perf_counter() - started, 3)})
+            progress.update(metrics["loss"], state.images)
+            if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
+                save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
+            if cfg.train.sample_every and state.step % cfg.train.sample_every == 0 and (env.is_main or fsdp):
+                sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+            if _out_of_time(cfg, started, env) and state.step < total:
+                save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
+                progress.write(f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}")
+                break
+    finally:
+        progress.close()
+        logger.close()
+    if env.is_main or fsdp:
+        sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+    export_run(cfg, run_dir, ema, state, env)
+    return run_dir
+
+
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, needed_bytes: int) -> None:
+    """Check the run directory before any training, clear a killed run's leftovers, save the config."""
+    check_output_dir(run_dir, needed_bytes)
+    remove_stale_temporaries(run_dir)
+    save_config(cfg, run_dir / "config.json")
+
+
+def _out_of_time(cfg: RunConfig, started: float, env: distributed.DistEnv) -> bool:
+    """Whether ``train.time_limit`` minutes have passed (decided by rank 0 for every process)."""
+    late = cfg.train.time_limit > 0 and time.perf_counter() - started > 60.0 * cfg.train.time_limit
+    return distributed.any_process(late, env) if cfg.train.time_limit > 0 else False
+
+
+def _skip(cfg: RunConfig, run_dir: Path, state: TrainState, metrics: dict[str, Any], logger: MetricsLogger,
+          progress: Progress) -> None:
+    """Count and log a non-finite step; stop after ``train.max_bad_steps`` in a row."""
+    state.skipped += 1
+    state.bad_streak += 1
+    logger.log({"step": state.step, "event": "non_finite", "loss": metrics["loss"],
+                "grad_norm": metrics["grad_norm"], "skipped": state.skipped, "bad_streak": state.bad_streak})
+    progress.write(f"step {state.step}: non-finite loss or gradient (loss={metrics['loss']}, "
+                   f"grad_norm={metrics['grad_norm']}); step skipped ({state.skipped} so far)")
+    if state.bad_streak >= cfg.train.max_bad_steps:
+        last = load_latest(run_dir, report=False, parts=())
+        kept = f"the last good checkpoint '{last.path}' is kept" if last else "no checkpoint was written yet"
+        raise TimError(f"{state.bad_streak} consecutive training steps had non-finite loss or gradients "
+                       f"(up to step {state.step}); {kept}",
+                       "lower optim.lr, keep optim.grad_clip > 0, or check the data for NaN/Inf")

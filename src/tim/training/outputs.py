@@ -1,0 +1,57 @@
+"""What a run leaves besides checkpoints: sample grids of the EMA model and the exported weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tim.training import distributed
+from tim.training.config import RunConfig, model_config
+from tim.training.logging import write_summary
+from tim.training.state import TrainState
+
+
+def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objective: Any, info: Any,
+                  env: distributed.DistEnv) -> None:
+    """Draw the EMA model's samples with each ``sample.steps`` count and save a grid per count."""
+    if cfg.sample.num == 0:
+        return
+    try:
+        from tim.samplers import sample
+        from tim.viz import save_grid, scatter
+    except ImportError:  # an optional part of the package is missing: training goes on without grids
+        return
+    generator = torch.Generator(device=env.device).manual_seed(cfg.sample.seed)
+    noise = torch.randn((cfg.sample.num, *info.shape), generator=generator, device=env.device)
+    cond = {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes} if info.num_classes else {}
+    uncond = ema.null_cond(cond) if cond else None
+    out = run_dir / "samples"
+    out.mkdir(exist_ok=True)
+    for steps in cfg.sample.steps:
+        with torch.no_grad():
+            x = sample(ema, noise, path=objective.path, steps=steps, cond=cond, uncond=uncond,
+                       guidance_scale=cfg.sample.guidance_scale, guidance_interval=cfg.sample.guidance_interval,
+                       stochasticity=cfg.sample.stochasticity, generator=generator).x.cpu()
+        name = out / f"step_{step:08d}_nfe_{steps}.png"
+        if env.is_main and info.kind == "image":
+            save_grid(x.clamp(-1, 1), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
+        elif env.is_main:
+            scatter({f"{steps} steps": x}, name, title=f"step {step}, {steps} sampling steps")
+
+
+def export_run(cfg: RunConfig, run_dir: Path, ema: nn.Module, state: TrainState, env: distributed.DistEnv) -> None:
+    """Write the EMA weights as a ``save_pretrained`` folder and the run summary (rank 0)."""
+    from tim.models import build_model, save_pretrained
+
+    weights = distributed.full_model_state(ema)
+    if not env.is_main:
+        return
+    export = build_model(model_config(cfg))
+    export.load_state_dict(weights)
+    save_pretrained(export, run_dir / "pretrained")
+    write_summary(run_dir, {"steps": state.step, "images": state.images, "skipped": state.skipped,
+                            "ema_updates": state.ema_updates})

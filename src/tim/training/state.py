@@ -1,0 +1,146 @@
+"""The training state that a checkpoint holds, and :func:`load_run` for sampling/evaluation.
+
+What a checkpoint stores (everything needed for a bit-identical continuation on CPU):
+
+* ``model``, ``ema``: full (unsharded) weights;
+* ``optimizer``: AdamW moments and step counts, flattened into tensors + a JSON layout;
+* ``rng``: the global torch RNG states (the loop itself draws only from per-step generators
+  derived from ``(seed, step, slot)``, which need no state; the global states are kept so that a
+  network that uses the global RNG, e.g. with dropout, also resumes exactly);
+* ``state.json``: step, images seen, skipped/bad-step counters, EMA update count, the data
+  source's position (``DataSource.state_dict``) and the world size it was written with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tim.errors import TimError
+from tim.training import distributed
+from tim.training.checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    load_latest,
+    save_checkpoint,
+)
+from tim.training.config import RunConfig, config_from_dict, model_config
+
+
+@dataclass
+class TrainState:
+    """Counters of a run.
+
+    Attributes:
+        step: optimizer steps attempted (skipped non-finite steps included: their data is consumed).
+        images: training images seen (all processes).
+        skipped: non-finite steps skipped so far.
+        bad_streak: consecutive non-finite steps up to now.
+        ema_updates: EMA updates done (drives the EMA warm-up).
+    """
+
+    step: int = 0
+    images: int = 0
+    skipped: int = 0
+    bad_streak: int = 0
+    ema_updates: int = 0
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_state(run_dir: Path, cfg: RunConfig, state: TrainState, model: nn.Module, ema: nn.Module,
+               optimizer: torch.optim.Optimizer, data_state: dict[str, Any], env: distributed.DistEnv) -> Path | None:
+    """Write a checkpoint (rank 0 writes; under FSDP every process helps gather the weights).
+
+    Returns:
+        The checkpoint directory on rank 0, None elsewhere.
+    """
+    parts = {
+        "model": distributed.full_model_state(model),
+        "ema": distributed.full_model_state(ema),
+        "optimizer": distributed.full_optimizer_state(model, optimizer),
+        "rng": _rng_state(),
+    }
+    extra = dataclasses.asdict(state) | {"data": data_state, "world_size": env.world_size,
+                                         "micro_batch": cfg.train.batch_size // cfg.optim.accumulation}
+    extra.pop("step")
+    return distributed.on_main(env, lambda: save_checkpoint(run_dir, state.step, parts, extra, cfg.to_dict(),
+                                                            keep_last=cfg.train.keep_last))
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str, where: Path) -> None:
+    own = model.state_dict()  # under FSDP these are DTensors whose .shape is the full shape
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = sorted(k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape))
+    if missing or unexpected or shapes:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"mis-shaped {shapes[:3]}")
+        raise TimError(f"the {what} weights in checkpoint '{where}' do not fit the configured model ({detail})",
+                       "resume with the model config the run was started with, or use a new run directory")
+    distributed.load_full_model_state(model, weights)
+
+
+def restore_state(checkpoint: Checkpoint, cfg: RunConfig, model: nn.Module, ema: nn.Module,
+                  optimizer: torch.optim.Optimizer, source: Any) -> TrainState:
+    """Load a checkpoint into the live objects and return its counters."""
+    if checkpoint.config.get("model") != cfg.to_dict()["model"]:
+        raise TimError(f"checkpoint '{checkpoint.path}' was trained with model {checkpoint.config.get('model')}, "
+                       f"not {cfg.to_dict()['model']}", "use the original model settings or a new run directory")
+    _load_weights(model, checkpoint.parts["model"], "model", checkpoint.path)
+    _load_weights(ema, checkpoint.parts["ema"], "EMA", checkpoint.path)
+    distributed.load_full_optimizer_state(model, optimizer, checkpoint.parts["optimizer"])
+    rng = checkpoint.parts["rng"]
+    torch.set_rng_state(rng["torch_cpu"])
+    if "torch_cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["torch_cuda"])
+    micro_batch = cfg.train.batch_size // cfg.optim.accumulation
+    if checkpoint.state.get("micro_batch", micro_batch) != micro_batch:
+        # The data position counts global micro-batches: another size means other rows from here on.
+        warnings.warn(f"checkpoint '{checkpoint.path}' was written with global micro-batches of "
+                      f"{checkpoint.state['micro_batch']} rows, this run uses {micro_batch}: training continues "
+                      "but does not replay the original data order", stacklevel=2)
+    source.load_state_dict(checkpoint.state["data"])
+    counters = {f.name: int(checkpoint.state.get(f.name, 0)) for f in dataclasses.fields(TrainState)}
+    return TrainState(**(counters | {"step": checkpoint.step}))
+
+
+def load_run(run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """Load the weights of a run's latest good checkpoint for sampling and evaluation.
+
+    Args:
+        run_dir: a directory written by :func:`tim.training.train`.
+        which: ``"ema"`` (default; the averaged weights) or ``"model"`` (the raw weights).
+        device: where to put the model.
+
+    Returns:
+        ``(model, cfg)``: the network in eval mode and the run's resolved config.
+
+    Raises:
+        TimError: no usable checkpoint, or ``which`` is not "ema"/"model".
+    """
+    from tim.models import build_model
+
+    if which not in ("ema", "model"):
+        raise TimError(f"which = {which!r} is not a weight set", "use which='ema' or which='model'")
+    checkpoint = load_latest(run_dir)
+    if checkpoint is None and list_checkpoints(run_dir):
+        raise TimError(f"every checkpoint in '{run_dir}' is corrupt or partial (each one is named in a warning)",
+                       "restore a checkpoint folder from a backup or train again")
+    if checkpoint is None:
+        raise TimError(f"'{run_dir}' has no usable checkpoint", "pass the directory of a training run (tim train --out DIR)")
+    cfg = config_from_dict(checkpoint.config)
+    model = build_model(model_config(cfg))
+    _load_weights(model, checkpoint.parts[which], which, checkpoint.path)
+    return model.to(device).eval(), cfg

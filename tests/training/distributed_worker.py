@@ -1,0 +1,64 @@
+"""Worker for tests/training/test_distributed.py, launched with ``torchrun --nproc_per_node 2``.
+
+``python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_worker.py OUT OVERRIDES...``
+trains the same tiny run twice in one process group, once wrapped with DDP and once sharded with
+FSDP2 (``OUT/ddp``, ``OUT/fsdp``), and writes ``OUT/dde_rank<k>.json``: the DDE time derivative of
+an FSDP2-sharded network (forward passes only, under no_grad) against the same network unsharded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def dde_on_sharded_module(out: Path) -> None:
+    """DDE through fully_shard: every no-grad forward all-gathers the shards, nothing else is needed."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from tim.models import build_model
+    from tim.objective import dde_derivative
+    from tim.paths import LinearPath
+
+    torch.manual_seed(0)
+    sharded = build_model("TiM-digits", hidden_size=32, depth=2, num_heads=2, modulation_rank=8)
+    torch.nn.init.normal_(sharded.final_layer.linear.weight)  # a non-zero output, so dF/dt is not trivially 0
+    plain = build_model("TiM-digits", hidden_size=32, depth=2, num_heads=2, modulation_rank=8)
+    plain.load_state_dict(sharded.state_dict())
+    for block in sharded.blocks:
+        fully_shard(block)
+    fully_shard(sharded)
+    sharded_params = all(isinstance(p, DTensor) for p in sharded.parameters())
+    generator = torch.Generator().manual_seed(1)
+    x, z = torch.randn(4, 1, 8, 8, generator=generator), torch.randn(4, 1, 8, 8, generator=generator)
+    t = torch.tensor([0.9, 0.7, 0.5, 0.3])
+    r, cond = t * 0.5, {"y": torch.tensor([0, 1, 2, 3])}
+    path = LinearPath()
+    with torch.no_grad():
+        on_shards = dde_derivative(sharded, path, x, z, t, r, cond)
+        reference = dde_derivative(plain, path, x, z, t, r, cond)
+    report = {"max_abs_diff": (on_shards - reference).abs().max().item(),
+              "max_abs": reference.abs().max().item(),
+              "parameters_are_dtensors": sharded_params}
+    (out / f"dde_rank{dist.get_rank()}.json").write_text(json.dumps(report))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    out, overrides = Path(sys.argv[1]), sys.argv[2:]
+    dist.init_process_group("gloo")  # train() joins an existing group and leaves it alone
+    from tim.training import load_config, train
+
+    for parallel in ("ddp", "fsdp"):
+        train(load_config(None, [*overrides, f"train.parallel={parallel}"]), out / parallel)
+    dde_on_sharded_module(out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
