@@ -1,23 +1,33 @@
-# Two commands do all set-up on a fresh machine with Python 3.11+ and pip:
-#   make demo   -> creates .venv, installs the package, runs `tim demo` (trains on the bundled digits)
-#   make test   -> creates .venv, installs the package with test extras, runs the default test suite
-PYTHON ?= python3
-VENV   ?= .venv
-BIN     = $(VENV)/bin
+# Two commands do all set-up on a fresh machine with Python 3.11+ and pip (README, "Quick start"):
+#   make demo   -> creates .venv, installs torch (CPU build) + this package, runs `tim demo`
+#   make test   -> same virtual environment, runs the default test suite (what .ci/run calls)
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN          = $(VENV)/bin
+# The CPU wheels of torch: a plain `pip install torch` on Linux pulls a multi-GB CUDA build.
+# Where this index cannot be reached pip says so and falls back to PyPI / local wheels.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH       ?= torch==2.13.0
+DEMO_OUT    ?= outputs/demo
+STAMP        = $(VENV)/.installed
 
-.PHONY: demo test venv
+.PHONY: demo test venv clean-venv
 
-$(BIN)/activate:
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch 2.13.0 (a plain `torch` would pull a multi-GB CUDA build).
-	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet torch
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)" --extra-index-url $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
 
-venv: $(BIN)/activate
+venv: $(STAMP)
 
-demo: venv
-	$(BIN)/tim demo --out outputs/demo
+demo: $(STAMP)
+	$(BIN)/tim demo --out $(DEMO_OUT) --overwrite
 
-test: venv
+test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

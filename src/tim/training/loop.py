@@ -126,9 +126,10 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     objective, optimizer, source = parts["objective"], parts["optimizer"], parts["source"]
     accumulation = cfg.optim.accumulation
     optimizer.zero_grad(set_to_none=True)
-    losses, stats = [], {}
+    losses, stats, rows = [], {}, 0
     for micro in range(accumulation):
         batch = source.next_batch()
+        rows += len(batch["x"])  # bucketed data: the batch size varies from step to step
         x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts["conditional"])
         generator = step_generator(cfg.train.seed, state.step, env.rank * accumulation + micro, env.device)
         dropped = model.drop_cond(cond, cfg.train.label_dropout, generator) if cond else cond
@@ -145,10 +146,11 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP DTensor
     # One all-reduce for the loss and every stat: the logged values are global-batch means.
-    means = distributed.all_reduce_mean(torch.stack([torch.stack(losses).mean(), *stats.values()]), env).tolist()
-    loss, stats = means[0], dict(zip(stats, means[1:]))
+    means = distributed.all_reduce_mean(
+        torch.stack([torch.stack(losses).mean(), torch.tensor(float(rows)), *stats.values()]), env).tolist()
+    loss, images, stats = means[0], round(means[1] * env.world_size), dict(zip(stats, means[2:]))
     finite = math.isfinite(loss) and bool(torch.isfinite(grad_norm))
-    metrics = {"loss": loss, "grad_norm": grad_norm.item(), "lr": learning_rate(cfg, state.step)}
+    metrics = {"loss": loss, "images": images, "grad_norm": grad_norm.item(), "lr": learning_rate(cfg, state.step)}
     if distributed.any_process(not finite, env):
         optimizer.zero_grad(set_to_none=True)  # sg: the weights and the EMA stay untouched
         return metrics | {"finite": False}
@@ -220,7 +222,7 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
         while state.step < total:
             metrics = _train_step(cfg, env, state, parts)
             state.step += 1
-            state.images += cfg.train.batch_size
+            state.images += metrics.pop("images")
             if not metrics.pop("finite"):
                 _skip(cfg, run_dir, state, metrics, logger, progress)
             else:
