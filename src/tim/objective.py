@@ -1,0 +1,599 @@
+"""Training objectives: the TiM transition loss and two baselines on the same interface.
+
+Paper -> code map (arXiv:2509.04394v1; section numbers refer to ``paper.md``):
+
+=============================================================  =======================================
+paper                                                          code
+=============================================================  =======================================
+(t, r) sampling, r = t / r = 0 shares (§5.2, Table 11)         :func:`tim.timesteps.sample_time_pairs`
+x_t = alpha x + sigma z, v_t (§3.1)                            :meth:`tim.paths.Path.interpolate`
+DDE, TiM Eq. (10) (§4)                                         :func:`dde_derivative`
+JVP alternative (§4)                                           :func:`jvp_derivative`
+target from the state transition identity (§3.3-3.4)           :meth:`tim.paths.Path.transition_target`
+model guidance, TiM Eq. (51) (§5.4)                            :func:`tim.guidance.guided_target_offset`
+per-sample MSE + cosine direction loss (Alg. 1, §5.1)          :func:`per_sample_mse`, :func:`per_sample_cosine`
+time weight (sigma_d + tau(t) - tau(r))^(-1/2) (Table 12)      :func:`time_weight`
+adaptive normalisation w / (sg(L) + c) (Alg. 1)                :func:`adaptive_weight`
+full loss, Eq. (13) + Alg. 1                                   :class:`TransitionLoss`
+flow matching / SiT baseline (Table 4 row a)                   :class:`FlowMatchingLoss`
+MeanFlow (App. B.2, Eq. (49))                                  :class:`MeanFlowLoss`
+=============================================================  =======================================
+
+Every objective is a callable ``loss(F, x, *, cond, generator, ...) -> LossOutput`` that works with
+any network ``F(x_t, t, r, **cond)`` (``t``, ``r`` are network time inputs ``c_noise``). It is
+pure: randomness only from the explicit generator, arguments are never mutated, and non-finite
+values are never replaced (the published ``nan_to_num`` is deliberately not reproduced).
+
+Dropout and the derivative passes: the derivative passes call the network with the same
+condition dict as the prediction and in the module's current train/eval state; the released
+networks (and ours) have no dropout, so the passes see the same function. Code that adds dropout
+should pass an ``F_nograd`` in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as functional
+from torch import Tensor
+
+from tim.errors import TimError
+from tim.guidance import guided_target_offset
+from tim.paths import LinearPath, Path, expand_time
+from tim.timesteps import resolution_shift, resolve_generator, sample_time_pairs, shift_path_time
+
+__all__ = [
+    "LossOutput",
+    "TransitionLoss",
+    "FlowMatchingLoss",
+    "MeanFlowLoss",
+    "build_objective",
+    "dde_derivative",
+    "jvp_derivative",
+    "time_weight",
+    "adaptive_weight",
+    "per_sample_mse",
+    "per_sample_cosine",
+    "DDE_EPSILON",
+]
+
+DDE_EPSILON = 0.005  # paper §4, Table 10: the value used in every experiment
+ADAPTIVE_C = 1e-5  # published code: 1 / (L.detach() + 10e-6)
+COSINE_EPS = 1e-8  # published code: cosine_similarity(..., eps=1e-8)
+
+Derivative = Literal["dde", "jvp"]
+TimeTransform = Literal["tan", "identity", "sigmoid"]
+TimeFunction = Literal["sqrt", "constant", "reciprocal", "square", "soft_min_snr"]
+
+
+class Network(Protocol):
+    """A network F(x_t, t, r, **cond) -> Tensor of the shape of x_t."""
+
+    def __call__(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Any) -> Tensor: ...  # noqa: D102
+
+
+Alignment = Callable[[Tensor, Tensor, dict], Tensor]
+
+
+@dataclass
+class LossOutput:
+    """Result of one objective evaluation.
+
+    Attributes:
+        loss: scalar to backpropagate (may be non-finite: never hidden).
+        per_sample: ``(B,)`` weighted per-sample loss (``loss = per_sample.mean()``).
+        stats: detached scalars, e.g. ``"mse"``, ``"cosine"``, ``"weight_time"``, ``"t_mean"``.
+    """
+
+    loss: Tensor
+    per_sample: Tensor
+    stats: dict[str, Tensor]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # float32, or float64 when the data is float64 (tests); never a 16-bit type.
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _select_rows(cond: dict[str, Any], rows: Tensor, batch: int) -> dict[str, Any]:
+    # Slice every per-row tensor of the condition; leave anything else untouched (no mutation).
+    return {
+        key: value[rows] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch else value
+        for key, value in cond.items()
+    }
+
+
+# ---------------------------------------------------------------------------- derivatives
+def dde_derivative(
+    F: Network,
+    path: Path,
+    x: Tensor,
+    z: Tensor,
+    t: Tensor,
+    r: Tensor,
+    cond: dict[str, Any] | None = None,
+    *,
+    epsilon: float = DDE_EPSILON,
+) -> Tensor:
+    """Total derivative dF/dt along the conditional path by central differences (TiM Eq. (10)).
+
+    dF/dt ~ [F(x_{t+}, t+, r) - F(x_{t-}, t-, r)] / (t+ - t-), x_s = alpha_s x + sigma_s z with the
+    same (x, z), r fixed. The stencil t+ = min(t + eps, t_max), t- = max(t - eps, r, t_min) keeps
+    both points inside the path's domain and t- >= r (a one-sided stencil at the edges, divided by
+    its real width). Runs without gradient (sg[F]) and in float32 (float64 for float64 data) even
+    inside a bf16 autocast region: a bf16 difference at eps = 5e-3 is ~40% off (design.md).
+
+    Args:
+        F: the network (evaluated twice, no grad).
+        path: the path.
+        x: data, shape ``(N, ...)``, rows with r < t.
+        z: noise, shape of ``x``.
+        t: current times, shape ``(N,)``.
+        r: target times, shape ``(N,)``, r < t.
+        cond: condition dict for these rows.
+        epsilon: half-width of the stencil (paper: 0.005).
+
+    Returns:
+        dF/dt, shape of ``x``, float32 (float64 for float64 data).
+    """
+    cond = {} if cond is None else cond
+    dtype = _work_dtype(x.dtype)
+    x, z, t, r = x.to(dtype), z.to(dtype), t.to(dtype), r.to(dtype)
+    t_plus = (t + epsilon).clamp(max=path.t_max)
+    t_minus = torch.maximum(t - epsilon, r.clamp(min=path.t_min))
+    c_r = path.time_input(r)
+    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+        F_plus = F(path.interpolate(x, z, t_plus).x_t, path.time_input(t_plus), c_r, **cond).to(dtype)
+        F_minus = F(path.interpolate(x, z, t_minus).x_t, path.time_input(t_minus), c_r, **cond).to(dtype)
+    return (F_plus - F_minus) / expand_time(t_plus - t_minus, x)
+
+
+def jvp_derivative(
+    F: Network,
+    path: Path,
+    x: Tensor,
+    z: Tensor,
+    t: Tensor,
+    r: Tensor,
+    cond: dict[str, Any] | None = None,
+) -> Tensor:
+    """Exact total derivative dF/dt along the conditional path by forward-mode AD (paper §4).
+
+    dF/dt = d_x F . v_t + d_t F, computed as ``torch.func.jvp`` of t -> F(x_t(t), c(t), c(r)) with
+    tangent (v_t, 1); the chain rule through ``c_noise`` is taken by autodiff. No gradient (sg[F]),
+    float32 even under autocast. The network must support forward-mode AD (math attention; SDPA
+    has no forward-mode rule on CPU).
+
+    Args:
+        F: the network.
+        path: the path.
+        x: data, shape ``(N, ...)``.
+        z: noise, shape of ``x``.
+        t: current times, shape ``(N,)``.
+        r: target times, shape ``(N,)``.
+        cond: condition dict for these rows.
+
+    Returns:
+        dF/dt, shape of ``x``.
+    """
+    cond = {} if cond is None else cond
+    dtype = _work_dtype(x.dtype)
+    x, z, t, r = x.to(dtype), z.to(dtype), t.to(dtype), r.to(dtype)
+    x_t, v_t = path.interpolate(x, z, t)
+    c_r = path.time_input(r)
+
+    def along_path(x_t: Tensor, t: Tensor) -> Tensor:
+        return F(x_t, path.time_input(t), c_r, **cond).to(dtype)
+
+    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+        _, dF_dt = torch.func.jvp(along_path, (x_t, t), (v_t, torch.ones_like(t)))
+    return dF_dt
+
+
+# ---------------------------------------------------------------------------- weights and distances
+def _tau(t: Tensor, transform: TimeTransform) -> Tensor:
+    if transform == "tan":
+        return torch.tan(t)
+    if transform == "sigmoid":
+        return t / (1.0 - t)
+    return t
+
+
+def time_weight(
+    t: Tensor,
+    r: Tensor,
+    *,
+    transform: TimeTransform = "tan",
+    function: TimeFunction = "sqrt",
+    sigma_d: float = 1.0,
+) -> Tensor:
+    """Interval time weight w(t, r) = fn(tau(t) - tau(r)) (paper.md §5.1, Table 12).
+
+    tau: ``"tan"`` tan t (default), ``"identity"`` t, ``"sigmoid"`` t/(1 - t). With Delta = tau(t) - tau(r):
+    ``"sqrt"`` 1/sqrt(sigma_d + Delta) (default), ``"constant"`` 1, ``"reciprocal"`` 1/(sigma_d + Delta),
+    ``"square"`` 1/(sigma_d + Delta)^2, ``"soft_min_snr"`` 1/(sigma_d^2 + Delta^2). Rows with r = t get 1.
+
+    Args:
+        t: current times, shape ``(B,)``.
+        r: target times, shape ``(B,)``.
+        transform: the time transform tau.
+        function: the weighting function.
+        sigma_d: the constant sigma_d (paper: 1).
+
+    Returns:
+        Weights, shape ``(B,)``.
+    """
+    delta = _tau(t, transform) - _tau(r, transform)
+    if function == "sqrt":
+        weights = (sigma_d + delta).rsqrt()
+    elif function == "reciprocal":
+        weights = 1.0 / (sigma_d + delta)
+    elif function == "square":
+        weights = (sigma_d + delta) ** -2
+    elif function == "soft_min_snr":
+        weights = 1.0 / (sigma_d**2 + delta**2)
+    else:
+        weights = torch.ones_like(delta)
+    return torch.where(r == t, torch.ones_like(delta), weights)
+
+
+def adaptive_weight(loss: Tensor, *, c: float = ADAPTIVE_C, power: float = 1.0) -> Tensor:
+    """Adaptive normalisation 1 / (sg(L) + c)^p (paper.md §5.1, Alg. 1; MeanFlow uses p = 1, c = 1e-3).
+
+    Args:
+        loss: per-sample losses, shape ``(B,)``.
+        c: the stabilising constant (TiM: 1e-5).
+        power: p.
+
+    Returns:
+        Weights, shape ``(B,)``, detached.
+    """
+    return (loss.detach() + c) ** -power  # sg[L]: the weight carries no gradient
+
+
+def per_sample_mse(F_pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error per sample over all non-batch dimensions, shape ``(B,)``."""
+    return (F_pred - target).square().flatten(1).mean(1)
+
+
+def per_sample_cosine(F_pred: Tensor, target: Tensor) -> Tensor:
+    """Direction loss 1 - cos(F_pred, target) over the channel dim (dim 1), averaged over the rest.
+
+    For images ``(B, C, H, W)`` the cosine is per pixel over C (published), for vectors
+    ``(B, D)`` it is over D. Returns shape ``(B,)``.
+    """
+    cosine = functional.cosine_similarity(F_pred, target, dim=1, eps=COSINE_EPS)
+    return (1.0 - cosine).reshape(F_pred.shape[0], -1).mean(1)
+
+
+# ---------------------------------------------------------------------------- the TiM loss
+@dataclass
+class TransitionLoss:
+    """The TiM objective; defaults are the paper's final recipe (paper.md §5.1-5.2, Alg. 1).
+
+    Per call: draw (t, r) and z; x_t, v_t on the path; F_pred = F(x_t, c(t), c(r)); dF/dt of
+    sg[F] by DDE (or JVP) on rows with r < t (0 elsewhere); the target of the state transition
+    identity (+ model guidance); L_i = MSE + (1 - cos); weight w(t, r)/(sg(L_i) + c); plus the
+    optional alignment term ``alignment_weight * alignment(features, x, cond)``.
+
+    Low-dimensional data: the cosine term and the per-sample adaptive normalisation assume that
+    L_i averages many numbers (latent pixels). On 2-D vectors the cosine's minimiser is not the
+    conditional mean and 1/(sg(L_i) + c) turns the regression into a mode-seeking log-loss; set
+    ``direction_loss=False, adaptive=False`` there (scripts/toy_2d_comparison.py measures both).
+
+    Attributes:
+        path: the path (default linear / OT-FM, P_mean -0.4, P_std 1.0).
+        diffusion_share: fraction of rows with r = t (paper 0.5).
+        consistency_share: fraction of rows with r = t_min (paper 0.1).
+        derivative: ``"dde"`` (default) or ``"jvp"``.
+        epsilon: DDE half-width (paper 0.005).
+        time_transform: tau of the time weight (``"tan"``, ``"identity"``, ``"sigmoid"``).
+        time_function: weighting function (``"sqrt"``, ``"constant"``, ``"reciprocal"``, ``"square"``,
+            ``"soft_min_snr"``).
+        weight_sigma_d: sigma_d in the time weight (paper 1.0).
+        adaptive: apply the adaptive normalisation.
+        adaptive_c: its constant c (paper 1e-5).
+        adaptive_power: its power p (TiM 1).
+        direction_loss: add the cosine direction loss (published code: on).
+        guidance_scale: model-guidance omega (1 = off; published _mg configs 1.75).
+        guidance_window: inclusive window of t where model guidance applies (published (0.3, 0.8)).
+        alignment: optional hook ``(features, x, cond) -> (B,)`` loss (e.g. REPA); needs ``features_fn``.
+        alignment_weight: coefficient of the alignment term (published 1.0).
+        shift_base: ``(H0, W0)`` for a resolution time shift of the training times computed from
+            the batch's spatial size (None = off).
+    """
+
+    path: Path = field(default_factory=LinearPath)
+    diffusion_share: float = 0.5
+    consistency_share: float = 0.1
+    derivative: Derivative = "dde"
+    epsilon: float = DDE_EPSILON
+    time_transform: TimeTransform = "tan"
+    time_function: TimeFunction = "sqrt"
+    weight_sigma_d: float = 1.0
+    adaptive: bool = True
+    adaptive_c: float = ADAPTIVE_C
+    adaptive_power: float = 1.0
+    direction_loss: bool = True
+    guidance_scale: float = 1.0
+    guidance_window: tuple[float, float] = (0.0, 1.0)
+    alignment: Alignment | None = None
+    alignment_weight: float = 1.0
+    shift_base: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("derivative", self.derivative, ("dde", "jvp"))
+        _check_choice("time_transform", self.time_transform, ("tan", "identity", "sigmoid"))
+        _check_choice("time_function", self.time_function, ("sqrt", "constant", "reciprocal", "square", "soft_min_snr"))
+        if not self.epsilon > 0:
+            raise TimError(f"epsilon must be positive, got {self.epsilon}", "use the paper's 0.005")
+        if not isinstance(self.path, Path):
+            raise TimError(f"path must be a tim.paths.Path, got {type(self.path).__name__}", "use tim.paths.build_path")
+        # tau must be increasing on the whole domain, else Delta < 0 and the weight is NaN.
+        if self.time_transform == "tan" and self.path.t_max >= math.pi / 2:
+            raise TimError(
+                f"time_transform 'tan' needs t_max < pi/2, the path has t_max={self.path.t_max}",
+                "use time_transform='identity'",
+            )
+        if self.time_transform == "sigmoid" and self.path.t_max > 1.0:
+            raise TimError(
+                f"time_transform 'sigmoid' needs t_max <= 1, the path has t_max={self.path.t_max}",
+                "use time_transform='identity'",
+            )
+
+    # -------------------------------------------------------------- pieces
+    def sample_times(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Training pairs (t, r) for a batch ``x`` (shape ``(B, ...)``), each ``(B,)``."""
+        return sample_time_pairs(
+            self.path,
+            x.shape[0],
+            diffusion_share=self.diffusion_share,
+            consistency_share=self.consistency_share,
+            shift=self._shift(x),
+            generator=generator,
+            device=x.device,
+        )
+
+    def _shift(self, x: Tensor) -> float:
+        if self.shift_base is None:
+            return 1.0
+        if x.ndim != 4:
+            raise TimError(f"shift_base needs image batches (B, C, H, W), got shape {tuple(x.shape)}", "set shift_base=None")
+        return resolution_shift(x.shape[-2], x.shape[-1], *self.shift_base)
+
+    def time_derivative(
+        self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any]
+    ) -> Tensor:
+        """dF/dt of sg[F] on rows with r < t (DDE or JVP); exactly 0 on the other rows. Shape of ``x``."""
+        dF_dt = torch.zeros(x.shape, dtype=_work_dtype(x.dtype), device=x.device)
+        rows = (r < t).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return dF_dt
+        args = (F, self.path, x[rows], z[rows], t[rows], r[rows], _select_rows(cond, rows, x.shape[0]))
+        values = dde_derivative(*args, epsilon=self.epsilon) if self.derivative == "dde" else jvp_derivative(*args)
+        return dF_dt.index_copy(0, rows, values)
+
+    def guidance_offset(
+        self, teacher: Network | None, x_t: Tensor, t: Tensor, teacher_cond: dict | None, teacher_uncond: dict | None
+    ) -> Tensor | None:
+        """Model-guidance offset (TiM Eq. (51)) from a no-grad teacher at r = t, or None when off."""
+        if self.guidance_scale == 1.0:
+            return None
+        if teacher is None or teacher_cond is None or teacher_uncond is None:
+            raise TimError(
+                f"model guidance (guidance_scale={self.guidance_scale}) needs teacher, teacher_cond and teacher_uncond",
+                "pass the EMA model with the true and the null condition, or set guidance_scale=1.0",
+            )
+        c_t = self.path.time_input(t)
+        with torch.no_grad():  # sg[teacher]: the teacher only shapes the target
+            F_cond = teacher(x_t, c_t, c_t, **teacher_cond)
+            F_uncond = teacher(x_t, c_t, c_t, **teacher_uncond)
+        return guided_target_offset(F_cond, F_uncond, t, scale=self.guidance_scale, window=self.guidance_window)
+
+    def _predict(
+        self, F: Network, features_fn: Callable | None, x_t: Tensor, t: Tensor, r: Tensor, cond: dict
+    ) -> tuple[Tensor, Tensor | None]:
+        c_t, c_r = self.path.time_input(t), self.path.time_input(r)
+        if self.alignment is None:
+            return F(x_t, c_t, c_r, **cond), None
+        if features_fn is None:
+            raise TimError("the alignment hook needs features", "pass features_fn=model.forward_with_features")
+        F_pred, features = features_fn(x_t, c_t, c_r, **cond)
+        if features is None:
+            raise TimError("features_fn returned no features for the alignment hook", "enable the model's projector")
+        return F_pred, features
+
+    def _weights(self, t: Tensor, r: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
+        w_time = time_weight(t, r, transform=self.time_transform, function=self.time_function, sigma_d=self.weight_sigma_d)
+        if not self.adaptive:
+            return w_time, torch.ones_like(loss)
+        w_adaptive = adaptive_weight(loss, c=self.adaptive_c, power=self.adaptive_power)
+        return w_time, w_adaptive
+
+    # -------------------------------------------------------------- the call
+    def __call__(
+        self,
+        F: Network,
+        x: Tensor,
+        *,
+        cond: dict[str, Any] | None = None,
+        generator: torch.Generator | None = None,
+        F_nograd: Network | None = None,
+        features_fn: Callable | None = None,
+        teacher: Network | None = None,
+        teacher_cond: dict[str, Any] | None = None,
+        teacher_uncond: dict[str, Any] | None = None,
+        z: Tensor | None = None,
+        t: Tensor | None = None,
+        r: Tensor | None = None,
+    ) -> LossOutput:
+        """Evaluate the loss on one batch.
+
+        Args:
+            F: network ``F(x_t, t, r, **cond)`` (with gradient).
+            x: data, shape ``(B, ...)``.
+            cond: condition dict (e.g. CFG-dropped labels); also used by the derivative passes.
+            generator: randomness for (t, r) and z (None: a fresh generator, never the global RNG).
+            F_nograd: network used for the no-grad derivative passes (e.g. the module unwrapped
+                from DDP); default ``F``.
+            features_fn: ``(x_t, t, r, **cond) -> (F, features)`` for the alignment hook.
+            teacher: model-guidance teacher (EMA), evaluated at r = t without gradient.
+            teacher_cond: the teacher's conditional inputs (true labels).
+            teacher_uncond: the teacher's null condition.
+            z: explicit noise (shape of ``x``), e.g. for parity tests; default drawn.
+            t: explicit current times ``(B,)``; must be given together with ``r``.
+            r: explicit target times ``(B,)``.
+
+        Returns:
+            :class:`LossOutput`.
+        """
+        cond = {} if cond is None else cond
+        generator = resolve_generator(generator, x.device)
+        if (t is None) != (r is None):
+            raise TimError("pass both t and r, or neither", "give explicit times as a pair")
+        if t is None:
+            t, r = self.sample_times(x, generator)
+        time_dtype = _work_dtype(x.dtype)
+        t, r = t.to(device=x.device, dtype=time_dtype), r.to(device=x.device, dtype=time_dtype)
+        if z is None:
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_t, _ = self.path.interpolate(x, z, t)
+        F_pred, features = self._predict(F, features_fn, x_t, t, r, cond)
+        dF_dt = self.time_derivative(F if F_nograd is None else F_nograd, x, z, t, r, cond)
+        target = self.path.transition_target(x.to(dF_dt.dtype), z.to(dF_dt.dtype), t, r, dF_dt)
+        offset = self.guidance_offset(teacher, x_t, t, teacher_cond, teacher_uncond)
+        if offset is not None:
+            target = target + offset.to(target.dtype)
+        target = target.detach()  # sg[target] (all its inputs are already gradient-free)
+        return self._reduce(F_pred.to(target.dtype), target, t, r, features, x, cond)
+
+    def _reduce(
+        self, F_pred: Tensor, target: Tensor, t: Tensor, r: Tensor, features: Tensor | None, x: Tensor, cond: dict
+    ) -> LossOutput:
+        mse = per_sample_mse(F_pred, target)
+        cosine = per_sample_cosine(F_pred, target) if self.direction_loss else torch.zeros_like(mse)
+        raw = mse + cosine
+        w_time, w_adaptive = self._weights(t, r, raw)
+        per_sample = w_time * w_adaptive * raw
+        stats = {
+            "mse": mse.mean(),
+            "cosine": cosine.mean(),
+            "loss_raw": raw.mean(),
+            "weight_time": w_time.mean(),
+            "weight_adaptive": w_adaptive.mean(),
+            "t_mean": t.mean(),
+            "r_mean": r.mean(),
+        }
+        if self.alignment is not None and features is not None:
+            alignment = self.alignment(features, x, cond)
+            per_sample = per_sample + self.alignment_weight * alignment
+            stats["alignment"] = alignment.mean()
+        stats = {key: value.detach() for key, value in stats.items()}
+        return LossOutput(loss=per_sample.mean(), per_sample=per_sample, stats=stats)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise TimError(f"unknown {name} {value!r}", f"choose one of {list(allowed)}")
+
+
+# ---------------------------------------------------------------------------- baselines
+@dataclass
+class FlowMatchingLoss(TransitionLoss):
+    """Flow matching / SiT baseline (paper.md Table 4 row a) on the TiM interface.
+
+    Every row has r = t, so the target is the diffusion target alpha_hat x + sigma_hat z (the
+    velocity z - x on the linear path) and no derivative pass runs; one time draw per row from the
+    path's distribution; plain per-sample MSE: no cosine term, no time weight, no adaptive
+    normalisation. The alignment hook and model guidance remain available.
+    """
+
+    diffusion_share: float = 1.0
+    consistency_share: float = 0.0
+    time_function: TimeFunction = "constant"
+    adaptive: bool = False
+    direction_loss: bool = False
+
+    def sample_times(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One draw t ~ path per row and r = t; each ``(B,)``."""
+        t = shift_path_time(self.path.sample_time(x.shape[0], generator=generator, device=x.device), self.path, self._shift(x))
+        return t, t.clone()
+
+
+@dataclass
+class MeanFlowLoss(TransitionLoss):
+    """MeanFlow (Geng et al. 2025) on the TiM interface (paper.md App. B.2: same target on the linear path).
+
+    The target is u_tgt = v - (t - r) du/dt, identical to TiM's on the linear path. Differences
+    from TiM's recipe:
+
+    * derivative by JVP (``torch.func.jvp``), not DDE;
+    * (t, r): two logit-normal draws (MeanFlow's own ``P_mean``/``P_std``, default -0.4/1.0),
+      t = max, r = min, then r = t on a random subset; only ``share_r_neq_t`` (default 25%) of rows
+      keep r != t; no forced r = 0 rows;
+    * loss: squared error only (no cosine direction term), no time weighting;
+    * adaptive weight 1/(sg(L) + c)^p with MeanFlow's c = 1e-3 and p = 1 (TiM: c = 1e-5);
+    * the squared error is averaged over dimensions (MeanFlow sums), so c acts on the mean.
+
+    Network conditioning on (t, r) vs (t, t - r) is the network's business, not the objective's.
+    """
+
+    derivative: Derivative = "jvp"
+    time_function: TimeFunction = "constant"
+    direction_loss: bool = False
+    adaptive_c: float = 1e-3  # MeanFlow paper, adaptive loss weighting
+    adaptive_power: float = 1.0  # MeanFlow paper, p = 1 for ImageNet
+    share_r_neq_t: float = 0.25  # MeanFlow paper, best ratio of r != t
+    P_mean: float = -0.4
+    P_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.path, LinearPath):
+            raise TimError(f"MeanFlowLoss is defined on the linear path, got {self.path!r}", "use path=LinearPath()")
+        if not 0.0 <= self.share_r_neq_t <= 1.0:
+            raise TimError(f"share_r_neq_t must lie in [0, 1], got {self.share_r_neq_t}", "MeanFlow uses 0.25")
+
+    def sample_times(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """MeanFlow's pairs: t = max, r = min of two logit-normal draws; r = t except on a random share."""
+        n, device = x.shape[0], x.device
+        time_law = LinearPath(self.P_mean, self.P_std)
+        t1 = time_law.sample_time(n, generator=generator, device=device)
+        t2 = time_law.sample_time(n, generator=generator, device=device)
+        t, r = torch.maximum(t1, t2), torch.minimum(t1, t2)
+        keep = torch.rand(n, generator=generator, device=device) < self.share_r_neq_t
+        return t, torch.where(keep, r, t)
+
+
+OBJECTIVES: dict[str, type[TransitionLoss]] = {
+    "tim": TransitionLoss,
+    "flow_matching": FlowMatchingLoss,
+    "meanflow": MeanFlowLoss,
+}
+
+
+def build_objective(name: str, path: Path | None = None, **kwargs: Any) -> TransitionLoss:
+    """Build an objective by name.
+
+    Args:
+        name: ``"tim"`` (:class:`TransitionLoss`), ``"flow_matching"`` or ``"meanflow"``.
+        path: the path (default linear).
+        **kwargs: fields of that objective's dataclass.
+
+    Returns:
+        The objective.
+
+    Raises:
+        TimError: unknown name or field.
+    """
+    if name not in OBJECTIVES:
+        raise TimError(f"unknown objective {name!r}", f"choose one of {sorted(OBJECTIVES)}")
+    try:
+        return OBJECTIVES[name](path=LinearPath() if path is None else path, **kwargs)
+    except TypeError as error:
+        raise TimError(f"bad arguments for objective {name!r}: {error}", "see the objective's docstring") from None
