@@ -5,7 +5,8 @@ PYTHON      ?= python3
 VENV        ?= .venv
 BIN          = $(VENV)/bin
 # The CPU wheels of torch: a plain `pip install torch` on Linux pulls a multi-GB CUDA build.
-# Where this index cannot be reached pip says so and falls back to PyPI / local wheels.
+# Where this index cannot be reached pip warns, retries briefly and falls back to PyPI / local
+# wheels. Only torch itself is looked up there (--no-deps); its dependencies come from PyPI below.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH       ?= torch==2.13.0
 DEMO_OUT    ?= outputs/demo
@@ -17,8 +18,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)" --extra-index-url $(TORCH_INDEX)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(TORCH)" --extra-index-url $(TORCH_INDEX)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
