@@ -130,7 +130,11 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 class Progress:
-    """A tqdm bar counting optimizer steps (loss, it/s and ETA shown); silent when disabled."""
+    """A tqdm bar counting optimizer steps (mse, it/s and ETA shown); silent when disabled.
+
+    The bar shows the unweighted squared error: with adaptive normalisation the weighted loss
+    stays near the mean time weight whatever the fit, so it says nothing to a person watching.
+    """
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
         self.bar = None
@@ -140,12 +144,12 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
 
     def update(self, loss: float | None, images: int) -> None:
-        """Advance by one step and show the latest loss."""
+        """Advance by one step and show the latest (unweighted) loss."""
         if self.bar is None:
             return
         self.bar.update(1)
         if loss is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", images=images, refresh=False)
+            self.bar.set_postfix(mse=f"{loss:.4f}", images=images, refresh=False)
 
     def write(self, message: str) -> None:
         """Print a line above the bar (rank 0)."""

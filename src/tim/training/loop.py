@@ -230,7 +230,7 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
                 if state.step % cfg.train.log_every == 0 or state.step == total:
                     logger.log({"step": state.step, "images": state.images, **metrics, "skipped": state.skipped,
                                 "seconds": round(time.perf_counter() - started, 3)})
-            progress.update(metrics["loss"], state.images)
+            progress.update(metrics.get("mse", metrics["loss"]), state.images)  # the weighted loss is ~constant by design
             if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
                 save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
             if cfg.train.sample_every and state.step % cfg.train.sample_every == 0 and (env.is_main or fsdp):
