@@ -1,0 +1,14 @@
+"""Run `tim bench cost` from a checkout (prints the JSON report); all flags are passed through.
+
+Usage: python benchmarks/bench_cost.py [flags of `tim bench cost --help`]
+See docs/benchmarks.md for the exact commands behind the published numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tim.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", "cost", *sys.argv[1:]]))

@@ -1,0 +1,151 @@
+"""``tim bench quality`` and ``tim bench cost``: the benchmarks of docs/benchmarks.md.
+
+Both print their JSON report to stdout (progress goes to stderr) and write it, with a Markdown
+table (and for quality a plot), into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tim.errors import TimError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tim bench`` with its ``quality`` and ``cost`` subcommands."""
+    parser = subparsers.add_parser("bench", help="quality-vs-steps and training-cost benchmarks",
+                                   description="Benchmarks of TiM against flow matching and MeanFlow.")
+    commands = parser.add_subparsers(title="benchmarks", dest="bench_command", metavar="<benchmark>",
+                                     parser_class=type(parser))
+    commands.required = True
+    _add_quality(commands)
+    _add_cost(commands)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_quality(commands: argparse._SubParsersAction) -> None:
+    from tim.evaluation.quality import METHODS
+
+    parser = commands.add_parser(
+        "quality", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="train TiM, flow matching and MeanFlow alike; score each at 1..128 sampling steps",
+        description="Train every method with the same network, data, batch, optimizer, steps and seeds, then "
+                    "score samples at each step count (uniform grid; without and with CFG). Writes quality.json, "
+                    "quality.md and quality.png to --out; trained runs are reused from --out/runs.")
+    parser.add_argument("--dataset", default="digits", help="digits, or a 2-D toy: checkerboard, 8gaussians, moons, spirals")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated objectives")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
+    parser.add_argument("--train-steps", type=int, default=500, help="optimizer steps per run")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch")
+    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
+    parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the evaluated weights")
+    parser.add_argument("--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts")
+    parser.add_argument("--num-samples", type=int, default=300, help="samples per evaluation")
+    parser.add_argument("--cfg", type=float, default=1.5, help="CFG scale of the guided evaluation (1 = skip it)")
+    parser.add_argument("--model", default=None, help="model preset (default: a narrowed TiM-digits / MLP-toy)")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config field, repeatable, e.g. --model-override hidden_size=128")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the (method, seed) runs, one thread each")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.set_defaults(run=run)
+
+
+def _add_cost(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "cost", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="training-step time/memory of flow matching, TiM-DDE, TiM-JVP; sampling time; FLOPs",
+        description="Measure, side by side in one run, the training step of flow matching, TiM with DDE and TiM with "
+                    "JVP on the same network and batch; sampling time per image vs steps; FLOPs and achieved FLOP/s "
+                    "against a measured matmul peak. Prints JSON; writes cost.json and cost.md to --out.")
+    parser.add_argument("--model", default="TiM-digits", help="model preset")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config field, repeatable, e.g. --model-override z_dim=0")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch")
+    parser.add_argument("--timed-steps", type=int, default=10, help="timed training steps per objective")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per objective first")
+    parser.add_argument("--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts")
+    parser.add_argument("--sampling-batch", type=int, default=32, help="images per sampling call")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
+    parser.add_argument("--attention", default="sdpa", help="comma-separated attention backends, e.g. sdpa,flash")
+    parser.add_argument("--matmul-size", type=int, default=1024, help="side of the reference matmul")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (optional)")
+    parser.set_defaults(run=run)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["hidden_size=64", "qk_norm=false"]`` -> ``{"hidden_size": 64, "qk_norm": False}`` (JSON-typed values)."""
+    overrides = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise TimError(f"model override {item!r} is not KEY=VALUE", "write e.g. --model-override hidden_size=64")
+        try:
+            overrides[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _threads(count: int) -> None:
+    import torch
+
+    if count > 0:
+        torch.set_num_threads(count)
+
+
+def run_quality_command(args: argparse.Namespace) -> dict:
+    """``tim bench quality``: build the config from flags, run, write files; returns the report."""
+    from tim.evaluation.quality import QualityConfig, parse_int_list, run_quality
+
+    model = None
+    if args.model or args.model_override:
+        default = "MLP-toy" if args.dataset != "digits" else "TiM-digits"
+        model = {"preset": args.model or default, **parse_overrides(args.model_override)}
+    config = QualityConfig(
+        dataset=args.dataset, methods=tuple(m for m in args.methods.split(",") if m), seeds=parse_int_list(args.seeds),
+        train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+        step_counts=parse_int_list(args.sampling_steps), num_samples=args.num_samples, guidance_scale=args.cfg, model=model)
+    report = run_quality(config, args.out, log=_log, jobs=args.jobs)
+    report["command"] = "tim " + " ".join(sys.argv[1:])
+    Path(args.out, "quality.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def run_cost_command(args: argparse.Namespace) -> dict:
+    """``tim bench cost``: build the config from flags, run, optionally write files; returns the report."""
+    from tim.evaluation.cost import CostConfig, markdown_cost, run_cost
+    from tim.evaluation.quality import parse_int_list
+
+    config = CostConfig(
+        model=args.model, model_overrides=parse_overrides(args.model_override), batch_size=args.batch_size,
+        timed_steps=args.timed_steps, warmup_steps=args.warmup_steps, sampling_steps=parse_int_list(args.sampling_steps),
+        sampling_batch=args.sampling_batch, device=args.device, precision=args.precision,
+        attention_backends=tuple(b for b in args.attention.split(",") if b), matmul_size=args.matmul_size)
+    report = run_cost(config, log=_log)
+    report["command"] = "tim " + " ".join(sys.argv[1:])
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cost.json").write_text(json.dumps(report, indent=1))
+        (out / "cost.md").write_text(markdown_cost(report))
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark and print its JSON report; returns the exit status."""
+    _threads(args.threads)
+    report = run_quality_command(args) if args.bench_command == "quality" else run_cost_command(args)
+    summary = {key: value for key, value in report.items() if key != "per_seed"}
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,377 @@
+"""``tim bench quality``: sample quality vs number of sampling steps for TiM and two baselines.
+
+TiM, flow matching and MeanFlow are trained with the same network, data, batch, optimizer,
+number of optimizer steps and seeds (through :func:`tim.training.train`; only the objective
+differs), then each EMA model is sampled from the same noise with 1, 2, 4 ... 128 steps on a
+uniform grid, without and with classifier-free guidance, and scored:
+
+* digits: Fréchet distance / KID in the shipped digits classifier's feature space and class
+  accuracy (:func:`tim.evaluation.digits.evaluate_digits`);
+* 2-D toys: energy distance / sliced Wasserstein against fresh true samples
+  (:func:`tim.evaluation.toy.evaluate_toy`).
+
+TiM and MeanFlow sample with the transition sampler (F(x, t_i, t_{i+1})); flow matching, which
+only ever saw r = t, samples with Euler steps of its velocity F(x, t, t): both are the methods'
+own samplers at one network evaluation per step. Trained runs are kept under ``out/runs`` (one
+folder per method, seed and configuration hash), so rerunning with the same settings skips training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tim.data.config import TOY_NAMES
+from tim.errors import TimError
+
+METHODS = ("tim", "flow_matching", "meanflow")
+STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # the issue's grid
+# Default digits network: the TiM-digits preset narrowed (width 64, depth 3) and with 4x4 patches
+# (4 tokens instead of 16, ~3x cheaper on CPU) so that three methods x two seeds train and are
+# scored within the ~20 min budget of the default run on the 2-core machine (docs/benchmarks.md).
+DIGITS_MODEL = {"preset": "TiM-digits", "hidden_size": 64, "depth": 3, "num_heads": 4, "modulation_rank": 32, "patch_size": 4}
+TOY_MODEL = {"preset": "MLP-toy", "hidden_size": 128, "depth": 3}
+SAMPLE_NOISE_SEED = 10_000  # evaluation noise seed offset: disjoint from every training stream
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Settings of one quality benchmark (every method gets exactly the same ones).
+
+    Attributes:
+        dataset: "digits" or a 2-D toy name ("checkerboard", "8gaussians", "moons", "spirals").
+        methods: objectives to compare (names of :func:`tim.objective.build_objective`).
+        seeds: training seeds; each also fixes the evaluation noise.
+        train_steps: optimizer steps per run.
+        batch_size: training batch.
+        lr: AdamW learning rate (constant after a short warm-up).
+        ema_decay: EMA decay of the evaluated weights.
+        step_counts: sampling step counts (uniform grid from t = 1 to 0).
+        num_samples: samples per evaluation.
+        guidance_scale: CFG scale of the guided evaluation (class-conditional data only); 1 = skip it.
+        model: model preset + overrides (None = the dataset's default above).
+        objective_options: extra constructor options for every objective (ablations), e.g.
+            ``{"epsilon": 1e-3}``.
+    """
+
+    dataset: str = "digits"
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1)
+    train_steps: int = 500
+    batch_size: int = 128
+    lr: float = 2e-3
+    ema_decay: float = 0.995
+    step_counts: tuple[int, ...] = STEP_COUNTS
+    num_samples: int = 300
+    guidance_scale: float = 1.5
+    model: dict | None = field(default=None)
+    objective_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dataset != "digits" and self.dataset not in TOY_NAMES:
+            raise TimError(f"unknown quality dataset {self.dataset!r}", f"use 'digits' or one of {', '.join(TOY_NAMES)}")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise TimError(f"unknown methods {unknown or '(none)'}", f"choose from {', '.join(METHODS)}")
+        lower_bounds = (("sampling step count (--sampling-steps)", min(self.step_counts, default=0), 1),
+                        ("number of seeds (--seeds)", len(self.seeds), 1), ("train_steps (--train-steps)", self.train_steps, 2),
+                        ("batch_size (--batch-size)", self.batch_size, 2), ("num_samples (--num-samples)", self.num_samples, 2))
+        for name, value, least in lower_bounds:
+            if value < least:
+                raise TimError(f"{name} = {value} is below {least}", f"pass a value of at least {least}")
+        if not self.guidance_scale >= 0:  # also catches NaN
+            raise TimError(f"guidance_scale (--cfg) = {self.guidance_scale} is negative or not a number",
+                           "pass a guidance scale >= 0 (1 = no guidance)")
+
+    @property
+    def is_toy(self) -> bool:
+        """Whether the dataset is a 2-D toy (unconditional, no CFG evaluation)."""
+        return self.dataset in TOY_NAMES
+
+    @property
+    def guidance_scales(self) -> tuple[float, ...]:
+        """Scales evaluated: always 1 (none), plus ``guidance_scale`` for class-conditional data."""
+        return (1.0,) if self.is_toy or self.guidance_scale == 1.0 else (1.0, self.guidance_scale)
+
+    @property
+    def metric(self) -> str:
+        """The headline metric (lower is better)."""
+        return "energy_distance" if self.is_toy else "frechet_distance"
+
+
+def run_config_dict(config: QualityConfig, method: str, seed: int) -> dict:
+    """The :class:`tim.training.RunConfig` data of one run; only ``objective.name`` and the seed vary."""
+    model = config.model or (TOY_MODEL if config.is_toy else DIGITS_MODEL)
+    steps = config.train_steps
+    return {
+        "model": dict(model),
+        "objective": {"name": method, **config.objective_options},
+        "data": {"name": config.dataset},
+        "optim": {"lr": config.lr, "warmup_steps": min(100, steps // 10)},
+        "ema": {"decay": config.ema_decay},
+        "train": {
+            "steps": steps, "batch_size": config.batch_size, "seed": seed, "device": "cpu",
+            "label_dropout": 0.0 if config.is_toy else 0.1, "checkpoint_every": steps,
+            "log_every": max(1, steps // 10), "progress": False, "keep_last": 1,
+        },
+        "sample": {"steps": [1], "num": 16},
+    }
+
+
+def train_or_reuse(config: QualityConfig, method: str, seed: int, runs_dir: Path) -> tuple[torch.nn.Module, float]:
+    """Train one run (or reuse a finished one with the identical config); returns (EMA model, seconds)."""
+    from tim.training import config_from_dict, load_run, train
+
+    data = run_config_dict(config, method, seed)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    run_dir = runs_dir / f"{config.dataset}-{method}-seed{seed}-{digest}"
+    started = time.perf_counter()
+    if not (run_dir / "pretrained").is_dir():
+        train(config_from_dict(data), run_dir)
+    model, _ = load_run(run_dir, which="ema")
+    return model, time.perf_counter() - started
+
+
+def _conditions(model: torch.nn.Module, config: QualityConfig) -> tuple[dict, dict | None, torch.Tensor | None]:
+    if config.is_toy:
+        return {}, None, None
+    labels = torch.arange(config.num_samples) % model.config.num_classes  # balanced classes
+    cond = {"y": labels}
+    return cond, model.null_cond(cond), labels
+
+
+def _score(config: QualityConfig, x: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """Metrics of one sample set; a non-finite sample set is recorded as such, never scored."""
+    if not torch.isfinite(x).all():
+        return {"non_finite": True}
+    if config.is_toy:
+        from tim.evaluation.toy import evaluate_toy
+
+        return evaluate_toy(x, config.dataset)
+    from tim.evaluation.digits import evaluate_digits
+
+    return evaluate_digits(x, labels)
+
+
+def evaluate_run(model: torch.nn.Module, config: QualityConfig, method: str, seed: int) -> dict[str, dict[str, dict]]:
+    """Scores of one trained model: ``{guidance_scale: {steps: metrics}}`` (string keys, JSON-ready)."""
+    from tim.samplers import sample
+
+    shape = (2,) if config.is_toy else (1, 8, 8)
+    noise = torch.randn((config.num_samples, *shape), generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED + seed))
+    cond, uncond, labels = _conditions(model, config)
+    sampler = "euler" if method == "flow_matching" else "transition"
+    results: dict[str, dict[str, dict]] = {}
+    for scale in config.guidance_scales:
+        results[str(scale)] = {}
+        for steps in config.step_counts:
+            out = sample(model, noise, steps=steps, cond=cond, uncond=uncond if scale != 1.0 else None,
+                         guidance_scale=scale, method=sampler)
+            results[str(scale)][str(steps)] = _score(config, out.x, labels) | {"nfe": out.nfe}
+    return results
+
+
+def summarise(values: list[float | None]) -> dict:
+    """Mean, sample standard deviation, min and max over seeds (None = a non-finite run)."""
+    finite = [value for value in values if value is not None]
+    if not finite:
+        return {"mean": None, "std": None, "min": None, "max": None, "values": values}
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    return {"mean": float(np.mean(finite)), "std": std, "min": min(finite), "max": max(finite), "values": values}
+
+
+def aggregate(per_seed: dict[str, list[dict]], config: QualityConfig, metrics: tuple[str, ...]) -> dict:
+    """``{method: {scale: {steps: {metric: summary}}}}`` across seeds."""
+    table: dict = {}
+    for method, runs in per_seed.items():
+        table[method] = {}
+        for scale in map(str, config.guidance_scales):
+            table[method][scale] = {}
+            for steps in map(str, config.step_counts):
+                cells = [run[scale][steps] for run in runs]
+                table[method][scale][steps] = {name: summarise([cell.get(name) for cell in cells]) for name in metrics}
+    return table
+
+
+def check_targets(table: dict, config: QualityConfig, scale: str = "1.0") -> list[dict]:
+    """The issue's quality targets, evaluated on seed means of the headline metric (lower = better)."""
+    mean = lambda method, steps: table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
+    counts = list(config.step_counts)
+    results = []
+    tim_1, fm_last = mean("tim", counts[0]), mean("flow_matching", counts[-1])
+    if tim_1 is not None and fm_last is not None:
+        results.append({"target": f"TiM at {counts[0]} step <= 1.25 x flow matching at {counts[-1]} steps",
+                        "value": tim_1 / fm_last, "threshold": 1.25, "met": tim_1 <= 1.25 * fm_last})
+    tim_curve = [mean("tim", steps) for steps in counts]
+    if all(value is not None for value in tim_curve):
+        ratios = [b / a for a, b in itertools.pairwise(tim_curve)]
+        results.append({"target": "TiM non-increasing in steps (each value <= 1.05 x the previous)",
+                        "value": max(ratios, default=1.0), "threshold": 1.05, "met": max(ratios, default=1.0) <= 1.05})
+    pairs = [(mean("tim", s), mean("meanflow", s)) for s in counts if s >= 8]
+    if pairs and all(a is not None and b is not None for a, b in pairs):
+        worst = max(a / b for a, b in pairs)
+        results.append({"target": "TiM better than MeanFlow at every step count >= 8",
+                        "value": worst, "threshold": 1.0, "met": worst < 1.0})
+    return [result | {"metric": config.metric, "guidance_scale": float(scale)} for result in results]
+
+
+def train_and_evaluate(config: QualityConfig, method: str, seed: int, runs_dir: Path, threads: int = 0) -> tuple[dict, dict]:
+    """One (method, seed) cell: train or reuse, then score; returns (scores, timing). Picklable for worker processes."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    model, train_seconds = train_or_reuse(config, method, seed, runs_dir)
+    started = time.perf_counter()
+    scores = evaluate_run(model, config, method, seed)
+    return scores, {"seed": seed, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started}
+
+
+def _run_cells(config: QualityConfig, runs_dir: Path, jobs: int, log: Callable[[str], None]) -> dict[tuple[str, int], tuple[dict, dict]]:
+    """Every (method, seed) cell, sequentially or in ``jobs`` worker processes (one thread each)."""
+    cells = [(method, seed) for method in config.methods for seed in config.seeds]
+    results = {}
+    if jobs <= 1:
+        for method, seed in cells:
+            results[(method, seed)] = train_and_evaluate(config, method, seed, runs_dir)
+            log(f"{method} seed {seed}: {results[(method, seed)][1]}")
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {cell: pool.submit(train_and_evaluate, config, *cell, runs_dir, 1) for cell in cells}
+        for cell, future in futures.items():
+            results[cell] = future.result()
+            log(f"{cell[0]} seed {cell[1]}: {results[cell][1]}")
+    return results
+
+
+def run_quality(
+    config: QualityConfig, out_dir: str | Path, log: Callable[[str], None] = print, runs_dir: str | Path | None = None,
+    jobs: int = 1,
+) -> dict:
+    """Train, sample and score every (method, seed); write ``quality.json``, ``quality.md``, ``quality.png``.
+
+    Args:
+        config: the benchmark settings.
+        out_dir: output folder (created).
+        log: progress printer.
+        runs_dir: where trained runs are kept and reused (default ``out_dir/runs``).
+        jobs: worker processes for the (method, seed) cells (1 = in this process); results do
+            not depend on it.
+
+    Returns:
+        The JSON report (also written to ``out_dir/quality.json``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cells = _run_cells(config, Path(runs_dir or out_dir / "runs"), jobs, log)
+    per_seed = {method: [cells[(method, seed)][0] for seed in config.seeds] for method in config.methods}
+    timings = {method: [cells[(method, seed)][1] for seed in config.seeds] for method in config.methods}
+    metrics = ("energy_distance", "sliced_wasserstein") if config.is_toy else ("frechet_distance", "kid", "class_accuracy")
+    table = aggregate(per_seed, config, metrics)
+    first = per_seed[config.methods[0]][0]["1.0"][str(config.step_counts[0])]
+    report = {
+        "benchmark": "quality", "config": asdict(config) | {"model": config.model or (TOY_MODEL if config.is_toy else DIGITS_MODEL)},
+        "metric": config.metric, "labels": {key: first.get(key) for key in ("feature_extractor", "reference_set", "num_samples", "num_reference")},
+        "machine": machine_info(), "jobs": jobs, "results": table, "targets": [], "per_seed": per_seed, "timings": timings,
+    }
+    for scale in map(str, config.guidance_scales):
+        report["targets"] += check_targets(table, config, scale)
+    report["wall_seconds"] = time.perf_counter() - started
+    (out_dir / "quality.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "quality.md").write_text(markdown_report(report, config))
+    plot_quality(report, config, out_dir / "quality.png")
+    return report
+
+
+def machine_info() -> dict:
+    """CPU model, core count, torch version and the UTC date, for labelling published numbers."""
+    import datetime
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass  # not Linux: keep platform's answer
+    return {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+
+
+def _cell(summary: dict, digits: int = 3) -> str:
+    if summary.get("mean") is None:
+        return "non-finite"
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+
+
+def markdown_report(report: dict, config: QualityConfig) -> str:
+    """Markdown tables (one per metric): rows = method x guidance, columns = step counts; plus targets."""
+    counts = [str(steps) for steps in config.step_counts]
+    lines = [f"Labels: {report['labels']}", ""]
+    for name in next(iter(next(iter(report["results"].values())).values()))[counts[0]]:
+        lines += [f"**{name}** by number of sampling steps (mean ± std over seeds {list(config.seeds)})", "",
+                  "| method | CFG | " + " | ".join(counts) + " |",
+                  "|---|---|" + "---|" * len(counts)]
+        for method, by_scale in report["results"].items():
+            for scale, row in by_scale.items():
+                lines.append(f"| {method} | {scale} | " + " | ".join(_cell(row[c][name]) for c in counts) + " |")
+        lines.append("")
+    lines += ["| target | CFG | value | threshold | met |", "|---|---|---|---|---|"]
+    lines += [f"| {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
+              for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_quality(report: dict, config: QualityConfig, path: Path) -> None:
+    """Headline metric vs steps (log2 x axis; linear y, as unbiased distances can dip below 0), one line per method."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = list(map(str, config.guidance_scales))
+    figure, axes = plt.subplots(1, len(scales), figsize=(5.5 * len(scales), 4), squeeze=False)
+    for axis, scale in zip(axes[0], scales):
+        for method, by_scale in report["results"].items():
+            rows = [by_scale[scale][str(steps)][config.metric] for steps in config.step_counts]
+            points = [(s, r["mean"], r["min"], r["max"]) for s, r in zip(config.step_counts, rows) if r["mean"] is not None]
+            if not points:
+                continue
+            steps, mean, low, high = map(np.array, zip(*points))
+            axis.plot(steps, mean, marker="o", label=method)
+            axis.fill_between(steps, low, high, alpha=0.2)
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))  # 1, 2, 4 ... not 2^k
+        axis.set_xlabel("sampling steps (= NFE without CFG)")
+        axis.set_ylabel(f"{config.metric} (lower is better)")
+        axis.set_title(f"{config.dataset}, CFG {scale}, {len(config.seeds)} seeds (band = min..max)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4); a malformed list is a TimError."""
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise TimError(f"{text!r} is not a comma-separated list of integers", "write e.g. 1,2,4,8") from None
+    if not values or min(values) < 0:
+        raise TimError(f"{text!r} must list non-negative integers", "write e.g. 1,2,4,8")
+    return values
