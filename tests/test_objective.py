@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers.gaussian import PATH_IDS, GaussianExact, all_paths, time_pairs
 
 from tim.errors import TimError
 from tim.objective import (
@@ -24,18 +25,7 @@ from tim.objective import (
 from tim.paths import EDMPath, LinearPath, Path, TrigFlowPath, VEPath, VPPath
 from tim.timesteps import resolution_shift, sample_time_pairs
 
-try:
-    from test_paths import PATH_IDS, GaussianExact, all_paths, time_pairs
-except ImportError:  # tests/ imported as a package
-    from tests.test_paths import PATH_IDS, GaussianExact, all_paths, time_pairs
-
-
-@pytest.fixture(autouse=True)
-def _float64() -> object:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py: every tensor here is float64
 
 
 class TinyNet(torch.nn.Module):
@@ -359,7 +349,29 @@ def test_build_objective_and_validation() -> None:
         build_objective("tim", nonsense=1)
     with pytest.raises(TimError):  # tan(t) is not monotone on [0.01, 80]
         TransitionLoss(path=EDMPath())
+    for bad in ({"adaptive_c": 0.0}, {"guidance_window": (0.8, 0.3)}):
+        with pytest.raises(TimError):
+            TransitionLoss(**bad)
     assert TransitionLoss(path=VEPath(), time_transform="identity").path.t_max == 100.0
+    # The flow-matching baseline has a constant time weight, so tau's domain does not matter.
+    assert isinstance(build_objective("flow_matching", EDMPath()), FlowMatchingLoss)
+
+
+@pytest.mark.parametrize(
+    "x, kwargs",
+    [
+        (torch.ones(4, 2, dtype=torch.long), {}),
+        (torch.ones(4), {}),
+        (torch.ones(4, 2), {"z": torch.ones(4, 3)}),
+        (torch.ones(4, 2), {"t": torch.full((3,), 0.5), "r": torch.zeros(3)}),
+        (torch.ones(4, 2), {"t": torch.full((4,), 0.2), "r": torch.full((4,), 0.5)}),  # r > t
+        (torch.ones(4, 2), {"t": torch.full((4,), 0.5)}),
+    ],
+    ids=["integer-x", "1d-x", "z-shape", "t-shape", "r-after-t", "t-without-r"],
+)
+def test_bad_batches_raise_one_line_errors(x: torch.Tensor, kwargs: dict) -> None:
+    with pytest.raises(TimError):
+        TransitionLoss()(lambda x_t, t, r: x_t, x, generator=torch.Generator().manual_seed(0), **kwargs)
 
 
 @pytest.mark.parametrize("path", all_paths(), ids=PATH_IDS)

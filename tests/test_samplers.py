@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.gaussian import PATH_IDS, GaussianExact, all_paths
 
 from tim.errors import TimError
 from tim.paths import LinearPath, Path
 from tim.samplers import sample
 
-try:
-    from test_paths import PATH_IDS, GaussianExact, all_paths
-except ImportError:  # tests/ imported as a package
-    from tests.test_paths import PATH_IDS, GaussianExact, all_paths
-
-
-@pytest.fixture(autouse=True)
-def _float64() -> object:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py: every tensor here is float64
 
 
 def noise(n: int = 4096, dim: int = 2, seed: int = 0) -> torch.Tensor:
@@ -211,3 +201,21 @@ def test_bad_arguments() -> None:
         sample(F, torch.randn(2, 2), interval="open")
     with pytest.raises(TimError):
         sample(F, torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"guidance_scale": 2.0, "uncond": {}, "guidance_interval": (0.8, 0.2)},  # would silently never guide
+        {"guidance_scale": 2.0, "uncond": {}, "guidance_interval": (0.5,)},
+        {"guidance_scale": float("nan"), "uncond": {}},
+        {"steps": 4, "stochasticity": float("nan")},  # would silently run deterministically
+        {"grid": [[1.0, 0.5], [0.25, 0.0]]},  # would silently be flattened
+    ],
+    ids=["reversed-interval", "short-interval", "nan-scale", "nan-stochasticity", "2d-grid"],
+)
+def test_bad_arguments_raise_one_line_errors(kwargs: dict) -> None:
+    with pytest.raises(TimError):
+        sample(lambda x_t, t, r: x_t, torch.randn(2, 2), **kwargs)
+    with pytest.raises(TimError):  # 0-dim noise has no batch dimension
+        sample(lambda x_t, t, r: x_t, torch.tensor(1.0))

@@ -40,6 +40,8 @@ def test_pairs_bankers_rounding_and_bad_shares() -> None:
         sample_time_pairs(LinearPath(), 8, diffusion_share=0.8, consistency_share=0.3)
     with pytest.raises(TimError):
         sample_time_pairs(LinearPath(), 8, diffusion_share=1.5)
+    with pytest.raises(TimError):
+        sample_time_pairs(LinearPath(), -1)
 
 
 def test_pairs_use_path_t_min_and_never_touch_global_rng() -> None:

@@ -332,15 +332,24 @@ class TransitionLoss:
         _check_choice("time_function", self.time_function, ("sqrt", "constant", "reciprocal", "square", "soft_min_snr"))
         if not self.epsilon > 0:
             raise TimError(f"epsilon must be positive, got {self.epsilon}", "use the paper's 0.005")
+        if not self.adaptive_c > 0:  # c <= 0 divides by sg(L) + c, which can reach 0 or go negative
+            raise TimError(f"adaptive_c must be positive, got {self.adaptive_c}", "use the paper's 1e-5")
+        if len(self.guidance_window) != 2 or not self.guidance_window[0] <= self.guidance_window[1]:
+            raise TimError(
+                f"guidance_window must be (t_low, t_high) with t_low <= t_high, got {self.guidance_window!r}",
+                "e.g. the published (0.3, 0.8)",
+            )
         if not isinstance(self.path, Path):
             raise TimError(f"path must be a tim.paths.Path, got {type(self.path).__name__}", "use tim.paths.build_path")
-        # tau must be increasing on the whole domain, else Delta < 0 and the weight is NaN.
-        if self.time_transform == "tan" and self.path.t_max >= math.pi / 2:
+        # tau must be increasing on the whole domain, else Delta < 0 and the weight is NaN; a
+        # constant weight ignores tau (the flow-matching baseline on EDM/VE paths).
+        weighted = self.time_function != "constant"
+        if weighted and self.time_transform == "tan" and self.path.t_max >= math.pi / 2:
             raise TimError(
                 f"time_transform 'tan' needs t_max < pi/2, the path has t_max={self.path.t_max}",
                 "use time_transform='identity'",
             )
-        if self.time_transform == "sigmoid" and self.path.t_max > 1.0:
+        if weighted and self.time_transform == "sigmoid" and self.path.t_max > 1.0:
             raise TimError(
                 f"time_transform 'sigmoid' needs t_max <= 1, the path has t_max={self.path.t_max}",
                 "use time_transform='identity'",
@@ -453,9 +462,8 @@ class TransitionLoss:
             :class:`LossOutput`.
         """
         cond = {} if cond is None else cond
+        _check_batch(x, z, t, r)
         generator = resolve_generator(generator, x.device)
-        if (t is None) != (r is None):
-            raise TimError("pass both t and r, or neither", "give explicit times as a pair")
         if t is None:
             t, r = self.sample_times(x, generator)
         time_dtype = _work_dtype(x.dtype)
@@ -495,6 +503,27 @@ class TransitionLoss:
             stats["alignment"] = alignment.mean()
         stats = {key: value.detach() for key, value in stats.items()}
         return LossOutput(loss=per_sample.mean(), per_sample=per_sample, stats=stats)
+
+
+def _check_batch(x: Tensor, z: Tensor | None, t: Tensor | None, r: Tensor | None) -> None:
+    # User-supplied batch pieces: fail with one line instead of a broadcasting traceback.
+    if not x.is_floating_point() or x.ndim < 2:
+        raise TimError(
+            f"x must be a floating batch of shape (B, ...) with ndim >= 2, got {x.dtype} {tuple(x.shape)}",
+            "pass images (B, C, H, W) or vectors (B, D) as float tensors",
+        )
+    if z is not None and z.shape != x.shape:
+        raise TimError(f"noise z has shape {tuple(z.shape)}, x has {tuple(x.shape)}", "pass z of the shape of x")
+    if (t is None) != (r is None):
+        raise TimError("pass both t and r, or neither", "give explicit times as a pair")
+    if t is not None and r is not None:
+        if t.shape != (x.shape[0],) or r.shape != (x.shape[0],):
+            raise TimError(
+                f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)} for a batch of {x.shape[0]}",
+                f"pass one time per row, shape ({x.shape[0]},)",
+            )
+        if bool((r > t).any()):
+            raise TimError("some explicit target times r exceed t", "a transition goes to an earlier time: r <= t")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -447,6 +447,8 @@ class EDMPath(Path):
     ) -> None:
         if not 0.0 < t_min < t_max:
             raise TimError(f"EDMPath needs 0 < t_min < t_max, got {t_min}, {t_max}", "choose e.g. 0.01 and 80")
+        if not sigma_d > 0.0:  # sigma_d <= 0 makes C_t = -1/sigma_d and the time weights meaningless
+            raise TimError(f"EDMPath needs sigma_d > 0, got {sigma_d}", "use the data standard deviation, e.g. 0.5")
         self.P_mean, self.P_std, self.sigma_d = float(P_mean), float(P_std), float(sigma_d)
         self.t_min, self.t_max = float(t_min), float(t_max)
 
@@ -508,6 +510,13 @@ class VPPath(Path):
     name = "vp"
 
     def __init__(self, beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-5, T: int = 1000) -> None:
+        # t_min = 0 gives beta = 0 and a 0/0 in d_beta; beta_min = beta_d = 0 is no noise at all.
+        if not 0.0 < t_min < 1.0 or beta_min < 0 or beta_d < 0 or not beta_min + beta_d > 0 or T < 2:
+            raise TimError(
+                f"VPPath needs 0 < t_min < 1, beta_min, beta_d >= 0 (not both 0) and T >= 2, "
+                f"got t_min={t_min}, beta_min={beta_min}, beta_d={beta_d}, T={T}",
+                "use the published t_min=1e-5, beta_min=0.1, beta_d=19.9, T=1000",
+            )
         self.beta_min, self.beta_d, self.T = float(beta_min), float(beta_d), int(T)
         self.t_min, self.t_max, self.sigma_d = float(t_min), 1.0, 1.0
 

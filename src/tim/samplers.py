@@ -18,6 +18,7 @@ network evaluation of a batch (a CFG pair counts 2).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -91,7 +92,9 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
         raise TimError(
             "shift applies to the default grid only, but an explicit grid was given", "shift your grid yourself or drop shift"
         )
-    times = torch.as_tensor(grid, dtype=torch.float64).flatten().cpu()
+    times = torch.as_tensor(grid, dtype=torch.float64).cpu()
+    if times.ndim != 1:
+        raise TimError(f"the time grid must be one-dimensional, got shape {tuple(times.shape)}", "e.g. [1.0, 0.5, 0.0]")
     if times.numel() < 2 or not bool((times[1:] < times[:-1]).all()):
         raise TimError(
             f"the time grid must be strictly decreasing with at least 2 entries, got {times.tolist()}", "e.g. [1.0, 0.5, 0.0]"
@@ -104,10 +107,29 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
 
 
 def _check_arguments(
-    noise: Tensor, path: Path, guidance_scale: float, uncond: dict | None, stochasticity: float, method: str, interval: str
+    noise: Tensor,
+    path: Path,
+    guidance_scale: float,
+    guidance_interval: tuple[float, float],
+    uncond: dict | None,
+    stochasticity: float,
+    method: str,
+    interval: str,
 ) -> None:
-    if not noise.is_floating_point():
-        raise TimError(f"noise must be a floating tensor, got {noise.dtype}", "draw it with torch.randn")
+    if not noise.is_floating_point() or noise.ndim < 1:
+        raise TimError(
+            f"noise must be a floating tensor of shape (B, ...), got {noise.dtype} {tuple(noise.shape)}",
+            "draw it with torch.randn(B, *sample_shape)",
+        )
+    if not (math.isfinite(guidance_scale) and math.isfinite(stochasticity)):
+        raise TimError(
+            f"guidance_scale={guidance_scale} and stochasticity={stochasticity} must be finite", "pass finite numbers"
+        )
+    if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1]:
+        raise TimError(
+            f"guidance_interval must be (low, high) with 0 <= low <= high, got {guidance_interval!r}",
+            "e.g. (0.0, 1.0) to guide every step",
+        )
     if method not in ("transition", "euler", "heun"):
         raise TimError(f"unknown sampling method {method!r}", "choose 'transition', 'euler' or 'heun'")
     if interval not in ("inclusive", "strict"):
@@ -166,7 +188,7 @@ def sample(
         :class:`SampleResult`.
     """
     path = LinearPath() if path is None else path
-    _check_arguments(noise, path, guidance_scale, uncond, stochasticity, method, interval)
+    _check_arguments(noise, path, guidance_scale, guidance_interval, uncond, stochasticity, method, interval)
     times = _resolve_grid(grid, steps, path, shift)
     guide = _Guidance({} if cond is None else cond, uncond, float(guidance_scale), guidance_interval, interval)
     generator = resolve_generator(generator, noise.device) if stochasticity > 0 else None

@@ -113,6 +113,8 @@ def sample_time_pairs(
     Returns:
         ``(t, r)``, each shape ``(n,)``, float32.
     """
+    if not isinstance(n, int) or n < 0:
+        raise TimError(f"the number of time pairs must be a non-negative integer, got {n!r}", "pass the batch size")
     if not (0.0 <= diffusion_share <= 1.0 and 0.0 <= consistency_share <= 1.0):
         raise TimError(
             f"shares must lie in [0, 1], got diffusion {diffusion_share}, consistency {consistency_share}",

@@ -58,5 +58,7 @@ def test_vanilla_time_embedding_and_errors() -> None:
     assert model.dt_embedder is None
     with pytest.raises(TimError, match="x_t has shape"):
         model(torch.randn(3, 3), torch.rand(3), torch.rand(3))
+    with pytest.raises(TimError, match="time inputs"):  # was a bare expand() RuntimeError
+        model(torch.randn(3, 2), torch.rand(2), torch.rand(2))
     with pytest.raises(TimError, match="positive"):
         MLPConfig(dim=0)

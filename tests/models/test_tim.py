@@ -234,6 +234,14 @@ def test_bad_inputs_raise_tim_error() -> None:
         model(x, t[:2], r, y=y)
     with pytest.raises(TimError, match="cond keys"):
         model(x, t, r)
+    # Labels: out of range (an IndexError, or a CUDA device-side assert, without the check),
+    # floating, or a different batch size than x_t.
+    for bad_y, message in [(torch.tensor([0, 11, 1]), "outside"), (torch.tensor([0, -1, 1]), "outside"),
+                           (y.float(), "integer class labels"), (y[:2], "rows for a batch")]:
+        with pytest.raises(TimError, match=message):
+            model(x, t, r, y=bad_y)
+    with pytest.raises(TimError, match="x_t has shape"):
+        model(x.long(), t, r, y=y)
     with pytest.raises(TimError, match="head dim"):
         TiMConfig(hidden_size=30, num_heads=3)
     with pytest.raises(TimError, match="conditioning"):

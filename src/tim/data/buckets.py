@@ -19,11 +19,13 @@ is its own batch mean and DDP averages ranks, exactly as in the paper's setup.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from tim.data.config import DataInfo
+from tim.data.config import DataConfig, DataInfo
 from tim.data.sources import check_distributed, check_state, derived_generator
 from tim.errors import TimError
 
@@ -75,6 +77,15 @@ class BucketedSource:
         patch_multiple: tokens are counted in patch_multiple x patch_multiple cells.
         value_scale, value_offset: stored values map to float32 by x * value_scale + value_offset.
     """
+
+    @classmethod
+    def from_config(
+        cls, buckets: dict[Size, tuple[Tensor, Tensor | None]], info: DataInfo, cfg: DataConfig, *,
+        batch_size: int, **options: Any,
+    ) -> BucketedSource:
+        """A source with ``cfg``'s token budget and patch multiple; ``options`` from ``stream_options``."""
+        return cls(buckets, info, token_budget=cfg.token_budget, batch_size=batch_size,
+                   patch_multiple=cfg.patch_multiple, **options)
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ import torch
 
 from tim.data.buckets import BucketedSource, Size, group_by_size, round_down_size
 from tim.data.config import DataConfig, DataInfo
-from tim.data.sources import TensorSource
+from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -231,23 +231,11 @@ def build_image_folder_source(
         num_items=len(loaded.images),
     )
     # uint8 -> [-1, 1]: x * 2/255 - 1.
-    common = {
-        "rank": rank,
-        "world_size": world_size,
-        "seed": seed,
-        "hflip": cfg.hflip,
-        "value_scale": 2.0 / 255.0,
-        "value_offset": -1.0,
-    }
+    common = stream_options(
+        cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0, value_offset=-1.0
+    )
     if cfg.bucketed:
-        source = BucketedSource(
-            groups,
-            info,
-            token_budget=cfg.token_budget,
-            batch_size=batch_size,
-            patch_multiple=cfg.patch_multiple,
-            **common,
-        )
+        source = BucketedSource.from_config(groups, info, cfg, batch_size=batch_size, **common)
     else:
         check_one_size(groups, loaded, cfg)
         (((height, width), (x, y)),) = groups.items()

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tim.data.buckets import BucketedSource, Size
 from tim.data.config import DataConfig, DataInfo
-from tim.data.sources import TensorSource
+from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
 
 SHARD_FORMAT = "tim-latents-v1"
@@ -204,23 +204,11 @@ def build_latent_source(
         class_names=class_names,
         num_items=total,
     )
-    common = {
-        "rank": rank,
-        "world_size": world_size,
-        "seed": seed,
-        "hflip": cfg.hflip,
-        "value_scale": scale,
-        "value_offset": -shift * scale,
-    }
+    common = stream_options(
+        cfg, rank=rank, world_size=world_size, seed=seed, value_scale=scale, value_offset=-shift * scale
+    )
     if cfg.bucketed:
-        return BucketedSource(
-            groups,
-            info,
-            token_budget=cfg.token_budget,
-            batch_size=batch_size,
-            patch_multiple=cfg.patch_multiple,
-            **common,
-        )
+        return BucketedSource.from_config(groups, info, cfg, batch_size=batch_size, **common)
     if len(groups) > 1:
         raise TimError(
             f"latent shards under {cfg.root!r} have {len(groups)} sizes {sorted(groups)} but fixed-size training needs one",

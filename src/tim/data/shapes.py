@@ -13,7 +13,7 @@ import numpy as np
 
 from tim.data.buckets import BucketedSource, Size, group_by_size
 from tim.data.config import DataConfig, DataInfo
-from tim.data.sources import TensorSource
+from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
 
 SHAPE_NAMES = ("circle", "square", "triangle", "plus")
@@ -86,7 +86,9 @@ def build_shapes_source(
         num_items=cfg.num_images,
     )
     # uint8 -> [-1, 1]: x * 2/255 - 1.
-    scale, offset = 2.0 / 255.0, -1.0
+    common = stream_options(
+        cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0, value_offset=-1.0
+    )
     if cfg.bucketed:
         sizes = shape_sizes(cfg.min_side, cfg.max_side, cfg.patch_multiple, cfg.max_aspect)
         if not sizes:
@@ -95,19 +97,7 @@ def build_shapes_source(
                 "widen the side range or lower patch_multiple",
             )
         groups = group_by_size(render_shapes(sizes, cfg.num_images, channels=cfg.channels))
-        return BucketedSource(
-            groups,
-            info,
-            token_budget=cfg.token_budget,
-            batch_size=batch_size,
-            patch_multiple=cfg.patch_multiple,
-            rank=rank,
-            world_size=world_size,
-            seed=seed,
-            hflip=cfg.hflip,
-            value_scale=scale,
-            value_offset=offset,
-        )
+        return BucketedSource.from_config(groups, info, cfg, batch_size=batch_size, **common)
     side = cfg.image_size or DEFAULT_SHAPES_SIZE
     ((x, y),) = group_by_size(render_shapes([(side, side)], cfg.num_images, channels=cfg.channels)).values()
     info = DataInfo(
@@ -117,15 +107,4 @@ def build_shapes_source(
         class_names=SHAPE_NAMES,
         num_items=cfg.num_images,
     )
-    return TensorSource(
-        x,
-        y,
-        info,
-        batch_size=batch_size,
-        rank=rank,
-        world_size=world_size,
-        seed=seed,
-        hflip=cfg.hflip,
-        value_scale=scale,
-        value_offset=offset,
-    )
+    return TensorSource(x, y, info, batch_size=batch_size, **common)

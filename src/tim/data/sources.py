@@ -12,13 +12,13 @@ partial last batch: the stream simply continues into the next epoch's permutatio
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tim.data.config import DataInfo
+from tim.data.config import DataConfig, DataInfo
 from tim.errors import TimError
 
 
@@ -49,6 +49,17 @@ def derived_generator(seed: int, *keys: int) -> torch.Generator:
     """
     state = np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def stream_options(
+    cfg: DataConfig, *, rank: int, world_size: int, seed: int, value_scale: float, value_offset: float
+) -> dict[str, Any]:
+    """Keyword arguments shared by :class:`TensorSource` and ``BucketedSource`` for one rank.
+
+    Stored values map to float32 as ``x * value_scale + value_offset``; ``hflip`` comes from ``cfg``.
+    """
+    return {"rank": rank, "world_size": world_size, "seed": seed, "hflip": cfg.hflip,
+            "value_scale": value_scale, "value_offset": value_offset}
 
 
 def check_distributed(batch_size: int, rank: int, world_size: int, seed: int) -> None:

@@ -57,6 +57,32 @@ def drop_mask(batch: int, p: float, generator: torch.Generator | None, device: t
     return (torch.rand(batch, generator=generator, device=draw_device) < p).to(device)
 
 
+class Conditioned:
+    """Mixin for networks holding one conditioning adapter as ``cond_embedder`` (TiM, TiMMLP)."""
+
+    cond_embedder: nn.Module
+
+    def null_cond(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The unconditional (CFG null) version of ``cond``, same batch size and keys."""
+        return self.cond_embedder.null(cond)
+
+    def drop_cond(
+        self, cond: dict[str, Tensor], p: float, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """CFG dropout: each row's condition replaced by the null one with probability ``p``."""
+        return self.cond_embedder.drop(cond, p, generator)
+
+    def embed_cond(self, cond: dict[str, Tensor], batch: int) -> Embedded:
+        """Embed ``cond`` and check that it has one row per sample of a batch of ``batch``."""
+        embedded: Embedded = self.cond_embedder.embed(cond)
+        rows = {len(v) for v in (embedded.pooled, embedded.context) if v is not None}
+        if rows - {batch}:
+            raise TimError(
+                f"the condition has {sorted(rows)} rows for a batch of {batch}", "pass one condition per sample"
+            )
+        return embedded
+
+
 class NoConditioning(nn.Module):
     """Unconditional model: ``cond`` must be empty."""
 
@@ -87,7 +113,20 @@ class ClassConditioning(nn.Module):
     def embed(self, cond: dict[str, Tensor]) -> Embedded:
         """Look up labels ``y`` (B,) -> pooled (B, D)."""
         check_keys(cond, {"y"}, set(), "class")
-        return Embedded(pooled=self.table(cond["y"]))
+        y = cond["y"]
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TimError(
+                f"labels y are {y.dtype} of shape {tuple(y.shape)}", "pass integer class labels of shape (B,)"
+            )
+        # A clear error instead of an IndexError. Only on CPU tensors, where the check is free: on an
+        # accelerator it would cost a device sync per forward pass (several per training step), so
+        # there the data sources and `tim sample` validate class ids before they reach the model.
+        if y.device.type == "cpu" and bool(((y < 0) | (y > self.num_classes)).any()):
+            raise TimError(
+                f"labels y lie outside [0, {self.num_classes}]",
+                f"use class ids 0..{self.num_classes - 1} (or {self.num_classes}, the CFG null class)",
+            )
+        return Embedded(pooled=self.table(y))
 
     def null(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every label replaced by the null class ``num_classes`` (same batch size)."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError
-from tim.models.conditioning import ClassConditioning, NoConditioning
+from tim.models.conditioning import ClassConditioning, Conditioned, NoConditioning
 from tim.models.layers import TimestepEmbedder, modulate
-from tim.models.tim import config_from_dict
+from tim.models.tim import batch_times, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,11 @@ class MLPConfig:
     zero_init_output: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.dim, self.hidden_size, self.depth) < 1 or self.num_classes < 0:
-            raise TimError("MLPConfig sizes must be positive", "check dim, hidden_size, depth and num_classes >= 0")
+        sizes = (self.dim, self.hidden_size, self.depth, self.num_classes)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes) or min(sizes[:3]) < 1 or sizes[3] < 0:
+            raise TimError(
+                "MLPConfig sizes must be positive integers", "check dim, hidden_size, depth and num_classes >= 0"
+            )
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict of all fields."""
@@ -68,7 +70,7 @@ class ResidualBlock(nn.Module):
         return h + gate * self.mlp(modulate(self.norm(h), shift, scale))
 
 
-class TiMMLP(nn.Module):
+class TiMMLP(Conditioned, nn.Module):
     """Transition network for vectors: ``F(x_t, t, r, **cond) -> (B, dim)``."""
 
     def __init__(self, config: MLPConfig) -> None:
@@ -90,29 +92,20 @@ class TiMMLP(nn.Module):
         """Shape of one sample: ``(dim,)``."""
         return (self.config.dim,)
 
-    def null_cond(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The unconditional (CFG null) version of ``cond``."""
-        return self.cond_embedder.null(cond)
-
-    def drop_cond(
-        self, cond: dict[str, Tensor], p: float, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        """CFG dropout: each label replaced by the null class with probability ``p``."""
-        return self.cond_embedder.drop(cond, p, generator)
-
     def forward(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> Tensor:
         """Transition output F(x_t, t, r) for vectors x_t (B, dim); t, r (B,) network time inputs."""
         return self.forward_with_features(x_t, t, r, **cond)[0]
 
     def forward_with_features(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> tuple[Tensor, None]:
         """Same as :meth:`forward`; an MLP has no alignment features, so the second item is None."""
-        if x_t.ndim != 2 or x_t.shape[1] != self.config.dim:
-            raise TimError(f"x_t has shape {tuple(x_t.shape)}", f"pass (B, {self.config.dim}) vectors")
-        B = x_t.shape[0]
-        t, r = (torch.as_tensor(s, device=x_t.device).expand(B) for s in (t, r))
+        if x_t.ndim != 2 or x_t.shape[1] != self.config.dim or not x_t.is_floating_point():
+            raise TimError(
+                f"x_t has shape {tuple(x_t.shape)} and dtype {x_t.dtype}", f"pass float (B, {self.config.dim}) vectors"
+            )
+        t, r = batch_times(x_t, t, r)
         dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder
         c = self.t_embedder(t) + dt_embedder(t - r)  # (B, H), paper.md §6 De-TE
-        pooled = self.cond_embedder.embed(cond).pooled
+        pooled = self.embed_cond(cond, x_t.shape[0]).pooled
         c = c if pooled is None else c + pooled
         h = self.input(x_t)  # (B, H)
         for block in self.blocks:

@@ -25,7 +25,7 @@ from tim.models.conditioning import (
     CAPTION_MLP_INIT_STD,
     LABEL_INIT_STD,
     ClassConditioning,
-    Embedded,
+    Conditioned,
     NoConditioning,
     TextConditioning,
 )
@@ -121,8 +121,11 @@ class TiMConfig:
         sizes = {"in_channels": 1, "input_size": 1, "patch_size": 1, "hidden_size": 1, "depth": 1, "num_heads": 1,
                  "modulation_rank": 1, "num_classes": 0, "text_dim": 1, "z_dim": 0, "projector_dim": 1}
         for name, least in sizes.items():
-            if getattr(self, name) < least:
-                raise TimError(f"TiMConfig.{name}={getattr(self, name)} is below {least}", f"set {name} >= {least}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise TimError(
+                    f"TiMConfig.{name}={value!r} is below {least} or not an integer", f"set {name} >= {least}"
+                )
         if not self.mlp_ratio > 0 or not self.rope_theta > 0 or not self.rope_scale > 0:
             raise TimError(f"TiMConfig mlp_ratio={self.mlp_ratio}, rope_theta={self.rope_theta}, "
                            f"rope_scale={self.rope_scale} must all be > 0", "set positive values")
@@ -247,7 +250,7 @@ def build_projector(config: TiMConfig) -> nn.Sequential | None:
     return nn.Sequential(nn.Linear(D, P), nn.SiLU(), nn.Linear(P, P), nn.SiLU(), nn.Linear(P, config.z_dim))
 
 
-class TiM(nn.Module):
+class TiM(Conditioned, nn.Module):
     """Transition Model network ``F(x_t, t, r, **cond) -> (B, C, H, W)`` (paper.md §6).
 
     Example:
@@ -333,16 +336,6 @@ class TiM(nn.Module):
 
     # ----------------------------------------------------------------------------- conditioning
 
-    def null_cond(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The unconditional (CFG null) version of ``cond``, same batch size and keys."""
-        return self.cond_embedder.null(cond)
-
-    def drop_cond(
-        self, cond: dict[str, Tensor], p: float, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        """CFG dropout: each row's condition replaced by the null one with probability ``p``."""
-        return self.cond_embedder.drop(cond, p, generator)
-
     def set_null_context(self, features: Tensor) -> None:
         """Text models: set the null caption, e.g. the text encoder's features of ``""`` (M0, D_text)."""
         if not isinstance(self.cond_embedder, TextConditioning):
@@ -391,7 +384,7 @@ class TiM(nn.Module):
         p = self.config.patch_size
         tokens = self.patch_embed(x_t).flatten(2).transpose(1, 2)  # (B, N, D), token n = row * w + col
         t_emb, dt_emb = self.time_embeddings(t, r)  # (B, D) each
-        embedded: Embedded = self.cond_embedder.embed(cond)
+        embedded = self.embed_cond(cond, x_t.shape[0])
         c = t_emb + dt_emb if embedded.pooled is None else t_emb + dt_emb + embedded.pooled  # (B, D)
         # RoPE is applied in at least float32, also under bf16 autocast (released §1.5 dtype note).
         rope_dtype = torch.promote_types(self.patch_embed.weight.dtype, torch.float32)
@@ -415,17 +408,22 @@ class TiM(nn.Module):
     def _check_inputs(self, x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
         """Validate shapes; a 0-d t or r is broadcast to the batch."""
         C, p = self.config.in_channels, self.config.patch_size
-        if x_t.ndim != 4 or x_t.shape[1] != C or x_t.shape[2] % p or x_t.shape[3] % p:
+        if x_t.ndim != 4 or x_t.shape[1] != C or x_t.shape[2] % p or x_t.shape[3] % p or not x_t.is_floating_point():
             raise TimError(
-                f"x_t has shape {tuple(x_t.shape)}",
-                f"pass (B, {C}, H, W) with H and W divisible by the patch size {p}",
+                f"x_t has shape {tuple(x_t.shape)} and dtype {x_t.dtype}",
+                f"pass float (B, {C}, H, W) with H and W divisible by the patch size {p}",
             )
-        B = x_t.shape[0]
-        t, r = (torch.as_tensor(s, device=x_t.device) for s in (t, r))
-        t, r = (s.expand(B) if s.ndim == 0 else s for s in (t, r))
-        if t.shape != (B,) or r.shape != (B,):
-            raise TimError(f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs")
-        return t, r
+        return batch_times(x_t, t, r)
+
+
+def batch_times(x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+    """Time inputs as shape (B,) for a batch ``x_t`` (B, ...): a 0-d t or r is broadcast, others must be (B,)."""
+    B = x_t.shape[0]
+    t, r = (torch.as_tensor(s, device=x_t.device) for s in (t, r))
+    t, r = (s.expand(B) if s.ndim == 0 else s for s in (t, r))
+    if t.shape != (B,) or r.shape != (B,):
+        raise TimError(f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs")
+    return t, r
 
 
 class WithFeatures(nn.Module):
