@@ -32,12 +32,14 @@ def test_quality_flags_map_onto_the_config(tmp_path, monkeypatch, capsys) -> Non
     monkeypatch.setattr("tim.evaluation.quality.run_quality", fake_run_quality)
     status = main(["bench", "quality", "--dataset", "moons", "--methods", "tim,flow_matching", "--seeds", "3,4",
                    "--train-steps", "7", "--sampling-steps", "1,8", "--cfg", "2.0", "--model-override", "depth=2",
+                   "--objective-option", "direction_loss=true", "--objective-option", "epsilon=0.001",
                    "--jobs", "3", "--out", str(tmp_path)])
     assert status == 0
     config = seen["config"]
     assert (config.dataset, config.methods, config.seeds, config.train_steps) == ("moons", ("tim", "flow_matching"), (3, 4), 7)
     assert config.step_counts == (1, 8) and config.guidance_scale == 2.0
     assert config.model == {"preset": "MLP-toy", "depth": 2} and seen["jobs"] == 3
+    assert config.objective_options == {"direction_loss": True, "epsilon": 0.001}
     assert "per_seed" not in json.loads(capsys.readouterr().out)
 
 

@@ -28,6 +28,25 @@ def test_every_method_gets_the_same_budget() -> None:
     assert all(data == first for data in runs.values())
 
 
+def test_toy_runs_train_tim_with_plain_mse_and_keep_the_baselines_recipes() -> None:
+    from tim.objective import build_objective
+
+    config = QualityConfig(dataset="checkerboard")
+    runs = {method: run_config_dict(config, method, seed=0) for method in METHODS}
+    objectives = {method: build_objective(**runs[method]["objective"]) for method in METHODS}
+    assert runs["tim"]["objective"] == {"name": "tim", "direction_loss": False, "adaptive": False}
+    assert (objectives["tim"].direction_loss, objectives["tim"].adaptive) == (False, False)
+    assert objectives["tim"].derivative == "dde"  # only the loss form changes, not the method
+    assert (objectives["flow_matching"].direction_loss, objectives["flow_matching"].adaptive) == (False, False)
+    assert objectives["meanflow"].adaptive and objectives["meanflow"].adaptive_c == pytest.approx(1e-3)
+    for data in runs.values():  # the rest of the budget is still identical
+        data.pop("objective")
+    assert all(data == runs["tim"] for data in runs.values())
+    image_recipe = QualityConfig(dataset="checkerboard", objective_options={"direction_loss": True, "adaptive": True})
+    assert run_config_dict(image_recipe, "tim", 0)["objective"] == {"name": "tim", "direction_loss": True, "adaptive": True}
+    assert run_config_dict(QualityConfig(objective_options={"epsilon": 1e-3}), "tim", 0)["objective"] == {"name": "tim", "epsilon": 1e-3}
+
+
 def test_summarise_matches_numpy_and_keeps_non_finite_runs_visible() -> None:
     summary = summarise([1.0, 2.0, 4.0])
     assert summary["mean"] == pytest.approx(7 / 3)

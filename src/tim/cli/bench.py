@@ -49,6 +49,10 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="model preset (default: a narrowed TiM-digits / MLP-toy)")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="model config field, repeatable, e.g. --model-override hidden_size=128")
+    parser.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="objective option for every method, repeatable, e.g. --objective-option epsilon=0.001; "
+                             "on 2-D toys TiM defaults to plain MSE (direction_loss=false, adaptive=false), "
+                             "which these override")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes for the (method, seed) runs, one thread each")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -79,13 +83,13 @@ def _add_cost(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str], flag: str = "--model-override", example: str = "hidden_size=64") -> dict:
     """``["hidden_size=64", "qk_norm=false"]`` -> ``{"hidden_size": 64, "qk_norm": False}`` (JSON-typed values)."""
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise TimError(f"model override {item!r} is not KEY=VALUE", "write e.g. --model-override hidden_size=64")
+            raise TimError(f"{flag} {item!r} is not KEY=VALUE", f"write e.g. {flag} {example}")
         try:
             overrides[key] = json.loads(raw.lower() if raw.lower() in ("true", "false") else raw)
         except json.JSONDecodeError:
@@ -115,7 +119,8 @@ def run_quality_command(args: argparse.Namespace) -> dict:
     config = QualityConfig(
         dataset=args.dataset, methods=tuple(m for m in args.methods.split(",") if m), seeds=parse_int_list(args.seeds),
         train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-        step_counts=parse_int_list(args.sampling_steps), num_samples=args.num_samples, guidance_scale=args.cfg, model=model)
+        step_counts=parse_int_list(args.sampling_steps), num_samples=args.num_samples, guidance_scale=args.cfg, model=model,
+        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"))
     report = run_quality(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     Path(args.out, "quality.json").write_text(json.dumps(report, indent=1))
