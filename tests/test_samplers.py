@@ -219,3 +219,8 @@ def test_bad_arguments_raise_one_line_errors(kwargs: dict) -> None:
         sample(lambda x_t, t, r: x_t, torch.randn(2, 2), **kwargs)
     with pytest.raises(TimError):  # 0-dim noise has no batch dimension
         sample(lambda x_t, t, r: x_t, torch.tensor(1.0))
+
+
+def test_negative_guidance_scale_is_a_clear_error() -> None:
+    with pytest.raises(TimError, match="guidance_scale must be >= 0"):
+        sample(lambda x, t, r, **c: x, torch.zeros(2, 2), steps=1, guidance_scale=-1.0, uncond={})

@@ -138,6 +138,8 @@ def _check_arguments(
         raise TimError(f"guidance_scale={guidance_scale} needs an unconditional input", "pass uncond=model.null_cond(cond)")
     if stochasticity < 0:
         raise TimError(f"stochasticity must be >= 0, got {stochasticity}", "use 0 for the deterministic sampler")
+    if guidance_scale < 0:
+        raise TimError(f"guidance_scale must be >= 0, got {guidance_scale}", "use 1 for no guidance, > 1 to guide")
     if stochasticity > 0 and method != "transition":
         raise TimError(f"stochasticity applies to method='transition' only, got {method!r}", "set stochasticity=0.0")
     # The first-order noise step is validated (marginals kept) on the linear path only; on VE with
