@@ -7,7 +7,7 @@ import torch
 
 from tim.data import DataConfig, DataInfo, build_data_source
 from tim.data.buckets import BucketedSource, bucket_batch_size, round_down_size, tokens_per_item
-from tim.data.shapes import shape_sizes
+from tim.data.shapes import render_shapes, shape_sizes
 from tim.errors import TimError
 
 
@@ -168,3 +168,12 @@ def test_fixed_size_shapes_dataset() -> None:
     assert bool((batch["x"].flatten(1).min(1).values < -0.3).all()) and bool(
         (batch["x"].flatten(1).max(1).values > 0.05).all()
     )
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_stand_out_from_background(channels: int) -> None:
+    # Background <= 0.15 and shape >= 0.85 of full scale in every channel, and every shape covers
+    # whole pixels, so each image spans >= 0.7 * 255 (minus rounding) per channel.
+    for image, _ in render_shapes([(16, 16), (16, 48), (48, 16)], 60, seed=3, channels=channels):
+        spread = image.reshape(channels, -1).max(1).astype(int) - image.reshape(channels, -1).min(1)
+        assert spread.min() >= 0.7 * 255 - 1

@@ -20,6 +20,11 @@ SHAPE_NAMES = ("circle", "square", "triangle", "plus")
 SUPERSAMPLE = 4  # render at 4x and average 4x4 blocks: anti-aliased edges
 SHAPES_DATASET_SEED = 20250904  # fixed, so every run renders the same dataset (TiM's arXiv date)
 DEFAULT_SHAPES_SIZE = 16  # fixed-size shapes when data.image_size = 0
+# Large, high-contrast shapes: a small model learns them in minutes (scripts/native_resolution_demo.py
+# measured 0.44..0.8 spans on 0.2-apart grey levels: more faint, tiny shapes and blurrier samples).
+SHAPE_SPAN = (0.6, 0.9)  # range of the shape's size as a fraction of the canvas's short side
+BACKGROUND = (0.0, 0.15)  # range of the background level per channel (fraction of full scale)
+FOREGROUND = (0.85, 1.0)  # range of the shape's level per channel: >= 0.7 above the background
 
 
 def shape_mask(label: int, dy: np.ndarray, dx: np.ndarray, half: float) -> np.ndarray:
@@ -38,15 +43,15 @@ def render_shape(size: Size, label: int, rng: np.random.Generator, channels: int
     """One image of shape ``label`` on a (H, W) canvas, uint8 of shape (channels, H, W)."""
     height, width = size
     short = min(height, width)
-    half = rng.uniform(0.22, 0.4) * short  # shape spans 44..80 % of the short side
+    half = rng.uniform(*SHAPE_SPAN) * short / 2
     cy = rng.uniform(half, height - half)
     cx = rng.uniform(half, width - half)
     ys = (np.arange(height * SUPERSAMPLE) + 0.5) / SUPERSAMPLE - cy
     xs = (np.arange(width * SUPERSAMPLE) + 0.5) / SUPERSAMPLE - cx
     mask = shape_mask(label, ys[:, None], xs[None, :], half).astype(np.float64)
     coverage = mask.reshape(height, SUPERSAMPLE, width, SUPERSAMPLE).mean(axis=(1, 3))
-    background = rng.uniform(0.0, 0.35, size=channels)  # dark background ...
-    foreground = rng.uniform(0.55, 1.0, size=channels)  # ... bright shape: always visible
+    background = rng.uniform(*BACKGROUND, size=channels)
+    foreground = rng.uniform(*FOREGROUND, size=channels)
     image = background[:, None, None] + (foreground - background)[:, None, None] * coverage[None]
     return np.round(image * 255).astype(np.uint8)
 
