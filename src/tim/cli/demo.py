@@ -49,6 +49,10 @@ QUICK_OVERRIDES = ["train.steps=400", "optim.warmup_steps=40", "train.checkpoint
 QUICK_STEPS = "1,2,4,8,16"
 QUICK_PER_CLASS = 10
 DEFAULT_PER_CLASS = 50
+# `tim demo t2i` / `tim demo latent`: the other demos, each in its own module with
+# ``run_demo(args, overrides) -> int`` (they share this parser's options; --out defaults per demo).
+OTHER_DEMOS = {"t2i": "tim.cli.demo_t2i", "latent": "tim.cli.demo_latent"}
+DEFAULT_OUT = "outputs/demo"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,7 +66,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "report.md and the checkpoint. KEY=VALUE overrides change the training config "
                     "(see configs/digits.yaml), e.g. train.time_limit=3 optim.lr=5e-4.",
         formatter_class=HelpFormatter)
-    parser.add_argument("--out", default="outputs/demo", metavar="DIR", help="output folder (must be new or empty)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help=f"output folder (must be new or empty; default: {DEFAULT_OUT}, "
+                             "outputs/demo_t2i for `tim demo t2i`, outputs/demo_latent for `tim demo latent`)")
     parser.add_argument("--overwrite", action="store_true",
                         help="reuse a non-empty --out: replace its files and train a fresh run/")
     parser.add_argument("--quick", action="store_true", help="about one minute in total (smoke test; blurry digits)")
@@ -79,13 +85,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
                              "average, at least 1)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted training-config overrides")
+    parser.add_argument("overrides", nargs="*", metavar="[t2i|latent] KEY=VALUE",
+                        help="optional first word `t2i` (text-to-image on synthetic scenes) or `latent` (a small "
+                             "autoencoder + TiM in its latent space) picks another demo; then dotted "
+                             "training-config overrides")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim demo`` (see :func:`add_parser` for the options)."""
+    if args.overrides and args.overrides[0] in OTHER_DEMOS:
+        import importlib
+
+        module = importlib.import_module(OTHER_DEMOS[args.overrides[0]])
+        return int(module.run_demo(args, args.overrides[1:]) or 0)
+    if args.out is None:
+        args.out = DEFAULT_OUT
     steps_list = parse_steps(args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEMO_STEPS))
     per_class = args.per_class if args.per_class is not None else (QUICK_PER_CLASS if args.quick else DEFAULT_PER_CLASS)
     minutes = args.minutes if args.minutes is not None else (2.0 if args.quick else 10.0)
