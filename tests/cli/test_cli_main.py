@@ -108,7 +108,7 @@ def _bad(tmp: Path, run: Path | None) -> dict[str, tuple[list[str], tuple[str, .
         "unknown-command": (["fly"], ("invalid choice: 'fly'",)),
         "train-config-missing": (["train", "--config", str(tmp / "none.yaml")], ("does not exist",)),
         "train-unknown-key": (["train", "--config", "digits", "--out", out, "optim.lrr=1"],
-                              ("unknown config key 'optim.lrr'", "did you mean 'lr'")),
+                              ("unknown config key 'optim.lrr'", "did you mean 'optim.lr'")),
         "train-negative-lr": (["train", "--config", "digits", "--out", out, "optim.lr=-1"], ("optim.lr = -1 must be > 0",)),
         "train-bad-override": (["train", "--config", "digits", "--out", out, "optim.lr"], ("not of the form key.sub=value",)),
         "demo-steps-zero": (["demo", "--out", out, "--steps", "0"], ("--steps value 0 is < 1",)),

@@ -75,8 +75,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 # (id, overrides or YAML text, fragments that the one-line message must contain)
 BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ("unknown-section", ["trian.steps=3"], ("unknown config key 'trian'", "did you mean 'train'")),
-    ("unknown-key", ["optim.lrr=0.1"], ("optim.lrr", "did you mean 'lr'")),
-    ("unknown-model-field", ["model.depthh=3"], ("model.depthh", "did you mean 'depth'")),
+    ("unknown-key", ["optim.lrr=0.1"], ("optim.lrr", "did you mean 'optim.lr'")),
+    ("unknown-model-field", ["model.depthh=3"], ("model.depthh", "did you mean 'model.depth'")),
     ("unknown-objective-option", ["objective.diffusion_ratio=0.5"], ("objective.diffusion_ratio", "valid keys")),
     ("negative-lr", ["optim.lr=-1"], ("optim.lr = -1", "greater than 0")),
     ("zero-lr", ["optim.lr=0"], ("optim.lr = 0", "greater than 0")),

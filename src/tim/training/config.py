@@ -228,8 +228,10 @@ def _signature_schema(cls: type) -> dict[str, Any]:
 
 
 def _unknown_key(key: str, valid: list[str]) -> TimError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, valid, n=1)
+    # Suggest the full dotted key (train.steps, not steps): that is what the user has to type.
+    hint = f"did you mean '{section + '.' if section else ''}{close[0]}'? " if close else ""
     return TimError(f"unknown config key '{key}'", f"{hint}valid keys here: {', '.join(sorted(valid))}")
 
 

@@ -149,7 +149,7 @@ class Progress:
             return
         self.bar.update(1)
         if loss is not None:
-            self.bar.set_postfix(mse=f"{loss:.4f}", images=images, refresh=False)
+            self.bar.set_postfix(mse=f"{loss:.4f}", images=f"{images:,}", refresh=False)  # tqdm prints ints as 1e+4
 
     def write(self, message: str) -> None:
         """Print a line above the bar (rank 0)."""
