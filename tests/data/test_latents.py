@@ -157,13 +157,15 @@ def test_shard_errors(tmp_path: Path, setup: str, fragments: tuple[str, ...]) ->
 
 
 def test_autoencoder_errors(tmp_path: Path) -> None:
-    with pytest.raises(TimError, match="has no config.json"):
+    with pytest.raises(TimError, match="does not exist"):
         load_autoencoder(tmp_path / "nowhere")
+    with pytest.raises(TimError, match="has no config.json"):
+        load_autoencoder(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
     try:
         import diffusers  # noqa: F401
     except ImportError:
-        with pytest.raises(TimError, match=r"needs diffusers.*pip install 'transition-models\[latent\]'"):
+        with pytest.raises(TimError, match=r"needs diffusers.*pip install .transition-models\[latent\]."):
             load_autoencoder(tmp_path)
     else:
         with pytest.raises(TimError, match="not an autoencoder we support"):

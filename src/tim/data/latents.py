@@ -237,41 +237,20 @@ def build_latent_source(
 def load_autoencoder(path: str | Path, device: str = "cpu") -> tuple[Encoder, float, float, str]:
     """Load a diffusers ``AutoencoderKL`` or ``AutoencoderDC`` from a LOCAL folder (no download).
 
-    The class is read from the folder's ``config.json`` (``_class_name``). KL latents use the
-    posterior mean (deterministic; the common choice for pre-encoding).
+    A thin layer over :class:`tim.autoencoders.Autoencoder` (the class is read from the folder's
+    ``config.json``; KL latents are the posterior mean, deterministic).
 
     Returns:
         (encoder callable, scale = config.scaling_factor, shift = config.shift_factor or 0, name).
     """
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise TimError(
-            f"autoencoder folder {str(path)!r} has no config.json",
-            "pass a local diffusers autoencoder folder (save_pretrained output)",
-        )
-    try:
-        import diffusers
-    except ImportError as error:
-        raise TimError(
-            "encoding images to latents needs diffusers, which is not installed",
-            "pip install 'transition-models[latent]'",
-        ) from error
-    class_name = json.loads((path / "config.json").read_text()).get("_class_name", "")
-    if class_name not in ("AutoencoderKL", "AutoencoderDC"):
-        raise TimError(
-            f"{str(path)!r} holds a {class_name or 'unknown'} model, not an autoencoder we support",
-            "use a diffusers AutoencoderKL or AutoencoderDC folder",
-        )
-    vae = getattr(diffusers, class_name).from_pretrained(str(path), local_files_only=True).to(device).eval()
-    scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-    shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
+    from tim.autoencoders import Autoencoder
 
-    @torch.no_grad()
+    autoencoder = Autoencoder.from_pretrained(path, device=device)
+
     def encode(images: Tensor) -> Tensor:
-        output = vae.encode(images.to(device))
-        return (output.latent_dist.mean if class_name == "AutoencoderKL" else output.latent).float().cpu()
+        return autoencoder.encode(images.to(autoencoder.device)).cpu()
 
-    return encode, scale, shift, path.name
+    return encode, autoencoder.scaling_factor, autoencoder.shift_factor, Path(path).name
 
 
 def encode_images_to_latents(
