@@ -164,7 +164,7 @@ def sample(
     stochasticity: float = 0.0,
     shift: float = 1.0,
     method: Method = "transition",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     return_trajectory: bool = False,
 ) -> SampleResult:
     """Generate samples from noise with any number of steps (paper.md §7).
@@ -183,7 +183,8 @@ def sample(
         stochasticity: rho >= 0 of the stochastic transition (``"transition"`` only).
         shift: SD3 time shift of the default grid (1 = uniform).
         method: ``"transition"`` (TiM), ``"euler"`` or ``"heun"`` (flow-matching baselines, r = t).
-        generator: randomness for the stochastic sampler (None: a fresh generator).
+        generator: randomness for the stochastic sampler (None: a fresh generator), or one
+            generator per sample (row i's noise then comes from generator i only).
         return_trajectory: keep the state at every grid time.
 
     Returns:
@@ -193,7 +194,8 @@ def sample(
     _check_arguments(noise, path, guidance_scale, guidance_interval, uncond, stochasticity, method, interval)
     times = _resolve_grid(grid, steps, path, shift)
     guide = _Guidance({} if cond is None else cond, uncond, float(guidance_scale), guidance_interval, interval)
-    generator = resolve_generator(generator, noise.device) if stochasticity > 0 else None
+    if stochasticity > 0 and not isinstance(generator, (list, tuple)):
+        generator = resolve_generator(generator, noise.device)
     x, dtype, nfe, n_steps = noise.to(torch.float64), noise.dtype, 0, times.numel() - 1
     trajectory = [noise.float().clone()] if return_trajectory else None
     grid_device = times.to(noise.device)
@@ -203,7 +205,7 @@ def sample(
             # Transition step: F(x, t_i, t_{i+1}), then x <- A x + B F.
             F_out, cost = _evaluate(F, path, x, t_cur, t_next, dtype, guide)
             if stochasticity > 0 and 0 < i < n_steps - 1:  # never on the first or last step (published)
-                xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+                xi = _step_noise(x, generator)
                 x = path.stochastic_transition(x, F_out, t_cur, t_next, stochasticity, xi)
             else:
                 x = path.transition(x, F_out, t_cur, t_next)
@@ -213,6 +215,20 @@ def sample(
         if trajectory is not None:
             trajectory.append(x.float())
     return SampleResult(x=x.float(), nfe=nfe, times=times, trajectory=trajectory)
+
+
+def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
+    """Fresh N(0, I) noise like ``x`` (float64) for a stochastic step.
+
+    With one generator per row (a list), row i comes from generator i alone, so each sample's
+    noise does not depend on how samples are batched (``tim.pipeline`` relies on this).
+    """
+    if not isinstance(generator, (list, tuple)):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    if len(generator) != x.shape[0]:
+        raise TimError(f"got {len(generator)} generators for a batch of {x.shape[0]}", "pass one generator per sample")
+    rows = [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=torch.float64) for g in generator]
+    return torch.stack(rows).to(x.device)
 
 
 def _ode_step(
