@@ -304,8 +304,9 @@ class TextEncoder:
         if missing:
             started = time.perf_counter()
             self._warn_truncated(missing)
-            for start in range(0, len(missing), ENCODE_BATCH):
-                chunk = missing[start : start + ENCODE_BATCH]
+            ordered = sorted(missing, key=len)  # similar lengths share a pass: little padding
+            for start in range(0, len(ordered), ENCODE_BATCH):
+                chunk = ordered[start : start + ENCODE_BATCH]
                 for prompt, features in zip(chunk, self._encode(chunk), strict=True):
                     found[prompt] = features
                     if self.use_cache:
@@ -330,7 +331,9 @@ class TextEncoder:
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> list[Tensor]:
         """One forward pass: ``prompts`` -> their real tokens' last hidden states, float32 on ``device``."""
-        tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
+        # Padding to the longest prompt of the pass, not to max_length: with the attention mask (and
+        # right padding for causal LMs) the real tokens' features are the same, at a fraction of the cost.
+        tokens = self.tokenizer(prompts, padding="longest", truncation=True, max_length=self.max_length,
                                 return_tensors="pt")
         ids = tokens["input_ids"].to(self.device)
         mask = tokens["attention_mask"].to(self.device)

@@ -29,6 +29,14 @@ def build_data_source(
         return ToySource(cfg.name, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
     if cfg.name == "digits":
         return _digits_source(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+    if cfg.name == "scenes":
+        from tim.data.captions import build_scenes_source
+
+        return build_scenes_source(cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+    if cfg.name == "image_folder" and cfg.text_encoder:
+        from tim.data.captions import build_captioned_folder_source
+
+        return build_captioned_folder_source(cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
     if cfg.name == "image_folder":
         from tim.data.images import build_image_folder_source
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from tim.errors import TimError
 
 TOY_NAMES = ("checkerboard", "8gaussians", "moons", "spirals")
-IMAGE_NAMES = ("digits", "image_folder", "latents", "shapes")
+IMAGE_NAMES = ("digits", "image_folder", "latents", "shapes", "scenes")
 DATA_NAMES = IMAGE_NAMES + TOY_NAMES
 # Sources whose items may have different sizes, hence the only ones that can be bucketed.
 BUCKETABLE = ("image_folder", "latents", "shapes")
+# Sources that can carry captions (data.text_encoder): tim.data.captions.
+CAPTIONED = ("image_folder", "scenes")
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,11 @@ class DataConfig:
     resolution bucket, sized from ``token_budget`` (paper.md §8: per-GPU batch ∝ 1/(H·W)).
     """
 
-    name: str = "digits"  # one of DATA_NAMES: "digits" (default, sklearn 8x8), "image_folder", "latents", "shapes", or a 2-D toy
+    name: str = "digits"  # one of DATA_NAMES: "digits" (default, sklearn 8x8), "image_folder", "latents", "shapes", "scenes" (captioned), or a 2-D toy
     root: str = (
         ""  # folder of images (class per sub-folder) for "image_folder"; folder of *.safetensors shards for "latents"
     )
-    image_size: int = 0  # fixed side in pixels (centre-crop + resize); 0 = the data's own size (digits 8, shapes 16, folders: must all match)
+    image_size: int = 0  # fixed side in pixels (centre-crop + resize); 0 = the data's own size (digits 8, shapes 16, scenes 32, folders: must all match)
     channels: int = (
         3  # image channels for "image_folder" (1 = grey, 3 = RGB); an image with another channel count is an error
     )
@@ -50,10 +53,12 @@ class DataConfig:
     max_bad_fraction: float = (
         0.01  # image folders: unreadable files are skipped and counted; fail if more than this share is bad
     )
-    num_images: int = 2048  # "shapes" only: how many synthetic images to render
+    num_images: int = 2048  # "shapes" and "scenes": how many synthetic images to render
     min_side: int = 8  # "shapes" only (bucketed): smallest side in pixels
     max_side: int = 32  # "shapes" only (bucketed): largest side in pixels
     max_aspect: float = 3.0  # "shapes" only (bucketed): largest long/short side ratio
+    text_encoder: str = ""  # captions -> features: "" = no captions, "minilm" (embedded all-MiniLM-L6-v2) or a local HF model folder
+    max_text_length: int = 32  # tokens per caption (padded / truncated to it), special tokens included
 
     def __post_init__(self) -> None:
         if self.name not in DATA_NAMES:
@@ -61,6 +66,7 @@ class DataConfig:
         if self.name in ("image_folder", "latents") and not self.root:
             raise TimError(f"data.name={self.name!r} needs data.root", "set data.root to the dataset folder")
         self._check_ints()
+        self._check_text()
         if self.channels not in (1, 3):
             raise TimError(
                 f"data.channels={self.channels} is not supported", "set data.channels to 1 (grey) or 3 (RGB)"
@@ -110,8 +116,19 @@ class DataConfig:
                 "raise data.max_side",
             )
 
+    def _check_text(self) -> None:
+        if self.text_encoder and self.name not in CAPTIONED:
+            raise TimError(f"data.text_encoder={self.text_encoder!r} needs captioned data, not data.name={self.name!r}",
+                           f"use data.name={' or '.join(CAPTIONED)}, or set data.text_encoder=''")
+        if self.name == "scenes" and self.channels != 3:
+            raise TimError(f"data.channels={self.channels} but the scenes are RGB", "set data.channels=3")
+        if self.name == "scenes" and self.hflip:
+            raise TimError("data.hflip=true mirrors scenes and breaks their 'left of' / 'right of' captions",
+                           "set data.hflip=false for scenes")
+
     def _check_ints(self) -> None:
         positive = {
+            "max_text_length": self.max_text_length,
             "patch_multiple": self.patch_multiple,
             "num_images": self.num_images,
             "min_side": self.min_side,
@@ -143,6 +160,8 @@ class DataInfo:
         class_names: one name per class (empty when unlabelled).
         num_items: items in one epoch; 0 = unlimited fresh samples (2-D toys).
         sizes: bucketed sources: every bucket's (H, W), sorted; empty otherwise.
+        text: captioned sources: a :class:`tim.data.captions.CaptionInfo` (encoder, feature width,
+            distinct captions, null-prompt features); None otherwise.
     """
 
     kind: str
@@ -155,6 +174,12 @@ class DataInfo:
     class_names: tuple[str, ...] = ()
     num_items: int = 0
     sizes: tuple[tuple[int, int], ...] = field(default=())
+    text: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def text_dim(self) -> int:
+        """Caption feature width D of a captioned source (batches carry "context"); 0 otherwise."""
+        return self.text.dim if self.text is not None else 0
 
     @property
     def labelled(self) -> bool:
