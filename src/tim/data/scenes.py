@@ -73,7 +73,8 @@ MIN_SIZE = 24  # smallest canvas on which random layouts of four >= 7 px objects
 MIN_OBJECT_PX = 7  # issue 10: every bounding box >= 7 px
 MIN_RELATION_PX = 4.0  # issue 10: centroids >= 4 px apart along a captioned relation's axis
 GAP_PX = 2  # empty pixels between two boxes, so objects of one colour never touch
-_MAX_LAYOUT_TRIES = 500  # rejection sampling of a layout; a 32 px layout needs < 5 on average
+_MAX_LAYOUT_TRIES = 1000  # rejection sampling of whole layouts (a 32 px layout needs < 2 on average)
+_POSITION_TRIES = 50  # random positions tried per object before the layout starts again
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,22 @@ def _object_kinds(spec: SceneSpec, rng: np.random.Generator, split: str) -> list
     return kinds * spec.count if spec.category == "counting" else kinds
 
 
+def _place(kinds: list[tuple[str, str]], low: int, high: int, size: int,
+           generator: np.random.Generator) -> list[PlacedObject] | None:
+    """One random layout attempt: each object gets up to _POSITION_TRIES positions, else None."""
+    placed: list[PlacedObject] = []
+    for shape, color in kinds:
+        side = int(generator.integers(low, high + 1))
+        for _ in range(_POSITION_TRIES):
+            top, left = (int(v) for v in generator.integers(0, size - side + 1, size=2))
+            if _separated((top, left, side), placed):
+                placed.append(PlacedObject(shape, color, (top, left, side), _centroid(shape, top, left, side)))
+                break
+        else:
+            return None
+    return placed
+
+
 def layout_scene(spec: SceneSpec, *, size: int = 32, generator: np.random.Generator,
                  split: str = "train") -> list[PlacedObject]:
     """Where every object of a scene goes (rejection sampling of sides and positions).
@@ -344,19 +361,12 @@ def layout_scene(spec: SceneSpec, *, size: int = 32, generator: np.random.Genera
     low, high = object_side_range(int(size), len(kinds))
     margin = MIN_RELATION_PX * max(1.0, size / 32)  # 4 px at 32; scaled up on larger canvases
     for _ in range(_MAX_LAYOUT_TRIES):
-        placed: list[PlacedObject] = []
-        for shape, color in kinds:
-            side = int(generator.integers(low, high + 1))
-            top, left = (int(v) for v in generator.integers(0, size - side + 1, size=2))
-            if not _separated((top, left, side), placed):
-                break
-            placed.append(PlacedObject(shape, color, (top, left, side), _centroid(shape, top, left, side)))
-        else:
-            if spec.relation is None or (
-                relation_holds(placed[0].centroid, placed[1].centroid, spec.relation, margin)
-                and _dominant(placed[0].centroid, placed[1].centroid, spec.relation)
-            ):
-                return placed
+        placed = _place(kinds, low, high, size, generator)
+        if placed is not None and (spec.relation is None or (
+            relation_holds(placed[0].centroid, placed[1].centroid, spec.relation, margin)
+            and _dominant(placed[0].centroid, placed[1].centroid, spec.relation)
+        )):
+            return placed
     raise TimError(f"could not lay out {spec.caption!r} on a {size} px canvas",
                    f"use a canvas of at least {MIN_SIZE} px")
 
