@@ -1,20 +1,32 @@
-"""``tim sample``: generate from a trained run with any list of step counts.
+"""``tim sample``: generate images from a run, a pipeline folder or a released checkpoint.
 
-For every step count k it writes ``steps_<k>.png`` (a grid, one row per class) and ``steps_<k>.npz``
-with ``samples`` (N, C, H, W) float32 in the data's range ([-1, 1] for images) and ``labels`` (N,)
-int64 (-1 for an unconditional model). Every step count starts from the SAME noise, so the files
-differ only by the number of steps.
+``--checkpoint`` is a training run directory (``tim train --out``), a pipeline folder
+(``TiMPipeline.save_pretrained`` / ``tim convert``) or a released ``.safetensors`` file (then
+``--preset`` and ``--autoencoder`` too); everything goes through :meth:`tim.pipeline.TiMPipeline.load`,
+except runs of the vector MLP (2-D toys), which the pipeline does not cover and which are sampled
+with :func:`tim.samplers.sample` directly.
+
+For every step count k the job writes (see :mod:`tim.cli.sample_job` for the layout, streaming and
+resume): ``steps_<k>.npz`` (or numbered shards ``steps_<k>-<j>.npz`` for large jobs), one PNG per
+sample under ``steps_<k>/``, a preview grid ``steps_<k>.png`` and ``index.json``. The ``.npz`` holds
+``samples`` (N, C, H, W) float32: the images in the data range [-1, 1] **as generated, not
+clipped** (the sampler's output, decoded by the autoencoder for latent models; a few percent of
+values usually lie slightly outside [-1, 1]); the PNGs clip to [-1, 1] before mapping to 0..255.
+Every step count starts from the SAME noise, so the files differ only by the number of steps.
 
 The argument checks here (:func:`parse_steps`, :func:`parse_class_ids`, :func:`check_guidance_scale`,
-:func:`check_image_size`, :func:`prepare_output_dir`) are shared with ``tim demo``.
+:func:`check_image_size`, :func:`prepare_output_dir`) and :func:`generate` are shared with ``tim demo``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,15 +34,26 @@ import torch
 from tim.cli.main import HelpFormatter
 from tim.errors import TimError
 
+# Limits of the command line (issue 13: every parameter with a range is checked before any work).
+MAX_STEPS = 1000  # 4x the largest step count the paper samples with (250, paper.md §7 table)
+MAX_GUIDANCE_SCALE = 30.0  # 10x the largest CFG scale the paper uses (3.0 at 512, paper.md §7)
+MAX_STOCHASTICITY = 1.0  # rho = 1 is the full reverse SDE (noise scale rho * alpha_t, paper.md §7 App. A.3)
+MAX_SIDE = 16384  # pixels per side: 4x the largest size the paper samples (4096, paper.md §8)
+MAX_SAMPLES = 10_000_000  # per step count: 200 FID sets of 50,000; more is almost surely a typo
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; sample i uses seed + i
+DEFAULT_PER_CONDITION = 8  # samples per class / prompt (in total when unconditional) if no count is given
+DEFAULT_BATCH_SIZE = 64  # samples per network batch (a fixed default: a resumed job must batch the same way)
 
-def parse_steps(text: str) -> list[int]:
+
+def parse_steps(text: str, max_steps: int = MAX_STEPS) -> list[int]:
     """Parse a comma-separated list of step counts such as ``"1,2,4"``.
 
     Args:
         text: the command-line value.
+        max_steps: the largest allowed count (:data:`MAX_STEPS`).
 
     Returns:
-        The step counts, each >= 1, in the given order, duplicates removed.
+        The step counts, each in [1, max_steps], in the given order, duplicates removed.
     """
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
@@ -44,6 +67,9 @@ def parse_steps(text: str) -> list[int]:
                            "pass whole step counts such as --steps 1,2,4") from None
         if value < 1:
             raise TimError(f"--steps value {value} is < 1", "every step count must be at least 1")
+        if value > max_steps:
+            raise TimError(f"--steps value {value} is above the maximum of {max_steps}",
+                           f"pass step counts in [1, {max_steps}] (quality stops improving long before)")
         if value not in steps:
             steps.append(value)
     return steps
@@ -98,22 +124,25 @@ def check_guidance_scale(scale: float, num_classes: int) -> float:
     return scale
 
 
-def check_image_size(height: int, width: int, patch_size: int) -> tuple[int, int]:
-    """Check a sampling resolution against the model's patch size.
+def check_image_size(height: int, width: int, patch_size: int, factor: int = 1) -> tuple[int, int]:
+    """Check a sampling resolution against the model's patch size (times the autoencoder's factor).
 
     Args:
-        height: image height in pixels (or latent cells).
+        height: image height in pixels.
         width: image width.
-        patch_size: the model's patch size p; the transformer needs H and W divisible by p.
+        patch_size: the model's patch size p; the transformer needs latent H and W divisible by p.
+        factor: the autoencoder's down-sampling (1 for pixel-space models).
 
     Returns:
         ``(height, width)`` unchanged.
     """
+    multiple = patch_size * factor
     if height < 1 or width < 1:
         raise TimError(f"image size {height}x{width} is not positive", "pass --height and --width >= 1")
-    if height % patch_size or width % patch_size:
-        raise TimError(f"image size {height}x{width} is not divisible by the patch size {patch_size}",
-                       f"pass --height and --width that are multiples of {patch_size}")
+    if height % multiple or width % multiple:
+        what = f"the patch size {patch_size}" + (f" x the autoencoder factor {factor}" if factor > 1 else "")
+        raise TimError(f"image size {height}x{width} is not divisible by {what}",
+                       f"pass --height and --width that are multiples of {multiple}")
     return height, width
 
 
@@ -140,6 +169,301 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> list[str]:
+    """The prompts of ``--prompt`` (repeatable) followed by those of ``--prompts FILE``.
+
+    Args:
+        prompts: the ``--prompt`` values (None when not given).
+        prompts_file: a UTF-8 text file with one prompt per line; blank lines are ignored.
+
+    Returns:
+        The prompts in order (may be empty when neither option was given).
+    """
+    found = [text.strip() for text in prompts or []]
+    if any(not text for text in found):
+        raise TimError("--prompt is empty", "pass a caption such as --prompt \"a red circle\"")
+    if prompts_file is not None:
+        path = Path(prompts_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise TimError(f"--prompts file {path} does not exist", "pass a text file with one prompt per line") from None
+        except (OSError, UnicodeDecodeError) as error:
+            reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error.strerror})"
+            raise TimError(f"--prompts file {path} {reason}", "pass a UTF-8 text file with one prompt per line") from None
+        from_file = [line.strip() for line in lines if line.strip()]
+        if not from_file:
+            raise TimError(f"--prompts file {path} has no prompts (only blank lines)", "write one prompt per line")
+        found += from_file
+    return found
+
+
+def resolve_counts(num: int | None, per_class: int | None, per_prompt: int | None, conditioning: str,
+                   num_conditions: int) -> tuple[int, ...]:
+    """Samples per condition from ``--num`` (total) or ``--per-class`` / ``--per-prompt``.
+
+    Args:
+        num: ``--num``, the total per step count, spread as evenly as possible over the conditions
+            (the first ones get one more when it does not divide).
+        per_class: ``--per-class`` (class models).
+        per_prompt: ``--per-prompt`` (text models).
+        conditioning: "class", "text" or "none".
+        num_conditions: requested classes or prompts (0 when unconditional).
+
+    Returns:
+        Samples per condition (one entry when unconditional).
+    """
+    from tim.cli.sample_job import split_count
+
+    given = [name for name, value in (("--num", num), ("--per-class", per_class), ("--per-prompt", per_prompt))
+             if value is not None]
+    if len(given) > 1:
+        raise TimError(f"{' and '.join(given)} were both given", "pass --num (the total) or the per-condition count, not both")
+    wrong = {"class": ("--per-prompt", "--per-class"), "text": ("--per-class", "--per-prompt")}.get(conditioning)
+    if conditioning == "none" and (per_class is not None or per_prompt is not None):
+        raise TimError(f"{given[0]} was given but the model is unconditional", "pass --num (the number of samples)")
+    if wrong and given and given[0] == wrong[0]:
+        raise TimError(f"{wrong[0]} was given but this is a {conditioning}-conditioned model", f"pass {wrong[1]} or --num")
+    value = next((v for v in (num, per_class, per_prompt) if v is not None), None)
+    if value is not None and value < 1:
+        raise TimError(f"{given[0]} {value} is < 1", f"pass {given[0]} >= 1")
+    if value is not None and value > MAX_SAMPLES:
+        raise TimError(f"{given[0]} {value} is above the maximum of {MAX_SAMPLES:,}", "pass a smaller count")
+    groups = max(1, num_conditions)
+    if num is None:
+        counts = (value or DEFAULT_PER_CONDITION,) * groups
+        if sum(counts) > MAX_SAMPLES:
+            raise TimError(f"{given[0]} {value} x {groups} conditions is above the maximum of {MAX_SAMPLES:,} samples",
+                           "pass a smaller count")
+        return counts
+    if num < groups:
+        what = "classes" if conditioning == "class" else "prompts"
+        raise TimError(f"--num {num} is fewer than the {groups} requested {what}",
+                       f"pass --num >= {groups}, or fewer {what}")
+    return split_count(num, groups)
+
+
+def check_seed(seed: int, total: int) -> int:
+    """Check ``--seed``: sample i uses seed + i, which must fit a 64-bit generator seed."""
+    if seed < 0 or seed + total - 1 > MAX_SEED:
+        raise TimError(f"--seed {seed} is outside [0, 2^63 - 1 - N] for N = {total} samples",
+                       "pass a seed such as --seed 0")
+    return seed
+
+
+def check_sampler_options(cfg: float | None, interval: tuple[float, float] | None,
+                          stochasticity: float | None) -> None:
+    """Range checks of ``--cfg``, ``--guidance-interval`` and ``--stochasticity`` (before any loading)."""
+    if cfg is not None and not (math.isfinite(cfg) and 0 <= cfg <= MAX_GUIDANCE_SCALE):
+        raise TimError(f"--cfg {cfg} is outside [0, {MAX_GUIDANCE_SCALE:g}]",
+                       "pass a guidance scale such as --cfg 1.5 (1 = no guidance)")
+    if stochasticity is not None and not (math.isfinite(stochasticity) and 0 <= stochasticity <= MAX_STOCHASTICITY):
+        raise TimError(f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
+                       "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic")
+    del interval  # parsed and checked by _parse_interval
+
+
+def check_device(name: str) -> torch.device:
+    """Parse ``--device`` and check that this machine has it (before any checkpoint is loaded)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TimError(f"--device {name!r} is not a torch device", "pass e.g. --device cpu or --device cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TimError(f"--device {name} was requested but no CUDA device is available", "pass --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TimError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                           f"pass --device cuda:0 ... cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise TimError(f"--device {name} was requested but MPS is not available", "pass --device cpu")
+    elif device.type != "cpu":
+        raise TimError(f"--device {name} cannot run sampling", "pass --device cpu or --device cuda")
+    return device
+
+
+def check_dtype(name: str, device: torch.device) -> str:
+    """``--dtype``: auto (bf16/fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 (half only on a GPU)."""
+    if name in ("bf16", "fp16") and device.type != "cuda":
+        raise TimError(f"--dtype {name} needs a CUDA GPU but --device is {device}",
+                       "use --dtype fp32 (or auto) on the CPU")
+    return name
+
+
+# ------------------------------------------------------------------------------------------------
+# Backends: what tim.cli.sample_job runs (a TiMPipeline, or a vector run's network)
+
+
+class PipelineBackend:
+    """A :class:`tim.pipeline.TiMPipeline` as a sampling-job backend (images)."""
+
+    kind = "image"
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self.conditioning = pipe.conditioning
+        self.num_classes = pipe.num_classes if self.conditioning == "class" else 0
+
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels when --height/--width are not given."""
+        return tuple(self.pipe.default_size)
+
+    def noise_shape(self, height: int | None, width: int | None) -> tuple[int, ...]:
+        """One sample's noise in latent (model-input) units."""
+        factor = self.pipe.factor
+        return (self.pipe.model.config.in_channels, height // factor, width // factor)
+
+    def fingerprint(self) -> str:
+        """Digest of the network weights."""
+        return weights_fingerprint(self.pipe.model)
+
+    def batch_bytes(self, batch_size: int, height: int | None, width: int | None, guided: bool) -> int:
+        """The pipeline's own estimate (network + sampler state) plus decoding the batch."""
+        from tim.pipeline import estimate_generation_bytes
+
+        pipe = self.pipe
+        h, w = height // pipe.factor, width // pipe.factor
+        context = pipe.recipe.text_max_length if self.conditioning == "text" else 0
+        net = estimate_generation_bytes(pipe.model.config, batch_size, h, w, guided=guided, context_length=context,
+                                        dtype_bytes=torch.finfo(pipe.dtype).bits // 8)
+        decode = 0
+        if pipe.autoencoder is not None and hasattr(pipe.autoencoder, "decode_bytes"):
+            decode = int(pipe.autoencoder.decode_bytes(height, width))  # the pipeline decodes one image at a time
+        return max(net, decode)
+
+    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
+                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> Any:
+        """One batch through the pipeline: latents, then (unclipped) pixels in [-1, 1]."""
+        from tim.cli.sample_job import BatchOutput
+
+        pipe = self.pipe
+        out = pipe(class_labels=None if labels is None else labels.tolist(), prompt=prompts,
+                   num_images_per_prompt=1 if labels is not None or prompts is not None else len(indices),
+                   steps=steps, height=height, width=width, seed=seed + indices.start, batch_size=len(indices),
+                   output_type="latent", **options)
+        x = out.images.float()  # model units; pixels for a pixel-space model
+        latents = None
+        if pipe.autoencoder is not None:  # decode as TiMPipeline does, but keep values outside the range
+            latents = x
+            with torch.no_grad():
+                decoded = pipe.autoencoder.decode((x / pipe.recipe.latent_scale + pipe.recipe.latent_shift).to(pipe.device))
+            x = decoded.float().cpu()
+        low, high = pipe.recipe.value_range
+        if (low, high) != (-1.0, 1.0):
+            x = (x - low) / (high - low) * 2 - 1
+        return BatchOutput(samples=x, latents=latents, nfe=out.nfe)
+
+
+class VectorBackend:
+    """A training run of the vector MLP (2-D toys), sampled with :func:`tim.samplers.sample`."""
+
+    kind = "vector"
+
+    def __init__(self, model: torch.nn.Module, info: RunInfo, device: torch.device, dtype: str) -> None:
+        self.model, self.info, self.device = model, info, device
+        self.conditioning = "class" if info.num_classes else "none"
+        self.num_classes = info.num_classes
+        # Half precision through autocast (the sampler keeps its state in float64 anyway).
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) if device.type == "cuda" else None
+
+    def default_size(self) -> None:
+        """Vectors have no size."""
+        return None
+
+    def noise_shape(self, height: int | None, width: int | None) -> tuple[int, ...]:
+        """(D,)."""
+        return self.info.data_shape
+
+    def fingerprint(self) -> str:
+        """Digest of the network weights."""
+        return weights_fingerprint(self.model)
+
+    def batch_bytes(self, batch_size: int, height: int | None, width: int | None, guided: bool) -> int:
+        """Hidden activations of every layer (an over-estimate) and the float64 sampler state."""
+        config = self.model.config
+        rows = batch_size * (2 if guided else 1)
+        return rows * 4 * config.hidden_size * (config.depth + 2) * 4
+
+    @torch.no_grad()
+    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
+                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> Any:
+        """One batch from per-sample seeded noise (the rule of tim.pipeline)."""
+        from tim.cli.sample_job import BatchOutput, sample_generators
+        from tim.samplers import sample
+
+        noise, generators = sample_generators(indices, self.info.data_shape, seed)
+        cond = {} if labels is None else {"y": labels.to(self.device)}
+        scale = options.get("guidance_scale", 1.0)
+        uncond = self.model.null_cond(cond) if cond and scale != 1.0 else None
+        with torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
+            result = sample(self.model, noise.to(self.device), path=self.info.path, steps=steps, cond=cond,
+                            uncond=uncond, generator=generators, **options)
+        return BatchOutput(samples=result.x.float().cpu(), latents=None, nfe=result.nfe)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short digest of a network's weights: names, shapes and float64 sums per tensor.
+
+    Cheap (one reduction per tensor, no copy of the weights) and enough to tell that a resumed job
+    would sample another checkpoint (a run trained further, another file at the same path).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            values = tensor.detach().double()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{values.sum().item():.9e}:{values.abs().sum().item():.9e}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _is_vector_run(run_dir: Path) -> bool:
+    """Whether a run trained the vector MLP (read from its newest checkpoint's config.json)."""
+    from tim.models import MLP_PRESETS
+
+    configs = sorted(run_dir.glob("checkpoints/step_*/config.json"))
+    for path in reversed(configs):
+        try:
+            return json.loads(path.read_text()).get("model", {}).get("preset") in MLP_PRESETS
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
+    """The backend for ``--checkpoint`` (see the module docstring)."""
+    source = Path(args.checkpoint)
+    if not source.exists():
+        raise TimError(f"--checkpoint {source} does not exist",
+                       "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file")
+    is_run = source.is_dir() and (source / "checkpoints").is_dir()
+    if not is_run and args.weights != "ema":
+        raise TimError("--weights model applies to training runs only", "drop --weights")
+    if is_run and args.preset is not None:
+        raise TimError("--preset applies to released .safetensors files only", "drop --preset")
+    if is_run and _is_vector_run(source):
+        if args.autoencoder or args.text_encoder:
+            raise TimError("the run trained the vector MLP; it has no autoencoder or text encoder",
+                           "drop --autoencoder and --text-encoder")
+        model, info = load_for_sampling(source, weights=args.weights, device=str(device))
+        return VectorBackend(model, info, device, args.dtype)
+    from tim.pipeline import TiMPipeline, resolve_dtype
+
+    if is_run:
+        pipe = TiMPipeline.from_run(source, weights=args.weights, device=device, autoencoder=args.autoencoder,
+                                    text_encoder=args.text_encoder)
+        pipe = pipe._cast(resolve_dtype(args.dtype, device))  # what TiMPipeline.load does for runs
+    else:
+        pipe = TiMPipeline.load(source, preset=args.preset, autoencoder=args.autoencoder,
+                                text_encoder=args.text_encoder, device=device, dtype=args.dtype)
+    return PipelineBackend(pipe)
+
+
+# ------------------------------------------------------------------------------------------------
+# The in-memory helpers tim demo uses
+
+
 @dataclass(frozen=True)
 class Generated:
     """Samples for one step count."""
@@ -154,7 +478,10 @@ class Generated:
 def generate(model: torch.nn.Module, path, data_shape: Sequence[int], steps_list: Sequence[int], *,
              class_ids: Sequence[int], per_class: int, guidance_scale: float = 1.0, seed: int = 0,
              batch_size: int = 500, **sampler_options) -> list[Generated]:
-    """Sample ``per_class`` items for each class with every step count, from the same noise.
+    """Sample ``per_class`` items for each class with every step count, from the same noise, in memory.
+
+    Sample ``i`` (class-major order) starts from noise seeded ``seed + i``, as in ``tim sample`` and
+    :class:`tim.pipeline.TiMPipeline`; noise is drawn per batch.
 
     Args:
         model: the network F(x_t, t, r, **cond), in eval mode.
@@ -171,22 +498,23 @@ def generate(model: torch.nn.Module, path, data_shape: Sequence[int], steps_list
     Returns:
         One :class:`Generated` per step count, in order; sample i has label ``labels[i]``.
     """
+    from tim.cli.sample_job import sample_generators
     from tim.samplers import sample
 
     device = next(model.parameters()).device
     labels = (torch.tensor(class_ids, dtype=torch.long).repeat_interleave(per_class) if class_ids
               else torch.full((per_class,), -1, dtype=torch.long))
-    noise = torch.randn((len(labels), *data_shape), generator=torch.Generator().manual_seed(seed))
     results = []
     for steps in steps_list:
         chunks, nfe = [], 0
-        generator = torch.Generator(device=device).manual_seed(seed + 1)  # for stochastic samplers
         for start in range(0, len(labels), batch_size):
-            y = labels[start:start + batch_size].to(device)
+            batch = range(start, min(len(labels), start + batch_size))
+            noise, generators = sample_generators(batch, data_shape, seed)
+            y = labels[batch.start:batch.stop].to(device)
             cond = {"y": y} if class_ids else {}
             uncond = model.null_cond(cond) if class_ids and guidance_scale != 1.0 else None
-            result = sample(model, noise[start:start + batch_size].to(device), path=path, steps=steps, cond=cond,
-                            uncond=uncond, guidance_scale=guidance_scale, generator=generator, **sampler_options)
+            result = sample(model, noise.to(device), path=path, steps=steps, cond=cond, uncond=uncond,
+                            guidance_scale=guidance_scale, generator=generators, **sampler_options)
             chunks.append(result.x.float().cpu())
             nfe = result.nfe
         samples = torch.cat(chunks)
@@ -197,80 +525,6 @@ def generate(model: torch.nn.Module, path, data_shape: Sequence[int], steps_list
     return results
 
 
-def write_outputs(generated: Sequence[Generated], out: Path, *, nrow: int, scale: int = 4) -> list[Path]:
-    """Write ``steps_<k>.png`` and ``steps_<k>.npz`` for every step count.
-
-    Args:
-        generated: from :func:`generate`.
-        out: output folder.
-        nrow: grid columns (samples per class).
-        scale: nearest-neighbour upsampling of the PNG grids.
-
-    Returns:
-        The written files.
-    """
-    from tim import viz
-
-    written = []
-    for item in generated:
-        stem = out / f"steps_{item.steps:03d}"
-        np.savez(stem.with_suffix(".npz"), samples=item.samples.numpy().astype(np.float32),
-                 labels=item.labels.numpy().astype(np.int64))
-        if item.samples.ndim == 4:
-            viz.save_grid(item.samples, stem.with_suffix(".png"), nrow=nrow, scale=scale)
-        else:
-            viz.scatter({f"{item.steps} steps": item.samples}, stem.with_suffix(".png"))
-        written += [stem.with_suffix(".npz"), stem.with_suffix(".png")]
-    return written
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``tim sample``."""
-    parser = subparsers.add_parser(
-        "sample", help="generate from a trained run with several step counts",
-        description="Generate samples from a training run with every given step count (same noise for all). "
-                    "Writes steps_<k>.png (one row per class) and steps_<k>.npz (samples (N,C,H,W) float32 in the "
-                    "data range, labels (N,) int64, -1 when unconditional) for each k.",
-        formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder written by `tim train`")
-    parser.add_argument("--steps", required=True, type=str, metavar="K,K,...",
-                        help="comma-separated step counts, each >= 1, e.g. 1,2,4,8")
-    parser.add_argument("--class", dest="class_ids", default=None, metavar="ID,ID,...",
-                        help="class ids to sample (default: every class of a class-conditional model)")
-    parser.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = none, >= 0)")
-    parser.add_argument("--guidance-interval", default="0,1", metavar="LO,HI",
-                        help="guide only when LO <= t <= HI (fractions of t_max)")
-    parser.add_argument("--stochasticity", type=float, default=0.0,
-                        help="rho of the stochastic transition sampler (0 = deterministic)")
-    parser.add_argument("--num", type=int, default=8, help="samples per class (in total if unconditional)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise; same seed -> same samples")
-    parser.add_argument("--height", type=int, default=None, help="image height (default: the training size)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: the training size)")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to sample with")
-    parser.add_argument("--batch-size", type=int, default=500, help="samples per network call")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must be new or empty)")
-    parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (files are replaced)")
-    parser.set_defaults(run=run)
-    return parser
-
-
-def _parse_interval(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(item) for item in text.split(","))
-    except ValueError:
-        raise TimError(f"--guidance-interval {text!r} is not two numbers", "pass LO,HI such as 0,1") from None
-    if not 0.0 <= low <= high <= 1.0:
-        raise TimError(f"--guidance-interval {text!r} is not 0 <= LO <= HI <= 1", "pass LO,HI such as 0,0.7")
-    return low, high
-
-
-def _check_positive(name: str, value: int) -> int:
-    if value < 1:
-        raise TimError(f"{name} {value} is < 1", f"pass {name} >= 1")
-    return value
-
-
 @dataclass(frozen=True)
 class RunInfo:
     """What sampling needs to know about a trained run besides its weights."""
@@ -279,6 +533,7 @@ class RunInfo:
     num_classes: int  # 0 = unconditional
     data_shape: tuple[int, ...]  # one training item, e.g. (1, 8, 8) or (2,)
     patch_size: int  # 1 for vector models
+    default_steps: tuple[int, ...] = ()  # the run's sample.steps
 
 
 def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> tuple[torch.nn.Module, RunInfo]:
@@ -305,53 +560,200 @@ def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "
         shape, patch = (config.in_channels, config.input_size, config.input_size), config.patch_size
     else:  # TiMMLP: vectors (D,)
         shape, patch = (config.dim,), 1
-    return model, RunInfo(build_path(cfg.path.name, **cfg.path.options), num_classes, shape, patch)
+    return model, RunInfo(build_path(cfg.path.name, **cfg.path.options), num_classes, shape, patch,
+                          tuple(cfg.sample.steps))
 
 
-def check_device(name: str) -> torch.device:
-    """Parse ``--device`` and check that this machine has it (before any checkpoint is loaded)."""
+# ------------------------------------------------------------------------------------------------
+# The command
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``tim sample``."""
+    parser = subparsers.add_parser(
+        "sample", help="generate images from a run, a pipeline folder or a released checkpoint",
+        description="Generate samples with every given step count, all from the same noise. For each k it writes "
+                    "steps_<k>.npz (samples (N,C,H,W) float32 in the data range [-1, 1], NOT clipped; labels (N,) "
+                    "int64, -1 when not class-conditioned; prompts (N,) for text models; index (N,) sample numbers; "
+                    "latents for latent models), numbered shards steps_<k>-<j>.npz instead when N exceeds "
+                    "--shard-size, one PNG per sample in steps_<k>/ (clipped to [-1, 1]), a preview grid "
+                    "steps_<k>.png and index.json. Work runs in batches and is written as it goes: memory is "
+                    "bounded, and rerunning the same command after an interruption resumes where it stopped.",
+        formatter_class=HelpFormatter)
+    source = parser.add_argument_group("model")
+    source.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="a run folder (tim train --out), a pipeline folder (tim convert / save_pretrained) or a "
+                             "released .safetensors file (then also --preset and --autoencoder)")
+    source.add_argument("--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2")
+    source.add_argument("--autoencoder", default=None, metavar="DIR",
+                        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)")
+    source.add_argument("--text-encoder", default=None, metavar="DIR",
+                        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)")
+    source.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training run")
+    source.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
+    source.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU; half "
+                             "precision needs a GPU")
+    what = parser.add_argument_group("what to generate")
+    what.add_argument("--steps", default=None, metavar="K,K,...",
+                      help=f"comma-separated step counts in [1, {MAX_STEPS}], e.g. 1,2,4,8 (default: the model's "
+                           "recipe, or the run's largest sample.steps)")
+    what.add_argument("--class", dest="class_ids", default=None, metavar="ID,ID,...",
+                      help="class ids to sample (class models; default: every class)")
+    what.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                      help="a caption (text models); repeat for several")
+    what.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE",
+                      help="text file with one caption per line (blank lines ignored); after any --prompt")
+    count = what.add_mutually_exclusive_group()
+    count.add_argument("--num", type=int, default=None, metavar="N",
+                       help="TOTAL samples per step count, spread evenly over the classes or prompts (the first ones "
+                            "get one more when N does not divide). Give --num, --per-class or --per-prompt; with none of "
+                            f"them: {DEFAULT_PER_CONDITION} per class or prompt ({DEFAULT_PER_CONDITION} in all when "
+                            "unconditional)")
+    count.add_argument("--per-class", type=int, default=None, metavar="M", help="samples per class (class models)")
+    count.add_argument("--per-prompt", type=int, default=None, metavar="M", help="samples per prompt (text models)")
+    what.add_argument("--seed", type=int, default=0, help="sample i starts from noise seeded seed + i")
+    what.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's size)")
+    what.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's size)")
+    sampler = parser.add_argument_group("sampler (defaults: the model's recipe)")
+    sampler.add_argument("--cfg", type=float, default=None,
+                         help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] (1 = none)")
+    sampler.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                         help="guide only when LO <= t <= HI (fractions of t_max, 0 <= LO <= HI <= 1)")
+    sampler.add_argument("--stochasticity", type=float, default=None,
+                         help=f"rho in [0, {MAX_STOCHASTICITY:g}] of the stochastic sampler (0 = deterministic)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: new or empty, or the folder of an interrupted run of the SAME command "
+                             "(then it resumes)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="start again in a non-empty --out (its files of the same names are replaced)")
+    output.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="samples per network batch (bounds memory; checked against free memory before starting)")
+    output.add_argument("--shard-size", type=int, default=None, metavar="N",
+                        help="samples per .npz file (default: as many as fit in 256 MiB of float32, at most 1000)")
+    output.add_argument("--no-png", dest="png", action="store_false", help="do not write one PNG per sample (default: write them)")
+    output.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (default: a bar over batches with the ETA, on stderr)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _parse_interval(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TimError(f"--device {name!r} is not a torch device", "pass e.g. --device cpu or --device cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TimError(f"--device {name} was requested but no CUDA device is available", "pass --device cpu")
-    return device
+        low, high = (float(item) for item in text.split(","))
+    except ValueError:
+        raise TimError(f"--guidance-interval {text!r} is not two numbers", "pass LO,HI such as 0,1") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise TimError(f"--guidance-interval {text!r} is not 0 <= LO <= HI <= 1", "pass LO,HI such as 0,0.7")
+    return low, high
+
+
+def _check_positive(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise TimError(f"{name} {value} is < 1", f"pass {name} >= 1")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim sample`` (see :func:`add_parser` for the options)."""
-    steps_list = parse_steps(args.steps)
-    per_class = _check_positive("--num", args.num)
-    batch_size = _check_positive("--batch-size", args.batch_size)
-    interval = _parse_interval(args.guidance_interval)
-    if args.stochasticity < 0:
-        raise TimError(f"--stochasticity {args.stochasticity} is negative", "pass a value >= 0 (0 = deterministic)")
-    if args.cfg < 0:  # checked before loading so the message does not wait for the checkpoint
-        check_guidance_scale(args.cfg, 1)
-    check_device(args.device)
-    model, info = load_for_sampling(args.checkpoint, weights=args.weights, device=args.device)
-    class_ids = parse_class_ids(args.class_ids, info.num_classes)
-    guidance_scale = check_guidance_scale(args.cfg, info.num_classes)
-    data_shape = _sample_shape(info, args.height, args.width)
-    out = prepare_output_dir(args.out, args.overwrite)
+    from tim.cli.sample_job import Job, default_shard_size, prepare_job_dir, run_job
 
-    generated = generate(model, info.path, data_shape, steps_list, class_ids=class_ids, per_class=per_class,
-                         guidance_scale=guidance_scale, seed=args.seed, batch_size=batch_size,
-                         guidance_interval=interval, stochasticity=args.stochasticity)
-    written = write_outputs(generated, out, nrow=per_class if class_ids else min(per_class, 16))
-    for item in generated:
-        print(f"{item.steps:4d} steps (NFE {item.nfe}): {out / f'steps_{item.steps:03d}.png'}")
-    print(f"wrote {len(written)} files to {out}")
+    # Everything that can be checked without the model, first (the message must not wait for loading).
+    steps_list = None if args.steps is None else parse_steps(args.steps)
+    batch_size = _check_positive("--batch-size", args.batch_size)
+    _check_positive("--shard-size", args.shard_size)
+    for name in ("num", "per_class", "per_prompt"):
+        _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    interval = _parse_interval(args.guidance_interval)
+    check_sampler_options(args.cfg, interval, args.stochasticity)
+    prompts = read_prompts(args.prompt, args.prompts_file)
+    for name, value in (("--height", args.height), ("--width", args.width)):
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            raise TimError(f"{name} {value} is outside [1, {MAX_SIDE}]", f"pass {name} between 1 and {MAX_SIDE} pixels")
+    device = check_device(args.device)
+    check_dtype(args.dtype, device)
+    out = Path(args.out)
+    prepare_job_dir(out, args.overwrite)
+
+    backend = load_backend(args, device)
+    conditions = _conditions(args, backend, prompts)
+    counts = resolve_counts(args.num, args.per_class, args.per_prompt, backend.conditioning, len(conditions))
+    height, width = _size(backend, args.height, args.width)
+    options, steps_list = _sampler_options(backend, args, interval, steps_list)
+    total = sum(counts)
+    check_seed(args.seed, total)
+    numel = math.prod((3, height, width)) if height else math.prod(backend.noise_shape(None, None))
+    shard_size = args.shard_size or default_shard_size(numel)
+    identity = {"checkpoint": str(Path(args.checkpoint).resolve()), "weights": args.weights, "preset": args.preset,
+                "autoencoder": args.autoencoder, "text_encoder": args.text_encoder, "dtype": args.dtype,
+                "fingerprint": backend.fingerprint(), "steps": list(steps_list), "conditions": list(conditions),
+                "counts": list(counts), "seed": args.seed, "height": height, "width": width,
+                "batch_size": min(batch_size, total), "shard_size": shard_size, "png": args.png,
+                **{key: list(value) if isinstance(value, tuple) else value for key, value in options.items()}}
+    job = Job(steps=tuple(steps_list), conditions=tuple(conditions), counts=counts, seed=args.seed,
+              batch_size=min(batch_size, total), shard_size=shard_size, height=height, width=width, options=options,
+              png=args.png, identity=identity)
+    result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+    _report(result, job, out)
     return 0
 
 
-def _sample_shape(info: RunInfo, height: int | None, width: int | None) -> tuple[int, ...]:
-    """The shape of one sample: the training shape, or the requested image size."""
-    if len(info.data_shape) != 3:
+def _conditions(args: argparse.Namespace, backend: Any, prompts: list[str]) -> list:
+    """Class ids or prompts to sample, checked against the model's conditioning."""
+    kind = backend.conditioning
+    if prompts and kind != "text":
+        fix = "use --class ID,ID,... instead" if kind == "class" else "drop --prompt/--prompts"
+        raise TimError(f"--prompt/--prompts was given but the model is {'class-conditioned' if kind == 'class' else 'unconditional'}",
+                       fix)
+    if kind == "text":
+        if args.class_ids is not None:
+            raise TimError("--class was given but this is a text-to-image model", "pass --prompt TEXT or --prompts FILE")
+        if not prompts:
+            raise TimError("this is a text-to-image model and no prompt was given",
+                           "pass --prompt \"a red circle\" (repeatable) or --prompts FILE")
+        return prompts
+    return parse_class_ids(args.class_ids, backend.num_classes)
+
+
+def _size(backend: Any, height: int | None, width: int | None) -> tuple[int | None, int | None]:
+    """Output size in pixels (None for vectors), checked against the model's size multiple."""
+    if backend.kind == "vector":
         if height is not None or width is not None:
             raise TimError("--height/--width were given but the model generates vectors", "drop --height and --width")
-        return info.data_shape
-    height = info.data_shape[1] if height is None else height
-    width = info.data_shape[2] if width is None else width
-    return (info.data_shape[0], *check_image_size(height, width, info.patch_size))
+        return None, None
+    default_h, default_w = backend.default_size()
+    height, width = default_h if height is None else height, default_w if width is None else width
+    return check_image_size(height, width, backend.pipe.model.config.patch_size, backend.pipe.factor)
+
+
+def _sampler_options(backend: Any, args: argparse.Namespace, interval: tuple[float, float] | None,
+                     steps_list: list[int] | None) -> tuple[dict[str, Any], list[int]]:
+    """Sampler options with the model's defaults filled in, and the step counts."""
+    if backend.kind == "image":
+        recipe = backend.pipe.recipe
+        defaults = {"guidance_scale": recipe.guidance_scale, "guidance_interval": tuple(recipe.guidance_interval),
+                    "stochasticity": recipe.stochasticity}
+        default_steps = [recipe.steps]
+    else:
+        defaults = {"guidance_scale": 1.0, "guidance_interval": (0.0, 1.0), "stochasticity": 0.0}
+        default_steps = [max(backend.info.default_steps)] if backend.info.default_steps else [1]
+    given = {"guidance_scale": args.cfg, "guidance_interval": interval, "stochasticity": args.stochasticity}
+    options = {key: defaults[key] if value is None else value for key, value in given.items()}
+    check_guidance_scale(options["guidance_scale"], backend.num_classes if backend.conditioning == "class" else
+                         (1 if backend.conditioning == "text" else 0))
+    return options, steps_list or default_steps
+
+
+def _report(result: Any, job: Any, out: Path) -> None:
+    """Print one line per step count and a summary."""
+    for steps in job.steps:
+        record = result.index["steps"][str(steps)]
+        files = job.npz_name(steps, 0) if job.num_shards == 1 else f"steps_{steps:03d}-*.npz ({job.num_shards} shards)"
+        print(f"{steps:4d} steps (NFE {record['nfe']}): {out / record['grid']}, {files}")
+    resumed = f", resumed after {result.resumed} finished shard(s)" if result.resumed else ""
+    if result.generated == 0 and result.resumed:
+        print(f"{out} already holds this job, complete; nothing to do")
+    print(f"wrote {result.generated:,} samples ({job.total:,} per step count) to {out}{resumed}")

@@ -1,0 +1,559 @@
+"""Bounded, streaming, resumable sampling jobs behind ``tim sample``.
+
+A job is "N samples for each step count k, from the same noise". It runs in batches of
+``--batch-size`` samples and writes them as it goes, so memory never holds more than one batch and
+one shard, whatever N is:
+
+* ``steps_<k>.npz`` when one shard holds every sample, else ``steps_<k>-00000.npz``,
+  ``steps_<k>-00001.npz`` ... (at most ``shard_size`` samples each, in sample order);
+* ``steps_<k>/<i>.png``, one PNG per sample (``i`` = the global sample index), when asked;
+* ``steps_<k>.png``, a grid of the first samples of each condition, once the step count is done;
+* ``index.json``: the command's identity, and every finished shard (file, sample range, size).
+
+``index.json`` is rewritten atomically after every shard, and every file is written to a temporary
+name first and then renamed, so a job killed at any moment leaves only whole files. Rerunning the
+same command resumes after the last finished shard; a rerun with other settings is refused.
+
+Noise: sample ``i`` starts from ``N(0, I)`` noise drawn on the CPU by its own generator seeded
+with ``seed + i`` (the same rule as :class:`tim.pipeline.TiMPipeline`, so sample ``i`` of ``tim
+sample --seed S`` is ``pipe(..., seed=S)``'s image ``i``); that generator then also draws the
+sample's noise for stochastic steps. Nothing depends on the batch size, the shard size or the step
+count: every step count starts from the same noise and a resumed job draws exactly the noise it
+would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from tim.errors import TimError
+
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "tim-sample-index/1"
+SHARD_BYTES = 256 * 2**20  # default shard budget: float32 samples held before a shard is written
+MAX_SHARD_SAMPLES = 1000  # and at most this many samples per shard (a 50,000-sample FID set = 50 files)
+GRID_MAX_ROWS, GRID_MAX_COLS, GRID_MAX_PIXELS = 32, 16, 4096  # keep the preview grid a viewable size
+MEMORY_HEADROOM = 0.9  # use at most 90% of what the system reports as available (allocator slack)
+
+
+# ------------------------------------------------------------------------------------------------
+# What a backend (a run's network, or a TiMPipeline) must provide
+
+
+@dataclass
+class BatchOutput:
+    """One generated batch, on the CPU.
+
+    Attributes:
+        samples: (n, C, H, W) images in the data range [-1, 1], NOT clipped (raw sampler or decoder
+            output), or (n, D) vectors; float32.
+        latents: (n, C_z, h, w) the sampler's latent output for latent models, else None; float32.
+        nfe: network evaluations per sample for this step count.
+    """
+
+    samples: torch.Tensor
+    latents: torch.Tensor | None
+    nfe: int
+
+
+class Backend(Protocol):
+    """A network that turns noise into samples (see :class:`tim.cli.sample.RunBackend`)."""
+
+    conditioning: str  # "class" | "text" | "none"
+    num_classes: int  # 0 unless conditioning == "class"
+    kind: str  # "image" | "vector"
+
+    def noise_shape(self, height: int | None, width: int | None) -> tuple[int, ...]:
+        """Shape of one sample's starting noise (model-input units)."""
+
+    def fingerprint(self) -> str:
+        """A short digest of the weights (a resumed job must use the same ones)."""
+
+    def batch_bytes(self, batch_size: int, height: int | None, width: int | None, guided: bool) -> int:
+        """Estimated peak bytes on the device for one batch (network passes, and the decoder)."""
+
+    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
+                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> BatchOutput:
+        """Sample ``indices`` (noise seeded ``seed + i``, see :func:`sample_generators`) with ``steps`` steps."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The job
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything that decides the samples and the files of one ``tim sample`` call.
+
+    Attributes:
+        steps: step counts, in order.
+        conditions: class ids or prompts (condition-major sample order); empty = unconditional.
+        counts: samples per condition (one entry when unconditional).
+        seed: noise seed.
+        batch_size: samples per network batch.
+        shard_size: samples per ``.npz`` shard.
+        height, width: output size in pixels (None for vectors).
+        options: sampler options (guidance_scale, guidance_interval, stochasticity).
+        png: write one PNG per sample (images only).
+        identity: what a resumed run must match (the options above plus checkpoint, weights, dtype).
+    """
+
+    steps: tuple[int, ...]
+    conditions: tuple
+    counts: tuple[int, ...]
+    seed: int
+    batch_size: int
+    shard_size: int
+    height: int | None
+    width: int | None
+    options: dict[str, Any]
+    png: bool = True
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Samples per step count."""
+        return sum(self.counts)
+
+    @property
+    def num_shards(self) -> int:
+        """Shards per step count."""
+        return -(-self.total // self.shard_size)
+
+    def shard_range(self, shard: int) -> range:
+        """Global sample indices of one shard."""
+        return range(shard * self.shard_size, min(self.total, (shard + 1) * self.shard_size))
+
+    def condition_of(self, indices: range) -> np.ndarray:
+        """Condition number (position in ``conditions``) of each sample index, condition-major."""
+        bounds = np.cumsum(self.counts)
+        return np.searchsorted(bounds, np.arange(indices.start, indices.stop), side="right")
+
+    def npz_name(self, steps: int, shard: int) -> str:
+        """File name of one shard."""
+        return f"steps_{steps:03d}.npz" if self.num_shards == 1 else f"steps_{steps:03d}-{shard:05d}.npz"
+
+    def png_name(self, steps: int, index: int) -> str:
+        """Relative path of one sample's PNG."""
+        return f"steps_{steps:03d}/{index:0{max(6, len(str(self.total - 1)))}d}.png"
+
+
+def split_count(total: int, num_conditions: int) -> tuple[int, ...]:
+    """Spread ``total`` samples over conditions as evenly as possible (the first ones get the rest).
+
+    Args:
+        total: samples in all.
+        num_conditions: classes or prompts (>= 1).
+
+    Returns:
+        Samples per condition, summing to ``total``.
+    """
+    base, rest = divmod(total, num_conditions)
+    return tuple(base + (1 if i < rest else 0) for i in range(num_conditions))
+
+
+def default_shard_size(sample_numel: int) -> int:
+    """Samples per shard: as many float32 samples as fit in SHARD_BYTES, at most MAX_SHARD_SAMPLES."""
+    return max(1, min(MAX_SHARD_SAMPLES, SHARD_BYTES // max(1, 4 * sample_numel)))
+
+
+def sample_generators(indices: range, shape: Sequence[int], seed: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """The starting noise of samples ``indices`` and their generators (seeded ``seed + i``).
+
+    Returns:
+        ``(noise (n, *shape) float32 on the CPU, one generator per sample)``; each generator has
+        drawn its sample's noise and continues from there (stochastic steps draw from it).
+    """
+    generators = [torch.Generator().manual_seed(seed + index) for index in indices]
+    noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]) if generators else \
+        torch.empty((0, *shape))
+    return noise, generators
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes free for new allocations on ``device`` and where the number comes from.
+
+    CPU: ``MemAvailable`` of /proc/meminfo (or ``os.sysconf`` free pages), lowered to the cgroup
+    limit when the process runs in a container with one. CUDA: ``torch.cuda.mem_get_info``.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free memory of {device}"
+    value, source = _meminfo_available()
+    limit = _cgroup_free()
+    if limit is not None and limit < value:
+        return limit, "the container's memory limit (cgroup memory.max)"
+    return value, source
+
+
+def _meminfo_available() -> tuple[int, str]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages (os.sysconf)"
+    except (ValueError, OSError, AttributeError):
+        return 2**62, "unknown (no /proc/meminfo or sysconf)"  # cannot tell: do not refuse
+
+
+def _cgroup_free() -> int | None:
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        return None if limit == "max" else max(0, int(limit) - int(used))
+    except (OSError, ValueError):
+        return None
+
+
+def format_bytes(value: float) -> str:
+    """``1536 -> '1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:.1f} TiB"  # unreachable
+
+
+def host_bytes(job: Job, backend: Backend) -> int:
+    """Bytes held on the host: the current shard (float32 samples + latents) and one batch of noise."""
+    sample_numel = math.prod(backend.noise_shape(job.height, job.width))
+    pixels = math.prod((3, job.height, job.width)) if job.height else sample_numel
+    per_sample = 4 * (pixels + sample_numel) + 8 * sample_numel  # + float64 sampler state
+    return job.shard_size * per_sample + job.batch_size * 4 * sample_numel * 3
+
+
+def check_memory(job: Job, backend: Backend, device: torch.device) -> int:
+    """Refuse (one-line TimError) a job whose batch or shard will not fit; returns the estimate.
+
+    Args:
+        job: the job.
+        backend: gives the per-batch device estimate.
+        device: where the network runs.
+
+    Returns:
+        Estimated peak bytes on ``device`` (host bytes included when that is the CPU).
+    """
+    guided = job.options.get("guidance_scale", 1.0) != 1.0
+    batch = backend.batch_bytes(job.batch_size, job.height, job.width, guided)
+    host = host_bytes(job, backend)
+    needed = batch + host if device.type == "cpu" else batch
+    free, source = available_memory(device)
+    size = f"{job.width}x{job.height}" if job.height else "vector"
+    if needed > MEMORY_HEADROOM * free:
+        single = backend.batch_bytes(1, job.height, job.width, guided)
+        hint = (f"lower --batch-size (a batch of 1 needs about {format_bytes(single)})"
+                if single + (host if device.type == "cpu" else 0) <= MEMORY_HEADROOM * free
+                else "lower --height/--width or use a device with more memory")
+        raise TimError(f"sampling {job.batch_size} {size} samples per batch needs about {format_bytes(needed)} "
+                       f"but only {format_bytes(free)} is available ({source})", hint)
+    if device.type != "cpu":
+        host_free, host_source = available_memory(torch.device("cpu"))
+        if host > MEMORY_HEADROOM * host_free:
+            raise TimError(f"holding a shard of {job.shard_size} {size} samples needs about {format_bytes(host)} "
+                           f"but only {format_bytes(host_free)} is available ({host_source})",
+                           "lower --shard-size")
+    return needed
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write a file through ``write(file_object)`` to a temporary name, fsync it, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) images in [-1, 1] (clipped here) -> (n, H, W, C) uint8, as in the PNGs."""
+    pixels = np.round((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return pixels.transpose(0, 2, 3, 1)
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    """Save one (H, W, C) uint8 image (C = 1 or 3) atomically."""
+    from tim.viz import _pil
+
+    image_cls, _, _ = _pil()
+    image = image_cls.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    atomic_write(path, lambda file: image.save(file, format="PNG"))
+
+
+def prepare_job_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out``; a non-empty folder is accepted only when it holds a job index (resume) or with --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise TimError(f"--out {out} exists and is a file", "pass a folder path with --out")
+    if out.is_dir() and not overwrite and not (out / INDEX_NAME).is_file() and any(out.iterdir()):
+        raise TimError(f"--out {out} already exists and is not empty (and holds no tim sample job to resume)",
+                       "pass another --out folder or add --overwrite to replace its files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TimError(f"cannot create --out {out} ({error.strerror})", "pass a writable folder") from None
+    return out
+
+
+def read_index(out: Path) -> dict | None:
+    """The job index of ``out`` (None when there is none); a damaged one is a one-line error."""
+    path = out / INDEX_NAME
+    if not path.exists():
+        return None
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        index = None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or not isinstance(index.get("steps"), dict):
+        raise TimError(f"{path} is not a readable tim sample index",
+                       "pass another --out folder, or --overwrite to start that job again")
+    return index
+
+
+def write_index(out: Path, index: dict) -> None:
+    """Rewrite ``index.json`` atomically."""
+    atomic_write(out / INDEX_NAME, lambda file: file.write(json.dumps(index, indent=1).encode()))
+
+
+def identity_differences(saved: dict, wanted: dict) -> list[str]:
+    """``["seed 0 -> 1", ...]``: every identity field that differs between two jobs."""
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in keys if saved.get(key) != wanted.get(key)]
+
+
+def start_index(out: Path, job: Job, overwrite: bool) -> dict:
+    """The index to continue from: the saved one when it is this job's, else a fresh one.
+
+    Raises:
+        TimError: ``out`` holds a job with other settings (and no ``--overwrite``).
+    """
+    saved = None if overwrite else read_index(out)
+    if saved is not None:
+        differences = identity_differences(saved.get("command", {}), job.identity)
+        if differences:
+            shown = "; ".join(differences[:4]) + (f" (+{len(differences) - 4} more)" if len(differences) > 4 else "")
+            raise TimError(f"--out {out} holds a sampling job with other settings ({shown})",
+                           "rerun the original command to resume it, or pass another --out or --overwrite")
+        return saved
+    return {"format": INDEX_FORMAT, "command": job.identity, "total": job.total, "shard_size": job.shard_size,
+            "conditions": list(job.conditions), "counts": list(job.counts), "complete": False,
+            "steps": {str(k): {"nfe": None, "shards": [], "grid": None} for k in job.steps}}
+
+
+def _shard_done(out: Path, job: Job, steps: int, entry: dict) -> bool:
+    """A shard recorded in the index counts as done when its files are all still there, whole."""
+    try:
+        if (out / entry["npz"]).stat().st_size != entry["bytes"]:
+            return False
+        return not entry.get("png") or all((out / job.png_name(steps, i)).is_file()
+                                           for i in range(entry["start"], entry["stop"]))
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class JobResult:
+    """What :func:`run_job` did."""
+
+    index: dict
+    generated: int  # samples generated by this call (0 when resuming a finished job)
+    resumed: int  # shards found finished and skipped
+
+
+def run_job(backend: Backend, job: Job, out: Path, *, overwrite: bool = False, progress: bool = True,
+            device: torch.device | None = None) -> JobResult:
+    """Run (or resume) a sampling job into ``out``.
+
+    Args:
+        backend: the network (see :class:`Backend`).
+        job: what to generate.
+        out: output folder (created; see the module docstring for its files).
+        overwrite: ignore a previous job's index in ``out`` and start again.
+        progress: show a progress bar (tqdm, with ETA) over batches on stderr.
+        device: device of the network, for the memory check (default CPU).
+
+    Returns:
+        The final index and counts.
+    """
+    check_memory(job, backend, device or torch.device("cpu"))
+    index = start_index(out, job, overwrite)
+    todo = []
+    resumed = 0
+    for steps in job.steps:
+        record = index["steps"][str(steps)]
+        done = {entry["shard"] for entry in record["shards"] if _shard_done(out, job, steps, entry)}
+        record["shards"] = [entry for entry in record["shards"] if entry["shard"] in done]
+        resumed += len(done)
+        todo += [(steps, shard) for shard in range(job.num_shards) if shard not in done]
+    write_index(out, index)
+    bar = _progress_bar(job, todo, progress)
+    generated = 0
+    try:
+        for steps, shard in todo:
+            generated += _run_shard(backend, job, out, index, steps, shard, bar)
+            write_index(out, index)
+        for steps in job.steps:
+            record = index["steps"][str(steps)]
+            if record["grid"] is None or not (out / record["grid"]).exists():
+                record["grid"] = write_grid(out, job, steps, backend.kind)
+        index["complete"] = True
+        write_index(out, index)
+    finally:
+        if bar is not None:
+            bar.close()
+    return JobResult(index, generated, resumed)
+
+
+def _progress_bar(job: Job, todo: list[tuple[int, int]], enabled: bool):  # noqa: ANN202 - tqdm or None
+    if not enabled or not todo:
+        return None
+    from tqdm.auto import tqdm
+
+    batches = sum(-(-len(job.shard_range(shard)) // job.batch_size) for _, shard in todo)
+    return tqdm(total=batches, unit="batch", desc="sample", dynamic_ncols=True)
+
+
+def _run_shard(backend: Backend, job: Job, out: Path, index: dict, steps: int, shard: int, bar) -> int:  # noqa: ANN001
+    """Generate one shard with ``steps`` steps, write its files, record it in ``index``."""
+    indices = job.shard_range(shard)
+    chunks, latents, nfe = [], [], 0
+    for start in range(indices.start, indices.stop, job.batch_size):
+        batch = range(start, min(indices.stop, start + job.batch_size))
+        labels, prompts = _conditions(job, batch)
+        output = backend.generate(batch, seed=job.seed, labels=labels, prompts=prompts, steps=steps,
+                                  height=job.height, width=job.width, options=job.options)
+        if not torch.isfinite(output.samples).all():
+            raise TimError(f"sampling with {steps} steps produced NaN or Inf (samples {batch.start}-{batch.stop - 1}; "
+                           f"{len(index['steps'][str(steps)]['shards'])} finished shards are kept)",
+                           "check the checkpoint (was training stable?), the guidance scale and the stochasticity")
+        chunks.append(output.samples.float().cpu())
+        if output.latents is not None:
+            latents.append(output.latents.float().cpu())
+        nfe = output.nfe
+        if bar is not None:
+            bar.set_postfix(steps=steps, refresh=False)
+            bar.update(1)
+    samples = torch.cat(chunks).numpy()
+    if job.png and backend.kind == "image":
+        for row, pixels in enumerate(to_uint8(samples)):
+            save_png(out / job.png_name(steps, indices.start + row), pixels)
+    name = job.npz_name(steps, shard)
+    arrays = _npz_arrays(job, indices, samples, torch.cat(latents).numpy() if latents else None)
+    atomic_write(out / name, lambda file: np.savez(file, **arrays))
+    record = index["steps"][str(steps)]
+    record["nfe"] = nfe
+    record["shards"].append({"shard": shard, "start": indices.start, "stop": indices.stop, "npz": name,
+                             "bytes": (out / name).stat().st_size, "png": job.png and backend.kind == "image"})
+    record["shards"].sort(key=lambda entry: entry["shard"])
+    return len(indices)
+
+
+def _conditions(job: Job, batch: range) -> tuple[torch.Tensor | None, list[str] | None]:
+    """Class labels (LongTensor) or prompts of a batch; (None, None) when unconditional."""
+    if not job.conditions:
+        return None, None
+    which = job.condition_of(batch)
+    if isinstance(job.conditions[0], str):
+        return None, [job.conditions[i] for i in which]
+    return torch.tensor([job.conditions[i] for i in which], dtype=torch.long), None
+
+
+def _npz_arrays(job: Job, indices: range, samples: np.ndarray, latents: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The arrays of one shard: samples, labels, index (+ prompts, latents)."""
+    which = job.condition_of(indices)
+    text = bool(job.conditions) and isinstance(job.conditions[0], str)
+    if job.conditions and not text:
+        labels = np.asarray(job.conditions, dtype=np.int64)[which]
+    else:
+        labels = np.full(len(indices), -1, dtype=np.int64)
+    arrays = {"samples": samples.astype(np.float32), "labels": labels,
+              "index": np.arange(indices.start, indices.stop, dtype=np.int64)}
+    if text:
+        arrays["prompts"] = np.asarray([job.conditions[i] for i in which], dtype=str)
+    if latents is not None:
+        arrays["latents"] = latents.astype(np.float32)
+    return arrays
+
+
+# ------------------------------------------------------------------------------------------------
+# Preview grid
+
+
+def grid_layout(job: Job, kind: str) -> tuple[list[int], int]:
+    """Sample indices of the preview grid (-1 = empty tile) and its number of columns.
+
+    Rows are conditions (up to GRID_MAX_ROWS), columns their first samples (up to GRID_MAX_COLS),
+    both fewer when the images are large (at most GRID_MAX_PIXELS pixels per side).
+    """
+    side = max(job.height or 1, job.width or 1)
+    fit = max(1, GRID_MAX_PIXELS // side) if kind == "image" else GRID_MAX_COLS * GRID_MAX_ROWS
+    starts = np.concatenate([[0], np.cumsum(job.counts)[:-1]])
+    if job.conditions:
+        cols = min(max(job.counts), GRID_MAX_COLS, fit)
+        rows = min(len(job.counts), GRID_MAX_ROWS, fit)
+        layout = [int(starts[c] + j) if j < job.counts[c] else -1 for c in range(rows) for j in range(cols)]
+        return layout, cols
+    cols = min(job.total, GRID_MAX_COLS, fit)
+    rows = min(-(-job.total // cols), GRID_MAX_ROWS, fit)
+    return [i for i in range(rows * cols) if i < job.total], cols
+
+
+def write_grid(out: Path, job: Job, steps: int, kind: str) -> str:
+    """Write ``steps_<k>.png`` from the finished shards (read one at a time); returns its name."""
+    layout, cols = grid_layout(job, kind)
+    wanted = sorted(i for i in layout if i >= 0)
+    if kind != "image":
+        wanted = list(range(min(job.total, 20_000)))  # a scatter plot of the first points
+    picked: dict[int, np.ndarray] = {}
+    for shard in range(job.num_shards):
+        indices = job.shard_range(shard)
+        rows = [i for i in wanted if indices.start <= i < indices.stop]
+        if rows:
+            with np.load(out / job.npz_name(steps, shard)) as data:
+                samples = data["samples"]
+                picked.update({i: samples[i - indices.start] for i in rows})
+    name = f"steps_{steps:03d}.png"
+    if kind != "image":
+        from tim import viz
+
+        points = np.stack([picked[i] for i in wanted])
+        temporary = out / f".{name}.tmp.png"
+        viz.scatter({f"{steps} steps": points}, temporary)
+        os.replace(temporary, out / name)
+        return name
+    from tim import viz
+
+    blank = np.ones_like(next(iter(picked.values())))  # white, like the grid padding
+    tiles = np.stack([picked[i] if i >= 0 else blank for i in layout])
+    canvas = viz.grid_array(tiles, cols, scale=max(1, min(4, 32 // max(job.height, job.width))))
+    save_png(out / name, canvas)
+    return name
