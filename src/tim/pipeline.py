@@ -708,8 +708,12 @@ class TiMPipeline:
 
     @classmethod
     def from_released(cls, file: str | Path, *, preset: str, autoencoder: Any, text_encoder: Any = None,
-                      device: str | torch.device = "cpu", dtype: Any = None) -> TiMPipeline:
-        """A released checkpoint (strict key check) + its autoencoder, with the paper's recipe for ``preset``."""
+                      device: str | torch.device = "cpu", dtype: Any = None,
+                      text_max_length: int | None = None) -> TiMPipeline:
+        """A released checkpoint (strict key check) + its autoencoder, with the paper's recipe for ``preset``.
+
+        ``text_max_length`` replaces the recipe's caption length (256 Gemma tokens for TiM-T2I).
+        """
         from tim.models import TIM_PRESETS, load_released_checkpoint
 
         if preset not in TIM_PRESETS or preset not in RELEASED_RECIPES:
@@ -718,6 +722,8 @@ class TiMPipeline:
         model = load_released_checkpoint(file, preset)
         ae = load_autoencoder(autoencoder, device)
         recipe = released_recipe(preset, latent_scale=float(ae.scaling_factor), latent_shift=float(ae.shift_factor))
+        if text_max_length is not None:
+            recipe.text_max_length = text_max_length
         text = load_text_encoder(text_encoder, recipe.text_max_length, device) if model.config.conditioning == "text" else None
         if model.config.conditioning != "text" and text_encoder is not None:
             raise TimError(f"a text encoder was given but {preset} is a class-conditioned model", "drop the text encoder")
