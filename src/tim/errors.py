@@ -16,3 +16,13 @@ class TimError(ValueError):
         if "\n" in message:
             raise AssertionError("TimError messages must be one line")
         super().__init__(message)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty.
+
+    Library exceptions (safetensors, zipfile, OSError...) sometimes carry an empty or multi-line
+    message; a TimError built from one must still be a single, non-empty line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -35,6 +35,10 @@ from tim.errors import TimError
 
 # Field metadata keys understood by the range check: value must be > gt, >= ge, < lt, <= le.
 _BOUNDS = ("gt", "ge", "lt", "le")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+# YAML anchors/aliases are allowed, but a document may expand to at most this many nodes: a
+# config has a few hundred, an "alias bomb" of ten lines expands to billions (issue 13).
+MAX_YAML_NODES = 100_000
 
 
 def _bounded(default: Any, **bounds: float) -> Any:
@@ -95,7 +99,7 @@ class TrainConfig:
     images: int = _bounded(0, ge=0)  # if > 0: train until this many images have been seen
     time_limit: float = _bounded(0.0, ge=0.0)  # if > 0: also stop (with a checkpoint) after this many minutes
     batch_size: int = _bounded(64, ge=1)  # global batch per optimizer step (all processes)
-    seed: int = _bounded(0, ge=0)  # seeds model init, data order and every random draw
+    seed: int = _bounded(0, ge=0, le=MAX_SEED)  # seeds model init, data order and every random draw
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast where supported
     label_dropout: float = _bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, paper.md §5.3
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
@@ -118,7 +122,7 @@ class SampleConfig:
     guidance_scale: float = _bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in this interval
     stochasticity: float = _bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
-    seed: int = _bounded(0, ge=0)  # noise seed of the grids (fixed across the run)
+    seed: int = _bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
 
 @dataclass(frozen=True)
@@ -325,12 +329,17 @@ def _coerce_scalar(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def _number(bound: float) -> str:
+    """A bound as text: integers exactly (2**63 - 1, not 9.22337e+18), floats in short form."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
     """Raise a TimError when ``value`` violates the field's range metadata."""
     if value is None or not any(b in bounds for b in _BOUNDS):
         return
-    lo = f"{bounds['gt'] if 'gt' in bounds else bounds['ge']:g}" if "gt" in bounds or "ge" in bounds else None
-    hi = f"{bounds['lt'] if 'lt' in bounds else bounds['le']:g}" if "lt" in bounds or "le" in bounds else None
+    lo = _number(bounds["gt"] if "gt" in bounds else bounds["ge"]) if "gt" in bounds or "ge" in bounds else None
+    hi = _number(bounds["lt"] if "lt" in bounds else bounds["le"]) if "lt" in bounds or "le" in bounds else None
     ok = (("gt" not in bounds or value > bounds["gt"]) and ("ge" not in bounds or value >= bounds["ge"])
           and ("lt" not in bounds or value < bounds["lt"]) and ("le" not in bounds or value <= bounds["le"]))
     if ok:
@@ -436,6 +445,46 @@ def _check_consistency(config: RunConfig) -> None:
                        "give two times with 0 <= low <= high")
 
 
+# What may differ between a run's saved config and the config it is resumed with: how long it
+# runs, how often it logs, checkpoints and draws sample grids, where it runs. Everything else
+# (data, seed, optimizer, objective, path, model, batch, precision, EMA) changes the trajectory.
+RESUMABLE_KEYS = (
+    "train.steps", "train.images", "train.time_limit", "train.checkpoint_every", "train.keep_last",
+    "train.sample_every", "train.log_every", "train.max_bad_steps", "train.progress", "train.device",
+    "train.parallel", "train.deterministic", "logging", "sample",
+)
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested plain config data -> ``{"section.key": value}`` (lists and scalars are leaves)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
+    """What differs between a run's saved config and ``current``, outside :data:`RESUMABLE_KEYS`.
+
+    Both sides are normalised through :func:`config_from_dict` when possible, so a key that an
+    older config omitted but whose default equals the current value is not a difference.
+
+    Returns:
+        Lines ``"key: saved -> current"`` in key order (empty when the run may resume).
+    """
+    try:
+        saved = config_from_dict(saved).to_dict()
+    except TimError:  # written by another version: compare the raw data
+        pass
+    old, new = _flat(saved), _flat(current.to_dict())
+    allowed = lambda key: any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)  # noqa: E731
+    missing = object()
+    return [f"{key}: {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}" for key in sorted(old.keys() | new.keys())
+            if not allowed(key) and old.get(key, missing) != new.get(key, missing)]
+
+
 def _prefixed(section: str, build: Callable[[], Any]) -> Any:
     """Run a constructor; its TimError gets the config section as prefix."""
     try:
@@ -484,7 +533,7 @@ def _parse_override_value(raw: str) -> Any:
     import yaml
 
     try:
-        value = yaml.safe_load(raw)
+        value = safe_yaml(raw, "override")
     except yaml.YAMLError:
         return raw
     return raw if isinstance(value, (dict, type(None))) and raw.strip() not in ("null", "~") else value
@@ -511,6 +560,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return merged
 
 
+def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    """A JSON object's dict; a key given twice is an error (json would silently keep the last)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise TimError(f"config file '{path}' has the key '{key}' twice in one object",
+                           "keep one of them (JSON would silently use the last)")
+        data[key] = value
+    return data
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TimError(f"config file '{path}' does not exist", "pass the path of a YAML or JSON config file")
@@ -520,19 +580,96 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise TimError(f"config file '{path}' is not a text file", "pass a YAML or JSON config file") from None
     if path.suffix == ".json":
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
         except json.JSONDecodeError as error:
             raise TimError(f"config file '{path}' is not valid JSON ({error.msg}, line {error.lineno})",
                            "fix the JSON syntax") from None
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text, f"config file '{path}'")
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise TimError(f"config file '{path}' is not valid YAML{where}", "fix the YAML syntax") from None
-    return {} if data is None else data
+    if data is None:
+        raise TimError(f"config file '{path}' is empty (nothing but blank lines or comments)",
+                       "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset such as --config digits")
+    return data
+
+
+def safe_yaml(text: str, what: str) -> Any:
+    """``yaml.safe_load`` that also refuses duplicate keys and documents that expand past a size limit.
+
+    Anchors and aliases stay allowed (``base: &b {...}`` then ``<<: *b``), but the composed node
+    graph is measured with aliases expanded before any Python object is built, so a ten-line
+    "billion laughs" document fails in milliseconds instead of filling the memory.
+
+    Args:
+        text: the YAML document.
+        what: names the source in errors (``"config file 'run.yaml'"``, ``"override"``).
+
+    Returns:
+        The plain data (None for an empty document).
+
+    Raises:
+        TimError: a duplicate key, a recursive alias, or more than :data:`MAX_YAML_NODES` nodes.
+        yaml.YAMLError: a syntax error (the caller words it).
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise TimError(f"{what} is nested too deeply", "write a flat config of sections and keys") from None
+        if node is None:
+            return None
+        _check_yaml_nodes(node, what)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_nodes(root: Any, what: str) -> None:
+    """Count the nodes of a composed YAML graph with aliases expanded; find duplicate mapping keys."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: Any) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in in_progress:
+            raise TimError(f"{what} has a recursive YAML alias (line {node.start_mark.line + 1})",
+                           "write the values out instead of referring to an enclosing node")
+        in_progress.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if (key.tag, key.value) in seen:
+                        raise TimError(f"{what} has the key '{key.value}' twice in one mapping (lines "
+                                       f"{seen[key.tag, key.value] + 1} and {key.start_mark.line + 1})",
+                                       "keep one of them (YAML would silently use the last)")
+                    seen[key.tag, key.value] = key.start_mark.line
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        in_progress.discard(id(node))
+        sizes[id(node)] = total
+        if total > MAX_YAML_NODES:
+            raise TimError(f"{what} expands to more than {MAX_YAML_NODES} YAML nodes through its aliases (*name)",
+                           "write the config out without nested aliases; a run config has a few hundred entries")
+        return total
+
+    try:
+        size(root)
+    except RecursionError:
+        raise TimError(f"{what} is nested too deeply", "write a flat config of sections and keys") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

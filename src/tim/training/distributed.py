@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 
 T = TypeVar("T")
 
@@ -76,7 +76,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise TimError("train.device = 'cuda' but no CUDA device is available", "set train.device=cpu or auto")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise TimError(f"process with LOCAL_RANK={local_rank} needs GPU {local_rank} but only {count} GPU(s) are visible",
+                       "start at most one process per GPU (torchrun --nproc_per_node) or fix CUDA_VISIBLE_DEVICES")
+    device = torch.device("cuda", local_rank)
+    try:
+        torch.empty(1, device=device)  # a GPU that is busy, broken or in exclusive use by another process fails here
+    except RuntimeError as error:
+        raise TimError(f"{device} is not usable ({first_line(error)})",
+                       "free or reset the GPU, pick another with CUDA_VISIBLE_DEVICES, or set train.device=cpu") from None
+    return device
 
 
 def init(device: str = "auto") -> DistEnv:
@@ -123,6 +133,15 @@ def any_process(flag: bool, env: DistEnv) -> bool:
     value = torch.tensor([float(flag)], device=env.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def any_process_each(flags: list[bool], env: DistEnv) -> list[bool]:
+    """:func:`any_process` for several flags with one all-reduce (the loop's per-step stop check)."""
+    if not env.distributed:
+        return list(flags)
+    value = torch.tensor([float(flag) for flag in flags], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in value.tolist()]
 
 
 def on_main(env: DistEnv, action: Callable[[], T]) -> T | None:

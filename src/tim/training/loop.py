@@ -34,6 +34,7 @@ from tim.errors import TimError
 from tim.training import distributed
 from tim.training.checkpoint import (
     check_output_dir,
+    list_checkpoints,
     load_latest,
     remove_stale_temporaries,
 )
@@ -44,11 +45,15 @@ from tim.training.config import (
     save_config,
 )
 from tim.training.ema import ema_decay, make_ema, update_ema
+from tim.training.lock import RunLock
 from tim.training.logging import MetricsLogger, Progress
+from tim.training.memory import check_training_memory
 from tim.training.outputs import export_run, sample_grids
+from tim.training.preemption import Preempted, StopRequest
 from tim.training.state import TrainState, restore_state, save_state
 
 _STREAM_TAG = 0x7111  # separates the loop's random streams from the data source's (same seed)
+_GLOBAL_TAG = 0x7112  # the stream the global RNG is re-seeded from before every step (dropout)
 _BYTES_PER_PARAM = 16  # fp32 model + EMA + two AdamW moments
 
 
@@ -56,6 +61,18 @@ def step_generator(seed: int, step: int, slot: int, device: torch.device) -> tor
     """The generator of micro-batch ``slot`` of optimizer step ``step`` (counter-based, no state)."""
     mixed = np.random.SeedSequence([seed, _STREAM_TAG, step, slot]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _seed_global_rng(seed: int, step: int, rank: int) -> None:
+    """Re-seed the global RNG (CPU and CUDA) from ``(seed, step, rank)`` before an optimizer step.
+
+    The loop itself never draws from it, but a network may (dropout): re-seeding per step makes
+    those draws a function of the step, so a resumed run repeats them exactly at any world size
+    and nothing has to be restored. ``train`` runs inside ``fork_rng``, so the caller's global
+    RNG state is untouched.
+    """
+    mixed = np.random.SeedSequence([seed, _GLOBAL_TAG, step, rank]).generate_state(1, dtype=np.uint64)[0]
+    torch.manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def total_steps(cfg: RunConfig) -> int:
@@ -125,6 +142,7 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     F, F_nograd, model, ema = parts["F"], parts["F_nograd"], parts["model"], parts["ema"]
     objective, optimizer, source = parts["objective"], parts["optimizer"], parts["source"]
     accumulation = cfg.optim.accumulation
+    _seed_global_rng(cfg.train.seed, state.step, env.rank)
     optimizer.zero_grad(set_to_none=True)
     losses, stats, rows = [], {}, 0
     for micro in range(accumulation):
@@ -163,7 +181,8 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     return metrics | {"finite": True, "ema_decay": decay} | stats
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None) -> Path:
+def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None, restart: bool = False,
+          allow_config_change: bool = False) -> Path:
     """Train (or resume) a run described by ``cfg`` in ``run_dir``.
 
     Args:
@@ -172,33 +191,48 @@ def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None
             exported EMA model (``run_dir/pretrained``, a ``save_pretrained`` folder).
         data: a data source to use instead of the one ``cfg.data`` describes (tests, custom data);
             it must deliver this process's rows of each global micro-batch.
+        restart: start again from step 0 even though ``run_dir`` holds a run; its checkpoints,
+            metrics and samples are moved to ``run_dir/previous-<time>/`` (nothing is deleted).
+        allow_config_change: resume although ``cfg`` differs from the run's saved config in
+            fields that change the training (``tim.training.config.RESUMABLE_KEYS`` may always change).
 
     Returns:
         ``run_dir`` as a Path.
 
     Raises:
-        TimError: bad settings, an unusable run directory, or too many consecutive non-finite steps.
+        TimError: bad settings, an unusable run directory (or one in use by another trainer),
+            a resume that would have to guess, or too many consecutive non-finite steps.
+        Preempted: SIGTERM/SIGINT arrived; the run stopped after the current step with a checkpoint.
     """
     run_dir = Path(run_dir)
     env = distributed.init(cfg.train.device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    devices = [env.device.index] if env.device.type == "cuda" else []
     try:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
-        return _run(cfg, run_dir, env, data)
+        # fork_rng: the per-step re-seeding of the global RNG must not leak into the caller.
+        with StopRequest() as stop, torch.random.fork_rng(devices=devices), contextlib.ExitStack() as held:
+            return _run(cfg, run_dir, env, data, stop=stop, held=held, restart=restart,
+                        allow_config_change=allow_config_change)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # leave the caller's process as it was
         distributed.cleanup(env)
 
 
-def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSource | None) -> Path:
-    source = data or build_data_source(cfg.data, batch_size=_micro_batch(cfg, env), rank=env.rank,
+def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSource | None, *, stop: StopRequest,
+         held: contextlib.ExitStack, restart: bool, allow_config_change: bool) -> Path:
+    micro_batch = _micro_batch(cfg, env)
+    source = data or build_data_source(cfg.data, batch_size=micro_batch, rank=env.rank,
                                        world_size=env.world_size, seed=cfg.train.seed)
+    _check_memory(cfg, source.info, micro_batch // env.world_size, env)
     model = _build_model(cfg, source.info, env.device)
     ema = make_ema(model)
     objective = build_objective_from_config(cfg)
     needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * sum(p.numel() for p in model.parameters())
-    distributed.on_main(env, lambda: _prepare_run_dir(cfg, run_dir, needed))
+    lock = distributed.on_main(env, lambda: _prepare_run_dir(run_dir, needed, restart))
+    if lock is not None:
+        held.callback(lock.release)
     if env.distributed and cfg.train.parallel == "ddp" and getattr(model.config, "z_dim", 0) > 0:
         # DDP waits for a gradient of every parameter; the alignment projector gets none here.
         raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that this objective never trains, "
@@ -206,8 +240,11 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     F, F_nograd = distributed.wrap(model, ema, env, cfg.train.parallel)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
-    checkpoint = load_latest(run_dir, report=env.is_main)
-    state = restore_state(checkpoint, cfg, model, ema, optimizer, source) if checkpoint else TrainState()
+    checkpoint = _latest_checkpoint(run_dir, env)
+    state = TrainState()
+    if checkpoint is not None:
+        state = restore_state(checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change)
+    distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))  # after the resume check
     parts = {"F": F, "F_nograd": F_nograd, "model": model, "ema": ema, "objective": objective,
              "optimizer": optimizer, "source": source, "autocast": _autocast(cfg, env.device),
              "conditional": _is_conditional(model)}
@@ -217,7 +254,7 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     progress = Progress(total, state.step, enabled=env.is_main and cfg.train.progress)
     if checkpoint is not None:
         progress.write(f"resuming from {checkpoint.path} (step {state.step}, {state.images} images)")
-    started = time.perf_counter()
+    started, saved, preempted = time.perf_counter(), state.step, None
     try:
         while state.step < total:
             metrics = _train_step(cfg, env, state, parts)
@@ -233,32 +270,96 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
             progress.update(metrics.get("mse", metrics["loss"]), state.images)  # the weighted loss is ~constant by design
             if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
                 save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
+                saved = state.step
             if cfg.train.sample_every and state.step % cfg.train.sample_every == 0 and (env.is_main or fsdp):
                 sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
-            if _out_of_time(cfg, started, env) and state.step < total:
-                save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
-                progress.write(f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}")
+            late, stopping = _stop_flags(cfg, started, stop, env)  # every process stops after the same step
+            if (late or stopping) and state.step < total:
+                where = save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env) \
+                    if saved != state.step else _newest(run_dir, env)
+                if stopping:
+                    preempted = Preempted(stop.signal_name or "a stop signal (to another process)", state.step, where)
+                else:
+                    progress.write(f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}")
                 break
     finally:
         progress.close()
         logger.close()
+    if preempted is not None:
+        raise preempted  # no final grids or export: a preempted job has seconds, not minutes
     if env.is_main or fsdp:
         sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
     export_run(cfg, run_dir, ema, state, env)
     return run_dir
 
 
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, needed_bytes: int) -> None:
-    """Check the run directory before any training, clear a killed run's leftovers, save the config."""
+def _check_memory(cfg: RunConfig, info: Any, rows: int, env: distributed.DistEnv) -> None:
+    """Refuse a step that cannot fit before the model or any batch is allocated (tim.training.memory)."""
+    shapes = [tuple(info.shape[:1]) + tuple(size) for size in info.sizes] or [tuple(info.shape)]
+    largest = max(shapes, key=lambda shape: math.prod(shape))
+    check_training_memory(model_config(cfg), largest, max(1, rows), cfg.train.batch_size, env.device)
+
+
+def _prepare_run_dir(run_dir: Path, needed_bytes: int, restart: bool) -> RunLock:
+    """Check the run directory, take its lock, set an old run aside on restart, clear a killed run's leftovers.
+
+    Returns:
+        The held lock (released when training ends).
+    """
     check_output_dir(run_dir, needed_bytes)
-    remove_stale_temporaries(run_dir)
-    save_config(cfg, run_dir / "config.json")
+    lock = RunLock(run_dir)  # before anything in the directory is read or changed
+    try:
+        if restart:
+            _set_aside(run_dir)
+        remove_stale_temporaries(run_dir)  # only the lock holder may: another writer's temporaries are live
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
-def _out_of_time(cfg: RunConfig, started: float, env: distributed.DistEnv) -> bool:
-    """Whether ``train.time_limit`` minutes have passed (decided by rank 0 for every process)."""
+_RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "samples", "pretrained", "summary.json",
+                "config.json", "tensorboard")
+
+
+def _set_aside(run_dir: Path) -> Path | None:
+    """Move a run's outputs into ``run_dir/previous-<UTC time>/`` (``--restart``: nothing is deleted)."""
+    present = [run_dir / name for name in _RUN_OUTPUTS if (run_dir / name).exists()]
+    if not present:
+        return None
+    target = run_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+    target.mkdir()
+    for path in present:
+        path.rename(target / path.name)
+    return target
+
+
+def _latest_checkpoint(run_dir: Path, env: distributed.DistEnv) -> Any:
+    """The newest good checkpoint; a run whose checkpoints are all unusable is an error, never a silent restart."""
+    checkpoint = load_latest(run_dir, report=env.is_main)
+    found = list_checkpoints(run_dir)
+    if checkpoint is None and found:
+        raise TimError(f"all {len(found)} checkpoint(s) in '{run_dir / 'checkpoints'}' are unusable (each one is named "
+                       "in a warning above); nothing was changed or deleted",
+                       "restore a checkpoint folder from a backup, or start again from step 0 with "
+                       "`tim train ... --restart` (train(..., restart=True)), which moves the old run aside")
+    return checkpoint
+
+
+def _newest(run_dir: Path, env: distributed.DistEnv) -> Path | None:
+    found = list_checkpoints(run_dir) if env.is_main else []
+    return found[-1] if found else None
+
+
+def _stop_flags(cfg: RunConfig, started: float, stop: StopRequest, env: distributed.DistEnv) -> tuple[bool, bool]:
+    """``(out of train.time_limit, stop signal received)``, agreed by every process with one all-reduce."""
     late = cfg.train.time_limit > 0 and time.perf_counter() - started > 60.0 * cfg.train.time_limit
-    return distributed.any_process(late, env) if cfg.train.time_limit > 0 else False
+    late, stopping = distributed.any_process_each([late, stop.requested], env)
+    return late, stopping
 
 
 def _skip(cfg: RunConfig, run_dir: Path, state: TrainState, metrics: dict[str, Any], logger: MetricsLogger,

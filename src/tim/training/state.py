@@ -4,9 +4,10 @@ What a checkpoint stores (everything needed for a bit-identical continuation on 
 
 * ``model``, ``ema``: full (unsharded) weights;
 * ``optimizer``: AdamW moments and step counts, flattened into tensors + a JSON layout;
-* ``rng``: the global torch RNG states (the loop itself draws only from per-step generators
-  derived from ``(seed, step, slot)``, which need no state; the global states are kept so that a
-  network that uses the global RNG, e.g. with dropout, also resumes exactly);
+* ``rng``: the global torch RNG states at the time of the checkpoint, for the record. Training
+  does not depend on them: the loop draws only from per-step generators derived from
+  ``(seed, step, slot)``, and it re-seeds the global RNG (which dropout in a network uses) from
+  ``(seed, step, rank)`` before every optimizer step, so nothing random has to be restored;
 * ``state.json``: step, images seen, skipped/bad-step counters, EMA update count, the data
   source's position (``DataSource.state_dict``) and the world size it was written with.
 """
@@ -30,7 +31,7 @@ from tim.training.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from tim.training.config import RunConfig, config_from_dict, model_config
+from tim.training.config import RunConfig, config_differences, config_from_dict, model_config
 
 
 @dataclass
@@ -92,19 +93,32 @@ def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str,
     distributed.load_full_model_state(model, weights)
 
 
-def restore_state(checkpoint: Checkpoint, cfg: RunConfig, model: nn.Module, ema: nn.Module,
-                  optimizer: torch.optim.Optimizer, source: Any) -> TrainState:
-    """Load a checkpoint into the live objects and return its counters."""
+def check_resume_config(checkpoint: Checkpoint, cfg: RunConfig, *, allow_config_change: bool = False) -> None:
+    """Refuse to resume with another config than the run's, except in the fields that may change.
+
+    The model section must always match (its weights would not fit). Other differences outside
+    :data:`tim.training.config.RESUMABLE_KEYS` are an error listing them, unless
+    ``allow_config_change`` (``tim train --allow-config-change``) accepts them.
+    """
     if checkpoint.config.get("model") != cfg.to_dict()["model"]:
         raise TimError(f"checkpoint '{checkpoint.path}' was trained with model {checkpoint.config.get('model')}, "
                        f"not {cfg.to_dict()['model']}", "use the original model settings or a new run directory")
+    differences = [] if allow_config_change else config_differences(checkpoint.config, cfg)
+    if differences:
+        shown = ", ".join(differences[:6]) + (f" (+{len(differences) - 6} more)" if len(differences) > 6 else "")
+        raise TimError(f"the run in '{checkpoint.path.parent.parent}' was started with another config: {shown}",
+                       f"resume with the run's own settings (saved in '{checkpoint.path / 'config.json'}'), pass "
+                       "--allow-config-change (allow_config_change=True) to continue with the new ones, or use a new "
+                       "run directory")
+
+
+def restore_state(checkpoint: Checkpoint, cfg: RunConfig, model: nn.Module, ema: nn.Module,
+                  optimizer: torch.optim.Optimizer, source: Any, *, allow_config_change: bool = False) -> TrainState:
+    """Load a checkpoint into the live objects and return its counters (after :func:`check_resume_config`)."""
+    check_resume_config(checkpoint, cfg, allow_config_change=allow_config_change)
     _load_weights(model, checkpoint.parts["model"], "model", checkpoint.path)
     _load_weights(ema, checkpoint.parts["ema"], "EMA", checkpoint.path)
     distributed.load_full_optimizer_state(model, optimizer, checkpoint.parts["optimizer"])
-    rng = checkpoint.parts["rng"]
-    torch.set_rng_state(rng["torch_cpu"])
-    if "torch_cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["torch_cuda"])
     micro_batch = cfg.train.batch_size // cfg.optim.accumulation
     if checkpoint.state.get("micro_batch", micro_batch) != micro_batch:
         # The data position counts global micro-batches: another size means other rows from here on.

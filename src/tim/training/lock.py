@@ -1,0 +1,70 @@
+"""One writer per run directory: an advisory ``flock`` held for the lifetime of a training run.
+
+``RUN_DIR/.lock`` is opened and locked with ``fcntl.flock(LOCK_EX | LOCK_NB)``; the holder writes
+its PID into it. A second trainer on the same directory fails at once with a one-line error naming
+that PID, before it reads or changes anything. The operating system releases the lock when the
+holder exits in any way (including ``kill -9``), so a crashed run never leaves a stale lock: the
+file may stay behind, but an unlocked file means nobody holds it. Only the holder deletes stale
+checkpoint temporaries (see ``loop._prepare_run_dir``), so a clean-up can never hit another
+process's checkpoint in progress.
+
+``flock`` is advisory (only processes that ask for it are excluded) and on network file systems
+its strength depends on the server (Linux NFS emulates it with byte-range locks). Platforms
+without ``fcntl`` (Windows) train without the lock, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import TracebackType
+
+from tim.errors import TimError
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """The exclusive lock of a run directory (a context manager; :meth:`release` is idempotent).
+
+    Args:
+        run_dir: an existing run directory.
+
+    Raises:
+        TimError: another process holds the lock (its PID is named).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            warnings.warn(f"file locks are not available here: nothing stops a second trainer on '{run_dir}'",
+                          stacklevel=2)
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise TimError(f"run directory '{run_dir}' is in use by another training process (PID {holder})",
+                           "wait for it to finish or stop it, or pass another --out directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Unlock (closing the descriptor drops the flock); the file stays, harmless when unlocked."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.release()
