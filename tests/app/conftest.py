@@ -1,0 +1,64 @@
+"""Fixtures for the app tests: a tiny class-conditional digits pipeline saved as a pipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# A 1-block, 32-wide TiM on 8x8x1 digits (2x2 patches, so sizes are multiples of 2).
+TINY = dict(patch_size=2, hidden_size=32, depth=1, num_heads=2, modulation_rank=8, encoder_depth=1)
+CLASS_NAMES = [f"digit {i}" for i in range(10)]
+
+
+def make_tiny_pipeline():
+    """A randomly initialised tiny TiM whose output depends on x_t, t and r.
+
+    adaLN-Zero makes a fresh TiM output exactly 0 (every step count would then return the noise),
+    so all weights get a small random perturbation: 1 and 8 steps must give different images.
+    """
+    from tim.models import build_model
+    from tim.pipeline import SamplingRecipe, TiMPipeline
+
+    torch.manual_seed(0)
+    model = build_model("TiM-digits", **TINY)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    recipe = SamplingRecipe(steps=4, height=8, width=8, class_names=CLASS_NAMES)
+    return TiMPipeline(model.eval(), recipe)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The tiny pipeline, in memory."""
+    return make_tiny_pipeline()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory, tiny_pipe) -> Path:
+    """The tiny pipeline saved as a pipeline folder (what `tim app --checkpoint` loads)."""
+    folder = tmp_path_factory.mktemp("app") / "pipeline"
+    tiny_pipe.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(name="run_cli")
+def run_cli_fixture():
+    """``tim <argv>`` in-process -> (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from tim.cli.main import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit_:  # argparse (--help, usage errors) exits instead of returning
+                code = exit_.code
+        return int(code or 0), out.getvalue(), err.getvalue()
+
+    return run

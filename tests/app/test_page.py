@@ -1,0 +1,73 @@
+"""The Gradio page without a browser: it builds, queues one generation at a time, turns errors into messages."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from tim import app
+from tim.errors import TimError
+
+ARGUMENTS = dict(label=0, prompt="", steps=1, compare=False, scale=1.0, low=0.0, high=1.0, rho=0.0, seed=3, num=2,
+                 height=8, width=8)
+
+
+@pytest.fixture(scope="module")
+def page(tiny_pipe, tmp_path_factory):
+    pytest.importorskip("gradio", reason="Gradio is not installed (pip install 'transition-models[app]')")
+    return app.build_page(tiny_pipe, source="tiny", output_dir=tmp_path_factory.mktemp("pngs"))
+
+
+def _handler(page, name: str = "generate"):
+    return next(f for f in page.fns.values() if f.api_name == name)
+
+
+def test_generate_is_queued_one_at_a_time(page) -> None:
+    generate = _handler(page)
+    assert generate.queue and generate.concurrency_limit == 1
+    randomize = next(f for f in page.fns.values() if f.fn is None)  # the seed button runs in the browser
+    assert randomize.js and not randomize.queue
+
+
+def test_handler_returns_image_summary_and_png(page) -> None:
+    from PIL import Image
+
+    image, summary, download = _handler(page).fn(*ARGUMENTS.values())
+    assert image.dtype == np.uint8 and summary.startswith("2 images, 1 step")
+    assert download["interactive"] and download["value"].endswith("tim_class0_1steps_seed3.png")
+    png = np.asarray(Image.open(download["value"]).convert("RGB"))
+    np.testing.assert_array_equal(png, image)
+
+
+def test_bad_request_is_a_page_error_not_a_crash(page) -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="seed -3 is outside"):
+        _handler(page).fn(*{**ARGUMENTS, "seed": -3}.values())
+    image, _, _ = _handler(page).fn(*ARGUMENTS.values())  # and the next request still works
+    assert image.size
+
+
+def test_unexpected_failure_is_one_line_in_the_page(tiny_pipe, tmp_path, capsys) -> None:
+    pytest.importorskip("gradio")
+    import gradio as gr
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(tiny_pipe, name)
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    page = app.build_page(Broken(), info=app.describe(tiny_pipe), output_dir=tmp_path)
+    with pytest.raises(gr.Error, match=r"generation failed \(RuntimeError: boom\)"):
+        _handler(page).fn(*ARGUMENTS.values())
+    assert "Traceback" in capsys.readouterr().err  # the trace goes to the terminal, not the page
+
+
+def test_missing_gradio_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now raises ImportError
+    with pytest.raises(TimError, match=r'pip install "transition-models\[app\]"'):
+        app._gradio()
