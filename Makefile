@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and pip (README, "Quick start"):
 #   make demo   -> creates .venv, installs torch (CPU build) + this package, runs `tim demo`
 #   make test   -> same virtual environment, runs the default test suite (what .ci/run calls)
+#   make app    -> serves `tim app` on the demo's model at http://127.0.0.1:7860/ (after make demo)
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN          = $(VENV)/bin
@@ -12,7 +13,7 @@ TORCH       ?= torch==2.13.0
 DEMO_OUT    ?= outputs/demo
 STAMP        = $(VENV)/.installed
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test app venv clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -28,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The local web page on the demo's model (run `make demo` first): http://127.0.0.1:7860/
+app: $(STAMP)
+	$(BIN)/tim app --checkpoint $(DEMO_OUT)/run
 
 clean-venv:
 	rm -rf $(VENV)
