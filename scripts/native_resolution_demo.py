@@ -7,7 +7,8 @@
    resolution-dependent time shift (SD3 rule, paper.md §5.2, base 16x16), for a few minutes on CPU.
 3. Sampling with the EMA model at the seen sizes and at unseen ones (24x24 in between, 48x48
    larger, 16x48 and 48x16 = 3:1), with 1 and 4 steps and classifier-free guidance, each size with
-   its own time shift; unseen sizes also with RoPE position interpolation (``TiM.set_rope_scale``).
+   its own time shift; unseen sizes also with RoPE position interpolation. Sampling goes through
+   ``tim.pipeline.TiMPipeline.from_run``, whose recipe (built from the run config) applies both rules.
 4. Judging: a small CNN trained here on rendered shapes of every size (real data, not samples)
    classifies the samples; its accuracy per (size, steps) lands in ``summary.json`` and in the
    figure. It only says "the shape is the one asked for", not "the image looks real".
@@ -46,6 +47,7 @@ Extra ``KEY=VALUE`` arguments override the training config, e.g. ``objective.dir
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -54,9 +56,8 @@ import numpy as np
 import torch
 
 from tim.data.shapes import SHAPE_NAMES, render_shapes, shape_sizes
-from tim.samplers import sample
-from tim.timesteps import resolution_shift
-from tim.training import RunConfig, load_run, train
+from tim.pipeline import TiMPipeline
+from tim.training import RunConfig, train
 from tim.training.config import apply_overrides, config_from_dict
 
 BASE = (16, 16)  # base resolution of the time shift (the model's nominal input_size)
@@ -98,17 +99,22 @@ def run_config(minutes: float, steps: int, overrides: list[str]) -> RunConfig:
 
 
 def generate(
-    model: torch.nn.Module, size: tuple[int, int], steps: int, per_class: int, seed: int, guidance: float
+    pipe: TiMPipeline, size: tuple[int, int], steps: int, per_class: int, seed: int, guidance: float,
+    rope: bool = False,
 ) -> torch.Tensor:
-    """``per_class`` samples of every class at ``size`` (H, W), class-major; (4 * per_class, C, H, W) in [-1, 1]."""
-    labels = torch.arange(len(SHAPE_NAMES)).repeat_interleave(per_class)
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(len(labels), CHANNELS, *size, generator=generator)
-    cond = {"y": labels}
-    with torch.no_grad():
-        x = sample(model, noise, steps=steps, cond=cond, uncond=model.null_cond(cond), guidance_scale=guidance,
-                   shift=resolution_shift(*size, *BASE), generator=generator).x
-    return x.clamp(-1, 1)
+    """``per_class`` samples of every class at ``size`` (H, W), class-major; (4 * per_class, C, H, W) in [-1, 1].
+
+    The pipeline applies the run's recipe: the time shift sqrt(H W / 16^2) and, with ``rope``, RoPE
+    position interpolation above the largest training side (scale 32 / max(H, W)).
+    """
+    recipe = pipe.recipe
+    pipe.recipe = dataclasses.replace(recipe, rope_rule="interpolate" if rope else "none")
+    try:
+        out = pipe(class_labels=list(range(len(SHAPE_NAMES))), num_images_per_prompt=per_class, height=size[0],
+                   width=size[1], steps=steps, guidance_scale=guidance, seed=seed, output_type="pt")
+    finally:
+        pipe.recipe = recipe
+    return out.images * 2 - 1  # [0, 1] -> the data range [-1, 1]
 
 
 def real_shapes(size: tuple[int, int], per_class: int, seed: int) -> torch.Tensor:
@@ -252,7 +258,7 @@ def main() -> None:
     trained = time.perf_counter() - started
     last = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     classifier, classifier_accuracy = train_classifier(seen + UNSEEN, args.classifier_seconds)
-    model, _ = load_run(out / "run", which="ema")
+    pipe = TiMPipeline.from_run(out / "run")  # EMA weights + the run's recipe (shift, RoPE rule, classes)
     largest_side = max(max(s) for s in seen)
     table, rows, files = {}, [], []
     for size in seen + UNSEEN:
@@ -266,10 +272,9 @@ def main() -> None:
         # side here), so positions stay inside the trained range; seen sizes only need scale 1.
         variants = [(s, 1.0) for s in STEPS]
         if kind == "unseen" and max(size) > largest_side:
-            variants.append((STEPS[-1], largest_side / max(size)))
+            variants.append((STEPS[-1], pipe.recipe.rope_scale_at(*size)))
         for steps, scale in variants:
-            model.set_rope_scale(scale)
-            x = generate(model, size, steps, SAMPLES_PER_CLASS, seed=0, guidance=args.guidance)
+            x = generate(pipe, size, steps, SAMPLES_PER_CLASS, seed=0, guidance=args.guidance, rope=scale != 1.0)
             suffix = "" if scale == 1.0 else f"_rope{scale:.2f}"
             key = f"{size[0]}x{size[1]}_{steps}step{suffix}"
             table[key] = round(accuracy(classifier, x), 3)
@@ -278,9 +283,8 @@ def main() -> None:
             shown = x.view(len(SHAPE_NAMES), SAMPLES_PER_CLASS, *x.shape[1:])[:, :SEEDS_IN_OVERVIEW]
             cells.append((cell(shown.transpose(0, 1).flatten(0, 1), SEEDS_IN_OVERVIEW, zoom),
                           f"shape accuracy {table[key]:.0%}"))
-        model.set_rope_scale(1.0)
         cells += [(None, "")] * (len(COLUMNS) - len(cells))  # no RoPE variant: seen or not larger
-        shift = resolution_shift(*size, *BASE)
+        shift = pipe.recipe.shift_at(*size)
         rows.append((f"{kind} {size[0]}x{size[1]}{aspect_name(size)}\ntime shift {shift:.2f}", cells))
     title = (f"TiM trained {last['seconds'] / 60:.1f} min on shapes at {', '.join(f'{h}x{w}' for h, w in seen)}; "
              f"each cell: circle, square, triangle, plus (2 seeds); CFG {args.guidance:g}")

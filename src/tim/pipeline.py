@@ -672,7 +672,7 @@ class TiMPipeline:
 
     @classmethod
     def load(cls, x: str | Path, *, preset: str | None = None, autoencoder: Any = None, text_encoder: Any = None,
-             device: str | torch.device = "cpu", dtype: Any = None) -> TiMPipeline:
+             device: str | torch.device = "cpu", dtype: Any = None, weights: str = "ema") -> TiMPipeline:
         """A pipeline from a training run directory, a pipeline folder, or a released ``.safetensors``.
 
         Args:
@@ -683,6 +683,7 @@ class TiMPipeline:
             text_encoder: a text encoder folder / ``"minilm"`` / ``TextEncoder`` (replaces the stored one).
             device: torch device.
             dtype: None/"auto", "fp32", "bf16", "fp16" or a torch dtype (half precision needs a GPU).
+            weights: training runs only: ``"ema"`` (default) or ``"model"``.
         """
         source = Path(x)
         if source.is_file():
@@ -698,8 +699,8 @@ class TiMPipeline:
             return cls.from_pretrained(source, device=device, dtype=dtype, autoencoder=autoencoder,
                                        text_encoder=text_encoder)
         if source.is_dir() and (source / "checkpoints").is_dir():
-            pipe = cls.from_run(source, device=device, autoencoder=autoencoder, text_encoder=text_encoder)
-            return pipe._cast(resolve_dtype(dtype, pipe.device))
+            pipe = cls.from_run(source, weights=weights, device=device, autoencoder=autoencoder, text_encoder=text_encoder)
+            return pipe.cast(resolve_dtype(dtype, pipe.device))
         if source.is_dir():
             raise TimError(f"{source} is neither a pipeline folder (no {PIPELINE_NAME}) nor a training run (no checkpoints/)",
                            "pass a folder written by tim convert / save_pretrained, or by tim train")
@@ -732,7 +733,7 @@ class TiMPipeline:
                            "pass text_encoder=DIR (a local transformers folder, e.g. gemma-3-1b-it)")
         if text is not None:
             model.set_null_context(text.null_context())
-        return cls(model.to(device), recipe, autoencoder=ae, text_encoder=text)._cast(resolve_dtype(dtype, device))
+        return cls(model.to(device), recipe, autoencoder=ae, text_encoder=text).cast(resolve_dtype(dtype, device))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu", dtype: Any = None,
@@ -766,7 +767,7 @@ class TiMPipeline:
         if model.config.conditioning == "text":
             text = load_text_encoder(text_encoder if text_encoder is not None else part_location(folder, meta, "text_encoder"),
                                      recipe.text_max_length, device)
-        return cls(model, recipe, autoencoder=ae, text_encoder=text)._cast(resolve_dtype(dtype, device))
+        return cls(model, recipe, autoencoder=ae, text_encoder=text).cast(resolve_dtype(dtype, device))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu",
@@ -852,10 +853,13 @@ class TiMPipeline:
             shutil.rmtree(temporary, ignore_errors=True)
         return folder
 
-    def _cast(self, dtype: torch.dtype) -> TiMPipeline:
-        if dtype != torch.float32:
+    def cast(self, dtype: torch.dtype) -> TiMPipeline:
+        """Put the network in ``dtype`` (from :func:`resolve_dtype`); the autoencoder stays float32."""
+        if dtype != self.dtype:
             self.model.to(dtype)
         return self
+
+    _cast = cast  # the name tim.cli.sample first used
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1042,8 +1046,8 @@ def run_data_facts(cfg: Any) -> dict[str, Any]:
     text = getattr(data, "text_encoder", "")
     if text:
         facts["text_encoder"] = text
-        if getattr(data, "max_length", 0):
-            facts["text_max_length"] = int(data.max_length)
+        if getattr(data, "max_text_length", 0):
+            facts["text_max_length"] = int(data.max_text_length)
     return facts
 
 
