@@ -329,7 +329,7 @@ CLI_CASES = [
          ("--steps", "-2", "< 1"), ("at least 1",)),
     Case("cli-missing-checkpoint", "command line", "`tim sample --checkpoint DIR` where DIR does not exist",
          cli("sample", "--checkpoint", "{run}", "--steps", "1", "--out", "{out}"),
-         ("--checkpoint", "no-run", "not a folder"), ("run folder",)),
+         ("--checkpoint", "no-run", "does not exist"), ("run folder", "pipeline folder", ".safetensors")),
     Case("cli-sample-corrupt-run", "command line", "`tim sample` on a run whose every checkpoint is damaged",
          _sample_corrupt_run, ("every checkpoint", "corrupt or partial"), ("restore a checkpoint",)),
     Case("cli-class-out-of-range", "command line", "`tim sample --class 3,10` (10 classes: 0..9)",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,10 +255,14 @@ def check_seed(seed: int, total: int) -> int:
 def check_sampler_options(cfg: float | None, interval: tuple[float, float] | None,
                           stochasticity: float | None) -> None:
     """Range checks of ``--cfg``, ``--guidance-interval`` and ``--stochasticity`` (before any loading)."""
-    if cfg is not None and not (math.isfinite(cfg) and 0 <= cfg <= MAX_GUIDANCE_SCALE):
-        raise TimError(f"--cfg {cfg} is outside [0, {MAX_GUIDANCE_SCALE:g}]",
-                       "pass a guidance scale such as --cfg 1.5 (1 = no guidance)")
-    if stochasticity is not None and not (math.isfinite(stochasticity) and 0 <= stochasticity <= MAX_STOCHASTICITY):
+    if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
+        raise TimError(f"--cfg {cfg} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)")
+    if cfg is not None and cfg > MAX_GUIDANCE_SCALE:
+        raise TimError(f"--cfg {cfg} is above the maximum of {MAX_GUIDANCE_SCALE:g}",
+                       f"pass a guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] such as --cfg 1.5")
+    if stochasticity is not None and stochasticity < 0:
+        raise TimError(f"--stochasticity {stochasticity} is negative", "pass a value >= 0 (0 = deterministic)")
+    if stochasticity is not None and not (math.isfinite(stochasticity) and stochasticity <= MAX_STOCHASTICITY):
         raise TimError(f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
                        "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic")
     del interval  # parsed and checked by _parse_interval
@@ -659,7 +664,7 @@ def _check_positive(name: str, value: int | None) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim sample`` (see :func:`add_parser` for the options)."""
-    from tim.cli.sample_job import Job, default_shard_size, prepare_job_dir, run_job
+    from tim.cli.sample_job import Job, check_job_dir, default_shard_size, run_job
 
     # Everything that can be checked without the model, first (the message must not wait for loading).
     steps_list = None if args.steps is None else parse_steps(args.steps)
@@ -676,7 +681,7 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     check_dtype(args.dtype, device)
     out = Path(args.out)
-    prepare_job_dir(out, args.overwrite)
+    check_job_dir(out, args.overwrite)  # nothing is created before the job starts
 
     backend = load_backend(args, device)
     conditions = _conditions(args, backend, prompts)
@@ -696,7 +701,12 @@ def run(args: argparse.Namespace) -> int:
     job = Job(steps=tuple(steps_list), conditions=tuple(conditions), counts=counts, seed=args.seed,
               batch_size=min(batch_size, total), shard_size=shard_size, height=height, width=width, options=options,
               png=args.png, identity=identity)
-    result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+    try:
+        result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+    except KeyboardInterrupt:
+        print(f"interrupted; the finished shards in {out} are kept: rerun the same command to resume",
+              file=sys.stderr)
+        return 130  # 128 + SIGINT, as tim.cli.main
     _report(result, job, out)
     return 0
 

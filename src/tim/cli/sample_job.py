@@ -306,18 +306,21 @@ def save_png(path: Path, pixels: np.ndarray) -> None:
     atomic_write(path, lambda file: image.save(file, format="PNG"))
 
 
-def prepare_job_dir(out: Path, overwrite: bool) -> Path:
-    """Create ``out``; a non-empty folder is accepted only when it holds a job index (resume) or with --overwrite."""
+def check_job_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or a non-empty folder holding no job index (without --overwrite)."""
     if out.exists() and not out.is_dir():
         raise TimError(f"--out {out} exists and is a file", "pass a folder path with --out")
     if out.is_dir() and not overwrite and not (out / INDEX_NAME).is_file() and any(out.iterdir()):
         raise TimError(f"--out {out} already exists and is not empty (and holds no tim sample job to resume)",
                        "pass another --out folder or add --overwrite to replace its files")
+
+
+def make_job_dir(out: Path) -> None:
+    """Create ``out`` (one-line error when that is impossible)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TimError(f"cannot create --out {out} ({error.strerror})", "pass a writable folder") from None
-    return out
 
 
 def read_index(out: Path) -> dict | None:
@@ -404,8 +407,10 @@ def run_job(backend: Backend, job: Job, out: Path, *, overwrite: bool = False, p
     Returns:
         The final index and counts.
     """
+    check_job_dir(out, overwrite)
     check_memory(job, backend, device or torch.device("cpu"))
     index = start_index(out, job, overwrite)
+    make_job_dir(out)
     todo = []
     resumed = 0
     for steps in job.steps:

@@ -1,0 +1,228 @@
+"""`tim sample` as a bounded, streaming, resumable job: shards, resume, refusals, limits (issue 13 item 4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tim.errors import TimError
+
+
+def _argv(run: Path, out: Path, *extra: str) -> list[str]:
+    return ["sample", "--checkpoint", str(run), "--out", str(out), "--no-progress", *extra]
+
+
+def _all_samples(out: Path, steps: int) -> np.ndarray:
+    index = json.loads((out / "index.json").read_text())
+    shards = index["steps"][str(steps)]["shards"]
+    return np.concatenate([np.load(out / shard["npz"])["samples"] for shard in shards])
+
+
+JOB = ("--steps", "1,2", "--class", "0,1,2", "--num", "10", "--batch-size", "2", "--shard-size", "3", "--seed", "7")
+
+
+def test_large_jobs_are_written_as_numbered_shards(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli(_argv(tiny_run, tmp_path / "s", *JOB))
+    assert code == 0, err
+    out = tmp_path / "s"
+    names = sorted(p.name for p in out.glob("steps_002-*.npz"))
+    assert names == [f"steps_002-{j:05d}.npz" for j in range(4)]  # 10 samples, 3 per shard
+    assert not (out / "steps_002.npz").exists()
+    with np.load(out / "steps_002-00003.npz") as last:
+        assert last["index"].tolist() == [9] and last["labels"].tolist() == [2]
+    assert len(list((out / "steps_002").glob("*.png"))) == 10
+    # The same job in one shard and one batch gives the same samples: nothing depends on batching.
+    code, _, err = run_cli(_argv(tiny_run, tmp_path / "one", "--steps", "1,2", "--class", "0,1,2", "--num", "10",
+                                 "--seed", "7"))
+    assert code == 0, err
+    np.testing.assert_allclose(_all_samples(out, 2), np.load(tmp_path / "one" / "steps_002.npz")["samples"],
+                               rtol=0, atol=1e-6)
+
+
+def test_noise_is_drawn_per_batch(tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline is asked for one batch at a time, so it never draws the noise of the whole job."""
+    from tim.pipeline import TiMPipeline
+
+    sizes: list[int] = []
+    original = TiMPipeline._noise
+
+    def recording(self, n, *args, **kwargs):  # noqa: ANN001, ANN202
+        sizes.append(n)
+        return original(self, n, *args, **kwargs)
+
+    monkeypatch.setattr(TiMPipeline, "_noise", recording)
+    code, _, err = run_cli(_argv(tiny_run, tmp_path / "s", "--steps", "1", "--num", "20", "--batch-size", "4",
+                                 "--no-png"))
+    assert code == 0, err
+    assert sizes == [4] * 5
+
+
+def test_interrupted_job_resumes_where_it_stopped(tiny_run: Path, tmp_path: Path, run_cli,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tim.cli.sample import PipelineBackend
+
+    reference = tmp_path / "ref"
+    assert run_cli(_argv(tiny_run, reference, *JOB))[0] == 0
+    original = PipelineBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 6:  # inside the 3rd shard of 1 step (2 batches per shard)
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PipelineBackend, "generate", interrupted)
+    out = tmp_path / "s"
+    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 130 and "rerun the same command to resume" in err
+    index = json.loads((out / "index.json").read_text())
+    assert [s["shard"] for s in index["steps"]["1"]["shards"]] == [0, 1] and not index["complete"]
+    assert not list(out.rglob("*.tmp"))  # nothing half-written
+    calls["n"] = -1000
+    code, stdout, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 0, err
+    assert "resumed after 2 finished shard(s)" in stdout
+    assert calls["n"] == -1000 + 3 + 7  # shards 2-3 of 1 step (2 + 1 batches), all 4 of 2 steps (2+2+2+1)
+    for steps in (1, 2):
+        np.testing.assert_array_equal(_all_samples(out, steps), _all_samples(reference, steps))
+    code, stdout, _ = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 0 and "nothing to do" in stdout
+
+
+def test_a_damaged_shard_is_generated_again(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *JOB))[0] == 0
+    before = _all_samples(out, 2)
+    (out / "steps_002-00001.npz").write_bytes(b"truncated")
+    (out / "steps_001" / "000004.png").unlink()
+    code, stdout, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 0 and "resumed after 6 finished shard(s)" in stdout, err
+    np.testing.assert_array_equal(_all_samples(out, 2), before)
+    assert (out / "steps_001" / "000004.png").is_file()
+
+
+def test_a_changed_command_is_refused(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    job = ["--steps", "1,2", "--class", "0,1", "--num", "4", "--seed", "7", "--no-png"]
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *job))[0] == 0
+    for change, fragment in ((("--seed", "8"), "seed 7 -> 8"), (("--num", "5"), "counts [2, 2] -> [3, 2]"),
+                             (("--cfg", "2"), "guidance_scale 1.0 -> 2.0"), (("--steps", "1,4"), "steps [1, 2] -> [1, 4]"),
+                             (("--batch-size", "1"), "batch_size 4 -> 1")):
+        argv = list(job)
+        if change[0] in argv:
+            argv[argv.index(change[0]) + 1] = change[1]
+        else:
+            argv += list(change)
+        code, _, err = run_cli(_argv(tiny_run, out, *argv))
+        assert code == 2 and err.count("error:") == 1, err
+        assert "other settings" in err and fragment in err and "--overwrite" in err, err
+    code, _, err = run_cli(_argv(tiny_run, out, *job, "--seed", "8", "--overwrite"))
+    assert code == 0, err
+    assert json.loads((out / "index.json").read_text())["command"]["seed"] == 8
+
+
+def test_a_damaged_index_is_a_one_line_error(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *JOB))[0] == 0
+    (out / "index.json").write_text("{not json")
+    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 2 and "not a readable tim sample index" in err and "--overwrite" in err
+
+
+def test_memory_is_estimated_before_allocating(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "s"
+    code, _, err = run_cli(_argv(tiny_run, out, "--height", "16384", "--width", "16384", "--batch-size", "64"))
+    assert code == 2 and err.count("error:") == 1, err
+    assert "needs about" in err and "available" in err and "TiB" in err and not out.exists(), err
+
+
+def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tim.cli import sample_job
+
+    class Fake:
+        kind, conditioning, num_classes = "image", "class", 10
+
+        def noise_shape(self, height, width):  # noqa: ANN001, ANN202
+            return (1, height, width)
+
+        def batch_bytes(self, batch_size, height, width, guided):  # noqa: ANN001, ANN202
+            return batch_size * 2**30 * (2 if guided else 1)
+
+    monkeypatch.setattr(sample_job, "available_memory", lambda device: (10 * 2**30, "test limit"))
+    job = sample_job.Job(steps=(1,), conditions=(0,), counts=(64,), seed=0, batch_size=64, shard_size=8,
+                         height=8, width=8, options={"guidance_scale": 1.0})
+    with pytest.raises(TimError, match=r"64 8x8 samples per batch needs about 64.0 GiB but only 10.0 GiB is "
+                                       r"available \(test limit\); lower --batch-size \(a batch of 1 needs about 1.0 GiB\)"):
+        sample_job.check_memory(job, Fake(), sample_job.torch.device("cpu"))
+    small = sample_job.Job(steps=(1,), conditions=(0,), counts=(64,), seed=0, batch_size=4, shard_size=8,
+                           height=8, width=8, options={"guidance_scale": 1.0})
+    assert sample_job.check_memory(small, Fake(), sample_job.torch.device("cpu")) > 4 * 2**30
+
+
+def test_available_memory_reads_the_system() -> None:
+    import torch
+
+    from tim.cli.sample_job import available_memory
+
+    free, source = available_memory(torch.device("cpu"))
+    assert 0 < free < 2**50 and source
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["--steps", "1001"], ("--steps value 1001", "maximum of 1000")),
+    (["--cfg", "31"], ("--cfg 31", "maximum of 30")),
+    (["--stochasticity", "1.5"], ("--stochasticity 1.5", "outside [0, 1]")),
+    (["--stochasticity", "inf"], ("--stochasticity inf", "outside [0, 1]")),
+    (["--guidance-interval", "0.6,0.2"], ("--guidance-interval", "LO <= HI")),
+    (["--guidance-interval", "0,1.5"], ("--guidance-interval", "<= 1")),
+    (["--height", "0"], ("--height 0", "outside [1, 16384]")),
+    (["--width", "100000"], ("--width 100000", "outside [1, 16384]")),
+    (["--seed", "-1"], ("--seed -1", "2^63")),
+    (["--seed", str(2**63)], ("2^63",)),
+    (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
+    (["--shard-size", "0"], ("--shard-size 0", ">= 1")),
+    (["--num", "20000000"], ("--num 20000000", "maximum of 10,000,000")),
+    (["--dtype", "bf16"], ("--dtype bf16", "CUDA GPU", "fp32")),
+    (["--device", "meta"], ("--device meta", "cannot run sampling")),
+    (["--prompts", "/nonexistent/prompts.txt"], ("does not exist",)),
+    (["--prompt", ""], ("--prompt is empty",)),
+    (["--preset", "TiM-XL/2"], ("--preset", "released")),
+])
+def test_limits_are_one_line_errors_before_any_output(tiny_run: Path, tmp_path: Path, run_cli, argv, fragments) -> None:
+    out = tmp_path / "s"
+    code, _, err = run_cli(_argv(tiny_run, out, *argv))
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()
+
+
+def test_split_count_and_shard_size() -> None:
+    from tim.cli.sample_job import default_shard_size, split_count
+
+    assert split_count(10, 3) == (4, 3, 3) and sum(split_count(50_000, 1000)) == 50_000
+    assert default_shard_size(64) == 1000  # tiny digits: the sample cap
+    assert default_shard_size(3 * 256 * 256) == 341  # 256 MiB of float32 256x256 RGB images
+
+
+@pytest.mark.slow
+def test_fifty_thousand_samples_stream_in_bounded_memory(tiny_run: Path, tmp_path: Path) -> None:
+    """50,000 samples: 50 shards per step count, peak RSS far below holding them all (~2x the first shards)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "s"
+    script = ("import resource, sys; from tim.cli.main import main; code = main(sys.argv[1:]); "
+              "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, *_argv(tiny_run, out, "--steps", "1", "--num", "50000",
+                                                                  "--batch-size", "500", "--no-png")],
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert index["complete"] and len(index["steps"]["1"]["shards"]) == 50
+    peak = int(result.stdout.split("peak_rss_kib")[1].split()[0]) * 1024
+    assert peak < 2 * 2**30, peak
