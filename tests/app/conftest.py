@@ -1,4 +1,4 @@
-"""Fixtures for the app tests: a tiny class-conditional digits pipeline saved as a pipeline folder."""
+"""Fixtures for the app tests: tiny class- and text-conditional pipelines (in memory, and a pipeline folder)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,35 @@ def tiny_pipeline_dir(tmp_path_factory: pytest.TempPathFactory, tiny_pipe) -> Pa
     folder = tmp_path_factory.mktemp("app") / "pipeline"
     tiny_pipe.save_pretrained(folder)
     return folder
+
+
+class LetterEncoder:
+    """A stand-in text encoder: features from the letters of each prompt (no model files needed)."""
+
+    dim, max_length = 12, 5
+
+    def __call__(self, prompts):
+        context = torch.zeros(len(prompts), self.max_length, self.dim)
+        mask = torch.zeros(len(prompts), self.max_length, dtype=torch.bool)
+        for i, prompt in enumerate(prompts):
+            for j, letter in enumerate(prompt[:self.max_length]):
+                context[i, j], mask[i, j] = torch.linspace(-1, 1, self.dim) * (ord(letter) % 7) / 7, True
+        return {"context": context, "context_mask": mask}
+
+
+@pytest.fixture(scope="session")
+def text_pipe():
+    """A tiny pixel-space text-to-image TiM with :class:`LetterEncoder` as its text encoder."""
+    from tim.models import build_model
+    from tim.pipeline import SamplingRecipe, TiMPipeline
+
+    torch.manual_seed(1)
+    model = build_model("TiM-digits", conditioning="text", text_dim=12, **TINY)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    recipe = SamplingRecipe(steps=2, height=8, width=8, text_max_length=5)
+    return TiMPipeline(model.eval(), recipe, text_encoder=LetterEncoder())
 
 
 @pytest.fixture(name="run_cli")

@@ -121,3 +121,21 @@ def test_describe_reads_the_pipeline(tiny_pipe) -> None:
     assert (info.conditioning, info.num_classes, info.height, info.width) == ("class", 10, 8, 8)
     assert (info.size_multiple, info.max_height, info.steps) == (2, 32, 4)
     assert info.class_names[3] == "digit 3"
+
+
+def test_text_model_one_row_per_prompt_line(text_pipe) -> None:
+    result = app.generate(text_pipe, prompt="red circle\n\n  blue square ", steps=1, num_images=3)
+    assert result.row_titles == ("red circle", "blue square") and result.samples.shape == (1, 6, 1, 8, 8)
+    assert not torch.equal(result.samples[0, 0], result.samples[0, 3])  # the prompt changes the image
+    assert app.describe(text_pipe).summary().startswith("text-to-image")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"prompt": "  \n "}, "the prompt is empty"),
+    ({"prompt": "x", "label": 3}, "a class (3) was given but the model is not class-conditional"),
+    ({"prompt": "\n".join("abcdefghijklmnopq")}, "17 prompt lines are more than 16"),
+])
+def test_text_model_bad_requests(text_pipe, options: dict, message: str) -> None:
+    with pytest.raises(TimError) as error:
+        app.generate(text_pipe, steps=1, num_images=1, **options)
+    assert message in str(error.value)

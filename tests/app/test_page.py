@@ -71,3 +71,15 @@ def test_missing_gradio_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now raises ImportError
     with pytest.raises(TimError, match=r'pip install "transition-models\[app\]"'):
         app._gradio()
+
+
+def test_text_model_page_shows_the_prompt_box(text_pipe, tmp_path) -> None:
+    pytest.importorskip("gradio")
+    import gradio as gr
+
+    page = app.build_page(text_pipe, output_dir=tmp_path)
+    boxes = {block.elem_id: block for block in page.blocks.values() if getattr(block, "elem_id", None)}
+    assert isinstance(boxes["tim-prompt"], gr.Textbox) and boxes["tim-prompt"].visible
+    assert not boxes["tim-class"].visible
+    image, summary, _ = _handler(page).fn(*{**ARGUMENTS, "label": app.EVERY_CLASS, "prompt": "red\nblue"}.values())
+    assert summary.startswith("4 images")
