@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "step_"
@@ -289,10 +289,13 @@ def verify_checkpoint(path: Path) -> str | None:
     if not manifest_path.is_file():
         return "no manifest.json (the write did not finish)"
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return "manifest.json is unreadable"
+        manifest = json.loads(manifest_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return "manifest.json is not valid JSON"
+    problem = _manifest_problem(manifest)
+    if problem is not None:
+        return f"manifest.json is malformed ({problem})"
+    files = manifest["files"]
     for name in ("state.json", *[f"{p}.safetensors" for p in TENSOR_PARTS]):
         if name not in files:
             return f"manifest.json does not list {name}"
@@ -304,6 +307,23 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{name} has {file.stat().st_size} bytes, the manifest says {entry['size']}"
         if sha256_file(file) != entry["sha256"]:
             return f"{name} does not match its sha256 checksum"
+    return None
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """Why a parsed manifest does not have the layout :func:`save_checkpoint` writes, or None."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return "no 'files' object"
+    for name, entry in manifest["files"].items():
+        if not name or "/" in name or "\\" in name or name in (".", ".."):  # only files of this folder
+            return f"file name {name!r}"
+        if not isinstance(entry, dict):
+            return f"entry of {name} is not an object"
+        size, digest = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return f"size of {name} is {size!r}, not a byte count"
+        if not isinstance(digest, str) or len(digest) != 64:
+            return f"sha256 of {name} is {digest!r}, not a hex digest"
     return None
 
 
@@ -320,10 +340,14 @@ def read_checkpoint(path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkp
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
+    config = json.loads((path / "config.json").read_text())
+    if not isinstance(state, dict) or not isinstance(state.get("layouts"), dict) or not isinstance(config, dict):
+        raise ValueError("state.json or config.json is not an object of the expected layout")
+    if not isinstance(state.get("step"), int) or state["step"] != _step_of(path):
+        raise ValueError(f"state.json says step {state.get('step')!r} in a folder named {path.name}")
     layouts = state.pop("layouts")
     loaded = {name: unflatten_state(load_file(path / f"{name}.safetensors"), layouts[name]) for name in parts}
-    config = json.loads((path / "config.json").read_text())
-    return Checkpoint(path=path, step=int(state["step"]), parts=loaded, state=state, config=config)
+    return Checkpoint(path=path, step=state["step"], parts=loaded, state=state, config=config)
 
 
 def load_latest(run_dir: str | Path, *, report: bool = True, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkpoint | None:
@@ -337,10 +361,17 @@ def load_latest(run_dir: str | Path, *, report: bool = True, parts: tuple[str, .
     Returns:
         The checkpoint, or None when the run has no usable checkpoint.
     """
+    from safetensors import SafetensorError
+
     for path in reversed(list_checkpoints(run_dir)):
         problem = verify_checkpoint(path)
         if problem is None:
-            return read_checkpoint(path, parts)
+            try:
+                return read_checkpoint(path, parts)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError, SafetensorError) as error:
+                # The files match their manifest but do not hold what we write (edited by hand,
+                # or by another version): as unusable as a corrupt one.
+                problem = f"its contents cannot be read: {type(error).__name__}: {first_line(error)}"
         if report:
             warnings.warn(f"checkpoint '{path}' is unusable ({problem}); falling back to the previous one",
                           stacklevel=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,26 @@ def _finite_or_text(value: Any) -> Any:
 
 
 def _truncate_jsonl(path: Path, after_step: int) -> None:
+    """Keep the rows up to ``after_step``; drop (and name, in one warning) lines that are not rows."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
+    kept, dropped = [], []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
-            if json.loads(line).get("step", 0) <= after_step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut by a kill: drop it
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill, or not JSON at all
+            row = None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            if line.strip():
+                dropped.append(number)
             continue
+        if step <= after_step:
+            kept.append(line)
+    if len(dropped) > 1 or (dropped and dropped[-1] != number):  # a single cut last line is the normal kill case
+        shown = ", ".join(map(str, dropped[:5])) + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else "")
+        warnings.warn(f"{path}: dropped {len(dropped)} line(s) that are not metric rows (a JSON object with an "
+                      f"integer 'step'): line {shown}", stacklevel=3)
     _rewrite(path, "".join(f"{line}\n" for line in kept))
 
 

@@ -47,10 +47,11 @@ from tim.training.config import (
 from tim.training.ema import ema_decay, make_ema, update_ema
 from tim.training.lock import RunLock
 from tim.training.logging import MetricsLogger, Progress
-from tim.training.memory import check_training_memory
+from tim.training.memory import check_training_memory, parameter_count
 from tim.training.outputs import export_run, sample_grids
 from tim.training.preemption import Preempted, StopRequest
 from tim.training.state import TrainState, restore_state, save_state
+from tim.training.text import check_text_model, is_text_model, with_null_prompt
 
 _STREAM_TAG = 0x7111  # separates the loop's random streams from the data source's (same seed)
 _GLOBAL_TAG = 0x7112  # the stream the global RNG is re-seeded from before every step (dropout)
@@ -118,18 +119,21 @@ def _build_model(cfg: RunConfig, info: Any, device: torch.device) -> nn.Module:
     if any(side % patch for size in sizes for side in size):
         raise TimError(f"data items of size {'x'.join(map(str, sizes[0]))} are not divisible by model.patch_size={patch}",
                        f"choose a model.patch_size that divides the image sides, or data.image_size a multiple of {patch}")
+    check_text_model(config, info)
     conditional = getattr(config, "conditioning", "class") == "class" and config.num_classes > 0
     if conditional and info.num_classes != config.num_classes:
         raise TimError(f"the model expects {config.num_classes} classes but the data has {info.num_classes}",
                        f"set model.num_classes={info.num_classes}" + (" and model.conditioning=none" if not info.num_classes else ""))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        return build_model(config).to(device)
+        model = build_model(config).to(device)
+    return with_null_prompt(model, info)  # text models: the encoder's features of "" (saved with the weights)
 
 
 def _is_conditional(model: nn.Module) -> bool:
     config = model.config
-    return getattr(config, "conditioning", "class") != "none" and getattr(config, "num_classes", 1) > 0
+    return is_text_model(config) or (
+        getattr(config, "conditioning", "class") != "none" and getattr(config, "num_classes", 1) > 0)
 
 
 def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool) -> dict[str, Tensor]:
@@ -223,16 +227,17 @@ def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None
 def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSource | None, *, stop: StopRequest,
          held: contextlib.ExitStack, restart: bool, allow_config_change: bool) -> Path:
     micro_batch = _micro_batch(cfg, env)
+    needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * parameter_count(model_config(cfg))
+    # The lock first: a second trainer fails at once, before loading any data.
+    lock = distributed.on_main(env, lambda: _prepare_run_dir(run_dir, needed, restart))
+    if lock is not None:
+        held.callback(lock.release)
     source = data or build_data_source(cfg.data, batch_size=micro_batch, rank=env.rank,
                                        world_size=env.world_size, seed=cfg.train.seed)
     _check_memory(cfg, source.info, micro_batch // env.world_size, env)
     model = _build_model(cfg, source.info, env.device)
     ema = make_ema(model)
     objective = build_objective_from_config(cfg)
-    needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * sum(p.numel() for p in model.parameters())
-    lock = distributed.on_main(env, lambda: _prepare_run_dir(run_dir, needed, restart))
-    if lock is not None:
-        held.callback(lock.release)
     if env.distributed and cfg.train.parallel == "ddp" and getattr(model.config, "z_dim", 0) > 0:
         # DDP waits for a gradient of every parameter; the alignment projector gets none here.
         raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that this objective never trains, "

@@ -1,0 +1,268 @@
+"""One writer per run, resume that refuses to guess, robust manifests/metrics, no global RNG (issue 13).
+
+Each test here failed on the code before issue 13: a second trainer ran alongside the first, a run
+whose checkpoints were all corrupt restarted silently from step 0 (deleting the old metrics), a
+changed learning rate resumed silently, a manifest with a missing field or a metrics line that is
+not an object gave a traceback, and the saved global RNG state depended on what ran before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tim.errors import TimError
+from tim.training import load_config, train
+from tim.training.checkpoint import MANIFEST, list_checkpoints, load_latest
+from tim.training.config import RESUMABLE_KEYS, config_differences
+from tim.training.lock import RunLock
+from tim.training.memory import check_training_memory
+
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float]]:
+    return [(row["step"], row["loss"]) for row in _rows(run_dir) if "event" not in row]
+
+
+def _same_files(a: Path, b: Path, part: str) -> bool:
+    x, y = load_file(a / f"{part}.safetensors"), load_file(b / f"{part}.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+# ------------------------------------------------------------------------------------------------
+# One writer per run directory
+
+
+@pytest.mark.slow  # ~15 s on the loaded 2-core machine: a second process imports torch
+def test_second_trainer_is_refused_with_the_holders_pid(tiny_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    endless = [sys.executable, "-m", "tim.cli.main", "train", "--config", "toy2d", "--out", str(run),
+               "train.steps=1000000", "train.checkpoint_every=1000000", "train.log_every=1", "train.progress=false",
+               "model.hidden_size=32", "train.batch_size=32", "sample.num=0", "train.device=cpu"]
+    first = subprocess.Popen(endless, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+            time.sleep(0.05)
+        live = run / "checkpoints" / ".tmp-step_00000007-424242"  # stands for the first writer's checkpoint in progress
+        live.mkdir(parents=True)
+        rows_before = (run / "metrics.jsonl").read_text().count("\n")
+        with pytest.raises(TimError, match=rf"in use by another training process \(PID {first.pid}\).*another --out"):
+            train(load_config("toy2d", endless[endless.index("train.steps=1000000"):]), run)
+        assert live.is_dir(), "the refused trainer deleted the other writer's temporary"
+        assert first.poll() is None and (run / "metrics.jsonl").read_text().count("\n") >= rows_before
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+
+
+def test_lock_is_released_by_the_os_when_the_holder_dies(tiny_config, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+        "time.sleep(600)"), str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    live = run / "checkpoints" / ".tmp-step_00000007-424242"  # the holder's checkpoint in progress
+    live.mkdir(parents=True)
+    with pytest.raises(TimError, match=rf"'{run}' is in use by another training process \(PID {holder.pid}\)"):
+        train(tiny_config(), run)
+    assert live.is_dir(), "a trainer without the lock deleted the holder's temporary"
+    holder.kill()  # kill -9: no clean-up code runs, the kernel drops the lock
+    holder.wait()
+    train(tiny_config(), run)
+    assert list_checkpoints(run) and not live.exists()  # the new holder cleans the stale temporary
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    with RunLock(tmp_path):
+        with pytest.raises(TimError, match=f"PID {os.getpid()}"):
+            RunLock(tmp_path)
+    RunLock(tmp_path).release()  # free again
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume that refuses to guess
+
+
+def _corrupt_every_checkpoint(run: Path) -> None:
+    for checkpoint in list_checkpoints(run):
+        weights = checkpoint / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # same size, wrong sha256
+
+
+def test_all_checkpoints_unusable_is_an_error_and_nothing_is_deleted(tiny_config, tmp_path: Path) -> None:
+    run = train(tiny_config(), tmp_path / "run")
+    _corrupt_every_checkpoint(run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.warns(UserWarning, match="is unusable"), pytest.raises(TimError) as raised:
+        train(tiny_config("train.steps=8"), run)
+    message = str(raised.value)
+    assert "all 2 checkpoint(s)" in message and "nothing was changed or deleted" in message and "--restart" in message
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    # --restart: a fresh run from step 0, the old one set aside (not deleted).
+    train(tiny_config(), run, restart=True)
+    (previous,) = run.glob("previous-*")
+    assert sorted(p.name for p in (previous / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
+    assert (previous / "metrics.jsonl").read_bytes() == before[Path("metrics.jsonl")]
+    assert [step for step, _ in _losses(run)] == [1, 2, 3, 4, 5, 6]
+    assert load_latest(run).step == 6
+
+
+def test_resume_with_a_changed_setting_lists_the_differences(tiny_config, tmp_path: Path) -> None:
+    run = train(tiny_config("train.steps=3"), tmp_path / "run")
+    changed = tiny_config("train.steps=6", "optim.lr=5e-4", "train.seed=3", "data.name=moons")
+    with pytest.raises(TimError) as raised:
+        train(changed, run)
+    message = str(raised.value)
+    for fragment in ("optim.lr: 0.001 -> 0.0005", "train.seed: 0 -> 3", "data.name: 'checkerboard' -> 'moons'",
+                     "--allow-config-change", "config.json"):
+        assert fragment in message, message
+    assert "train.steps" not in message  # may change on resume
+    assert load_latest(run).step == 3  # nothing trained
+    train(changed, run, allow_config_change=True)  # the explicit override
+    assert load_latest(run).step == 6
+
+
+def test_resumable_keys_really_may_change(tiny_config) -> None:
+    saved = tiny_config().to_dict()
+    later = tiny_config("train.steps=60", "train.time_limit=5", "train.checkpoint_every=7", "train.log_every=2",
+                        "train.progress=true", "logging.csv=false", "sample.num=4", "train.keep_last=9")
+    assert config_differences(saved, later) == []
+    assert config_differences(saved, tiny_config("train.batch_size=64")) == ["train.batch_size: 32 -> 64"]
+    assert "train.steps" in RESUMABLE_KEYS and "optim" not in RESUMABLE_KEYS
+
+
+@pytest.mark.parametrize("edit", ["drop-size", "size-is-text", "files-is-list", "entry-is-number", "path-escape"])
+def test_malformed_manifest_is_named_and_skipped(edit: str, tiny_config, tmp_path: Path) -> None:
+    run = train(tiny_config(), tmp_path / "run")
+    newest = list_checkpoints(run)[-1]
+    manifest = json.loads((newest / MANIFEST).read_text())
+    entry = manifest["files"]["model.safetensors"]
+    if edit == "drop-size":
+        del entry["size"]
+    elif edit == "size-is-text":
+        entry["size"] = "big"
+    elif edit == "files-is-list":
+        manifest["files"] = list(manifest["files"])
+    elif edit == "entry-is-number":
+        manifest["files"]["model.safetensors"] = 7
+    else:
+        manifest["files"]["../../escape.txt"] = entry
+    (newest / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match=r"step_00000006' is unusable \(manifest.json is malformed"):
+        assert load_latest(run).step == 3
+
+
+def test_state_json_that_does_not_fit_is_named_and_skipped(tiny_config, tmp_path: Path) -> None:
+    from tim.training.checkpoint import sha256_file
+
+    run = train(tiny_config(), tmp_path / "run")
+    newest = list_checkpoints(run)[-1]
+    (newest / "state.json").write_text("[1, 2, 3]")  # valid JSON, matching manifest, wrong layout
+    manifest = json.loads((newest / MANIFEST).read_text())
+    manifest["files"]["state.json"] = {"size": (newest / "state.json").stat().st_size,
+                                       "sha256": sha256_file(newest / "state.json")}
+    (newest / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="contents cannot be read"):
+        assert load_latest(run).step == 3
+
+
+def test_metrics_lines_that_are_not_objects_are_dropped_with_a_warning(tiny_config, tmp_path: Path) -> None:
+    run = train(tiny_config("train.steps=3"), tmp_path / "run")
+    path = run / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "[1, 2]", "42", '{"step": "two"}', *lines[1:]]) + "\n")
+    with pytest.warns(UserWarning, match=r"dropped 3 line\(s\) that are not metric rows.*line 2, 3, 4"):
+        train(tiny_config("train.steps=6"), run)
+    assert [step for step, _ in _losses(run)] == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------------
+# Training memory, seeds
+
+
+def test_huge_batch_is_refused_before_allocating(tiny_config, tmp_path: Path) -> None:
+    with pytest.raises(TimError, match=r"train.batch_size = 1000000000000 needs at least .* GiB per process"):
+        train(tiny_config("train.batch_size=1000000000000"), tmp_path / "run")
+    assert not list_checkpoints(tmp_path / "run")
+
+
+def test_memory_estimate_names_a_batch_that_fits() -> None:
+    from tim.models import MLPConfig
+
+    config = MLPConfig(hidden_size=32, depth=2)
+    needed = check_training_memory(config, (2,), 32, 32, torch.device("cpu"), available=2**30)
+    assert 0 < needed < 2**20
+    with pytest.raises(TimError, match=r"at most about (\d+) rows") as raised:
+        check_training_memory(config, (2,), 10**9, 10**9, torch.device("cpu"), available=2**30)
+    fits = int(raised.value.args[0].split("at most about ")[1].split()[0])
+    assert check_training_memory(config, (2,), fits, fits, torch.device("cpu"), available=2**30) <= 2**30
+
+
+def test_seed_limits(tiny_config, tmp_path: Path) -> None:
+    with pytest.raises(TimError, match=r"train.seed = 18446744073709551616 is outside \[0, 9223372036854775807\]"):
+        tiny_config(f"train.seed={2**64}")
+    with pytest.raises(TimError, match=r"sample.seed = -1 is outside"):
+        tiny_config("sample.seed=-1")
+    train(tiny_config(f"train.seed={2**63 - 1}", "train.steps=1"), tmp_path / "run")  # the largest seed works
+
+
+# ------------------------------------------------------------------------------------------------
+# No global RNG in training
+
+
+def test_identical_runs_save_identical_rng_and_leave_the_callers_rng_alone(tiny_config, tmp_path: Path) -> None:
+    torch.manual_seed(123)
+    caller = torch.get_rng_state()
+    first = train(tiny_config(), tmp_path / "a")
+    assert torch.equal(torch.get_rng_state(), caller)  # train() did not move the caller's RNG
+    torch.rand(17)  # the caller draws in between: must not matter
+    second = train(tiny_config(), tmp_path / "b")
+    for a, b in zip(list_checkpoints(first), list_checkpoints(second), strict=True):
+        assert _same_files(a, b, "rng")
+
+
+def _with_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every network the loop builds applies dropout to its output (drawn from the global RNG)."""
+    import tim.training.loop as loop
+
+    build = loop._build_model
+
+    def build_with_dropout(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_hook(lambda module, inputs, out: torch.nn.functional.dropout(out, 0.3, module.training))
+        return model
+
+    monkeypatch.setattr(loop, "_build_model", build_with_dropout)
+
+
+def test_model_with_dropout_resumes_bit_exact(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_dropout(monkeypatch)
+    resumed = tmp_path / "resumed"
+    train(tiny_config("train.steps=4", "train.checkpoint_every=4"), resumed)
+    torch.rand(5)  # whatever the caller does between the two invocations
+    train(tiny_config("train.steps=8", "train.checkpoint_every=4"), resumed)
+    straight = train(tiny_config("train.steps=8", "train.checkpoint_every=4"), tmp_path / "straight")
+    assert _losses(resumed) == _losses(straight)
+    for part in ("model", "ema", "optimizer"):
+        assert _same_files(list_checkpoints(resumed)[-1], list_checkpoints(straight)[-1], part), part
+    other = train(tiny_config("train.steps=4", "train.seed=1"), tmp_path / "other")
+    assert _losses(other)[0] != _losses(straight)[0]  # the dropout draws do depend on the seed
