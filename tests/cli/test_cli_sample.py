@@ -275,3 +275,32 @@ def test_vector_model_writes_scatter_and_unlabelled_npz(tmp_path: Path, run_cli)
                            (["--height", "8"], "vectors"), (["--per-class", "2"], "unconditional")):
         code, _, err = run_cli(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "x"), "--steps", "1", *argv])
         assert code == 2 and fragment in err, err
+
+
+def test_released_file_needs_preset_and_autoencoder(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint in the released key layout (tiny, TiM-XL/2's structure) + a tiny AutoencoderKL -> PNGs."""
+    import dataclasses
+
+    from helpers.autoencoders import tiny_kl
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from tim.models import TIM_PRESETS, TiM, TiMConfig
+    from tim.models.convert import ours_to_released
+
+    tiny_xl2 = TiMConfig(in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,
+                         modulation_rank=8, num_classes=10, encoder_depth=1, z_dim=16, projector_dim=32)
+    monkeypatch.setitem(TIM_PRESETS, "TiM-XL/2", tiny_xl2)
+    torch.manual_seed(0)
+    model = TiM(dataclasses.replace(tiny_xl2, rope_positions="wrapped", mask_context=False))
+    state = {ours_to_released(k): v.contiguous() for k, v in model.state_dict().items() if not k.endswith("null_context")}
+    file = tmp_path / "TiM-XL-2-256.safetensors"
+    save_file(state, str(file))
+    vae = tiny_kl(tmp_path / "vae")
+    out = tmp_path / "s"
+    _sample(run_cli, file, out, "--preset", "TiM-XL/2", "--autoencoder", str(vae), "--steps", "1", "--class", "3",
+            "--num", "2", "--height", "32", "--width", "16", "--cfg", "1")
+    assert Image.open(out / "steps_001" / "000001.png").size == (16, 32)
+    assert _load(out, 1)["samples"].shape == (2, 3, 32, 16)
+    code, _, err = run_cli(["sample", "--checkpoint", str(file), "--out", str(tmp_path / "x"), "--preset", "TiM-XL/2"])
+    assert code == 2 and "needs its preset and autoencoder" in err and "--autoencoder" in err, err

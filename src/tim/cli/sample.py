@@ -453,15 +453,10 @@ def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
                            "drop --autoencoder and --text-encoder")
         model, info = load_for_sampling(source, weights=args.weights, device=str(device))
         return VectorBackend(model, info, device, args.dtype)
-    from tim.pipeline import TiMPipeline, resolve_dtype
+    from tim.pipeline import TiMPipeline
 
-    if is_run:
-        pipe = TiMPipeline.from_run(source, weights=args.weights, device=device, autoencoder=args.autoencoder,
-                                    text_encoder=args.text_encoder)
-        pipe = pipe._cast(resolve_dtype(args.dtype, device))  # what TiMPipeline.load does for runs
-    else:
-        pipe = TiMPipeline.load(source, preset=args.preset, autoencoder=args.autoencoder,
-                                text_encoder=args.text_encoder, device=device, dtype=args.dtype)
+    pipe = TiMPipeline.load(source, preset=args.preset, autoencoder=args.autoencoder, text_encoder=args.text_encoder,
+                            device=device, dtype=args.dtype, weights=args.weights)
     return PipelineBackend(pipe)
 
 
