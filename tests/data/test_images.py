@@ -109,7 +109,7 @@ def test_truncated_jpeg_is_skipped(tmp_path: Path) -> None:
         ("missing", {}, ("is not a folder", "set data.root")),
         ("empty", {}, ("no images", "sub-folder per class")),
         ("grey_in_rgb", {}, ("channel count other than data.channels=3", "mode L", "convert them to RGB")),
-        ("rgba_in_rgb", {}, ("mode RGBA", "4 channels")),
+        ("rgba_in_grey", {"channels": 1}, ("mode RGBA", "3 colour channels", "convert them to grey")),
         ("rgb_in_grey", {"channels": 1}, ("data.channels=1", "convert them to grey")),
         ("mixed_sizes", {}, ("2 different sizes", "8x8", "data.image_size", "data.bucketed=true")),
         ("all_broken", {"max_bad_fraction": 1.0}, ("none of the 2 images",)),
@@ -120,12 +120,12 @@ def test_folder_errors(tmp_path: Path, setup: str, cfg_kwargs: dict, fragments: 
     rng = np.random.default_rng(0)
     if setup != "missing":
         (root / "a").mkdir(parents=True)
-    if setup == "grey_in_rgb" or setup == "rgba_in_rgb":
+    if setup == "grey_in_rgb":
         _save(root / "a" / "ok.png", _random_rgb(rng, 8, 8))
-        if setup == "grey_in_rgb":
-            _save(root / "a" / "grey.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
-        else:
-            _save(root / "a" / "alpha.png", rng.integers(0, 256, (8, 8, 4), dtype=np.uint8))
+        _save(root / "a" / "grey.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    if setup == "rgba_in_grey":
+        _save(root / "a" / "ok.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+        _save(root / "a" / "alpha.png", rng.integers(0, 256, (8, 8, 4), dtype=np.uint8))
     if setup == "rgb_in_grey":
         _save(root / "a" / "colour.png", _random_rgb(rng, 8, 8))
     if setup == "mixed_sizes":

@@ -9,8 +9,12 @@ path is meant for; large datasets go through latent shards, :mod:`tim.data.laten
 - Bucketed: each image is resized to its own size rounded down to ``patch_multiple``
   (paper.md §8: 1025x513 -> 1024x512), after an optional ``max_pixels`` cap that keeps the aspect.
 
+Decoding keeps what an image shows (:func:`decode_to_8bit`): 16-bit grey is scaled to 8 bits,
+palette, CMYK and YCbCr images become RGB, and alpha is composited over black.
+
 Unreadable files are skipped, counted and reported in one warning; the build fails only when their
-share exceeds ``max_bad_fraction``. Wrong channel counts and mixed sizes are errors, never fixed.
+share exceeds ``max_bad_fraction``. Wrong colour channel counts (grey images for an RGB run, colour
+images for a grey one) and mixed sizes are errors, never fixed.
 """
 
 from __future__ import annotations
@@ -27,28 +31,15 @@ import torch
 from tim.data.buckets import BucketedSource, Size, group_by_size, round_down_size
 from tim.data.config import DataConfig, DataInfo
 from tim.data.sources import TensorSource, stream_options
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-# Pillow modes by channel count (alpha counts as a channel: we never drop it silently).
-MODE_CHANNELS = {
-    "1": 1,
-    "L": 1,
-    "I": 1,
-    "I;16": 1,
-    "F": 1,
-    "LA": 2,
-    "La": 2,
-    "RGB": 3,
-    "YCbCr": 3,
-    "LAB": 3,
-    "HSV": 3,
-    "RGBA": 4,
-    "RGBa": 4,
-    "CMYK": 4,
-    "P": 3,
-    "PA": 4,
-}
+# Pillow modes by colour channels (alpha is not a colour channel: it is composited, see below).
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N")
+COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "P", "PA")
+# Kept for callers that ask how many colour channels a mode decodes to.
+MODE_CHANNELS = {**dict.fromkeys(GREY_MODES, 1), **dict.fromkeys(COLOUR_MODES, 3)}
+_SIXTEEN_BIT = 257  # 65535 / 255: 16-bit -> 8-bit keeps the full range (white stays white, grey stays grey)
 
 
 @dataclass
@@ -148,19 +139,22 @@ def load_images(scan: FolderScan, cfg: DataConfig) -> LoadedImages:
         try:
             with Image.open(file) as opened:
                 opened.load()
-                image = opened.convert("RGB") if opened.mode == "P" else opened.copy()
+                mode = opened.mode
+                image = decode_to_8bit(opened)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            loaded.skipped.append((file, f"{type(error).__name__}: {error}".splitlines()[0]))
+            loaded.skipped.append((file, f"{type(error).__name__}: {first_line(error)}"))
             continue
-        channels = MODE_CHANNELS.get(image.mode, -1)
+        channels = 1 if image.mode == "L" else 3
+        if channels == 3 and cfg.channels == 1 and _is_grey(image):
+            image, channels = image.convert("L"), 1  # R = G = B everywhere: nothing is lost
         if channels != cfg.channels:
-            wrong_channels.append((file, image.mode, channels))
+            wrong_channels.append((file, mode, channels))
             continue
         image = _resize(image, cfg)
         if image is None:
             loaded.skipped.append((file, f"smaller than data.patch_multiple={cfg.patch_multiple}"))
             continue
-        array = np.array(image.convert("L" if cfg.channels == 1 else "RGB"), dtype=np.uint8)  # a writable copy
+        array = np.array(image, dtype=np.uint8)  # a writable copy
         loaded.images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
         loaded.labels.append(label)
         loaded.files.append(file)
@@ -168,10 +162,67 @@ def load_images(scan: FolderScan, cfg: DataConfig) -> LoadedImages:
         file, mode, channels = wrong_channels[0]
         want = "grey (mode L)" if cfg.channels == 1 else "RGB"
         raise TimError(
-            f"{len(wrong_channels)} image(s) have a channel count other than data.channels={cfg.channels}, e.g. {str(file)!r} is mode {mode} ({channels} channels)",
+            f"{len(wrong_channels)} image(s) have a channel count other than data.channels={cfg.channels}, e.g. {str(file)!r} is mode {mode} ({channels} colour channel{'s' if channels > 1 else ''})",
             f"convert them to {want} or set data.channels to match",
         )
     return loaded
+
+
+def decode_to_8bit(image: Any) -> Any:
+    """A decoded PIL image as 8-bit grey ("L") or RGB, keeping what it shows.
+
+    * 16-bit grey (``I;16*``, and ``I`` holding 0..65535, as 16-bit PNG/TIFF/PGM decode) is scaled
+      by 255/65535 (Pillow's own ``convert("L")`` clips it, so a 16-bit image became all white);
+      32-bit integer pixels outside 0..65535 and float images (``F``) have no defined range and
+      are refused (the file is skipped and named).
+    * Palette images become RGB, or RGBA when the palette has transparency; CMYK and YCbCr
+      become RGB (Pillow's conversions, no ICC colour management).
+    * Alpha is composited over black (pixel x alpha / 255), the convention of premultiplied
+      alpha: fully transparent pixels become black, opaque ones keep their colour.
+
+    Raises:
+        ValueError: a mode whose pixel range or colours cannot be read without guessing.
+    """
+    from PIL import Image
+
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        pixels = np.asarray(image, dtype=np.int64)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(f"mode {mode} pixels span {pixels.min()}..{pixels.max()}, outside the 16-bit range")
+        scaled = (pixels * 255 + 65535 // 2) // 65535  # round(p / 257), exact integer arithmetic
+        return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8 -> mode L
+    if mode == "F":
+        raise ValueError("mode F (32-bit float) pixels have no defined range; save the image as 8- or 16-bit")
+    if mode in ("P", "PA"):
+        transparent = mode == "PA" or "transparency" in image.info or image.palette.mode == "RGBA"
+        image = image.convert("RGBA" if transparent else "RGB")
+        if image.mode == "RGB":
+            return image
+    elif mode in ("1", "L", "RGB"):
+        return image.convert("L" if mode == "1" else mode)
+    elif mode in ("La", "RGBa"):  # premultiplied already: dropping alpha is the composite over black
+        return image.convert("L" if mode == "La" else "RGB")
+    elif mode in ("CMYK", "YCbCr", "RGBX"):
+        return image.convert("RGB")
+    elif mode not in ("LA", "RGBA"):
+        raise ValueError(f"mode {mode} is not a grey or RGB image")
+    return _over_black(image)
+
+
+def _over_black(image: Any) -> Any:
+    """LA / RGBA -> L / RGB composited over black: round(x * alpha / 255)."""
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.uint32)
+    colour, alpha = pixels[..., :-1], pixels[..., -1:]
+    out = ((colour * alpha + 127) // 255).astype(np.uint8)
+    return Image.fromarray(out[..., 0] if image.mode == "LA" else out)  # uint8 (H, W) -> L, (H, W, 3) -> RGB
+
+
+def _is_grey(image: Any) -> bool:
+    pixels = np.asarray(image)
+    return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
 
 
 def _resize(image: Any, cfg: DataConfig) -> Any | None:
