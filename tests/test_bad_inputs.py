@@ -448,9 +448,9 @@ def _all_corrupt(root: Path) -> None:
         (root / "cat" / f"broken{k}.jpg").write_bytes(b"this is not a JPEG")
 
 
-def _rgba_among_rgb(root: Path) -> None:
-    save_image(root / "cat" / "a.png", "RGB")
-    save_image(root / "cat" / "b.png", "RGBA")
+def _rgb_among_grey(root: Path) -> None:
+    save_image(root / "cat" / "a.png", "L")
+    save_image(root / "cat" / "b.png", "RGB")  # RGBA is decoded over black now; colour for grey is still refused
 
 
 def _grey_images(root: Path) -> None:
@@ -544,9 +544,9 @@ DATA_CASES = [
          ("remove or repair", "raise data.max_bad_fraction")),
     Case("data-all-corrupt", "data", "every image unreadable, `data.max_bad_fraction=1`",
          folder_error(_all_corrupt, max_bad_fraction=1.0), ("none of the 3 images",), ("valid images",)),
-    Case("data-wrong-channels", "data", "an RGBA image among RGB ones (`data.channels=3`)",
-         folder_error(_rgba_among_rgb), ("1 image(s)", "channel count", "b.png", "RGBA", "4 channels"),
-         ("convert them to RGB", "set data.channels")),
+    Case("data-wrong-channels", "data", "an RGB image among grey ones (`data.channels=1`)",
+         folder_error(_rgb_among_grey, channels=1), ("1 image(s)", "channel count", "b.png", "mode RGB", "3 colour"),
+         ("convert them to grey", "set data.channels")),
     Case("data-grey-for-rgb", "data", "grey images with `data.channels=3`", folder_error(_grey_images),
          ("2 image(s)", "channel count", "mode L"), ("convert them to RGB",)),
     Case("data-unsupported-channels", "data", "`data.channels=4`", data_config_error(channels=4),
