@@ -304,3 +304,23 @@ def test_released_file_needs_preset_and_autoencoder(tmp_path: Path, run_cli, mon
     assert _load(out, 1)["samples"].shape == (2, 3, 32, 16)
     code, _, err = run_cli(["sample", "--checkpoint", str(file), "--out", str(tmp_path / "x"), "--preset", "TiM-XL/2"])
     assert code == 2 and "needs its preset and autoencoder" in err and "--autoencoder" in err, err
+
+
+def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -> None:
+    """Every `tim sample` line of the README parses; its resume example is the first command again."""
+    import re
+    import shlex
+
+    from tim.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [line.split("  #")[0].strip() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+             for line in block.splitlines()]
+    samples = [line for line in lines if line.startswith("tim sample ")]
+    assert len(samples) >= 3
+    parser = build_parser()
+    for line in samples:
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert args.command == "sample" and args.checkpoint and args.out
+    trains = [line for line in lines if line.startswith("tim train --config configs/digits.yaml")]
+    assert len(trains) == 2 and trains[0] == trains[1]
