@@ -175,3 +175,17 @@ def test_convert_text_to_image(tmp_path: Path, tiny_presets: None) -> None:
     with pytest.raises(Exception, match="prompt was given but this is a class"):
         TiMPipeline(load_released_checkpoint(released_file(tmp_path / "c.safetensors", TINY_XL2), TINY_XL2),
                     pipe.recipe)(prompt="x")
+
+
+def test_readme_convert_commands_parse() -> None:
+    """The README's `tim convert` lines use options that exist."""
+    import shlex
+
+    from tim.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("tim convert ")]
+    assert len(lines) >= 2
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.preset in ("TiM-XL/2", "TiM-T2I") and args.out.startswith("pipelines/")
