@@ -59,6 +59,8 @@ class CaptionInfo:
         captions: the distinct captions, in first-seen order (a caption id indexes this).
         null_context: (M0, D) float32 features of the empty prompt, for ``model.set_null_context``.
         encode_seconds: time spent encoding ``captions`` when the source was built.
+        encode: the (cached) TextEncoder: prompts -> ``{"context", "context_mask"}``, e.g. for
+            the training sample grids.
     """
 
     encoder: str
@@ -67,6 +69,7 @@ class CaptionInfo:
     captions: tuple[str, ...]
     null_context: Tensor
     encode_seconds: float = 0.0
+    encode: Any = None
 
     def grid_prompts(self, rows: int, per_row: int) -> list[str]:
         """``rows`` captions spread over the list, each repeated ``per_row`` times (one caption per grid row)."""
@@ -130,7 +133,8 @@ def captioned(inner: Any, captions: list[str], cfg: DataConfig, info: DataInfo, 
     encoder(captions)  # fills the cache: training batches are cache hits from here on
     seconds = time.perf_counter() - started
     text = CaptionInfo(encoder=cfg.text_encoder, max_length=encoder.max_length, dim=encoder.dim,
-                       captions=tuple(captions), null_context=encoder.null_context().cpu(), encode_seconds=seconds)
+                       captions=tuple(captions), null_context=encoder.null_context().cpu(), encode_seconds=seconds,
+                       encode=encoder)
     fields = {name: getattr(info, name) for name in info.__dataclass_fields__}
     return CaptionedSource(inner, captions, encoder, DataInfo(**(fields | {"text": text})))
 

@@ -14,6 +14,7 @@ parameter counts of ``shared/specs/state-dicts/param_counts.md`` (with the proje
 ``TiM-T2I``             text-to-image, DC-AE latents, Gemma-3-1B caption features, 873.11M (864.98M)
 ``TiM-digits``          8x8x1 scikit-learn digits, 10 classes: trains on 2 CPU cores in minutes
 ``TiM-tiny``            8x8x4, 10 classes, with projector: for tests
+``TiM-scenes``          32x32x3 synthetic scenes, MiniLM caption features (384-d), 2.2M: text-to-image on CPU
 ``MLP-toy``             2-D toy data, unconditional (pass ``num_classes=...`` for labels)
 ======================  =====================================================================
 """
@@ -46,6 +47,12 @@ TIM_PRESETS: dict[str, TiMConfig] = {
     "TiM-digits": TiMConfig(
         in_channels=1, input_size=8, patch_size=2, hidden_size=128, depth=4, num_heads=4,
         modulation_rank=64, num_classes=10, encoder_depth=2, z_dim=0,
+    ),
+    # TiM-scenes: 64 tokens (32x32 RGB, 4x4 patches), cross-attention to all-MiniLM-L6-v2 token
+    # features (tim.text's default, 384-d); 2.22M parameters.
+    "TiM-scenes": TiMConfig(
+        in_channels=3, input_size=32, patch_size=4, hidden_size=128, depth=4, num_heads=4,
+        modulation_rank=64, conditioning="text", num_classes=0, text_dim=384, encoder_depth=2, z_dim=0,
     ),
     "TiM-tiny": TiMConfig(
         in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,

@@ -717,6 +717,17 @@ RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {
         train={"steps": 6000, "batch_size": 32, "time_limit": 7.0, "checkpoint_every": 1000, "log_every": 25},
         sample={"steps": [1, 2, 4, 8], "num": 64},
     ),
+    "scenes_t2i": _preset(
+        # Text-to-image on the synthetic scenes (issue 10): TiM-scenes on 32x32 RGB, captions
+        # encoded once by the embedded all-MiniLM-L6-v2; the longest scene caption is 10 tokens.
+        model={"preset": "TiM-scenes"},
+        data={"name": "scenes", "text_encoder": "minilm", "max_text_length": 16, "num_images": 4096},
+        optim={"lr": 1e-3, "warmup_steps": 100},
+        ema={"decay": 0.999},
+        train={"steps": 4000, "batch_size": 64, "label_dropout": 0.1, "time_limit": 12.0, "checkpoint_every": 500,
+               "log_every": 25},
+        sample={"steps": [1, 2, 4, 8], "num": 64, "guidance_scale": 2.0},
+    ),
     "toy2d": _preset(
         model={"preset": "MLP-toy"},
         data={"name": "checkerboard"},

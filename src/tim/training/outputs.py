@@ -13,6 +13,7 @@ from tim.training import distributed
 from tim.training.config import RunConfig, model_config
 from tim.training.logging import write_summary
 from tim.training.state import TrainState
+from tim.training.text import grid_condition
 
 
 def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objective: Any, info: Any,
@@ -27,10 +28,13 @@ def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objec
         return
     generator = torch.Generator(device=env.device).manual_seed(cfg.sample.seed)
     noise = torch.randn((cfg.sample.num, *info.shape), generator=generator, device=env.device)
-    cond = {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes} if info.num_classes else {}
-    uncond = ema.null_cond(cond) if cond else None
     out = run_dir / "samples"
     out.mkdir(exist_ok=True)
+    if getattr(info, "text_dim", 0):  # text model: one training caption per grid row (samples/grid_prompts.txt)
+        cond = grid_condition(info, cfg.sample.num, env.device, out if env.is_main else None)
+    else:
+        cond = {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes} if info.num_classes else {}
+    uncond = ema.null_cond(cond) if cond else None
     for steps in cfg.sample.steps:
         with torch.no_grad():
             x = sample(ema, noise, path=objective.path, steps=steps, cond=cond, uncond=uncond,

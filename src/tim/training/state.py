@@ -32,6 +32,7 @@ from tim.training.checkpoint import (
     save_checkpoint,
 )
 from tim.training.config import RunConfig, config_differences, config_from_dict, model_config
+from tim.training.text import adopt_null_prompt
 
 
 @dataclass
@@ -156,5 +157,6 @@ def load_run(run_dir: str | Path, which: str = "ema", device: str | torch.device
         raise TimError(f"'{run_dir}' has no usable checkpoint", "pass the directory of a training run (tim train --out DIR)")
     cfg = config_from_dict(checkpoint.config)
     model = build_model(model_config(cfg))
+    adopt_null_prompt(model, checkpoint.parts[which])  # text models: the saved null caption's length
     _load_weights(model, checkpoint.parts[which], which, checkpoint.path)
     return model.to(device).eval(), cfg
