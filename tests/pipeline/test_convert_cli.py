@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,31 @@ def test_readme_convert_commands_parse() -> None:
     for line in lines:
         args = build_parser().parse_args(shlex.split(line)[1:])
         assert args.preset in ("TiM-XL/2", "TiM-T2I") and args.out.startswith("pipelines/")
+
+
+def test_from_run_of_a_latent_run_decodes_with_the_recorded_autoencoder(tmp_path: Path, kl_folder: Path) -> None:
+    """Latent shards record scale, shift and the autoencoder folder; the run's pipeline uses all three."""
+    from tim.data.latents import write_latent_shards
+    from tim.training import load_config, train
+
+    torch.manual_seed(0)
+    write_latent_shards(tmp_path / "shards", torch.randn(32, 4, 8, 8), torch.arange(32) % 3, scale=0.7, shift=0.1,
+                        autoencoder=str(kl_folder), class_names=["a", "b", "c"])
+    overrides = ["data.name=latents", f"data.root={tmp_path / 'shards'}", "model.in_channels=4", "model.num_classes=3",
+                 "model.patch_size=2", "model.hidden_size=32", "model.depth=1", "model.num_heads=2",
+                 "model.modulation_rank=8", "model.encoder_depth=1", "train.steps=2", "train.batch_size=8",
+                 "train.checkpoint_every=2", "train.progress=false", "sample.num=0"]
+    train(load_config("digits", overrides), tmp_path / "run")
+    pipe = TiMPipeline.load(tmp_path / "run")
+    assert (pipe.recipe.latent_scale, pipe.recipe.latent_shift, pipe.recipe.class_names) == (0.7, 0.1, ["a", "b", "c"])
+    assert pipe.autoencoder is not None and pipe.autoencoder.folder == kl_folder
+    images = pipe(class_labels=[0, 2]).images
+    assert [im.size for im in images] == [(32, 32)] * 2  # 8x8 latents x f4
+    # The recorded autoencoder folder is gone: a one-line warning, latents only.
+    shutil.rmtree(tmp_path / "shards")
+    write_latent_shards(tmp_path / "shards", torch.randn(32, 4, 8, 8), torch.arange(32) % 3, scale=0.7, shift=0.1,
+                        autoencoder=str(tmp_path / "gone"), class_names=["a", "b", "c"])
+    with pytest.warns(UserWarning, match="not a local folder"):
+        latent_only = TiMPipeline.from_run(tmp_path / "run")
+    assert latent_only.autoencoder is None
+    assert latent_only(class_labels=[1], output_type="latent").images.shape == (1, 4, 8, 8)
