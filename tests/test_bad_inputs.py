@@ -312,6 +312,19 @@ def _sample_corrupt_run(tmp: Path) -> str:
     return cli_error(["sample", "--checkpoint", str(run), "--steps", "1", "--out", str(tmp / "out")])
 
 
+def _sample_job_then(tmp: Path, *changed: str, damage_index: bool = False) -> str:
+    """Run a small `tim sample` job into $TMP/out, then rerun it with ``changed`` options."""
+    from tim.cli.main import main
+
+    job = ["sample", "--checkpoint", str(trained_run()), "--out", str(tmp / "out"), "--steps", "1", "--num", "10",
+           "--no-progress", "--no-png"]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        assert main(job) == 0
+    if damage_index:
+        (tmp / "out" / "index.json").write_text("{not json")
+    return cli_error([*job, *changed])
+
+
 CLI_CASES = [
     Case("cli-steps-empty", "command line", "`tim sample --steps ,`",
          cli("sample", "--checkpoint", "{run}", "--steps", ",", "--out", "{out}"), ("--steps", "empty"), ("--steps 1,2,4",)),
@@ -364,6 +377,50 @@ CLI_CASES = [
     Case("cli-not-a-number", "command line", "`tim sample --num lots`",
          cli("sample", "--checkpoint", "{run}", "--steps", "1", "--num", "lots", "--out", "{out}"),
          ("--num", "'lots'"), ("--help",)),
+    Case("cli-steps-above-max", "command line", "`tim sample --steps 100000`", sample_cli("--steps", "100000"),
+         ("--steps", "100000", "maximum of 1000"), ("[1, 1000]",)),
+    Case("cli-cfg-above-max", "command line", "`tim sample --cfg 1e6`", sample_cli("--steps", "1", "--cfg", "1e6"),
+         ("--cfg", "maximum of 30"), ("[0, 30]",)),
+    Case("cli-stochasticity-above-max", "command line", "`tim sample --stochasticity 1000`",
+         sample_cli("--steps", "1", "--stochasticity", "1000"), ("--stochasticity 1000", "outside [0, 1]"),
+         ("0.2", "deterministic")),
+    Case("cli-guidance-interval-reversed", "command line", "`tim sample --guidance-interval 0.7,0.1`",
+         sample_cli("--steps", "1", "--guidance-interval", "0.7,0.1"), ("--guidance-interval", "LO <= HI"),
+         ("0,0.7",)),
+    Case("cli-size-above-max", "command line", "`tim sample --height 100000`",
+         sample_cli("--steps", "1", "--height", "100000"), ("--height 100000", "outside [1, 16384]"), ("between 1 and",)),
+    Case("cli-sample-memory", "command line", "`tim sample --height 16384 --width 16384` (does not fit in memory)",
+         sample_cli("--steps", "1", "--height", "16384", "--width", "16384"),
+         ("16384x16384", "needs about", "only", "available"), ("lower --",)),
+    Case("cli-seed-negative", "command line", "`tim sample --seed -1`", sample_cli("--steps", "1", "--seed=-1"),
+         ("--seed -1", "2^63"), ("--seed 0",)),
+    Case("cli-seed-too-large", "command line", "`tim sample --seed 2**64`",
+         sample_cli("--steps", "1", "--seed", str(2**64)), ("--seed", "2^63"), ("--seed 0",)),
+    Case("cli-batch-size-zero", "command line", "`tim sample --batch-size 0`",
+         sample_cli("--steps", "1", "--batch-size", "0"), ("--batch-size 0", "< 1"), (">= 1",)),
+    Case("cli-num-too-large", "command line", "`tim sample --num 10**9`",
+         sample_cli("--steps", "1", "--num", str(10**9)), ("--num", "maximum of 10,000,000"), ("smaller count",)),
+    Case("cli-num-fewer-than-classes", "command line", "`tim sample --num 3` (10 classes)",
+         sample_cli("--steps", "1", "--num", "3"), ("--num 3", "fewer than the 10", "classes"), ("--num >= 10",)),
+    Case("cli-num-and-per-class", "command line", "`tim sample --num 20 --per-class 2`",
+         sample_cli("--steps", "1", "--num", "20", "--per-class", "2"), ("--per-class", "not allowed with", "--num"),
+         ("--help",)),
+    Case("cli-per-prompt-on-class-model", "command line", "`tim sample --per-prompt 2` on a class model",
+         sample_cli("--steps", "1", "--per-prompt", "2"), ("--per-prompt", "class-conditioned"), ("--per-class",)),
+    Case("cli-prompt-on-class-model", "command line", "`tim sample --prompt \"a red circle\"` on a class model",
+         sample_cli("--steps", "1", "--prompt", "a red circle"), ("--prompt", "class-conditioned"), ("--class",)),
+    Case("cli-prompts-file-missing", "command line", "`tim sample --prompts FILE` where FILE does not exist",
+         sample_cli("--steps", "1", "--prompts", "no-such-prompts.txt"), ("--prompts", "does not exist"),
+         ("one prompt per line",)),
+    Case("cli-dtype-half-on-cpu", "command line", "`tim sample --dtype bf16 --device cpu`",
+         sample_cli("--steps", "1", "--dtype", "bf16"), ("--dtype bf16", "CUDA"), ("--dtype fp32",)),
+    Case("cli-device-not-for-sampling", "command line", "`tim sample --device meta`",
+         sample_cli("--steps", "1", "--device", "meta"), ("--device meta", "cannot run sampling"), ("--device cpu",)),
+    Case("cli-sample-changed-command", "command line", "rerun of a `tim sample` job into the same --out with another --seed",
+         lambda tmp: _sample_job_then(tmp, "--seed", "5"), ("other settings", "seed 0 -> 5"),
+         ("rerun the original command", "--overwrite")),
+    Case("cli-sample-damaged-index", "command line", "`tim sample` into an --out whose index.json is damaged",
+         lambda tmp: _sample_job_then(tmp, damage_index=True), ("index.json", "not a readable"), ("--overwrite",)),
     Case("cli-unknown-command", "command line", "`tim smaple`", cli("smaple"), ("smaple",), ("--help",)),
     Case("cli-demo-out-exists", "command line", "`tim demo --out DIR` where DIR holds earlier files",
          cli("demo", "--quick", "--out", "{out}", out="non-empty"), ("--out", "already exists", "not empty"),
