@@ -494,6 +494,10 @@ def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_
         run.click(on_generate, inputs, [image, timing, download], api_name="generate",
                   concurrency_id="generate", concurrency_limit=1)
         randomize.click(None, None, seed, js=RANDOM_SEED_JS)
+        # The comparison fixes its own step counts: grey out the slider meanwhile. Outside the queue,
+        # so it answers at once even while a generation runs.
+        compare.change(lambda on: gr.update(interactive=not on), compare, steps, queue=False,
+                       show_progress="hidden", api_visibility="private")
     # Queue: one generation at a time (the CPU is the bottleneck); more waiting requests are refused.
     page.queue(default_concurrency_limit=1, max_size=32)
     return page

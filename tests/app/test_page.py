@@ -29,6 +29,8 @@ def test_generate_is_queued_one_at_a_time(page) -> None:
     assert generate.queue and generate.concurrency_limit == 1
     randomize = next(f for f in page.fns.values() if f.fn is None)  # the seed button runs in the browser
     assert randomize.js and not randomize.queue
+    toggle = next(f for f in page.fns.values() if f.fn is not None and f is not generate)  # compare greys out steps
+    assert not toggle.queue and toggle.fn(True)["interactive"] is False and toggle.fn(False)["interactive"] is True
 
 
 def test_handler_returns_image_summary_and_png(page) -> None:
