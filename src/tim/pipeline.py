@@ -510,13 +510,14 @@ class TiMPipeline:
         previous_rope = self.model.config.rope_scale
         self.model.set_rope_scale(recipe.rope_scale_at(h, w) * previous_rope)
         try:
-            for start in self._batches(n, batch_size, progress):
-                stop = min(start + batch_size, n)
-                cond = self._condition(labels, prompts, start, stop)
+            chunks = self._chunks(n, batch_size, prompts)
+            order = [i for chunk in chunks for i in chunk]
+            for chunk in self._progress(chunks, progress):
+                cond = self._condition(labels, prompts, chunk)
                 uncond = self.model.null_cond(cond) if guided else None
-                z = noise[start:stop].to(self.device, self.dtype)
+                z = noise[chunk].to(self.device, self.dtype)
                 # Stochastic steps: image i's generator continues after its starting noise.
-                step_noise = generators[start:stop] if generators else torch.Generator(device=self.device).manual_seed(seed)
+                step_noise = [generators[i] for i in chunk] if generators else torch.Generator(device=self.device).manual_seed(seed)
                 result = sample(self.model, z, path=path, steps=steps, cond=cond, uncond=uncond,
                                 guidance_scale=scale, guidance_interval=interval, interval=recipe.interval,
                                 stochasticity=rho, shift=shift, generator=step_noise)
@@ -528,7 +529,7 @@ class TiMPipeline:
         finally:
             self.model.set_rope_scale(previous_rope)
         return PipelineOutput(
-            images=self._collate(images, output_type), nfe=nfe, seconds=time.perf_counter() - started,
+            images=self._collate(images, output_type, order), nfe=nfe, seconds=time.perf_counter() - started,
             labels=labels, prompts=prompts, seeds=seeds or None,
             height=h if output_type == "latent" else height, width=w if output_type == "latent" else width)
 
@@ -630,27 +631,54 @@ class TiMPipeline:
                            "pass a smaller batch_size (or leave it unset to choose one that fits)")
         return batch_size
 
-    def _batches(self, n: int, batch_size: int, progress: bool) -> Any:
-        starts = range(0, n, batch_size)
+    def _chunks(self, n: int, batch_size: int, prompts: list[str] | None) -> list[list[int]]:
+        """Image indices per network batch: consecutive runs of ``batch_size``.
+
+        A text model that attends padded caption tokens (``mask_context=False``, the released
+        T2I model) sees each caption cut to its own token count, as the published trainer cut
+        captions to the longest real one of a batch; so images are batched by caption length
+        (each group in order), which keeps image i independent of the other prompts.
+        """
+        if prompts is None or self.model.config.mask_context or self.text_encoder is None:
+            groups = [list(range(n))]
+        else:
+            by_length: dict[int, list[int]] = {}
+            for i, p in enumerate(prompts):
+                by_length.setdefault(self._caption_length(p), []).append(i)
+            groups = list(by_length.values())
+        return [group[k:k + batch_size] for group in groups for k in range(0, len(group), batch_size)]
+
+    def _caption_length(self, prompt: str) -> int:
+        """Real tokens of a caption (the null caption's length for ``""``)."""
+        if not prompt:
+            return int(self.model.cond_embedder.null_context.shape[0])
+        return int(self.text_encoder([prompt])["context_mask"].sum())
+
+    @staticmethod
+    def _progress(chunks: list[list[int]], progress: bool) -> Any:
         if not progress:
-            return starts
+            return chunks
         from tqdm.auto import tqdm
 
-        return tqdm(starts, desc="generating", unit="batch", total=len(starts))
+        return tqdm(chunks, desc="generating", unit="batch")
 
-    def _condition(self, labels: list[int] | None, prompts: list[str] | None, start: int, stop: int) -> dict[str, Tensor]:
-        """The network's cond dict for images ``start:stop``."""
+    def _condition(self, labels: list[int] | None, prompts: list[str] | None, chunk: list[int]) -> dict[str, Tensor]:
+        """The network's cond dict for the images ``chunk``."""
         if labels is not None:
-            return {"y": torch.tensor(labels[start:stop], dtype=torch.long, device=self.device)}
+            return {"y": torch.tensor([labels[i] for i in chunk], dtype=torch.long, device=self.device)}
         if prompts is None:
             return {}
-        chunk = prompts[start:stop]
-        if not any(chunk):  # only empty prompts: the stored null caption, no encoder call
-            M, D = self.recipe.text_max_length, self.model.config.text_dim
-            blank = {"context": torch.zeros(len(chunk), M, D, device=self.device, dtype=self.dtype),
-                     "context_mask": torch.ones(len(chunk), M, dtype=torch.bool, device=self.device)}
+        texts = [prompts[i] for i in chunk]
+        unmasked = not self.model.config.mask_context
+        if not any(texts):  # only empty prompts: the stored null caption, no encoder call
+            M = self._caption_length("") if unmasked else self.recipe.text_max_length
+            blank = {"context": torch.zeros(len(texts), M, self.model.config.text_dim, device=self.device, dtype=self.dtype),
+                     "context_mask": torch.ones(len(texts), M, dtype=torch.bool, device=self.device)}
             return self.model.null_cond(blank)
-        encoded = self.text_encoder(chunk)
+        encoded = self.text_encoder(texts)
+        if unmasked:  # every caption of this chunk has the same real length (see _chunks)
+            length = int(encoded["context_mask"].sum(1).max())
+            encoded = {k: v[:, :length] for k, v in encoded.items()}
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in encoded.items()}
 
@@ -665,8 +693,10 @@ class TiMPipeline:
         return ((x.float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
 
     @staticmethod
-    def _collate(chunks: list[Tensor], output_type: str) -> Any:
-        x = torch.cat(chunks)
+    def _collate(chunks: list[Tensor], output_type: str, order: list[int]) -> Any:
+        """Concatenate the batches and put image ``order[k]`` back at position ``order[k]``."""
+        x = torch.empty_like(torch.cat(chunks))
+        x[order] = torch.cat(chunks)
         if output_type in ("pt", "latent"):
             return x
         array = x.permute(0, 2, 3, 1).numpy()

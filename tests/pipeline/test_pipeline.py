@@ -249,3 +249,22 @@ def test_text_prompts_and_the_null_caption(fake_autoencoder: PixelShuffleAutoenc
     encoder.calls.clear()
     empty = pipe(prompt=["", ""], output_type="latent").images  # the model's null caption, no encoder call
     assert encoder.calls == [] and empty.shape == (2, 4, 8, 8)
+
+
+def test_unmasked_text_model_cuts_each_caption_to_its_length(fake_autoencoder: PixelShuffleAutoencoder) -> None:
+    """The released T2I layout attends padding: captions are cut to their real tokens, batched by length."""
+    from tim.samplers import sample
+
+    encoder = CountingTextEncoder()
+    model = tiny_model(conditioning="text", text_dim=12, mask_context=False)
+    pipe = TiMPipeline(model, SamplingRecipe(steps=2, text_max_length=5), autoencoder=fake_autoencoder, text_encoder=encoder)
+    prompts = ["red", "a", "blue", "tan", ""]
+    out = pipe(prompt=prompts, output_type="latent", seed=0, batch_size=4)
+    assert out.prompts == prompts and out.seeds == [0, 1, 2, 3, 4]
+    for i, p in enumerate(prompts):
+        assert torch.allclose(out.images[i], pipe(prompt=p, output_type="latent", seed=i).images[0], atol=1e-6)
+    features = encoder(["blue"])
+    noise = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(2))[None]
+    cut = {"context": features["context"][:, :4], "context_mask": features["context_mask"][:, :4]}
+    expected = sample(model, noise, steps=2, cond=cut, generator=torch.Generator().manual_seed(0)).x
+    assert torch.allclose(out.images[2], expected[0], atol=1e-6)
