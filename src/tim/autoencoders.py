@@ -43,14 +43,37 @@ DC_TILE_OVERLAP_PIXELS = 64
 # Decodes with more output pixels than this are tiled even when they would fit untiled: beyond
 # 1024x1024 an untiled decode needs several GB (decode_bytes) and gains nothing visible.
 TILE_THRESHOLD_PIXELS = 1024 * 1024
-# Measured peak memory / the widest decoder activation (elements x bytes), see decode_bytes and
-# scripts/autoencoder_memory.py; MEMORY_MARGIN covers allocator slack and load changes.
-PEAK_PER_WIDEST = {"AutoencoderKL": 4.0, "AutoencoderDC": 4.0}
-MEMORY_MARGIN = 1.25
+# Peak decode memory = (DECODE_FIXED_BYTES + PEAK_PER_WIDEST x widest activation x element size)
+# x MEMORY_MARGIN, measured with scripts/autoencoder_memory.py on the CPU (peak RSS, random weights
+# of the released SD-VAE and DC-AE f32c32 architectures, 128-1024 px; docs/benchmarks.md): the
+# peak is 4.0-4.5x the widest activation at 256 px and above (4.53 the largest seen), plus a fixed
+# ~60 MB of allocator and oneDNN scratch that dominates small decodes (135 MB at 128 px).
+DECODE_FIXED_BYTES = 64 * 2**20
+PEAK_PER_WIDEST = {"AutoencoderKL": 4.5, "AutoencoderDC": 4.5}
+MEMORY_MARGIN = 1.25  # covers the spread of the measured ratios and load-dependent allocator slack
 # Only this share of the memory reported free is planned for: the sampler, the Python process and
 # other programs keep using some while the decode runs.
 USABLE_SHARE = 0.9
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+# The released autoencoders' architectures (diffusers configs of stabilityai/sd-vae-ft-ema and
+# mit-han-lab/dc-ae-f32c32-sana-1.0), for memory estimates without their weights
+# (Autoencoder.from_config(ARCHITECTURES[name], device="meta")) and random-weight benchmarks.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "sd-vae": dict(_class_name="AutoencoderKL", block_out_channels=(128, 256, 512, 512),
+                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                   latent_channels=4, layers_per_block=2, sample_size=256, scaling_factor=0.18215),
+    "dc-ae-f32c32": dict(
+        _class_name="AutoencoderDC", latent_channels=32, attention_head_dim=32,
+        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+        encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        upsample_block_type="interpolate", downsample_block_type="Conv",
+        decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * 3, decoder_act_fns=("relu",) * 3 + ("silu",) * 3,
+        scaling_factor=0.41407),
+}
 
 
 def _diffusers() -> Any:
@@ -184,6 +207,21 @@ class Autoencoder:
                            "check that the folder holds the weights save_pretrained wrote") from error
         return cls(vae.to(device), folder=folder, **options)
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, device: str | torch.device = "cpu", **options: Any) -> Autoencoder:
+        """A randomly initialised autoencoder of a diffusers config (``_class_name`` picks the class).
+
+        ``device="meta"`` builds it without memory, enough for :meth:`decode_bytes` estimates.
+        """
+        kind = config.get("_class_name", "")
+        if kind not in KINDS:
+            raise TimError(f"config class {kind or 'unknown'!r} is not an autoencoder we support",
+                           "use an AutoencoderKL or AutoencoderDC config")
+        diffusers = _diffusers()
+        with torch.device(device):
+            vae = getattr(diffusers, kind)(**{k: v for k, v in config.items() if not k.startswith("_")})
+        return cls(vae, **options)
+
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the autoencoder with diffusers' ``save_pretrained``, atomically (temp folder, then rename).
 
@@ -304,8 +342,8 @@ class Autoencoder:
     def decode_bytes(self, height: int, width: int, *, tiled: bool | None = None) -> int:
         """Memory (bytes) one decode of a ``height x width`` image needs, weights excluded.
 
-        Rule: ``PEAK_PER_WIDEST[kind] * widest activation * element size * MEMORY_MARGIN`` plus the
-        output, where the widest activation is the largest channels x pixels tensor of the decoder
+        Rule: ``(DECODE_FIXED_BYTES + PEAK_PER_WIDEST[kind] * widest activation * element size) *
+        MEMORY_MARGIN`` plus the output, where the widest activation is the largest channels x pixels tensor of the decoder
         (computed from the config) at the decoded size, or at one tile's size when tiled (the tiles
         are decoded one after another; all decoded tiles are kept until they are blended, about
         (tile / stride)^2 times the output). The ratio was measured with
@@ -327,7 +365,7 @@ class Autoencoder:
         else:
             widest = self.widest_activation(height, width)
             kept = 0
-        peak = PEAK_PER_WIDEST[self.kind] * widest * element * MEMORY_MARGIN
+        peak = (DECODE_FIXED_BYTES + PEAK_PER_WIDEST[self.kind] * widest * element) * MEMORY_MARGIN
         return int(peak + kept + output)
 
     def widest_activation(self, height: int, width: int) -> int:
@@ -413,5 +451,5 @@ def check_latent_channels(autoencoder: Autoencoder, channels: int, what: str = "
                        "use the autoencoder the model was trained with")
 
 
-__all__ = ["Autoencoder", "available_bytes", "check_latent_channels", "read_autoencoder_config", "spatial_factor",
+__all__ = ["ARCHITECTURES", "Autoencoder", "available_bytes", "check_latent_channels", "read_autoencoder_config", "spatial_factor",
            "KINDS", "TILE_SIZE", "TILE_THRESHOLD_PIXELS"]

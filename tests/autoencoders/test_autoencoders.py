@@ -12,8 +12,17 @@ pytest.importorskip("diffusers")
 
 from helpers.autoencoders import tiny_dc, tiny_kl  # noqa: E402
 
-from tim.autoencoders import Autoencoder, check_latent_channels  # noqa: E402
+from tim.autoencoders import ARCHITECTURES, Autoencoder, check_latent_channels  # noqa: E402
 from tim.errors import TimError  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> object:
+    """One torch thread: spinning OpenMP threads on a busy shared machine make these convs ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +86,78 @@ def test_bad_folders_and_inputs(folders: dict[str, Path], tmp_path: Path) -> Non
         ae.encode(torch.zeros(3, 16, 16))
     with pytest.raises(TimError, match="works on 4-channel latents but the autoencoder"):
         check_latent_channels(ae, 4)
+
+
+@pytest.mark.parametrize("kind", ["AutoencoderKL", "AutoencoderDC"])
+def test_tile_interiors_are_exact_untiled_decodes_of_their_tile(folders: dict[str, Path], kind: str) -> None:
+    """Away from the blended overlaps, a tiled decode IS the untiled decode of that tile's latents.
+
+    This pins our use of diffusers' tiling (tile size, stride, where each tile lands). Tile size 32
+    px on a 96-px output: tile (0, 0) is kept whole up to the stride; tile (0, 1) starts one stride
+    to the right and is blended with tile (0, 0) over the overlap only.
+    """
+    ae = Autoencoder.from_pretrained(folders[kind], tile_size=32)
+    latents = torch.randn(1, ae.latent_channels, 24, 24, generator=torch.Generator().manual_seed(2))
+    tiled = ae.decode(latents, tiled=True)
+    stride, tile_l = ae._tile_stride(), 32 // ae.factor
+    overlap = 32 - stride
+    first = ae.decode(latents[..., :tile_l, :tile_l], tiled=False)
+    second = ae.decode(latents[..., :tile_l, stride // ae.factor: stride // ae.factor + tile_l], tiled=False)
+    torch.testing.assert_close(tiled[..., :stride, :stride], first[..., :stride, :stride], atol=1e-5, rtol=0)
+    # Columns of tile (0, 1) past the overlap; rows above the next tile row's overlap.
+    torch.testing.assert_close(tiled[..., :stride, stride + overlap: 2 * stride],
+                               second[..., :stride, overlap:stride], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["AutoencoderKL", "AutoencoderDC"])
+def test_tiled_close_to_untiled_and_closer_with_bigger_tiles(folders: dict[str, Path], kind: str) -> None:
+    """Tiled vs untiled decode of one 128x128 image (stationary random latents).
+
+    They differ EVERYWHERE, not only at seams: the decoders' GroupNorm / RMSNorm statistics and
+    mid-block attention see one tile instead of the image, and the receptive field of these f4
+    decoders spans most of a 32-px tile. Measured on these tiny random models (mean |difference|,
+    image std ~0.3-0.4): KL 0.16 (32-px tiles) -> 0.076 (64-px), DC-AE 0.15 -> 0.081. Stated
+    tolerance: mean |difference| < 0.12 with 64-px tiles, and it falls as tiles grow. (A trained
+    autoencoder does much better: see docs/benchmarks.md for the one `tim autoencoder train` makes.)
+    """
+    ae = Autoencoder.from_pretrained(folders[kind])
+    latents = torch.randn(2, ae.latent_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    untiled = ae.decode(latents, tiled=False)
+    errors = []
+    for tile in (32, 64):
+        ae.tile_size = tile
+        errors.append(float((ae.decode(latents, tiled=True) - untiled).abs().mean()))
+    assert errors[1] < 0.12 and errors[1] < 0.7 * errors[0], errors
+
+
+def _meta_autoencoder(kind: str) -> Autoencoder:
+    """The released SD-VAE / DC-AE f32c32 architectures on the meta device (no memory, no weights)."""
+    return Autoencoder.from_config(ARCHITECTURES["sd-vae" if kind == "AutoencoderKL" else "dc-ae-f32c32"], device="meta")
+
+
+def test_memory_estimate_4096_fits_only_in_tiles() -> None:
+    """A 4096x4096 decode: tens of GB untiled, about 2.5 GB in 512-px tiles (SD-VAE and DC-AE)."""
+    for kind in ("AutoencoderKL", "AutoencoderDC"):
+        ae = _meta_autoencoder(kind)
+        assert ae.factor == (8 if kind == "AutoencoderKL" else 32)
+        tiled, untiled = ae.decode_bytes(4096, 4096, tiled=True), ae.decode_bytes(4096, 4096, tiled=False)
+        assert 1e9 < tiled < 4e9 and untiled > 20e9, (kind, tiled, untiled)
+        assert ae.decode_bytes(4096, 4096) == tiled  # above the threshold the default is tiled
+        # Tiled memory grows with the output only (blending buffers), untiled with the widest activation.
+        assert ae.decode_bytes(8192, 8192, tiled=True) < 4 * tiled
+        assert ae.decode_bytes(1024, 1024, tiled=False) * 15 < untiled
+
+
+def test_decode_refuses_when_it_will_not_fit(folders: dict[str, Path]) -> None:
+    ae = Autoencoder.from_pretrained(folders["AutoencoderKL"], tile_size=32)
+    latents = torch.zeros(1, 4, 16, 16)  # a 64x64 image
+    untiled, tiled = ae.decode_bytes(64, 64, tiled=False), ae.decode_bytes(64, 64, tiled=True)
+    assert tiled < untiled
+    ae.memory_limit = (tiled + untiled) // 2  # only the tiled decode fits: chosen automatically
+    assert ae.plan_decode(64, 64) is True and ae.decode(latents).shape == (1, 3, 64, 64)
+    with pytest.raises(TimError, match=r"decoding a 64x64 image untiled needs about .* MB but .* MB is available on cpu; "
+                                       r".*decode in tiles"):
+        ae.decode(latents, tiled=False)
+    ae.memory_limit = tiled // 2
+    with pytest.raises(TimError, match=r"decoding a 64x64 image in tiles needs about .*smaller tiles"):
+        ae.decode(latents)
