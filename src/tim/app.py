@@ -40,6 +40,7 @@ MAX_SIDE_FACTOR = 4  # height/width up to 4x the model's default size per side
 # size; larger sizes allow proportionally fewer images (time and memory grow with the pixel count).
 MAX_REQUEST_IMAGES = MAX_ROWS * 10
 MIN_TILE_SIDE = 80  # small images (8x8 digits) are upscaled, nearest-neighbour, to at least this many pixels
+MAX_GUIDANCE_SCALE = 30.0  # as `tim sample --cfg`
 MAX_SEED = 2**32 - 1  # a 32-bit seed is plenty for a page and reads well in messages
 BACKGROUND = 224  # grey of the gaps: white and black tiles both keep a visible edge
 EVERY_CLASS = -1  # drop-down value: one row per class
@@ -214,7 +215,7 @@ def generate(pipe, *, label: int | None = None, prompt: str | None = None, steps
     cond, titles = _rows(info, label, prompt)
     steps_list = COMPARE_STEPS if compare else (_whole("steps", steps, 1, MAX_STEPS),)
     per_row = _whole("number of images", num_images, 1, MAX_IMAGES_PER_ROW)
-    scale = _real("guidance scale", guidance_scale, 0.0, 20.0)
+    scale = _real("guidance scale", guidance_scale, 0.0, MAX_GUIDANCE_SCALE)
     if scale != 1.0 and info.conditioning == "none":
         raise TimError(f"guidance scale {scale:g} needs a conditional model", "set the guidance scale to 1")
     low, high = (_real("guidance interval", value, 0.0, 1.0) for value in guidance_interval)

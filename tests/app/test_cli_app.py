@@ -11,7 +11,7 @@ import pytest
 def test_help_lists_the_options(run_cli) -> None:
     code, out, _ = run_cli(["app", "--help"])
     assert code == 0
-    for option in ("--checkpoint", "--host", "--port", "--device"):
+    for option in ("--checkpoint", "--host", "--port", "--device", "--preset", "--autoencoder", "--text-encoder"):
         assert option in out
     assert "127.0.0.1" in out and "--share" not in out
 
@@ -32,9 +32,16 @@ def test_bad_port_is_one_line(run_cli, tiny_pipeline_dir, port: str) -> None:
 
 
 def test_missing_checkpoint_is_one_line(run_cli, tmp_path) -> None:
-    pytest.importorskip("gradio")
     code, _, err = run_cli(["app", "--checkpoint", str(tmp_path / "nothing"), "--port", "7999"])
-    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "nothing" in err
+    assert code == 2 and err.startswith(f"error: --checkpoint {tmp_path / 'nothing'} does not exist;")
+    assert err.count("\n") == 1
+
+
+def test_wrong_checkpoint_kind_is_one_line(run_cli, tmp_path) -> None:
+    pytest.importorskip("gradio")
+    (tmp_path / "weights.bin").write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(["app", "--checkpoint", str(tmp_path / "weights.bin"), "--port", "7999"])
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "weights.bin" in err
 
 
 def test_missing_gradio_is_one_line(run_cli, tiny_pipeline_dir, monkeypatch) -> None:

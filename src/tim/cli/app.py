@@ -30,11 +30,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "extra (pip install \"transition-models[app]\"). Stop it with Ctrl-C.",
         formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="run folder written by `tim train` / `tim demo`, or a pipeline folder")
+                        help="what `tim sample` takes: a run folder (tim train / tim demo), a pipeline folder "
+                             "(tim convert / save_pretrained) or a released .safetensors file (then also --preset "
+                             "and --autoencoder)")
+    parser.add_argument("--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2")
+    parser.add_argument("--autoencoder", default=None, metavar="DIR",
+                        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)")
+    parser.add_argument("--text-encoder", default=None, metavar="DIR",
+                        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training run")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind; anything but 127.0.0.1 makes the page reachable from other machines")
     parser.add_argument("--port", type=int, default=7860, help="TCP port of the page")
     parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu or cuda")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU")
     parser.set_defaults(run=run)
     return parser
 
@@ -59,18 +69,24 @@ def check_port(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim app`` (see :func:`add_parser` for the options)."""
+    from pathlib import Path
+
     from tim.cli.sample import check_device
 
     start = time.perf_counter()
     check_port(args.host, args.port)
-    check_device(args.device)
+    device = check_device(args.device)
+    if not Path(args.checkpoint).exists():
+        raise TimError(f"--checkpoint {args.checkpoint} does not exist",
+                       "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file")
     from tim import app  # Gradio is imported inside; a missing [app] extra is a one-line error
     app._gradio()  # before the checkpoint loads: the missing-extra message should not wait for it
     from tim.pipeline import TiMPipeline
 
     if args.host not in LOCAL_HOSTS:
         warnings.warn(f"--host {args.host} makes the page reachable from other machines (no password)", stacklevel=1)
-    pipe = TiMPipeline.load(args.checkpoint, device=args.device)
+    pipe = TiMPipeline.load(args.checkpoint, preset=args.preset, autoencoder=args.autoencoder,
+                            text_encoder=args.text_encoder, device=device, dtype=args.dtype, weights=args.weights)
     page = app.build_page(pipe, source=str(args.checkpoint))
     url = app.launch(page, host=args.host, port=args.port)
     print(f"tim app: serving {args.checkpoint} at {url} (ready in {time.perf_counter() - start:.1f} s; "
