@@ -81,8 +81,9 @@ FORMAT = "tim-pipeline"
 FORMAT_VERSION = 1
 DEFAULT_MAX_BATCH = 64  # default images per network call when memory allows (streams larger requests)
 MEMORY_HEADROOM = 0.8  # plan to use at most this share of the free memory (allocator slack, fragmentation)
-# Measured peak / counted working set of a generation: 0.93-1.22 (narrow T2I-structured network, fp32
-# CPU, 256-9216 tokens; benchmarks/bench_pipeline.py), so the estimate is scaled up to stay an upper bound.
+# Peak resident growth / counted working set of a generation with glibc's default allocator: 0.93-1.22
+# (narrow T2I-structured network, fp32 CPU, 256-9216 tokens; benchmarks/bench_pipeline.py; live tensors
+# alone are about 0.6 of it), so the count is scaled up to stay an upper bound of what a process shows.
 ACTIVATION_MARGIN = 1.25
 OutputType = Literal["pil", "pt", "np", "latent"]
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
@@ -147,10 +148,11 @@ class SamplingRecipe:
         checks = [
             (self.steps >= 1, f"steps={self.steps}", "use at least 1 step"),
             (self.guidance_scale >= 0, f"guidance_scale={self.guidance_scale}", "use 1 for no guidance"),
-            (len(self.guidance_interval) == 2 and 0 <= self.guidance_interval[0] <= self.guidance_interval[1],
-             f"guidance_interval={self.guidance_interval}", "use (low, high) with 0 <= low <= high"),
+            (len(self.guidance_interval) == 2 and 0 <= self.guidance_interval[0] <= self.guidance_interval[1] <= 1,
+             f"guidance_interval={self.guidance_interval}", "use (low, high) fractions of t_max, 0 <= low <= high <= 1"),
             (self.interval in ("inclusive", "strict"), f"interval={self.interval!r}", "use 'inclusive' or 'strict'"),
-            (self.stochasticity >= 0, f"stochasticity={self.stochasticity}", "use 0 for the deterministic sampler"),
+            (0 <= self.stochasticity <= 1, f"stochasticity={self.stochasticity}",
+             "use 0 for the deterministic sampler, at most 1 (paper.md §7 uses 0.2)"),
             (self.shift > 0, f"shift={self.shift}", "use 1.0 for no shift"),
             (self.shift_rule in ("none", "sqrt_area"), f"shift_rule={self.shift_rule!r}", "use 'none' or 'sqrt_area'"),
             (self.shift_rule == "none" or self.base_size is not None, "shift_rule='sqrt_area' without base_size",
