@@ -1,4 +1,4 @@
-"""``tim bench quality`` and ``tim bench cost``: the benchmarks of docs/benchmarks.md.
+"""``tim bench quality``, ``tim bench cost`` and ``tim bench geneval``: the benchmarks of docs/benchmarks.md.
 
 Both print their JSON report to stdout (progress goes to stderr) and write it, with a Markdown
 table (and for quality a plot), into ``--out``.
@@ -23,8 +23,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     commands.required = True
     _add_quality(commands)
     _add_cost(commands)
+    _add_geneval(commands)
     parser.set_defaults(run=run)
     return parser
+
+
+def _add_geneval(commands: argparse._SubParsersAction) -> None:
+    from tim.evaluation.geneval_bench import METHODS, GenevalConfig
+
+    default = GenevalConfig()
+    parser = commands.add_parser(
+        "geneval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="text-to-image on synthetic scenes: GenEval in miniature at 1..128 steps for TiM, flow matching, MeanFlow",
+        description="Train every method on the synthetic scenes (captions by the embedded MiniLM) with the same network, "
+                    "data, batch, optimizer and steps, then score each at every step count with GenEval in miniature "
+                    "(overall and per category), without and with CFG, on seen and held-out prompts. Writes "
+                    "geneval.json, geneval.md and geneval.png to --out; trained runs are reused from --out/runs.")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated objectives")
+    parser.add_argument("--seed", type=int, default=default.seed, help="training seed (also the evaluation noise)")
+    parser.add_argument("--train-steps", type=int, default=default.train_steps, help="optimizer steps per method")
+    parser.add_argument("--batch-size", type=int, default=default.batch_size, help="training batch")
+    parser.add_argument("--lr", type=float, default=default.lr, help="AdamW learning rate")
+    parser.add_argument("--ema-decay", type=float, default=default.ema_decay, help="EMA decay of the evaluated weights")
+    parser.add_argument("--num-images", type=int, default=default.num_images, help="training scenes rendered")
+    parser.add_argument("--sampling-steps", default=",".join(map(str, default.step_counts)), help="comma-separated step counts")
+    parser.add_argument("--per-category", type=int, default=default.per_category, help="seen prompts per category")
+    parser.add_argument("--heldout-per-category", type=int, default=default.heldout_per_category,
+                        help="held-out prompts per category (0 = skip the held-out split)")
+    parser.add_argument("--cfg", type=float, default=default.guidance_scale, help="CFG scale of the guided evaluation (1 = skip it)")
+    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config field on top of the scenes network, repeatable, e.g. --model-override depth=6")
+    parser.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="objective option for every method, repeatable")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.set_defaults(run=run)
 
 
 def _add_quality(commands: argparse._SubParsersAction) -> None:
@@ -147,10 +180,30 @@ def run_cost_command(args: argparse.Namespace) -> dict:
     return report
 
 
+def run_geneval_command(args: argparse.Namespace) -> dict:
+    """``tim bench geneval``: build the config from flags, run, write files; returns the report."""
+    from tim.evaluation.geneval_bench import SCENES_MODEL, GenevalConfig, markdown_report, run_geneval, write_atomic
+    from tim.evaluation.quality import parse_int_list
+
+    model = {**SCENES_MODEL, **parse_overrides(args.model_override, example="depth=6")} if args.model_override else None
+    config = GenevalConfig(
+        methods=tuple(m for m in args.methods.split(",") if m), seed=args.seed, train_steps=args.train_steps,
+        batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, num_images=args.num_images,
+        step_counts=parse_int_list(args.sampling_steps), per_category=args.per_category,
+        heldout_per_category=args.heldout_per_category, guidance_scale=args.cfg, model=model,
+        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"))
+    report = run_geneval(config, args.out, log=_log)
+    report["command"] = "tim " + " ".join(sys.argv[1:])
+    write_atomic(Path(args.out, "geneval.json"), json.dumps(report, indent=1))
+    print(markdown_report(report, config), file=sys.stderr)
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON report; returns the exit status."""
     _threads(args.threads)
-    report = run_quality_command(args) if args.bench_command == "quality" else run_cost_command(args)
+    commands = {"quality": run_quality_command, "cost": run_cost_command, "geneval": run_geneval_command}
+    report = commands[args.bench_command](args)
     summary = {key: value for key, value in report.items() if key != "per_seed"}
     print(json.dumps(summary, indent=1))
     return 0

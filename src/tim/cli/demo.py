@@ -76,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help=f"sampling step counts to compare (default: {DEMO_STEPS}, or {QUICK_STEPS} with --quick)")
     parser.add_argument("--per-class", type=int, default=None,
                         help=f"samples per class for the metrics (default: {DEFAULT_PER_CLASS}, "
-                             f"or {QUICK_PER_CLASS} with --quick)")
+                             f"or {QUICK_PER_CLASS} with --quick); for `tim demo t2i`: samples per prompt in each grid")
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget of the whole demo; training stops early enough to leave time for "
                              "sampling and evaluation, as measured on this machine (default: 10, or 2 with --quick; "

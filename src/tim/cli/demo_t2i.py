@@ -1,0 +1,411 @@
+"""``tim demo t2i``: text-to-image on the synthetic scenes, end to end on a laptop CPU, no download.
+
+1. Render the training scenes and encode their captions once with the embedded all-MiniLM-L6-v2
+   (run preset ``scenes_t2i``: :mod:`tim.data.scenes`, :mod:`tim.data.captions`).
+2. Train a text-conditioned TiM within the time budget (15 minutes for the whole demo by default;
+   training gets what sampling and scoring leave, as timed on this machine).
+3. Sample the EMA model with 1, 2, 4 ... 128 steps from the SAME noise: a fixed list of
+   :data:`GRID_PROMPTS` (the grids) and a fixed evaluation set of seen and held-out prompts.
+4. Score every step count with GenEval in miniature (:mod:`tim.evaluation.geneval`), overall and
+   per category, and write ``steps_<k>.png`` (rows = prompts, labelled), ``montage.png``,
+   ``quality_vs_steps.png``, ``metrics.json``, ``report.md`` and the run folder ``run/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tim.errors import TimError
+
+DEMO_STEPS = "1,2,4,8,16,32,64,128"
+QUICK_STEPS = "1,2,4"
+DEFAULT_OUT = "outputs/demo_t2i"
+# The prompt list of the grids (one row each): every category, two rows with held-out pairs.
+GRID_PROMPTS = (
+    "a circle",
+    "a square and a triangle",
+    "a red circle",
+    "a white triangle",
+    "two blue squares",
+    "three yellow circles",
+    "a green triangle left of a yellow circle",
+    "a white square above a purple triangle",
+    "a purple square and a white circle",
+    "a red square and a green circle",
+    "a blue circle",  # held out: never seen in training
+    "a yellow square below a red circle",  # held out
+)
+HELDOUT_ROWS = {"a blue circle", "a yellow square below a red circle"}
+DEFAULT_COLUMNS, QUICK_COLUMNS = 8, 4  # samples per prompt in each grid
+MONTAGE_COLUMNS = 3  # samples per prompt per step count in montage.png
+# Evaluation prompts per category (seen / held-out splits of tim.data.scenes), measured cost:
+# (6 x 12 + 4 x 6) images x 255 steps; more would not fit the 15-minute budget on 2 busy cores.
+SEEN_PER_CATEGORY, HELDOUT_PER_CATEGORY = 12, 6
+QUICK_SEEN, QUICK_HELDOUT = 2, 1
+# Settings on top of the `scenes_t2i` preset for the demo: no periodic grids (the demo samples
+# at the end anyway), checkpoints only at the end of the time budget.
+DEMO_OVERRIDES = ["train.sample_every=0", "sample.num=0", "train.checkpoint_every=100000"]
+QUICK_OVERRIDES = ["train.steps=30", "optim.warmup_steps=5", "data.num_images=256", "train.log_every=10"]
+GUIDANCE_SCALE = 1.0  # the demo's sampling CFG scale; `tim bench geneval` reports both with and without
+
+
+def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Run ``tim demo t2i`` (options shared with ``tim demo``, see :mod:`tim.cli.demo`)."""
+    from tim.cli.demo import idle_cores
+    from tim.cli.sample import parse_steps
+
+    args.out = args.out or DEFAULT_OUT
+    steps_list = parse_steps(args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEMO_STEPS))
+    columns = args.per_class if args.per_class is not None else (QUICK_COLUMNS if args.quick else DEFAULT_COLUMNS)
+    minutes = args.minutes if args.minutes is not None else (3.0 if args.quick else 15.0)
+    if not minutes > 0:
+        raise TimError(f"--minutes {args.minutes} is not positive", "pass a time budget in minutes, e.g. --minutes 15")
+    if columns < 1:
+        raise TimError(f"--per-class {columns} is < 1", "pass --per-class 1 or more (images per prompt in each grid)")
+    if args.threads is not None and args.threads < 1:
+        raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or idle_cores())
+    try:
+        return _run(args, overrides, steps_list, columns, minutes)
+    finally:  # in-process callers (tests, notebooks) get their thread setting back
+        torch.set_num_threads(previous_threads)
+
+
+def _run(args: argparse.Namespace, overrides: list[str], steps_list: list[int], columns: int, minutes: float) -> int:
+    from tim.cli.demo import _remove_previous_run
+    from tim.cli.sample import prepare_output_dir
+    from tim.training import load_config
+
+    started = time.perf_counter()
+    base = DEMO_OVERRIDES + (QUICK_OVERRIDES if args.quick else []) + [f"train.seed={args.seed}"]
+    cfg = load_config("scenes_t2i", base + list(overrides))  # validated before anything is written
+    if cfg.data.name != "scenes" or not cfg.data.text_encoder:
+        raise TimError("tim demo t2i trains on the captioned scenes", "do not override data.name or data.text_encoder")
+    out = prepare_output_dir(args.out, args.overwrite)
+    run_dir = out / "run"
+    if args.overwrite and run_dir.exists():
+        _remove_previous_run(run_dir)
+
+    source = _data_source(cfg)
+    specs = _eval_specs(args.quick)
+    grid_rows = list(GRID_PROMPTS[:4] if args.quick else GRID_PROMPTS)
+    num_images = len(grid_rows) * columns + len(specs["seen"]) + len(specs["heldout"])
+    if not any(item.startswith("train.time_limit=") for item in overrides):
+        cfg = _fit_time_limit(cfg, minutes - (time.perf_counter() - started) / 60, steps_list, num_images)
+    train_info = _train(cfg, run_dir, source)
+
+    print(f"sampling {num_images} images with {', '.join(map(str, steps_list))} steps ...", flush=True)
+    sample_started = time.perf_counter()
+    generated = _sample(run_dir, source, grid_rows, columns, specs, steps_list, args.seed)
+    sample_seconds = time.perf_counter() - sample_started
+    total_seconds = time.perf_counter() - started
+
+    encode_seconds = source.info.text.encode_seconds + generated["encode_seconds"]
+    summary = {
+        "command": "tim demo t2i " + " ".join(_argv_of(args, overrides)),
+        "train": train_info,
+        "text_encoder": {"name": cfg.data.text_encoder, "max_length": cfg.data.max_text_length,
+                         "dim": source.info.text.dim, "captions_encoded": len(source.info.text.captions),
+                         "encode_seconds": round(encode_seconds, 2),
+                         "share_of_wall_time": round(encode_seconds / total_seconds, 4)},
+        "sampling": {"guidance_scale": GUIDANCE_SCALE, "noise_seed": args.seed, "grid_prompts": grid_rows,
+                     "per_prompt": columns, "eval_prompts": {k: len(v) for k, v in specs.items()},
+                     "seconds": round(sample_seconds, 1)},
+        "geneval_vs_steps": generated["scores"],
+        "wall_seconds": round(total_seconds, 1),
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }
+    _write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    _write_pictures(out, generated, grid_rows, columns, steps_list)
+    _write_text(out / "report.md", render_report(summary))
+    _print_table(summary)
+    print(f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, run/ "
+          f"({total_seconds / 60:.1f} min)")
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _data_source(cfg: Any) -> Any:
+    """The training scenes with their captions encoded once (the cost is in ``info.text``)."""
+    from tim.data import build_data_source
+
+    print(f"rendering {cfg.data.num_images} scenes and encoding their captions with {cfg.data.text_encoder} ...",
+          flush=True)
+    return build_data_source(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
+
+
+def _eval_specs(quick: bool) -> dict[str, list]:
+    from tim.evaluation.geneval_bench import eval_specs
+
+    seen, held = (QUICK_SEEN, QUICK_HELDOUT) if quick else (SEEN_PER_CATEGORY, HELDOUT_PER_CATEGORY)
+    return {"seen": eval_specs("seen", seen), "heldout": eval_specs("heldout", held)}
+
+
+def _model_for_count(cfg: Any) -> torch.nn.Module:
+    from tim.models import build_model
+    from tim.training.config import model_config
+
+    return build_model(model_config(cfg))
+
+
+def _fit_time_limit(cfg: Any, minutes: float, steps_list: list[int], num_images: int) -> Any:
+    """Set ``train.time_limit`` so that training + sampling + scoring fit in ``minutes``.
+
+    Sampling costs sum(steps) network calls on ``num_images`` images; one call is timed here,
+    on this machine under its current load, so the budget holds on slow or busy machines too.
+    """
+    model = _model_for_count(cfg).eval()
+    c = model.config
+    x, t = torch.zeros(num_images, c.in_channels, c.input_size, c.input_size), torch.ones(num_images)
+    cond = {"context": torch.zeros(num_images, cfg.data.max_text_length, c.text_dim),
+            "context_mask": torch.ones(num_images, cfg.data.max_text_length, dtype=torch.bool)}
+    timings = []
+    with torch.no_grad():
+        model(x, t, t, **cond)  # warm-up: first calls allocate
+        for _ in range(3):  # the fastest of 3 ignores spikes of other work on the machine
+            begun = time.perf_counter()
+            model(x, t, t, **cond)
+            timings.append(time.perf_counter() - begun)
+    calls = sum(steps_list) * (2 if GUIDANCE_SCALE != 1.0 else 1)
+    sampling_minutes = 1.5 * min(timings) * calls / 60  # 50% margin: sampler work and load changes
+    fixed_minutes = 0.75  # model loading, GenEval scoring, pictures (measured ~20 s on a busy machine)
+    limit = max(0.1, minutes - sampling_minutes - fixed_minutes)
+    print(f"time budget: sampling needs ~{sampling_minutes:.1f} min here, so training gets at most {limit:.1f} min",
+          flush=True)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_limit=round(limit, 2)))
+
+
+def _train(cfg: Any, run_dir: Path, source: Any) -> dict[str, Any]:
+    """Train the demo model on ``source``; returns what happened."""
+    from tim.training import train
+    from tim.training.loop import total_steps
+
+    params = sum(p.numel() for p in _model_for_count(cfg).parameters())
+    print(f"training {cfg.model.preset} ({params / 1e6:.2f}M parameters) on {len(source.info.text.captions)} "
+          f"distinct captions for up to {total_steps(cfg)} steps or {cfg.train.time_limit:g} minutes "
+          f"({torch.get_num_threads()} CPU thread(s))", flush=True)
+    started = time.perf_counter()
+    train(cfg, run_dir, data=source)
+    seconds = time.perf_counter() - started
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    steps = int(summary.get("steps", 0))
+    return {"model": cfg.model.preset, "model_overrides": dict(cfg.model.overrides), "parameters": params,
+            "steps": steps, "planned_steps": total_steps(cfg), "images_seen": int(summary.get("images", 0)),
+            "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr, "ema_decay": cfg.ema.decay,
+            "objective": cfg.objective.name, "caption_dropout": cfg.train.label_dropout,
+            "training_scenes": cfg.data.num_images, "time_limit_minutes": cfg.train.time_limit,
+            "stopped_by_time_limit": steps < total_steps(cfg), "seconds": round(seconds, 1), "run_dir": str(run_dir)}
+
+
+def _sample(run_dir: Path, source: Any, grid_rows: list[str], columns: int, specs: dict[str, list],
+            steps_list: list[int], seed: int) -> dict[str, Any]:
+    """Grid images and GenEval scores for every step count, all from one noise tensor."""
+    from tim.data.scenes import parse_caption
+    from tim.evaluation.geneval import score_images
+    from tim.evaluation.geneval_bench import generate
+    from tim.training import load_run
+
+    model, _ = load_run(run_dir, which="ema")
+    model.eval()
+    captions = [p for p in grid_rows for _ in range(columns)]
+    eval_captions = [s.caption for split in ("seen", "heldout") for s in specs[split]]
+    encoder = source.encoder
+    begun = time.perf_counter()
+    cond = encoder(captions + eval_captions)  # cache hits for training captions
+    encode_seconds = time.perf_counter() - begun
+    c = model.config
+    noise = torch.randn(len(captions) + len(eval_captions), c.in_channels, c.input_size, c.input_size,
+                        generator=torch.Generator().manual_seed(seed))
+    grids, scores = {}, {}
+    n_grid, n_seen = len(captions), len(specs["seen"])
+    grid_specs = [parse_caption(p) for p in captions]
+    for steps in steps_list:
+        begun = time.perf_counter()
+        x, nfe = generate(model, cond, steps, noise, guidance_scale=GUIDANCE_SCALE)
+        seconds = time.perf_counter() - begun
+        grids[steps] = x[:n_grid]
+        row: dict[str, Any] = {"nfe": nfe, "seconds": round(seconds, 2)}
+        for split, part in (("seen", x[n_grid : n_grid + n_seen]), ("heldout", x[n_grid + n_seen :])):
+            if specs[split]:
+                row[split] = {k: round(v, 4) for k, v in score_images(part, specs[split]).items()}
+        row["grid_prompts"] = round(score_images(x[:n_grid], grid_specs)["overall"], 4)
+        scores[str(steps)] = row
+        print(f"  {steps:4d} steps: GenEval seen {row['seen']['overall']:.3f}"
+              + (f", held-out {row['heldout']['overall']:.3f}" if "heldout" in row else "") + f" ({seconds:.1f} s)",
+              flush=True)
+    return {"grids": grids, "scores": scores, "encode_seconds": encode_seconds}
+
+
+def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: int = 3) -> Any:
+    """A PIL image: one row per label (its text on the left), ``columns`` images per row.
+
+    Args:
+        images: (rows * columns, 3, H, W) in [-1, 1], row-major.
+        labels: one text per row.
+        columns: images per row.
+        scale: nearest-neighbour upsampling.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    from tim import viz
+
+    grid = viz.grid_array(images, nrow=columns, scale=scale)  # (H, W, 3) uint8, 1 px padding per cell
+    font = ImageFont.load_default()
+    label_width = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font)) for t in labels)
+    canvas = Image.new("RGB", (label_width + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (label_width, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_height = grid.shape[0] / len(labels)
+    for k, text in enumerate(labels):
+        draw.text((4, int((k + 0.5) * row_height) - 6), text, fill="black", font=font)
+    return canvas
+
+
+def _save(image: Any, path: Path) -> None:
+    temporary = path.with_name(path.stem + ".tmp.png")
+    image.save(temporary)
+    temporary.replace(path)
+
+
+def _write_pictures(out: Path, generated: dict[str, Any], grid_rows: list[str], columns: int,
+                    steps_list: list[int]) -> None:
+    """Labelled grids per step count, the montage and the GenEval-vs-steps plot."""
+    labels = [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in grid_rows]
+    for steps in steps_list:
+        _save(labelled_grid(generated["grids"][steps], labels, columns), out / f"steps_{steps:03d}.png")
+    _save(montage(generated, labels, columns, steps_list), out / "montage.png")
+    _plot_categories(out / "quality_vs_steps.png", steps_list, generated["scores"])
+
+
+def montage(generated: dict[str, Any], labels: list[str], columns: int, steps_list: list[int],
+            shown: int = MONTAGE_COLUMNS) -> Any:
+    """One picture: prompt labels on the left, then ``shown`` samples per prompt for every step count."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from tim import viz
+
+    shown = min(shown, columns)
+    blocks = []
+    for steps in steps_list:
+        images = generated["grids"][steps].unflatten(0, (len(labels), columns))[:, :shown].flatten(0, 1)
+        blocks.append(viz.grid_array(images, nrow=shown, scale=2))
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = 8 + max(int(measure.textlength(t, font=font)) for t in labels)
+    gap, header, height = 10, 34, blocks[0].shape[0]
+    width = label_width + sum(b.shape[1] + gap for b in blocks)
+    canvas = Image.new("RGB", (width, header + height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), "TiM text-to-image on synthetic scenes: one model, any number of steps (same noise in every "
+                      "column block)", fill="black", font=font)
+    for k, text in enumerate(labels):
+        draw.text((4, header + int((k + 0.5) * height / len(labels)) - 6), text, fill="black", font=font)
+    left = label_width
+    for steps, block in zip(steps_list, blocks):
+        score = generated["scores"][str(steps)]["seen"]["overall"]
+        draw.text((left, 18), f"{steps} step{'s' if steps > 1 else ''}: {score:.2f}", fill="black", font=font)
+        canvas.paste(Image.fromarray(block), (left, header))
+        left += block.shape[1] + gap
+    return canvas
+
+
+def _plot_categories(path: Path, steps_list: list[int], scores: dict[str, Any]) -> None:
+    """GenEval vs steps: overall (seen, held-out) and every category of the seen prompts."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tim.data.scenes import CATEGORIES
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("seen", "-o"), ("heldout", "--s")):
+        if split in scores[str(steps_list[0])]:
+            left.plot(steps_list, [scores[str(k)][split]["overall"] for k in steps_list], style, label=f"{split} prompts")
+    for category in CATEGORIES:
+        right.plot(steps_list, [scores[str(k)]["seen"].get(category, float("nan")) for k in steps_list], "-o",
+                   label=category, markersize=3)
+    for axis, title in ((left, "GenEval overall"), (right, "per category (seen prompts)")):
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_xlabel("sampling steps (NFE)")
+        axis.set_ylabel("score (higher is better)")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def _argv_of(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
+    for flag, value in (("--steps", args.steps), ("--per-class", args.per_class), ("--minutes", args.minutes),
+                        ("--threads", args.threads)):
+        if value is not None:
+            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.seed:
+        argv += ["--seed", str(args.seed)]
+    return argv + list(overrides)
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """A short Markdown report of a demo run (written as report.md)."""
+    from tim.data.scenes import CATEGORIES
+
+    train, text, rows = summary["train"], summary["text_encoder"], summary["geneval_vs_steps"]
+    lines = [
+        "# TiM text-to-image demo: synthetic scenes, one model, any number of steps", "",
+        f"Command: `{summary['command']}` ({summary['wall_seconds'] / 60:.1f} min wall time, "
+        f"{summary['machine']['cpu_threads']} CPU thread(s)).", "",
+        f"Trained `{train['model']}` {train['model_overrides'] or ''} ({train['parameters'] / 1e6:.2f}M parameters, "
+        f"objective `{train['objective']}`) on {train['training_scenes']:,} rendered scenes for {train['steps']} steps "
+        f"({train['images_seen']:,} images, batch {train['batch_size']}, lr {train['lr']:g}, EMA {train['ema_decay']:g}, "
+        f"caption dropout {train['caption_dropout']:g}) in {train['seconds'] / 60:.1f} min"
+        + (" (stopped by the time limit)." if train["stopped_by_time_limit"] else "."), "",
+        f"Captions: {text['captions_encoded']} distinct training captions encoded once by `{text['name']}` "
+        f"({text['dim']}-d tokens, {text['max_length']} per caption): {text['encode_seconds']:.1f} s in all, "
+        f"{100 * text['share_of_wall_time']:.1f}% of the wall time.", "",
+        f"Scores: GenEval in miniature (`tim.evaluation.geneval`) on {summary['sampling']['eval_prompts']['seen']} seen "
+        f"and {summary['sampling']['eval_prompts']['heldout']} held-out prompts (colour-shape pairs never drawn in "
+        f"training), EMA weights, CFG {summary['sampling']['guidance_scale']:g}, the same noise for every step count.", "",
+        "| steps (NFE) | seen overall | held-out overall | " + " | ".join(CATEGORIES) + " |",
+        "|---:|---:|---:|" + "---:|" * len(CATEGORIES),
+    ]
+    for steps, row in rows.items():
+        held = f"{row['heldout']['overall']:.3f}" if "heldout" in row else "-"
+        cells = [f"{row['seen'][c]:.2f}" if c in row["seen"] else "-" for c in CATEGORIES]
+        lines.append(f"| {steps} ({row['nfe']}) | {row['seen']['overall']:.3f} | {held} | " + " | ".join(cells) + " |")
+    lines += ["", "![montage](montage.png)", "", "![quality vs steps](quality_vs_steps.png)", "",
+              "Files: `steps_<k>.png` (rows = prompts), `metrics.json`, `run/` (checkpoints, config.json, metrics.jsonl, "
+              "`pretrained/`). Sample again with "
+              f"`tim sample --checkpoint {train['run_dir']} --prompt \"a red circle\" --steps 1,4 --out DIR`.", ""]
+    return "\n".join(lines)
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    print(f"{'steps':>6} {'seen':>6} {'held-out':>9}")
+    for steps, row in summary["geneval_vs_steps"].items():
+        held = f"{row['heldout']['overall']:9.3f}" if "heldout" in row else f"{'-':>9}"
+        print(f"{steps:>6} {row['seen']['overall']:6.3f} {held}")
+    text = summary["text_encoder"]
+    print(f"caption encoding: {text['encode_seconds']:.1f} s ({100 * text['share_of_wall_time']:.1f}% of the wall time)")

@@ -1,0 +1,351 @@
+"""``tim bench geneval``: prompt following vs sampling steps for TiM, flow matching and MeanFlow.
+
+The paper's Table 2 / Table 5 in miniature. Every method is trained on the synthetic scenes
+(:mod:`tim.data.scenes`, captions encoded by the embedded MiniLM) with the same network, data,
+batch, optimizer, number of optimizer steps and seed (through :func:`tim.training.train`; only
+the objective differs); each EMA model then samples a fixed prompt set from the same noise with
+1, 2, 4 ... 128 steps on a uniform grid, without and with classifier-free guidance, on SEEN
+(training) prompts and on HELD-OUT prompts (colour-shape pairs never drawn in training), and
+:func:`tim.evaluation.geneval.score_images` scores every image against its prompt.
+
+As in ``tim bench quality``, TiM and MeanFlow sample with the transition sampler and flow
+matching with Euler steps of its velocity (each method's own sampler, one network call per step,
+two with CFG). Trained runs are kept under ``out/runs`` keyed by a hash of their config, so a
+rerun with the same settings only re-samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tim.errors import TimError
+
+METHODS = ("tim", "flow_matching", "meanflow")
+STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # issue 10's grid
+EVAL_NOISE_SEED = 20_000  # sampling noise seed offset: disjoint from every training stream
+EVAL_PROMPT_SEED = 7  # which prompts of each split are evaluated (fixed, so every run sees the same)
+# The recipe (the `scenes_t2i` run preset mirrors it): a narrow TiM on 8x8 patches (16 tokens per
+# 32x32 scene) with MiniLM caption tokens (16 per caption: the longest scene caption has 11).
+# Chosen by measurement on the shared 2-core machine (docs/benchmarks.md, "GenEval in miniature").
+SCENES_MODEL = {"preset": "TiM-digits", "in_channels": 3, "input_size": 32, "patch_size": 8, "hidden_size": 128,
+                "depth": 4, "num_heads": 4, "modulation_rank": 64, "conditioning": "text", "text_dim": 384}
+TEXT_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class GenevalConfig:
+    """Settings of one GenEval benchmark (every method gets exactly the same ones).
+
+    Attributes:
+        methods: objectives (names of :func:`tim.objective.build_objective`).
+        seed: training seed (also fixes the evaluation noise).
+        train_steps: optimizer steps per run (the equal budget).
+        batch_size: training batch.
+        lr: AdamW learning rate (after a warm-up of min(100, steps/10) steps).
+        ema_decay: EMA decay of the evaluated weights.
+        num_images: training scenes rendered (``data.num_images``).
+        step_counts: sampling step counts.
+        per_category: evaluated prompts per category, seen split.
+        heldout_per_category: evaluated prompts per category, held-out split (0 = skip it).
+        guidance_scale: CFG scale of the guided evaluation; 1 = skip it.
+        model: model preset + overrides (None = :data:`SCENES_MODEL`).
+        objective_options: extra options for every objective (ablations).
+    """
+
+    methods: tuple[str, ...] = METHODS
+    seed: int = 0
+    train_steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    num_images: int = 20000
+    step_counts: tuple[int, ...] = STEP_COUNTS
+    per_category: int = 16
+    heldout_per_category: int = 8
+    guidance_scale: float = 2.0
+    model: dict | None = field(default=None)
+    objective_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or not self.methods:
+            raise TimError(f"unknown methods {unknown or '(none)'}", f"choose from {', '.join(METHODS)}")
+        bounds = (("--train-steps", self.train_steps, 2), ("--batch-size", self.batch_size, 2),
+                  ("--sampling-steps", min(self.step_counts, default=0), 1), ("--per-category", self.per_category, 1),
+                  ("--heldout-per-category", self.heldout_per_category, 0), ("--num-images", self.num_images, 1),
+                  ("--seed", self.seed, 0))
+        for name, value, least in bounds:
+            if value < least:
+                raise TimError(f"{name} {value} is below {least}", f"pass a value of at least {least}")
+        if not self.guidance_scale >= 0:
+            raise TimError(f"--cfg {self.guidance_scale} is negative or not a number", "pass a scale >= 0 (1 = none)")
+
+    @property
+    def guidance_scales(self) -> tuple[float, ...]:
+        """Scales evaluated: 1 (none) and ``guidance_scale`` unless it is 1."""
+        return (1.0,) if self.guidance_scale == 1.0 else (1.0, self.guidance_scale)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("seen", "heldout") if self.heldout_per_category else ("seen",)
+
+
+def eval_specs(split: str, per_category: int, seed: int = EVAL_PROMPT_SEED) -> list:
+    """A fixed prompt set: ``per_category`` prompts of each category the split has ("seen" = train).
+
+    Prompts are drawn without replacement while a category has enough, then cycled (the three
+    single_object prompts appear several times, each with its own noise).
+    """
+    from tim.data.scenes import CATEGORIES, scene_specs
+
+    split = "train" if split == "seen" else split
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    chosen = []
+    for category in CATEGORIES:
+        specs = scene_specs(split, category)
+        if specs:
+            order = rng.permutation(len(specs))
+            chosen += [specs[order[k % len(specs)]] for k in range(per_category)]
+    return chosen
+
+
+def run_config_dict(config: GenevalConfig, method: str) -> dict:
+    """The :class:`tim.training.RunConfig` data of one run; only the objective varies across methods."""
+    steps = config.train_steps
+    return {
+        "model": dict(config.model or SCENES_MODEL),
+        "objective": {"name": method, **config.objective_options},
+        "data": {"name": "scenes", "text_encoder": "minilm", "max_text_length": TEXT_LENGTH,
+                 "num_images": config.num_images},
+        "optim": {"lr": config.lr, "warmup_steps": min(100, steps // 10)},
+        "ema": {"decay": config.ema_decay},
+        "train": {"steps": steps, "batch_size": config.batch_size, "seed": config.seed, "device": "cpu",
+                  "label_dropout": 0.1, "checkpoint_every": steps, "log_every": max(1, steps // 20),
+                  "progress": False, "keep_last": 1, "sample_every": 0},
+        "sample": {"steps": [1], "num": 0},
+    }
+
+
+def sampler_of(method: str) -> str:
+    """Each method's own sampler: Euler on flow matching's velocity, transitions otherwise."""
+    return "euler" if method == "flow_matching" else "transition"
+
+
+def generate(model: torch.nn.Module, cond: dict, steps: int, noise: torch.Tensor, *, guidance_scale: float = 1.0,
+             method: str = "transition", batch_size: int = 256) -> tuple[torch.Tensor, int]:
+    """Samples of a text model for encoded prompts: ((N, C, H, W) in [-1, 1], NFE per image).
+
+    Args:
+        model: the network (its ``null_cond`` gives the CFG null prompt).
+        cond: ``{"context": (N, M, D), "context_mask": (N, M)}`` (a :class:`tim.text.TextEncoder` output).
+        steps: sampling steps (uniform grid on the linear path).
+        noise: (N, C, H, W) starting noise.
+        guidance_scale: CFG scale (1 = none).
+        method: "transition" or "euler".
+        batch_size: images per sampler call.
+    """
+    from tim.samplers import sample
+
+    outputs, nfe = [], 0
+    for start in range(0, len(noise), batch_size):
+        part = {key: value[start : start + batch_size] for key, value in cond.items()}
+        uncond = model.null_cond(part) if guidance_scale != 1.0 else None
+        with torch.no_grad():
+            result = sample(model, noise[start : start + batch_size], steps=steps, cond=part, uncond=uncond,
+                            guidance_scale=guidance_scale, method=method)
+        outputs.append(result.x)
+        nfe = result.nfe
+    return torch.cat(outputs), nfe
+
+
+def score_steps(model: torch.nn.Module, encoder: Any, specs: Sequence, step_counts: Sequence[int], *,
+                guidance_scale: float = 1.0, method: str = "transition", noise_seed: int = EVAL_NOISE_SEED,
+                keep: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, dict]:
+    """GenEval scores of one model on ``specs`` at every step count, from the same noise.
+
+    Returns:
+        ``{str(steps): {"overall", <category>..., "nfe", "seconds"}}``.
+    """
+    from tim.evaluation.geneval import score_images
+
+    cond = encoder([spec.caption for spec in specs])
+    shape = (len(specs), model.config.in_channels, model.config.input_size, model.config.input_size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(noise_seed))
+    rows = {}
+    for steps in step_counts:
+        started = time.perf_counter()
+        x, nfe = generate(model, cond, steps, noise, guidance_scale=guidance_scale, method=method)
+        seconds = time.perf_counter() - started
+        if keep is not None:
+            keep(steps, x)
+        rows[str(steps)] = {key: round(value, 4) for key, value in score_images(x, specs).items()} | {
+            "nfe": nfe, "seconds": round(seconds, 2)}
+    return rows
+
+
+def load_scene_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
+    """The EMA network of a scenes run and a MiniLM encoder of the run's caption length."""
+    from tim.text import TextEncoder
+    from tim.training import load_run
+
+    model, cfg = load_run(run_dir, which="ema")
+    if getattr(model.config, "conditioning", None) != "text":
+        raise TimError(f"{run_dir} is not a text-to-image run", "pass a run trained on data.name=scenes")
+    encoder = TextEncoder(cfg.data.text_encoder or "minilm", max_length=cfg.data.max_text_length)
+    return model.eval(), encoder
+
+
+def train_or_reuse(config: GenevalConfig, method: str, runs_dir: Path, log: Callable[[str], None]) -> tuple[Path, float]:
+    """Train one method (or reuse a finished run with the identical config); returns (run_dir, seconds)."""
+    from tim.training import config_from_dict, train
+
+    data = run_config_dict(config, method)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    run_dir = runs_dir / f"scenes-{method}-seed{config.seed}-{digest}"
+    started = time.perf_counter()
+    if not (run_dir / "pretrained").is_dir():
+        log(f"training {method} for {config.train_steps} steps -> {run_dir}")
+        train(config_from_dict(data), run_dir)
+    return run_dir, time.perf_counter() - started
+
+
+def evaluate_method(config: GenevalConfig, method: str, run_dir: Path, log: Callable[[str], None]) -> dict:
+    """``{split: {scale: {steps: scores}}}`` of one trained method."""
+    model, encoder = load_scene_model(run_dir)
+    results: dict = {}
+    for split in config.splits:
+        specs = eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category)
+        results[split] = {}
+        for scale in config.guidance_scales:
+            rows = score_steps(model, encoder, specs, config.step_counts, guidance_scale=scale,
+                               method=sampler_of(method), noise_seed=EVAL_NOISE_SEED + config.seed)
+            results[split][str(scale)] = rows
+            log(f"{method} {split} cfg {scale:g}: " + " ".join(f"{k}:{v['overall']:.2f}" for k, v in rows.items()))
+    return results
+
+
+def check_targets(results: dict, config: GenevalConfig) -> list[dict]:
+    """Issue 10's targets on the seen prompts, for every guidance scale evaluated."""
+    targets = []
+    for scale in map(str, config.guidance_scales):
+        curve = {int(k): v["overall"] for k, v in results.get("tim", {}).get("seen", {}).get(scale, {}).items()}
+        if not curve:
+            continue
+        row = lambda name, value, threshold, met: {"target": name, "guidance_scale": float(scale),  # noqa: E731
+                                                    "value": round(value, 4), "threshold": threshold, "met": bool(met)}
+        if 1 in curve:
+            targets.append(row("TiM >= 0.70 at 1 NFE", curve[1], 0.70, curve[1] >= 0.70))
+        if 8 in curve:
+            targets.append(row("TiM >= 0.80 at 8 steps", curve[8], 0.80, curve[8] >= 0.80))
+        counts = sorted(curve)
+        drop = max((curve[a] - curve[b] for a, b in itertools.pairwise(counts)), default=0.0)
+        targets.append(row("TiM never falls by more than 0.02 as steps double", drop, 0.02, drop <= 0.02))
+        for other in ("flow_matching", "meanflow"):
+            theirs = results.get(other, {}).get("seen", {}).get(scale, {})
+            if theirs:
+                gap = min(curve[s] - theirs[str(s)]["overall"] for s in counts)
+                targets.append(row(f"TiM >= {other} at every step count (min gap)", gap, 0.0, gap >= 0.0))
+    return targets
+
+
+def run_geneval(config: GenevalConfig, out_dir: str | Path, *, log: Callable[[str], None] = print) -> dict:
+    """Train, sample and score every method; write ``geneval.json``, ``geneval.md`` and ``geneval.png``.
+
+    Returns:
+        The report (also written as ``out_dir/geneval.json``).
+    """
+    from tim.evaluation.quality import machine_info
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results, timings = {}, {}
+    for method in config.methods:
+        run_dir, train_seconds = train_or_reuse(config, method, out_dir / "runs", log)
+        eval_started = time.perf_counter()
+        results[method] = evaluate_method(config, method, run_dir, log)
+        timings[method] = {"train_seconds": round(train_seconds, 1),
+                           "eval_seconds": round(time.perf_counter() - eval_started, 1), "run_dir": str(run_dir)}
+    report = {
+        "benchmark": "geneval", "config": asdict(config), "model": config.model or SCENES_MODEL,
+        "machine": machine_info(), "results": results, "targets": check_targets(results, config),
+        "timings": timings, "wall_seconds": round(time.perf_counter() - started, 1),
+        "prompts": {split: len(eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category))
+                    for split in config.splits},
+    }
+    write_atomic(out_dir / "geneval.json", json.dumps(report, indent=1))
+    write_atomic(out_dir / "geneval.md", markdown_report(report, config))
+    plot_geneval(report, config, out_dir / "geneval.png")
+    return report
+
+
+def write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def markdown_report(report: dict, config: GenevalConfig) -> str:
+    """Tables: overall score per (method, split, CFG) x step count; per-category at 1 and 8 steps; targets."""
+    from tim.data.scenes import CATEGORIES
+
+    counts = [str(s) for s in config.step_counts]
+    lines = [f"Machine: {report['machine']}", "", "**GenEval overall** by number of sampling steps", "",
+             "| method | prompts | CFG | " + " | ".join(counts) + " |", "|---|---|---|" + "---|" * len(counts)]
+    for method, by_split in report["results"].items():
+        for split, by_scale in by_split.items():
+            for scale, rows in by_scale.items():
+                lines.append(f"| {method} | {split} | {scale} | " + " | ".join(f"{rows[c]['overall']:.3f}" for c in counts) + " |")
+    for steps in [c for c in ("1", "8") if c in counts]:
+        lines += ["", f"**Per category at {steps} step{'s' if steps != '1' else ''}**", "",
+                  "| method | prompts | CFG | overall | " + " | ".join(CATEGORIES) + " |",
+                  "|---|---|---|---|" + "---|" * len(CATEGORIES)]
+        for method, by_split in report["results"].items():
+            for split, by_scale in by_split.items():
+                for scale, rows in by_scale.items():
+                    row = rows[steps]
+                    cells = [f"{row[c]:.2f}" if c in row else "-" for c in CATEGORIES]
+                    lines.append(f"| {method} | {split} | {scale} | {row['overall']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "| target (seen prompts) | CFG | value | threshold | met |", "|---|---|---|---|---|"]
+    lines += [f"| {t['target']} | {t['guidance_scale']:g} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
+              for t in report["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_geneval(report: dict, config: GenevalConfig, path: Path) -> None:
+    """Overall score vs steps (log2 x axis), one panel per (split, CFG), one line per method."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(split, str(scale)) for split in config.splits for scale in config.guidance_scales]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for axis, (split, scale) in zip(axes[0], panels):
+        for method, by_split in report["results"].items():
+            rows = by_split[split][scale]
+            axis.plot(config.step_counts, [rows[str(s)]["overall"] for s in config.step_counts], marker="o", label=method)
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("sampling steps")
+        axis.set_ylabel("GenEval overall (higher is better)")
+        axis.set_title(f"{split} prompts, CFG {scale}")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)
