@@ -126,10 +126,10 @@ def test_a_changed_command_is_refused(tiny_run: Path, tmp_path: Path, run_cli) -
 
 
 def test_a_damaged_index_is_a_one_line_error(tiny_run: Path, tmp_path: Path, run_cli) -> None:
-    out = tmp_path / "s"
-    assert run_cli(_argv(tiny_run, out, *JOB))[0] == 0
+    out, job = tmp_path / "s", ("--steps", "1", "--num", "10", "--no-png")
+    assert run_cli(_argv(tiny_run, out, *job))[0] == 0
     (out / "index.json").write_text("{not json")
-    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    code, _, err = run_cli(_argv(tiny_run, out, *job))
     assert code == 2 and "not a readable tim sample index" in err and "--overwrite" in err
 
 
@@ -226,3 +226,21 @@ def test_fifty_thousand_samples_stream_in_bounded_memory(tiny_run: Path, tmp_pat
     assert index["complete"] and len(index["steps"]["1"]["shards"]) == 50
     peak = int(result.stdout.split("peak_rss_kib")[1].split()[0]) * 1024
     assert peak < 2 * 2**30, peak
+
+
+def test_one_job_per_folder_and_stale_temporaries_are_removed(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    from tim.cli.sample_job import JobLock
+
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *JOB))[0] == 0
+    (out / "steps_002-00001.npz").unlink()
+    stale = [out / ".steps_002-00001.npz.abc123.tmp", out / "steps_001" / ".000003.png.xyz.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")  # as a kill -9 during a write leaves
+    with JobLock(out):  # another tim sample holds the folder
+        code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 2 and "in use by another tim sample process" in err and "PID" in err, err
+    assert all(path.exists() for path in stale)  # only the lock holder cleans up
+    code, stdout, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 0 and "resumed after 7 finished shard(s)" in stdout, err
+    assert not any(path.exists() for path in stale)
