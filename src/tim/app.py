@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -448,7 +449,8 @@ def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_
     """
     gr = _gradio()
     info = describe(pipe) if info is None else info
-    output_dir = Path(tempfile.mkdtemp(prefix="tim-app-") if output_dir is None else output_dir)
+    temporary = output_dir is None  # then removed again by serve_until_interrupted
+    output_dir = Path(tempfile.mkdtemp(prefix="tim-app-") if temporary else output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     def on_generate(label, prompt, steps, compare, scale, low, high, rho, seed, num, height, width):
@@ -501,6 +503,7 @@ def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_
                        show_progress="hidden", api_visibility="private")
     # Queue: one generation at a time (the CPU is the bottleneck); more waiting requests are refused.
     page.queue(default_concurrency_limit=1, max_size=32)
+    page.tim_png_dir = output_dir if temporary else None
     return page
 
 
@@ -568,3 +571,5 @@ def serve_until_interrupted(page) -> None:
         pass
     finally:
         page.close()
+        if getattr(page, "tim_png_dir", None) is not None:  # the PNGs offered for download
+            shutil.rmtree(page.tim_png_dir, ignore_errors=True)

@@ -5,7 +5,8 @@ asks for a request that is too large (an error message in the page, the server k
 then 1 step and 4 steps (real, non-blank images of the right size that differ), downloads the PNG,
 renders the 1/2/4/8/16 comparison and saves a screenshot (``$TIM_APP_SCREENSHOT`` too, if set; that
 is how docs/images/app.png is made). Every request the page makes to anything but 127.0.0.1 fails
-the test: the page must work with no network. Skipped, with the reason, without playwright or chromium.
+the test, and so does any outbound request of the server (its proxy variables point at a local
+trap): the page must work with no network. Skipped, with the reason, without playwright or chromium.
 """
 
 from __future__ import annotations
@@ -51,11 +52,42 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class Server:
-    """``tim app`` as a subprocess; its output is collected for failure messages."""
+class ProxyTrap:
+    """A local 'proxy' that records every connection: the server's outbound HTTP(S) must never reach it."""
 
-    def __init__(self, checkpoint: Path, port: int) -> None:
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class Server:
+    """``tim app`` as a subprocess; its output is collected for failure messages.
+
+    Python HTTP clients (httpx, requests, urllib) honour the proxy variables, so any request of the
+    server to a non-local address lands in ``trap`` instead of the network.
+    """
+
+    def __init__(self, checkpoint: Path, port: int, trap: ProxyTrap) -> None:
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+               **{name: trap.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                                              "https_proxy", "all_proxy")},
+               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tim.cli.main", "app", "--checkpoint", str(checkpoint), "--port", str(port)],
@@ -130,7 +162,8 @@ def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     checkpoint = Path(os.environ.get("TIM_APP_CHECKPOINT", tiny_pipeline_dir))
     info = app.describe(TiMPipeline.load(checkpoint))
     assert info.conditioning == "class", "the browser test drives the class drop-down"
-    server = Server(checkpoint, _free_port())
+    trap = ProxyTrap()
+    server = Server(checkpoint, _free_port(), trap)
     try:
         ready_s = server.wait_ready()
         external: list[str] = []
@@ -188,4 +221,6 @@ def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
         print(f"tim app: page ready {ready_s:.1f} s after start")
     finally:
         code = server.stop()
+        trap.close()
     assert code == 0, f"tim app did not stop cleanly on Ctrl-C ({code}):\n{''.join(server.output)}"
+    assert trap.connections == 0, "the server tried to reach the network (through the proxy variables)"
