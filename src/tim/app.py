@@ -37,15 +37,17 @@ MAX_IMAGES_PER_ROW = 16  # the "number of images" slider (per class / per prompt
 MAX_ROWS = 16  # classes or prompt lines in one request (digits: all 10 classes fit)
 MAX_COMPARE_ROWS = 32  # compare mode draws one row per image: keeps the strip a readable height
 MAX_SIDE_FACTOR = 4  # height/width up to 4x the model's default size per side
-# Pixels per request, in units of default-size images: 160 = 10 classes x 16 images at the default
-# size; larger sizes allow proportionally fewer images (time and memory grow with the pixel count).
-MAX_REQUEST_IMAGES = MAX_ROWS * 10
+# Pixels per request, in units of default-size images: 160 = every digit class x 16 images at the
+# default size; larger sizes allow proportionally fewer images (time and memory grow with the pixels).
+MAX_REQUEST_IMAGES = 160
 MIN_TILE_SIDE = 80  # small images (8x8 digits) are upscaled, nearest-neighbour, to at least this many pixels
 MAX_GUIDANCE_SCALE = 30.0  # as `tim sample --cfg`
 MAX_SEED = 2**32 - 1  # a 32-bit seed is plenty for a page and reads well in messages
 BACKGROUND = 224  # grey of the gaps: white and black tiles both keep a visible edge
 EVERY_CLASS = -1  # drop-down value: one row per class
 APP_EXTRA = 'pip install "transition-models[app]"'
+# torch.OutOfMemoryError is new in torch 2.5; older versions raise torch.cuda.OutOfMemoryError
+OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
 
 
 # ----------------------------------------------------------------------------- what the page shows
@@ -157,7 +159,10 @@ def _rows(info: ModelInfo, label: int | None, prompt: str | None) -> tuple[dict,
         if prompt:
             raise TimError("a prompt was given but the model is class-conditional", "pick a class instead")
         if label is None or label == EVERY_CLASS:
-            ids = list(range(info.num_classes))[:MAX_ROWS]
+            if info.num_classes > MAX_ROWS:
+                raise TimError(f"one row per class needs {info.num_classes} rows, more than {MAX_ROWS}",
+                               "pick one class")
+            ids = list(range(info.num_classes))
         else:
             ids = [_whole("class", label, 0, info.num_classes - 1)]
         return {"class_labels": ids}, tuple(info.class_names[i] for i in ids)
@@ -257,7 +262,7 @@ def _call(pipe, cond: dict, **options):
     """Run the pipeline once; running out of memory becomes a one-line error."""
     try:
         return pipe(**cond, num_images_per_prompt=options.pop("num_images"), output_type="pt", **options)
-    except (torch.OutOfMemoryError, MemoryError):
+    except OUT_OF_MEMORY:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise TimError(f"not enough memory for {options['height']}x{options['width']} images at this count",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,9 @@ def test_text_model_bad_requests(text_pipe, options: dict, message: str) -> None
     with pytest.raises(TimError) as error:
         app.generate(text_pipe, steps=1, num_images=1, **options)
     assert message in str(error.value)
+
+
+def test_every_class_is_refused_for_many_classes(tiny_pipe) -> None:
+    info = dataclasses.replace(app.describe(tiny_pipe), class_names=tuple(str(i) for i in range(1000)))
+    with pytest.raises(TimError, match="one row per class needs 1000 rows, more than 16; pick one class"):
+        app.generate(tiny_pipe, label=None, info=info)
