@@ -43,7 +43,7 @@ INDEX_FORMAT = "tim-sample-index/1"
 SHARD_BYTES = 256 * 2**20  # default shard budget: float32 samples held before a shard is written
 MAX_SHARD_SAMPLES = 1000  # and at most this many samples per shard (a 50,000-sample FID set = 50 files)
 GRID_MAX_ROWS, GRID_MAX_COLS, GRID_MAX_PIXELS = 32, 16, 4096  # keep the preview grid a viewable size
-MEMORY_HEADROOM = 0.9  # use at most 90% of what the system reports as available (allocator slack)
+MEMORY_HEADROOM = 0.8  # use at most 80% of the free memory (allocator slack), as tim.pipeline.MEMORY_HEADROOM
 
 
 # ------------------------------------------------------------------------------------------------
