@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -567,14 +568,22 @@ def launch(page, *, host: str = "127.0.0.1", port: int = 7860) -> str:
     return f"http://{host}:{port}/"
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_until_interrupted(page) -> None:
-    """Block until Ctrl-C, then close the server (Gradio's own wait prints a multi-line notice)."""
+    """Block until Ctrl-C or SIGTERM, then close the server (Gradio's own wait prints a multi-line notice)."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill`, docker stop, systemd: the same clean stop
     try:
         while page.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        page.close()
+        page.close(verbose=False)
         if getattr(page, "tim_png_dir", None) is not None:  # the PNGs offered for download
             shutil.rmtree(page.tim_png_dir, ignore_errors=True)

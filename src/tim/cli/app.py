@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
                             text_encoder=args.text_encoder, device=device, dtype=args.dtype, weights=args.weights)
     page = app.build_page(pipe, source=str(args.checkpoint))
     url = app.launch(page, host=args.host, port=args.port)
-    print(f"tim app: serving {args.checkpoint} at {url} (ready in {time.perf_counter() - start:.1f} s; "
-          "Ctrl-C stops it)", flush=True)
+    if args.host in ("0.0.0.0", "::"):  # every interface: this machine reaches it as localhost
+        url += f" (all interfaces; from this machine http://127.0.0.1:{args.port}/)"
+    print(f"tim app: serving {args.checkpoint} at {url}; ready in {time.perf_counter() - start:.1f} s; "
+          "Ctrl-C stops it", flush=True)
     app.serve_until_interrupted(page)
     print("tim app: stopped", file=sys.stderr)
     return 0
