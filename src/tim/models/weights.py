@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -113,7 +113,7 @@ def read_config_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise TimError(f"{path} is not valid JSON ({str(error).splitlines()[0]})",
+        raise TimError(f"{path} is not valid JSON ({first_line(error)})",
                        "re-export the folder with save_pretrained or restore config.json") from None
 
 
@@ -121,18 +121,26 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file; a corrupt or foreign file is a one-line TimError."""
     from safetensors import SafetensorError, safe_open  # [train] extra
 
+    _refuse_empty(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise TimError(f"{path} is not a valid safetensors file ({str(error).splitlines()[0]})",
+        raise TimError(f"{path} is not a valid safetensors file ({first_line(error)})",
                        "re-download or re-export it (it is truncated, corrupt or in another format)") from None
+
+
+def _refuse_empty(path: Path) -> None:
+    """A zero-byte file (an interrupted download or copy) gets its own clear message."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise TimError(f"{path} is empty (0 bytes)", "re-download or copy it again (the transfer did not finish)")
 
 
 def torch_load_weights_only(path: Path) -> object:
     """``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickles."""
     import pickle
 
+    _refuse_empty(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -140,5 +148,5 @@ def torch_load_weights_only(path: Path) -> object:
                        "refused them; nothing was executed)",
                        "get the weights as .safetensors, or re-save only the state dict of tensors") from None
     except Exception as error:  # noqa: BLE001 - any other failure: not a readable checkpoint
-        raise TimError(f"{path} is not a readable PyTorch checkpoint ({str(error).splitlines()[0]})",
+        raise TimError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})",
                        "re-download it or convert it to .safetensors") from None

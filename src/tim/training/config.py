@@ -440,9 +440,9 @@ def _check_consistency(config: RunConfig) -> None:
         raise TimError(f"optim.betas = {list(config.optim.betas)} must both lie in [0, 1)",
                        "use e.g. optim.betas=[0.9,0.95] (paper.md §5.3)")
     low, high = config.sample.guidance_interval
-    if not 0.0 <= low <= high:
-        raise TimError(f"sample.guidance_interval = ({low}, {high}) is not an interval",
-                       "give two times with 0 <= low <= high")
+    if not 0.0 <= low <= high <= 1.0:
+        raise TimError(f"sample.guidance_interval = ({low}, {high}) is not an interval of fractions of t_max",
+                       "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (paper.md §7)")
 
 
 # What may differ between a run's saved config and the config it is resumed with: how long it
