@@ -232,11 +232,15 @@ def format_bytes(value: float) -> str:
 
 
 def host_bytes(job: Job, backend: Backend) -> int:
-    """Bytes held on the host: the current shard (float32 samples + latents) and one batch of noise."""
-    sample_numel = math.prod(backend.noise_shape(job.height, job.width))
-    pixels = math.prod((3, job.height, job.width)) if job.height else sample_numel
-    per_sample = 4 * (pixels + sample_numel) + 8 * sample_numel  # + float64 sampler state
-    return job.shard_size * per_sample + job.batch_size * 4 * sample_numel * 3
+    """Bytes held on the host: the current shard (float32 samples + latents) and one batch in flight.
+
+    The batch: its float32 noise, the decoded float32 images and their uint8 copies for the PNGs
+    (the network's own working set is :meth:`Backend.batch_bytes`).
+    """
+    latent_numel = math.prod(backend.noise_shape(job.height, job.width))
+    pixels = math.prod((3, job.height, job.width)) if job.height else latent_numel
+    shard = job.shard_size * 4 * (pixels + latent_numel)
+    return shard + job.batch_size * (4 * latent_numel + 4 * pixels + pixels)
 
 
 def check_memory(job: Job, backend: Backend, device: torch.device) -> int:
@@ -255,7 +259,7 @@ def check_memory(job: Job, backend: Backend, device: torch.device) -> int:
     host = host_bytes(job, backend)
     needed = batch + host if device.type == "cpu" else batch
     free, source = available_memory(device)
-    size = f"{job.width}x{job.height}" if job.height else "vector"
+    size = f"{job.height}x{job.width}" if job.height else "vector"
     if needed > MEMORY_HEADROOM * free:
         single = backend.batch_bytes(1, job.height, job.width, guided)
         hint = (f"lower --batch-size (a batch of 1 needs about {format_bytes(single)})"
