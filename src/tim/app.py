@@ -300,7 +300,7 @@ def tile(samples: torch.Tensor, *, per_row: int, compare: bool, steps: Sequence[
          row_titles: Sequence[str] = ()) -> np.ndarray:
     """Tile images into the page's grid.
 
-    Normal mode: one row per class / prompt with ``per_row`` images (wrapped at 8 for a single row
+    Normal mode: one row per class / prompt with ``per_row`` images (wrapped at 4 for a single row
     group). Compare mode: one row per image, one column per step count, titled "1 step", "2 steps" ...
 
     Args:
@@ -321,7 +321,7 @@ def tile(samples: torch.Tensor, *, per_row: int, compare: bool, steps: Sequence[
         column_titles = [f"{k} step{'s' if k != 1 else ''}" for k in steps]
         titles = [row_titles[i // per_row] if i % per_row == 0 else "" for i in range(n)]
     else:
-        columns = per_row if len(row_titles) > 1 else min(per_row, 8)
+        columns = per_row if len(row_titles) > 1 else min(per_row, 4)  # a squarish grid fills the image panel
         flat = [pixels[0, i] for i in range(n)]
         grid = [flat[i:i + columns] for i in range(0, n, columns)]
         column_titles = []
