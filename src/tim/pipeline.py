@@ -697,8 +697,9 @@ class TiMPipeline:
     @staticmethod
     def _collate(chunks: list[Tensor], output_type: str, order: list[int]) -> Any:
         """Concatenate the batches and put image ``order[k]`` back at position ``order[k]``."""
-        x = torch.empty_like(torch.cat(chunks))
-        x[order] = torch.cat(chunks)
+        x = torch.cat(chunks)
+        if order != sorted(order):
+            x[order] = x.clone()
         if output_type in ("pt", "latent"):
             return x
         array = x.permute(0, 2, 3, 1).numpy()
