@@ -39,7 +39,9 @@ temporary sibling folder and renamed into place)::
     autoencoder/         diffusers folder (copied), unless referenced by local path in pipeline.json
     text_encoder/        transformers folder (copied), unless referenced ("minilm" or a local path)
 
-Images only: the vector MLP (``TiMMLP``, 2-D toys) has no pipeline; use :func:`tim.samplers.sample`.
+``from_pretrained("hf:owner/name")`` fetches a Hub repo with huggingface_hub (only with that explicit
+prefix; untested here, the test machine has no network). Images only: the vector MLP (``TiMMLP``,
+2-D toys) has no pipeline; use :func:`tim.samplers.sample`.
 """
 
 from __future__ import annotations
@@ -780,7 +782,7 @@ class TiMPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu", dtype: Any = None,
                         autoencoder: Any = None, text_encoder: Any = None) -> TiMPipeline:
-        """Load a folder written by :meth:`save_pretrained` (or a Hub repo id, via huggingface_hub).
+        """Load a folder written by :meth:`save_pretrained` (or ``"hf:owner/name"``, via huggingface_hub).
 
         Args:
             folder: the pipeline folder.
@@ -930,23 +932,28 @@ def resolve_dtype(dtype: Any, device: torch.device | str) -> torch.dtype:
 
 
 def resolve_pipeline_folder(folder: str | Path) -> Path:
-    """A local pipeline folder, or a Hub repo id fetched with huggingface_hub (when installed; untested here)."""
-    path = Path(folder)
-    if path.is_dir():
-        return path
+    """A local pipeline folder, or ``"hf:owner/name"``: a Hub repo fetched with huggingface_hub.
+
+    The Hub is used only with the explicit ``hf:`` prefix (a mistyped local path never goes to the
+    network); that path needs huggingface_hub installed and is untested here (no network).
+    """
     text = str(folder)
-    if text.count("/") == 1 and not text.startswith((".", "/")) and not path.exists():
+    if text.startswith("hf:"):
         try:
             from huggingface_hub import snapshot_download
         except ImportError:
-            raise TimError(f"pipeline folder {text} does not exist (and huggingface_hub is not installed to fetch a "
-                           "Hub repo of that name)", "pass a local folder written by tim convert or save_pretrained") from None
+            raise TimError(f"{text} names a Hub repo but huggingface_hub is not installed",
+                           "pip install huggingface_hub, or download the folder and pass its local path") from None
         try:
-            return Path(snapshot_download(text))
+            return Path(snapshot_download(text[3:]))
         except Exception as error:  # noqa: BLE001 - network, auth, unknown repo: one line
-            raise TimError(f"cannot fetch pipeline {text} from the Hub ({str(error).splitlines()[0]})",
+            raise TimError(f"cannot fetch pipeline {text[3:]} from the Hub ({str(error).splitlines()[0]})",
                            "download it yourself and pass the local folder") from None
-    raise TimError(f"pipeline folder {path} does not exist", "pass a folder written by tim convert or save_pretrained")
+    path = Path(folder)
+    if not path.is_dir():
+        raise TimError(f"pipeline folder {path} does not exist",
+                       "pass a folder written by tim convert or save_pretrained (or hf:owner/name for a Hub repo)")
+    return path
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

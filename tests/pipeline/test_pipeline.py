@@ -268,3 +268,18 @@ def test_unmasked_text_model_cuts_each_caption_to_its_length(fake_autoencoder: P
     cut = {"context": features["context"][:, :4], "context_mask": features["context_mask"][:, :4]}
     expected = sample(model, noise, steps=2, cond=cut, generator=torch.Generator().manual_seed(0)).x
     assert torch.allclose(out.images[2], expected[0], atol=1e-6)
+
+
+def test_a_missing_relative_path_never_goes_to_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(snapshot_download=lambda repo: calls.append(repo) or (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    with pytest.raises(TimError, match="pipelines/missing does not exist"):
+        TiMPipeline.load("pipelines/missing")
+    assert calls == []
+    with pytest.raises(TimError, match=r"cannot fetch pipeline owner/name from the Hub \(offline\)"):
+        TiMPipeline.from_pretrained("hf:owner/name")
+    assert calls == ["owner/name"]
