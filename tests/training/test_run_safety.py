@@ -266,3 +266,18 @@ def test_model_with_dropout_resumes_bit_exact(tiny_config, tmp_path: Path, monke
         assert _same_files(list_checkpoints(resumed)[-1], list_checkpoints(straight)[-1], part), part
     other = train(tiny_config("train.steps=4", "train.seed=1"), tmp_path / "other")
     assert _losses(other)[0] != _losses(straight)[0]  # the dropout draws do depend on the seed
+
+
+def test_command_line_restart_and_allow_config_change(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tim.cli.main import main
+
+    run = tmp_path / "run"
+    base = ["train", "--config", "toy2d", "--out", str(run), "model.hidden_size=32", "train.batch_size=32",
+            "train.progress=false", "sample.num=0", "train.device=cpu", "train.steps=2"]
+    assert main(base) == 0
+    assert main([*base, "optim.lr=5e-4"]) == 2
+    assert "optim.lr: 0.001 -> 0.0005" in capsys.readouterr().err
+    assert main([*base[:-1], "train.steps=3", "optim.lr=5e-4", "--allow-config-change"]) == 0
+    assert load_latest(run).step == 3
+    assert main([*base, "optim.lr=5e-4", "--restart"]) == 0  # a fresh run with the new settings
+    assert load_latest(run).step == 2 and len(list(run.glob("previous-*"))) == 1
