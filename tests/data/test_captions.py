@@ -183,3 +183,21 @@ def test_unknown_text_encoder_folder(tmp_path: Path) -> None:
     with warnings.catch_warnings(), pytest.raises(TimError, match=r"neither 'minilm' nor a local folder"):
         build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=str(tmp_path / "no")),
                           batch_size=1)
+
+
+def test_bucketed_captioned_folder(tmp_path: Path, bert: str) -> None:
+    captions = {}
+    for k, (h, w) in enumerate([(8, 8), (8, 8), (8, 12), (8, 12)]):
+        path = tmp_path / f"{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((h, w, 3), 30 * k, dtype=np.uint8)).save(path)
+        captions[30 * k] = f"bucket image {k}"
+        path.with_suffix(".txt").write_text(captions[30 * k])
+    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, bucketed=True),
+                               batch_size=2)
+    assert source.info.sizes == ((8, 8), (8, 12)) and source.info.text_dim == 32
+    reference = TextEncoder(bert)
+    for _ in range(4):
+        batch = source.next_batch()
+        assert batch["x"].shape[2:] in ((8, 8), (8, 12)) and len(batch["context"]) == len(batch["x"])
+        _check_rows(batch, captions, reference)
