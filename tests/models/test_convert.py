@@ -48,8 +48,9 @@ def test_config_from_metadata(specs: Path) -> None:
     assert config.rope_positions == "wrapped" and config.decoupled_time_embedding and config.interval_attention
     assert released_config(REF_CONFIG) == config
     assert released_config({**REF_CONFIG, "lora_hidden_size": None}).modulation_rank == 48  # (64 // 4) * 3
+    assert released_config({**REF_CONFIG, "new_condition": "t,r"}).time_condition == "t,r"
     with pytest.raises(TimError, match="new_condition"):
-        released_config({**REF_CONFIG, "new_condition": "r"})
+        released_config({**REF_CONFIG, "new_condition": "t+r"})
 
 
 def test_nested_pickle_with_prefixes_prefers_ema(tmp_path: Path, specs: Path, released_state: dict) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from torch import Tensor
 
 from tim.errors import TimError
-from tim.models.tim import TiM, TiMConfig
+from tim.models.tim import TIME_CONDITIONS, TiM, TiMConfig
 from tim.models.weights import load_state_dict_strict, read_safetensors, torch_load_weights_only
 
 # (released pattern, our replacement), applied in order to every key.
@@ -78,11 +78,9 @@ def released_config(released: dict) -> TiMConfig:
         released: the released keyword arguments (``tiny_c2i_weights`` metadata or a YAML's
             ``model.network`` section); ``cap_feat_dim`` selects text conditioning.
     """
-    if released.get("new_condition", "t-r") != "t-r":
-        raise TimError(
-            f"released new_condition={released['new_condition']!r} is not supported",
-            "only the 't-r' conditioning of every released config is implemented",
-        )
+    condition = released.get("new_condition", "t-r")
+    if condition not in TIME_CONDITIONS:  # the published code raises NotImplementedError here
+        raise TimError(f"released new_condition={condition!r} is unknown", f"use one of {list(TIME_CONDITIONS)}")
     if "cap_feat_dim" not in released and released.get("class_dropout_prob", 0.1) <= 0:
         raise TimError("released model has no null class (class_dropout_prob <= 0)", "convert a CFG-trained checkpoint")
     D = released.get("hidden_size", 1152)
@@ -103,6 +101,7 @@ def released_config(released: dict) -> TiMConfig:
         mask_context=False,
         decoupled_time_embedding=released.get("use_new_embed", False),
         interval_attention=released.get("distance_aware", False),
+        time_condition=condition,
         qk_norm=released["qk_norm"],
         rope_positions="wrapped",
         encoder_depth=released.get("encoder_depth", 8),

@@ -33,6 +33,7 @@ from tim.models.layers import (
     AttentionBackend,
     CrossAttention,
     RopePositions,
+    RopeTables,
     RotaryEmbedding2D,
     SelfAttention,
     SwiGLU,
@@ -46,6 +47,10 @@ from tim.models.layers import (
 )
 
 Conditioning = Literal["class", "text", "none"]
+# What the second time embedder sees: the published code's ``new_condition`` options
+# (released-architecture.md §1.3 item 3); every released config uses "t-r".
+TimeCondition = Literal["t-r", "r", "t,r", "t,t-r", "r,t-r", "t,r,t-r"]
+TIME_CONDITIONS: tuple[str, ...] = ("t-r", "r", "t,r", "t,t-r", "r,t-r", "t,r,t-r")
 TIME_INIT_STD = 0.02  # t-embedder MLP weights (released-architecture.md §1.6 item 4; DiT)
 
 
@@ -71,6 +76,13 @@ class TiMConfig:
         decoupled_time_embedding: separate Δt embedder (De-TE); False reuses the t embedder for
             Δt (paper Table 4 row d).
         interval_attention: add the Δt projection to q, k, v (IA-Attn; paper Table 4 row f).
+        time_condition: the interval embedding ``e`` (added to ``c`` and fed to IA-Attn), the
+            published ``new_condition``: "t-r" E_Δ(t - r) (ours and every released config), "r"
+            E_Δ(r), "t,r" E_t(t) + E_Δ(r), "t,t-r" E_t(t) + E_Δ(t - r), "r,t-r" E_t(r) + E_Δ(t - r),
+            "t,r,t-r" E_t(t) + E_t(r) + E_Δ(t - r). ``c = E_t(t) + e [+ E_y(y)]``, so the "t,..."
+            options count E_t(t) twice, as published. E_Δ is the separate embedder when
+            ``decoupled_time_embedding`` (published ``use_new_embed``), else E_t itself: the
+            parameter layout never depends on this option.
         qk_norm: per-head LayerNorm on q and k.
         rope_positions: "grid" = (row, col) token positions (ours); "wrapped" = the released
             code's (n mod h, n div h), equal to (col, row) on square grids (set by the converter).
@@ -99,6 +111,7 @@ class TiMConfig:
     mask_context: bool = True
     decoupled_time_embedding: bool = True
     interval_attention: bool = True
+    time_condition: TimeCondition = "t-r"
     qk_norm: bool = True
     rope_positions: RopePositions = "grid"
     rope_theta: float = 10000.0
@@ -113,6 +126,7 @@ class TiMConfig:
         choices = {
             "conditioning": ("class", "text", "none"),
             "rope_positions": ("grid", "wrapped"),
+            "time_condition": TIME_CONDITIONS,
             "attention_backend": ("auto", "sdpa", "flash", "math"),
         }
         for name, allowed in choices.items():
@@ -171,14 +185,14 @@ class BlockInputs:
     Attributes:
         c: modulation input ``E_t(t) + E_Δ(t - r) [+ E_y(y)]``, (B, 1, D).
         dt_emb: ``E_Δ(t - r)`` for interval-aware attention, (B, 1, D).
-        rope: (cos, sin), each (N, head_dim).
+        rope: the grid's RoPE tables (:meth:`RotaryEmbedding2D.tables`).
         context: caption tokens (B, M, D) or None.
         context_mask: (B, M) bool or None.
     """
 
     c: Tensor
     dt_emb: Tensor
-    rope: tuple[Tensor, Tensor]
+    rope: RopeTables
     context: Tensor | None
     context_mask: Tensor | None
 
@@ -374,9 +388,25 @@ class TiM(Conditioned, nn.Module):
         return self._output(tokens, inputs, x_t.shape), features
 
     def time_embeddings(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        """Decoupled time embeddings (paper.md §6 De-TE): ``(E_t(t), E_Δ(t - r))``, each (B, D)."""
+        """Time embeddings (paper.md §6 De-TE): ``(E_t(t), e)``, each (B, D).
+
+        ``e`` is E_Δ(t - r) by default; the other ``config.time_condition`` options combine
+        E_t and E_Δ of t, r and t - r as the published ``get_delta_embed`` does.
+        """
         dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder
-        return self.t_embedder(t), dt_embedder(t - r)
+        t_emb = self.t_embedder(t)
+        condition = self.config.time_condition
+        if condition == "t-r":
+            return t_emb, dt_embedder(t - r)
+        if condition == "r":
+            return t_emb, dt_embedder(r)
+        if condition == "t,r":
+            return t_emb, t_emb + dt_embedder(r)
+        if condition == "t,t-r":
+            return t_emb, t_emb + dt_embedder(t - r)
+        if condition == "r,t-r":
+            return t_emb, self.t_embedder(r) + dt_embedder(t - r)
+        return t_emb, t_emb + self.t_embedder(r) + dt_embedder(t - r)  # "t,r,t-r"
 
     def _embed(self, x_t: Tensor, t: Tensor, r: Tensor, cond: dict[str, Tensor]) -> tuple[Tensor, BlockInputs]:
         """Patch tokens and the per-block inputs (conditioning vector, Δt embedding, RoPE tables)."""
@@ -388,7 +418,7 @@ class TiM(Conditioned, nn.Module):
         c = t_emb + dt_emb if embedded.pooled is None else t_emb + dt_emb + embedded.pooled  # (B, D)
         # RoPE is applied in at least float32, also under bf16 autocast (released §1.5 dtype note).
         rope_dtype = torch.promote_types(self.patch_embed.weight.dtype, torch.float32)
-        rope = self.rope(x_t.shape[-2] // p, x_t.shape[-1] // p, x_t.device, rope_dtype)
+        rope = self.rope.tables(x_t.shape[-2] // p, x_t.shape[-1] // p, x_t.device, rope_dtype)
         inputs = BlockInputs(c[:, None], dt_emb[:, None], rope, embedded.context, embedded.context_mask)
         return tokens, inputs
 
