@@ -61,26 +61,47 @@ def in_guidance_interval(
 
 
 def guided_target_offset(
-    F_cond: Tensor, F_uncond: Tensor, t: Tensor, *, scale: float, window: tuple[float, float]
+    F_cond: Tensor,
+    F_uncond: Tensor,
+    t: Tensor,
+    *,
+    scale: float,
+    window: tuple[float, float],
+    w_gt: float = 1.0,
+    base: Tensor | None = None,
 ) -> Tensor:
     """Model-guidance offset of the training target (TiM Eq. (51), paper.md §5.4).
 
-    offset = (omega - 1)(F_cond - F_uncond) on rows with window[0] <= t <= window[1] (inclusive,
-    as published), 0 elsewhere. F_cond/F_uncond come from a no-grad teacher at r = t.
+    The published ``enhance_target`` replaces the target's base quantity D (the diffusion target,
+    v_t on the linear path) by ``w_gt D + w_cond F_cond + (1 - w_gt - w_cond) F_uncond`` with
+    ``w_cond = omega - 1``, i.e. adds
+
+        offset = (omega - 1)(F_cond - F_uncond) + (w_gt - 1)(D - F_uncond)
+
+    on rows with window[0] <= t <= window[1] (inclusive, as published), 0 elsewhere. With the
+    published w_gt = 1 this is the single-scale form of Eq. (51). F_cond/F_uncond come from a
+    no-grad teacher at r = t.
 
     Args:
         F_cond: teacher output with the true condition, shape ``(B, ...)``.
         F_uncond: teacher output with the null condition, same shape.
         t: training times, shape ``(B,)``.
-        scale: omega (1 = no guidance; the published _mg configs use 1.75).
+        scale: omega = 1 + w_cond (1 = no guidance; the published _mg configs use 1.75).
         window: inclusive time window ``(t_lo, t_hi)`` (published _mg: (0.3, 0.8)).
+        w_gt: weight of the data target D (published default 1.0).
+        base: D, shape of ``F_cond``; needed when ``w_gt != 1``.
 
     Returns:
         The offset, shape of ``F_cond``.
     """
     inside = (t >= window[0]) & (t <= window[1])
     mask = inside.reshape(-1, *([1] * (F_cond.ndim - 1))).to(F_cond.dtype)
-    return (scale - 1.0) * (F_cond - F_uncond) * mask
+    offset = (scale - 1.0) * (F_cond - F_uncond)
+    if w_gt != 1.0:
+        if base is None:
+            raise TimError(f"model guidance with w_gt={w_gt} needs the data target", "pass base=path.diffusion_target(x, z, t)")
+        offset = offset + (w_gt - 1.0) * (base.to(F_cond.dtype) - F_uncond)
+    return offset * mask
 
 
 def concat_cond(cond: dict[str, Tensor], other: dict[str, Tensor]) -> dict[str, Tensor] | None:

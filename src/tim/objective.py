@@ -211,10 +211,12 @@ def time_weight(
     transform: TimeTransform = "tan",
     function: TimeFunction = "sqrt",
     sigma_d: float = 1.0,
+    interval: bool = True,
 ) -> Tensor:
     """Interval time weight w(t, r) = fn(tau(t) - tau(r)) (paper.md §5.1, Table 12).
 
-    tau: ``"tan"`` tan t (default), ``"identity"`` t, ``"sigmoid"`` t/(1 - t). With Delta = tau(t) - tau(r):
+    tau: ``"tan"`` tan t (default), ``"identity"`` t, ``"sigmoid"`` t/(1 - t). With Delta = tau(t) - tau(r)
+    (or Delta = tau(t) when ``interval=False``, the published ``weight_t_and_r=False``):
     ``"sqrt"`` 1/sqrt(sigma_d + Delta) (default), ``"constant"`` 1, ``"reciprocal"`` 1/(sigma_d + Delta),
     ``"square"`` 1/(sigma_d + Delta)^2, ``"soft_min_snr"`` 1/(sigma_d^2 + Delta^2). Rows with r = t get 1.
 
@@ -224,11 +226,12 @@ def time_weight(
         transform: the time transform tau.
         function: the weighting function.
         sigma_d: the constant sigma_d (paper: 1).
+        interval: weight on tau(t) - tau(r) (published default) or, when False, on tau(t) alone.
 
     Returns:
         Weights, shape ``(B,)``.
     """
-    delta = _tau(t, transform) - _tau(r, transform)
+    delta = _tau(t, transform) - _tau(r, transform) if interval else _tau(t, transform)
     if function == "sqrt":
         weights = (sigma_d + delta).rsqrt()
     elif function == "reciprocal":
@@ -296,11 +299,16 @@ class TransitionLoss:
         time_function: weighting function (``"sqrt"``, ``"constant"``, ``"reciprocal"``, ``"square"``,
             ``"soft_min_snr"``).
         weight_sigma_d: sigma_d in the time weight (paper 1.0).
+        weight_interval: weight on tau(t) - tau(r) (published ``weight_t_and_r=True``, default) or,
+            when False, on tau(t) alone.
         adaptive: apply the adaptive normalisation.
         adaptive_c: its constant c (paper 1e-5).
         adaptive_power: its power p (TiM 1).
         direction_loss: add the cosine direction loss (published code: on).
-        guidance_scale: model-guidance omega (1 = off; published _mg configs 1.75).
+        guidance_scale: model-guidance omega = 1 + the published w_cond (1 = off; _mg configs 1.75).
+        guidance_w_gt: the published ``w_gt``, weight of the data target in the guided target
+            ``w_gt D + w_cond F_cond + (1 - w_gt - w_cond) F_uncond`` (1.0 in every published config;
+            != 1 switches the teacher on even with guidance_scale 1).
         guidance_window: inclusive window of t where model guidance applies (published (0.3, 0.8)).
         alignment: optional hook ``(features, x, cond) -> (B,)`` loss (e.g. REPA); needs ``features_fn``.
         alignment_weight: coefficient of the alignment term (published 1.0).
@@ -316,12 +324,14 @@ class TransitionLoss:
     time_transform: TimeTransform = "tan"
     time_function: TimeFunction = "sqrt"
     weight_sigma_d: float = 1.0
+    weight_interval: bool = True
     adaptive: bool = True
     adaptive_c: float = ADAPTIVE_C
     adaptive_power: float = 1.0
     direction_loss: bool = True
     guidance_scale: float = 1.0
     guidance_window: tuple[float, float] = (0.0, 1.0)
+    guidance_w_gt: float = 1.0
     alignment: Alignment | None = None
     alignment_weight: float = 1.0
     shift_base: tuple[int, int] | None = None
@@ -387,22 +397,40 @@ class TransitionLoss:
         values = dde_derivative(*args, epsilon=self.epsilon) if self.derivative == "dde" else jvp_derivative(*args)
         return dF_dt.index_copy(0, rows, values)
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the target needs the guidance teacher (EMA) at all."""
+        return self.guidance_scale != 1.0 or self.guidance_w_gt != 1.0
+
     def guidance_offset(
-        self, teacher: Network | None, x_t: Tensor, t: Tensor, teacher_cond: dict | None, teacher_uncond: dict | None
+        self,
+        teacher: Network | None,
+        x_t: Tensor,
+        t: Tensor,
+        teacher_cond: dict | None,
+        teacher_uncond: dict | None,
+        base: Tensor | None = None,
     ) -> Tensor | None:
-        """Model-guidance offset (TiM Eq. (51)) from a no-grad teacher at r = t, or None when off."""
-        if self.guidance_scale == 1.0:
+        """Model-guidance offset (TiM Eq. (51)) from a no-grad teacher at r = t, or None when off.
+
+        ``base`` is the diffusion target D (needed when ``guidance_w_gt != 1``).
+        """
+        if not self.uses_teacher:
             return None
         if teacher is None or teacher_cond is None or teacher_uncond is None:
             raise TimError(
-                f"model guidance (guidance_scale={self.guidance_scale}) needs teacher, teacher_cond and teacher_uncond",
-                "pass the EMA model with the true and the null condition, or set guidance_scale=1.0",
+                f"model guidance (guidance_scale={self.guidance_scale}, guidance_w_gt={self.guidance_w_gt}) needs "
+                "teacher, teacher_cond and teacher_uncond",
+                "pass the EMA model with the true and the null condition, or set guidance_scale=1.0 and guidance_w_gt=1.0",
             )
         c_t = self.path.time_input(t)
         with torch.no_grad():  # sg[teacher]: the teacher only shapes the target
-            F_cond = teacher(x_t, c_t, c_t, **teacher_cond)
             F_uncond = teacher(x_t, c_t, c_t, **teacher_uncond)
-        return guided_target_offset(F_cond, F_uncond, t, scale=self.guidance_scale, window=self.guidance_window)
+            # w_cond = 0: the published code skips the conditional pass (its term vanishes).
+            F_cond = teacher(x_t, c_t, c_t, **teacher_cond) if self.guidance_scale != 1.0 else F_uncond
+        return guided_target_offset(
+            F_cond, F_uncond, t, scale=self.guidance_scale, window=self.guidance_window, w_gt=self.guidance_w_gt, base=base
+        )
 
     def _predict(
         self, F: Network, features_fn: Callable | None, x_t: Tensor, t: Tensor, r: Tensor, cond: dict
@@ -418,7 +446,10 @@ class TransitionLoss:
         return F_pred, features
 
     def _weights(self, t: Tensor, r: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
-        w_time = time_weight(t, r, transform=self.time_transform, function=self.time_function, sigma_d=self.weight_sigma_d)
+        w_time = time_weight(
+            t, r, transform=self.time_transform, function=self.time_function, sigma_d=self.weight_sigma_d,
+            interval=self.weight_interval,
+        )
         if not self.adaptive:
             return w_time, torch.ones_like(loss)
         w_adaptive = adaptive_weight(loss, c=self.adaptive_c, power=self.adaptive_power)
@@ -474,7 +505,8 @@ class TransitionLoss:
         F_pred, features = self._predict(F, features_fn, x_t, t, r, cond)
         dF_dt = self.time_derivative(F if F_nograd is None else F_nograd, x, z, t, r, cond)
         target = self.path.transition_target(x.to(dF_dt.dtype), z.to(dF_dt.dtype), t, r, dF_dt)
-        offset = self.guidance_offset(teacher, x_t, t, teacher_cond, teacher_uncond)
+        base = self.path.diffusion_target(x, z, t) if self.guidance_w_gt != 1.0 else None
+        offset = self.guidance_offset(teacher, x_t, t, teacher_cond, teacher_uncond, base)
         if offset is not None:
             target = target + offset.to(target.dtype)
         target = target.detach()  # sg[target] (all its inputs are already gradient-free)

@@ -155,7 +155,7 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
         x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts["conditional"])
         generator = step_generator(cfg.train.seed, state.step, env.rank * accumulation + micro, env.device)
         dropped = model.drop_cond(cond, cfg.train.label_dropout, generator) if cond else cond
-        teacher = {} if objective.guidance_scale == 1.0 else {
+        teacher = {} if not objective.uses_teacher else {
             "teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
         with distributed.no_sync(F, active=micro < accumulation - 1):
             with parts["autocast"]:
