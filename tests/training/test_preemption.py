@@ -132,3 +132,12 @@ def test_two_processes_stop_after_the_same_step(tmp_path: Path) -> None:
     assert "stopped on SIGTERM" in outputs[1] and "another process" in outputs[0]
     (checkpoint,) = list_checkpoints(run)
     assert checkpoint.name == f"step_{steps[0]:08d}" and verify_checkpoint(checkpoint) is None
+
+
+def test_preempted_is_handled_like_ctrl_c_by_callers_that_do_not_know_it() -> None:
+    try:
+        raise Preempted("SIGINT", 3, None)
+    except Exception:  # noqa: BLE001 - must not catch it
+        pytest.fail("Preempted was swallowed by 'except Exception'")
+    except KeyboardInterrupt as stopped:
+        assert isinstance(stopped, Preempted) and stopped.step == 3

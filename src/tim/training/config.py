@@ -446,12 +446,14 @@ def _check_consistency(config: RunConfig) -> None:
 
 
 # What may differ between a run's saved config and the config it is resumed with: how long it
-# runs, how often it logs, checkpoints and draws sample grids, where it runs. Everything else
-# (data, seed, optimizer, objective, path, model, batch, precision, EMA) changes the trajectory.
+# runs, how often it logs, checkpoints and draws sample grids, where and on how many processes it
+# runs (optim.accumulation keeps the global batch when the world size changes; the loop warns that
+# the data order then differs). Everything else (data, seed, optimizer, objective, path, model,
+# global batch, precision, EMA) changes the trajectory.
 RESUMABLE_KEYS = (
     "train.steps", "train.images", "train.time_limit", "train.checkpoint_every", "train.keep_last",
     "train.sample_every", "train.log_every", "train.max_bad_steps", "train.progress", "train.device",
-    "train.parallel", "train.deterministic", "logging", "sample",
+    "train.parallel", "train.deterministic", "optim.accumulation", "logging", "sample",
 )
 
 

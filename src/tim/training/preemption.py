@@ -13,7 +13,8 @@ Under torchrun every process reads the flag through one all-reduce per step
 the signal reaches them at different times.
 
 Handlers can only be installed from the main thread; elsewhere (a training call in a worker
-thread) the request is inert and the signals keep their previous behaviour.
+thread) the request is inert and the signals keep their previous behaviour. :class:`Preempted`
+derives from ``KeyboardInterrupt``, so code written for Ctrl-C keeps working.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ EXIT_PREEMPTED = 75
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Preempted(Exception):  # noqa: N818 - an outcome, not an error of the user
+class Preempted(KeyboardInterrupt):  # noqa: N818 - an outcome, not an error of the user
     """The run stopped early on a signal, after writing a checkpoint.
+
+    A ``KeyboardInterrupt``: callers that do not know it (``tim demo``, benchmarks, notebooks)
+    treat it as the Ctrl-C it usually is; ``except Exception`` does not swallow it.
 
     Attributes:
         signal_name: ``"SIGTERM"`` or ``"SIGINT"``.
