@@ -328,7 +328,7 @@ class TextEncoder:
 
     def _warn_truncated(self, prompts: list[str]) -> None:
         """One warning line for the prompts longer than ``max_length`` tokens (they are cut)."""
-        lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False)["input_ids"]]
+        lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]]
         long = [(p, n) for p, n in zip(prompts, lengths, strict=True) if n > self.max_length]
         if not long:
             return

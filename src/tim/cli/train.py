@@ -53,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
     except Preempted as stopped:  # SIGTERM/SIGINT: a checkpoint was written; not an error of the user
         sys.stderr.write(f"{stopped}\n")
         return EXIT_PREEMPTED
-    print(f"run folder: {run_dir} (sample with: tim sample --checkpoint {run_dir} --steps 1,2,4 --out DIR)")
+    prompt = " --prompt TEXT" if cfg.data.text_encoder else ""  # text runs sample from prompts
+    print(f"run folder: {run_dir} (sample with: tim sample --checkpoint {run_dir} --steps 1,2,4{prompt} --out DIR)")
     return 0
