@@ -9,6 +9,7 @@ import torch
 
 from helpers.text_models import tiny_bert
 from tim.errors import TimError
+from tim.models import from_pretrained
 from tim.samplers import sample
 from tim.training import load_config, load_run, train
 from tim.training.text import GRID_PROMPTS_FILE, run_text_encoder
@@ -45,6 +46,8 @@ def test_text_run_trains_saves_null_prompt_and_samples_from_prompts(tmp_path: Pa
     assert encoder is not None and encoder.dim == 32 and encoder.max_length == 12
     # The null caption is the encoder's features of "" and was saved with the weights.
     torch.testing.assert_close(model.cond_embedder.null_context, encoder.null_context())
+    exported = from_pretrained(run / "pretrained")  # the exported EMA folder carries it too
+    assert torch.equal(exported.cond_embedder.null_context, model.cond_embedder.null_context)
     assert (run / "samples" / "step_00000004_nfe_1.png").is_file()
     rows = (run / "samples" / GRID_PROMPTS_FILE).read_text().splitlines()
     assert len(rows) == 2 and all(line.split(": ", 1)[1] for line in rows)

@@ -26,6 +26,7 @@ in one warning and counted against ``data.max_bad_fraction`` as the plain image 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -135,8 +136,7 @@ def captioned(inner: Any, captions: list[str], cfg: DataConfig, info: DataInfo, 
     text = CaptionInfo(encoder=cfg.text_encoder, max_length=encoder.max_length, dim=encoder.dim,
                        captions=tuple(captions), null_context=encoder.null_context().cpu(), encode_seconds=seconds,
                        encode=encoder)
-    fields = {name: getattr(info, name) for name in info.__dataclass_fields__}
-    return CaptionedSource(inner, captions, encoder, DataInfo(**(fields | {"text": text})))
+    return CaptionedSource(inner, captions, encoder, dataclasses.replace(info, text=text))
 
 
 # ------------------------------------------------------------------------------------------ scenes
