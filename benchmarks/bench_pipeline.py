@@ -166,16 +166,19 @@ def decode_section(config: TiMConfig, batch: int, repeats: int, device: torch.de
             "decode_bytes_estimate_MiB": round(ae.decode_bytes(side, side) / 2**20, 1)}
 
 
-def estimate_4096(device: torch.device) -> dict:
+def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
     """The library's estimate for a 4096^2 TiM-T2I generation (bf16, CFG, DC-AE f32c32 decode)."""
     config = TIM_PRESETS["TiM-T2I"]
     h = w = 4096 // 32  # DC-AE f32 (paper.md §6, released-architecture.md §6.1)
-    params = sum(math.prod(p.shape) for p in build_model(config, z_dim=0).to("meta").parameters())
+    with torch.device("meta"):  # shapes only: no 3.5 GB allocation, no initialisation work
+        params = sum(math.prod(p.shape) for p in build_model(config, z_dim=0).parameters())
     network = estimate_generation_bytes(config, 1, h, w, dtype_bytes=2, guided=True, context_length=CAPTION_TOKENS)
     out = {"preset": "TiM-T2I", "image": "4096x4096", "latent": [32, h, w], "tokens": h * w, "dtype": "bf16",
            "guided": True, "caption_tokens": CAPTION_TOKENS, "weights_GiB": round(params * 2 / 2**30, 2),
            "network_activations_GiB": round(network / 2**30, 2)}
     try:  # the decode estimate of a DC-AE with the f32c32 layout (diffusers' default AutoencoderDC), no weights
+        if not with_decode:
+            raise ImportError("decode estimate skipped")
         import diffusers
 
         from tim.autoencoders import Autoencoder
