@@ -942,6 +942,24 @@ def _empty_inception(tmp: Path) -> str:
     return tim_error(lambda: load_fid_inception(tmp / "pt_inception-2015-12-05.pth"))
 
 
+def _gpu_error(local_rank: int, broken: bool) -> Callable[[Path], str]:
+    """train.device=auto on a (mocked) machine with 2 GPUs; ``broken``: allocating on them fails."""
+
+    def trigger(tmp: Path) -> str:
+        from tim.training import load_config, train
+
+        def fail(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable")
+
+        with mock.patch.object(torch.cuda, "is_available", lambda: True), \
+                mock.patch.object(torch.cuda, "device_count", lambda: 2), \
+                mock.patch.dict("os.environ", {"LOCAL_RANK": str(local_rank)}), \
+                mock.patch.object(torch, "empty", fail if broken else torch.empty):
+            return tim_error(lambda: train(load_config("digits", TINY_RUN + ["train.device=auto"]), tmp / "run"))
+
+    return trigger
+
+
 def sampler_error(**kwargs: object) -> Callable[[Path], str]:
     def trigger(tmp: Path) -> str:
         from tim.samplers import sample
@@ -980,6 +998,10 @@ RELIABILITY_CASES = [
     Case("train-huge-batch", "training", "`train.batch_size=1000000000000` (checked before allocating)", _huge_batch,
          ("train.batch_size = 1000000000000 needs at least", "per process", "available"),
          ("lower train.batch_size", "optim.accumulation")),
+    Case("train-too-few-gpus", "training", "`LOCAL_RANK=3` on a machine with 2 GPUs (mocked)", _gpu_error(3, False),
+         ("LOCAL_RANK=3", "only 2 GPU(s)"), ("one process per GPU", "CUDA_VISIBLE_DEVICES")),
+    Case("train-gpu-unusable", "training", "a GPU that cannot allocate (busy or broken; mocked)", _gpu_error(0, True),
+         ("cuda:0 is not usable", "busy or unavailable"), ("train.device=cpu",)),
     Case("ckpt-empty-safetensors", "checkpoint", "a zero-byte `.safetensors` file (interrupted download)",
          released(_empty_file("model.safetensors")), ("model.safetensors", "is empty (0 bytes)"), ("re-download",)),
     Case("ckpt-empty-pt", "checkpoint", "a zero-byte `.pt` file", released(_empty_file("model.pt")),

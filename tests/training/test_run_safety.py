@@ -281,3 +281,22 @@ def test_command_line_restart_and_allow_config_change(tmp_path: Path, capsys: py
     assert load_latest(run).step == 3
     assert main([*base, "optim.lr=5e-4", "--restart"]) == 0  # a fresh run with the new settings
     assert load_latest(run).step == 2 and len(list(run.glob("previous-*"))) == 1
+
+
+def test_unusable_gpus_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mocked CUDA (this machine has none): too few GPUs for LOCAL_RANK, and a GPU that fails to allocate."""
+    from tim.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(TimError, match=r"LOCAL_RANK=3 needs GPU 3 but only 2 GPU\(s\) are visible.*nproc_per_node"):
+        resolve_device("cuda", local_rank=3)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable\nmore detail")
+
+    monkeypatch.setattr(torch, "empty", broken)
+    with pytest.raises(TimError, match=r"cuda:1 is not usable \(CUDA error: all CUDA-capable devices are busy"
+                                       r" or unavailable\); .*train.device=cpu") as raised:
+        resolve_device("auto", local_rank=1)
+    assert "\n" not in str(raised.value)
