@@ -115,6 +115,14 @@ def test_convert_then_load_gives_images(tmp_path: Path, kl_folder: Path, tiny_pr
     assert torch.equal(direct(**kwargs).images, pipe(**kwargs).images)
     with pytest.raises(Exception, match="needs its preset and autoencoder"):
         TiMPipeline.load(file)
+    # ... and `tim sample` writes decoded PNGs of the requested size from the converted folder.
+    code, _, err = run_cli(["sample", "--checkpoint", str(tmp_path / "pipe"), "--class", "1,7", "--per-class", "1",
+                            "--steps", "1", "--height", "32", "--width", "48", "--no-progress", "--out", str(tmp_path / "s")])
+    assert code == 0, err
+    from PIL import Image
+
+    pngs = sorted((tmp_path / "s").glob("steps_*/*.png"))
+    assert len(pngs) == 2 and all(Image.open(p).size == (48, 32) and Image.open(p).mode == "RGB" for p in pngs)
 
 
 def one_line_error(argv: list[str]) -> str:
