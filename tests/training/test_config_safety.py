@@ -68,3 +68,5 @@ def test_recursive_alias_and_deep_nesting_are_errors(tmp_path: Path) -> None:
         _load(tmp_path, "a: &a [1, *a]\n")
     with pytest.raises(TimError, match="nested too deeply"):
         _load(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(TimError, match="nested too deeply"):
+        _load(tmp_path, "[" * 100000 + "]" * 100000, name="deep.json")

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from tim.data.config import DataConfig
 from tim.errors import TimError
+from tim.training.repa import RepaConfig
 
 # Field metadata keys understood by the range check: value must be > gt, >= ge, < lt, <= le.
 _BOUNDS = ("gt", "ge", "lt", "le")
@@ -147,6 +148,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    repa: RepaConfig = field(default_factory=RepaConfig)  # representation alignment (tim.training.repa)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON/YAML data (open sections flattened, as in the YAML files)."""
@@ -586,6 +588,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise TimError(f"config file '{path}' is not valid JSON ({error.msg}, line {error.lineno})",
                            "fix the JSON syntax") from None
+        except RecursionError:
+            raise TimError(f"config file '{path}' is nested too deeply", "write a flat config of sections and keys") from None
     import yaml
 
     try:
