@@ -726,6 +726,7 @@ RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {
     "scenes_t2i": _preset(
         # Text-to-image on the synthetic scenes (issue 10): TiM-scenes on 32x32 RGB, captions
         # encoded once by the embedded all-MiniLM-L6-v2; the longest scene caption is 10 tokens.
+        # 0.77 CPU-seconds per step at batch 64 on one thread (configs/scenes_t2i.yaml).
         model={"preset": "TiM-scenes"},
         data={"name": "scenes", "text_encoder": "minilm", "max_text_length": 16, "num_images": 4096},
         optim={"lr": 1e-3, "warmup_steps": 100},

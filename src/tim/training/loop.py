@@ -19,6 +19,7 @@ TimError, keeping the last good checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -159,21 +160,20 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
             "teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
         with distributed.no_sync(F, active=micro < accumulation - 1):
             with parts["autocast"]:
-                out = objective(F, x, cond=dropped, generator=generator, F_nograd=F_nograd, **teacher)
+                out = objective(F_nograd if parts["features_fn"] else F, x, cond=dropped, generator=generator,
+                                F_nograd=F_nograd, features_fn=parts["features_fn"], **teacher)
             (out.loss / accumulation).backward()
-        losses.append(out.loss.detach().float().cpu())
+        losses.append(out.loss.detach().float())  # stays on the device: no host sync per micro-batch
         for key, value in out.stats.items():
-            stats[key] = stats.get(key, 0.0) + value.detach().float().cpu() / accumulation
+            stats[key] = stats.get(key, 0.0) + value.detach().float() / accumulation
     max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP DTensor
-    # One all-reduce for the loss and every stat: the logged values are global-batch means.
-    means = distributed.all_reduce_mean(
-        torch.stack([torch.stack(losses).mean(), torch.tensor(float(rows)), *stats.values()]), env).tolist()
-    loss, images, stats = means[0], round(means[1] * env.world_size), dict(zip(stats, means[2:]))
-    finite = math.isfinite(loss) and bool(torch.isfinite(grad_norm))
-    metrics = {"loss": loss, "images": images, "grad_norm": grad_norm.item(), "lr": learning_rate(cfg, state.step)}
-    if distributed.any_process(not finite, env):
+    # Loss, gradient norm and stats stay on the device until the loop logs (_read_metrics).
+    values = torch.stack([torch.stack(losses).mean(), grad_norm.detach().float().reshape(()), *stats.values()])
+    finite, images = _step_outcome(values[:2], rows, env)
+    metrics = {"images": images, "lr": learning_rate(cfg, state.step), "pending": (["loss", "grad_norm", *stats], values)}
+    if not finite:
         optimizer.zero_grad(set_to_none=True)  # sg: the weights and the EMA stay untouched
         return metrics | {"finite": False}
     for group in optimizer.param_groups:
@@ -182,7 +182,33 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     decay = ema_decay(cfg.ema.decay, state.ema_updates, cfg.ema.warmup)
     update_ema(ema, model, decay)
     state.ema_updates += 1
-    return metrics | {"finite": True, "ema_decay": decay} | stats
+    return metrics | {"finite": True, "ema_decay": decay}
+
+
+def _step_outcome(loss_and_norm: Tensor, rows: int, env: distributed.DistEnv) -> tuple[bool, int]:
+    """``(finite on every process, global rows)`` with the step's only host sync (issue 14).
+
+    Skipping a non-finite step exactly needs its answer before the optimizer steps, so one
+    device-to-host read per step remains: a single flag (one process), or the flag and the row
+    count after one all-reduce (several processes; bucketed data sizes vary per step).
+    """
+    bad = (~torch.isfinite(loss_and_norm).all()).float()
+    if not env.distributed:
+        return not bool(bad), rows
+    counts = distributed.all_reduce_mean(torch.stack([bad, torch.tensor(float(rows), device=bad.device)]), env)
+    bad_share, rows_mean = (counts * env.world_size).tolist()
+    return bad_share == 0, round(rows_mean)
+
+
+def _read_metrics(metrics: dict[str, Any], env: distributed.DistEnv) -> dict[str, Any]:
+    """The step's metrics as floats: global-batch means of the device values (one all-reduce and read).
+
+    Called only when the loop logs (every ``train.log_every`` steps, and on a skipped step), on
+    every process alike, since it is a collective under torchrun.
+    """
+    keys, values = metrics["pending"]
+    means = dict(zip(keys, distributed.all_reduce_mean(values, env).tolist()))
+    return {key: value for key, value in metrics.items() if key != "pending"} | means
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None, restart: bool = False,
@@ -238,11 +264,7 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     model = _build_model(cfg, source.info, env.device)
     ema = make_ema(model)
     objective = build_objective_from_config(cfg)
-    if env.distributed and cfg.train.parallel == "ddp" and getattr(model.config, "z_dim", 0) > 0:
-        # DDP waits for a gradient of every parameter; the alignment projector gets none here.
-        raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that this objective never trains, "
-                       "and DDP requires a gradient for every parameter", "set model.z_dim=0")
-    F, F_nograd = distributed.wrap(model, ema, env, cfg.train.parallel)
+    F, F_nograd, features_fn, objective = _wrap(cfg, env, model, ema, objective, source.info)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
     checkpoint = _latest_checkpoint(run_dir, env)
@@ -252,7 +274,7 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))  # after the resume check
     parts = {"F": F, "F_nograd": F_nograd, "model": model, "ema": ema, "objective": objective,
              "optimizer": optimizer, "source": source, "autocast": _autocast(cfg, env.device),
-             "conditional": _is_conditional(model)}
+             "conditional": _is_conditional(model), "features_fn": features_fn}
     total, fsdp = total_steps(cfg), env.distributed and cfg.train.parallel == "fsdp"
     logger = MetricsLogger(run_dir, jsonl=cfg.logging.jsonl, csv_file=cfg.logging.csv,
                            tensorboard=cfg.logging.tensorboard, enabled=env.is_main, resume_step=state.step)
@@ -265,14 +287,17 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
             metrics = _train_step(cfg, env, state, parts)
             state.step += 1
             state.images += metrics.pop("images")
+            shown = None  # the device statistics are read only when logged (no per-step host sync)
             if not metrics.pop("finite"):
-                _skip(cfg, run_dir, state, metrics, logger, progress)
+                _skip(cfg, run_dir, state, _read_metrics(metrics, env), logger, progress)
             else:
                 state.bad_streak = 0
                 if state.step % cfg.train.log_every == 0 or state.step == total:
+                    metrics = _read_metrics(metrics, env)
                     logger.log({"step": state.step, "images": state.images, **metrics, "skipped": state.skipped,
                                 "seconds": round(time.perf_counter() - started, 3)})
-            progress.update(metrics.get("mse", metrics["loss"]), state.images)  # the weighted loss is ~constant by design
+                    shown = metrics.get("mse", metrics["loss"])  # the weighted loss is ~constant by design
+            progress.update(shown, state.images)
             if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
                 save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
                 saved = state.step
@@ -296,6 +321,31 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
         sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
     export_run(cfg, run_dir, ema, state, env)
     return run_dir
+
+
+def _wrap(cfg: RunConfig, env: distributed.DistEnv, model: nn.Module, ema: nn.Module, objective: Any,
+          info: Any) -> tuple[nn.Module, nn.Module, nn.Module | None, Any]:
+    """``(F, F_nograd, features_fn, objective)``; with REPA the gradient pass is ``WithFeatures(model)``.
+
+    DDP synchronises gradients only through ``forward``, so with REPA it wraps
+    ``WithFeatures(model)`` (whose forward returns the alignment features too) and the projector
+    gets its gradient; without REPA a projector would get none, which DDP refuses.
+    """
+    from tim.models import WithFeatures
+    from tim.training.repa import build_repa
+
+    alignment = build_repa(cfg.repa, model.config, info, env.device)
+    ddp, fsdp = env.distributed and cfg.train.parallel == "ddp", env.distributed and cfg.train.parallel == "fsdp"
+    if alignment is None:
+        if ddp and getattr(model.config, "z_dim", 0) > 0:
+            raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that nothing trains without REPA, "
+                           "and DDP requires a gradient for every parameter", "set model.z_dim=0, or set repa.encoder")
+        return (*distributed.wrap(model, ema, env, cfg.train.parallel), None, objective)
+    if fsdp:
+        raise TimError("REPA under FSDP is not wired (the feature pass bypasses the root module's hooks)",
+                       "use train.parallel=ddp, or leave repa.encoder empty")
+    features_fn, _ = distributed.wrap(WithFeatures(model), ema, env, cfg.train.parallel)
+    return features_fn, model, features_fn, dataclasses.replace(objective, alignment=alignment)
 
 
 def _check_memory(cfg: RunConfig, info: Any, rows: int, env: distributed.DistEnv) -> None:
