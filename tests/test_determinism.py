@@ -156,7 +156,7 @@ def test_command_line_sample_same_seed_same_files(tiny_runs: dict, tmp_path: Pat
 
     def samples(seed: int, name: str) -> np.ndarray:
         out = tmp_path / name
-        argv = ["sample", "--checkpoint", str(run), "--steps", "2", "--num", "2", "--seed", str(seed),
+        argv = ["sample", "--checkpoint", str(run), "--steps", "2", "--per-class", "2", "--seed", str(seed),
                 "--out", str(out)]
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(argv) == 0
