@@ -104,3 +104,16 @@ def test_readme_text_to_image_block_runs() -> None:
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     assert namespace["t2i"].shape == (2, 3, 32, 32) and torch.isfinite(namespace["t2i"]).all()
     assert bool(namespace["out"].loss.isfinite())
+
+
+@pytest.mark.slow
+def test_scenes_t2i_preset_trains_with_minilm(tmp_path: Path) -> None:
+    """The real preset (4,096 scenes, MiniLM, TiM-scenes at batch 64) for two steps; about a minute on 2 cores."""
+    cfg = load_config("scenes_t2i", ["train.steps=2", "train.progress=false", "train.time_limit=0", "sample.num=4",
+                                     "sample.steps=1", "train.device=cpu"])
+    run = train(cfg, tmp_path / "run")
+    model, loaded = load_run(run)
+    encoder = run_text_encoder(loaded)
+    assert encoder.name == "minilm" and encoder.dim == model.config.text_dim == 384 and encoder.max_length == 16
+    torch.testing.assert_close(model.cond_embedder.null_context, encoder.null_context())
+    assert (run / "samples" / GRID_PROMPTS_FILE).read_text().count("\n") == 2
