@@ -891,6 +891,11 @@ class TiMPipeline:
                 meta["autoencoder"] = save_part(self.autoencoder, temporary / AUTOENCODER_DIR, reference, "autoencoder")
             if self.text_encoder is not None:
                 meta["text_encoder"] = save_text_part(self.text_encoder, temporary / TEXT_ENCODER_DIR, reference)
+            for part in ("autoencoder", "text_encoder"):  # a reference into the folder being replaced would dangle
+                entry = meta[part]
+                if isinstance(entry, dict) and "path" in entry and Path(entry["path"]).is_relative_to(folder.resolve()):
+                    raise TimError(f"the {part} to reference lies inside {folder}, which is being replaced",
+                                   "save a copy (reference=False) or save to another folder")
             (temporary / PIPELINE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             replace_folder(temporary, folder)
         finally:

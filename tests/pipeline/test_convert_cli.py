@@ -110,6 +110,9 @@ def test_convert_then_load_gives_images(tmp_path: Path, kl_folder: Path, tiny_pr
     ref = json.loads((tmp_path / "ref" / "pipeline.json").read_text())["autoencoder"]
     assert ref == {"path": str((tmp_path / "pipe" / "autoencoder").resolve())}  # where the loaded pipe read it
     assert torch.equal(referenced(**kwargs).images, pipe(**kwargs).images)
+    with pytest.raises(Exception, match="lies inside"):  # its autoencoder lives in the folder being replaced
+        pipe.save_pretrained(tmp_path / "pipe", reference=True)
+    assert TiMPipeline.load(tmp_path / "pipe").autoencoder is not None  # left as it was
     # A released file is also accepted directly (preset + autoencoder required).
     direct = TiMPipeline.load(file, preset="TiM-XL/2", autoencoder=kl_folder)
     assert torch.equal(direct(**kwargs).images, pipe(**kwargs).images)
