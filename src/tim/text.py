@@ -167,6 +167,8 @@ class TextEncoder:
         self.name = str(name_or_path)
         self.folder = resolve_text_encoder(name_or_path)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TimError(f"text encoder device {str(device)!r} is not available (no CUDA GPU)", "use device='cpu'")
         self.dtype = dtype or torch.float32
         self.use_cache = cache
         self._cache: dict[tuple[str, int, str], Tensor] = {}  # prompt -> (L_real, dim) float32 features

@@ -143,6 +143,9 @@ def test_bad_inputs(tmp_path, minilm: TextEncoder, tiny_folders: dict) -> None:
         TextEncoder(tiny_folders["bert"], max_length=65)
     with pytest.raises(TimError, match="max_length"):
         TextEncoder("minilm", max_length=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(TimError, match="no CUDA GPU"):
+            TextEncoder(tiny_folders["bert"], device="cuda")
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(TimError, match="tokenizer|cannot load"):
         TextEncoder(tmp_path)
