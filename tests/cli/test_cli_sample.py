@@ -324,3 +324,14 @@ def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -
         assert args.command == "sample" and args.checkpoint and args.out
     trains = [line for line in lines if line.startswith("tim train --config configs/digits.yaml")]
     assert len(trains) == 2 and trains[0] == trains[1]
+
+
+def test_training_progress_bar_shows_images_as_a_count() -> None:
+    """Issue 11: the bar printed `images=1e+4`; it shows `images=10,000`."""
+    from tim.training.logging import Progress
+
+    bar = Progress(enabled=True, total=5, initial=0)
+    bar.update(0.5, 10_000)
+    text = str(bar.bar)
+    bar.close()
+    assert "images=10,000" in text and "1e+" not in text, text
