@@ -108,6 +108,14 @@ def _select_rows(cond: dict[str, Any], rows: Tensor, batch: int) -> dict[str, An
     }
 
 
+def _slice_rows(cond: dict[str, Any], rows: slice, batch: int) -> dict[str, Any]:
+    # As _select_rows for a slice (views, no index tensor).
+    return {
+        key: value[rows] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch else value
+        for key, value in cond.items()
+    }
+
+
 # ---------------------------------------------------------------------------- derivatives
 def dde_derivative(
     F: Network,
@@ -386,16 +394,46 @@ class TransitionLoss:
         return resolution_shift(x.shape[-2], x.shape[-1], *self.shift_base)
 
     def time_derivative(
-        self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any]
+        self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any],
+        *, candidates: slice | None = None,
     ) -> Tensor:
-        """dF/dt of sg[F] on rows with r < t (DDE or JVP); exactly 0 on the other rows. Shape of ``x``."""
+        """dF/dt of sg[F] on rows with r < t (DDE or JVP); exactly 0 on the other rows. Shape of ``x``.
+
+        Args:
+            candidates: a slice known to hold every row with r < t (from :meth:`derivative_rows`):
+                the derivative runs on that slice and is masked by ``r < t`` there, which needs
+                no host sync (and no graph break under ``torch.compile``). None: the rows are
+                found with ``nonzero`` (explicit or MeanFlow times).
+        """
         dF_dt = torch.zeros(x.shape, dtype=_work_dtype(x.dtype), device=x.device)
+        if candidates is not None:
+            if candidates.start >= candidates.stop:
+                return dF_dt
+            values = self._derivative(F, x[candidates], z[candidates], t[candidates], r[candidates],
+                                      _slice_rows(cond, candidates, x.shape[0]))
+            strict = expand_time(r[candidates] < t[candidates], values)  # ties r = t get exactly 0
+            dF_dt[candidates] = torch.where(strict, values, torch.zeros_like(values))
+            return dF_dt
         rows = (r < t).nonzero().squeeze(1)
         if rows.numel() == 0:
             return dF_dt
-        args = (F, self.path, x[rows], z[rows], t[rows], r[rows], _select_rows(cond, rows, x.shape[0]))
-        values = dde_derivative(*args, epsilon=self.epsilon) if self.derivative == "dde" else jvp_derivative(*args)
+        values = self._derivative(F, x[rows], z[rows], t[rows], r[rows], _select_rows(cond, rows, x.shape[0]))
         return dF_dt.index_copy(0, rows, values)
+
+    def _derivative(self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any]) -> Tensor:
+        if self.derivative == "jvp":
+            return jvp_derivative(F, self.path, x, z, t, r, cond)
+        return dde_derivative(F, self.path, x, z, t, r, cond, epsilon=self.epsilon)
+
+    def derivative_rows(self, n: int) -> slice | None:
+        """Rows of a batch of ``n`` that can have r < t when the times come from :meth:`sample_times`.
+
+        :func:`tim.timesteps.sample_time_pairs` gives rows ``[:round(diffusion_share n)]`` r = t, so
+        only the rest need a derivative; None for subclasses that draw times differently.
+        """
+        if type(self).sample_times is not TransitionLoss.sample_times:
+            return None
+        return slice(round(self.diffusion_share * n), n)
 
     @property
     def uses_teacher(self) -> bool:
@@ -495,15 +533,17 @@ class TransitionLoss:
         cond = {} if cond is None else cond
         _check_batch(x, z, t, r)
         generator = resolve_generator(generator, x.device)
+        candidates = None
         if t is None:
             t, r = self.sample_times(x, generator)
+            candidates = self.derivative_rows(x.shape[0])
         time_dtype = _work_dtype(x.dtype)
         t, r = t.to(device=x.device, dtype=time_dtype), r.to(device=x.device, dtype=time_dtype)
         if z is None:
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t, _ = self.path.interpolate(x, z, t)
         F_pred, features = self._predict(F, features_fn, x_t, t, r, cond)
-        dF_dt = self.time_derivative(F if F_nograd is None else F_nograd, x, z, t, r, cond)
+        dF_dt = self.time_derivative(F if F_nograd is None else F_nograd, x, z, t, r, cond, candidates=candidates)
         target = self.path.transition_target(x.to(dF_dt.dtype), z.to(dF_dt.dtype), t, r, dF_dt)
         base = self.path.diffusion_target(x, z, t) if self.guidance_w_gt != 1.0 else None
         offset = self.guidance_offset(teacher, x_t, t, teacher_cond, teacher_uncond, base)
@@ -584,6 +624,10 @@ class FlowMatchingLoss(TransitionLoss):
         """One draw t ~ path per row and r = t; each ``(B,)``."""
         t = shift_path_time(self.path.sample_time(x.shape[0], generator=generator, device=x.device), self.path, self._shift(x))
         return t, t.clone()
+
+    def derivative_rows(self, n: int) -> slice:
+        """No row needs a derivative: every sampled row has r = t (an empty slice, no host sync)."""
+        return slice(n, n)
 
 
 @dataclass

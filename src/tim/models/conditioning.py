@@ -121,7 +121,8 @@ class ClassConditioning(nn.Module):
         # A clear error instead of an IndexError. Only on CPU tensors, where the check is free: on an
         # accelerator it would cost a device sync per forward pass (several per training step), so
         # there the data sources and `tim sample` validate class ids before they reach the model.
-        if y.device.type == "cpu" and bool(((y < 0) | (y > self.num_classes)).any()):
+        # Skipped while torch.compile traces (a data-dependent branch is a graph break).
+        if y.device.type == "cpu" and not torch.compiler.is_compiling() and bool(((y < 0) | (y > self.num_classes)).any()):
             raise TimError(
                 f"labels y lie outside [0, {self.num_classes}]",
                 f"use class ids 0..{self.num_classes - 1} (or {self.num_classes}, the CFG null class)",

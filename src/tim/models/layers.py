@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -194,11 +195,57 @@ class RotaryEmbedding2D(nn.Module):
             self._cache[key] = (torch.cos(theta).to(dtype), torch.sin(theta).to(dtype))
         return self._cache[key]
 
+    def tables(self, h: int, w: int, device: torch.device, dtype: torch.dtype = torch.float32) -> RopeTables:
+        """The fused tables every block uses for an ``h x w`` grid, cached like :meth:`forward`.
+
+        Returns:
+            :class:`RopeTables` in ``dtype`` (float32 or float64) for tokens laid out as
+            (B, N, heads, head_dim).
+        """
+        key = ("tables", h, w, str(device), dtype, self.convention, self.scale, self.theta)
+        if key not in self._cache:
+            cos, sin = self(h, w, device, dtype)  # (N, hd), each pair's value repeated
+            signed = torch.stack([-sin[:, 0::2], sin[:, 1::2]], dim=-1).flatten(-2)  # (N, hd): [-s0, s0, -s1, s1, ...]
+            rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, hd/2): e^{i theta} per pair, same rounding
+            self._cache[key] = RopeTables(cos[:, None], signed[:, None], rotation[:, None])
+        return self._cache[key]
+
+
+@dataclass(frozen=True)
+class RopeTables:
+    """Cached RoPE tables shaped to broadcast over tokens laid out as (B, N, heads, head_dim).
+
+    Attributes:
+        cos: (N, 1, head_dim), each pair's cosine repeated.
+        sin_signed: (N, 1, head_dim), ``[-sin, +sin]`` per pair (the real two-multiply form).
+        rotation: (N, 1, head_dim / 2) complex ``cos + i sin`` (the one-multiply form).
+    """
+
+    cos: Tensor
+    sin_signed: Tensor
+    rotation: Tensor
+
 
 def rotate_pairs(x: Tensor) -> Tensor:
     """Map each interleaved pair ``(a, b)`` of the last dim to ``(-b, a)``."""
     a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack([-b, a], dim=-1).flatten(-2)
+
+
+def rope_rotate(x: Tensor, tables: RopeTables) -> Tensor:
+    """Rotate q or k laid out as (B, N, heads, head_dim) by the tables; float32 or wider, cast back.
+
+    Eager: one complex multiply per pair on a complex view of ``x`` (no copies besides the
+    output). Under ``torch.compile`` the real form ``x cos + swap(x) sin_signed`` is used, which
+    Inductor fuses into one kernel (it has no complex code generation). Both equal
+    :func:`apply_rope` up to float rounding.
+    """
+    xf = x.to(torch.promote_types(x.dtype, tables.cos.dtype))
+    if torch.compiler.is_compiling():
+        swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (a, b) -> (b, a)
+        return (xf * tables.cos + swapped * tables.sin_signed).to(x.dtype)
+    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))  # a view: stride-1 pairs, even strides
+    return torch.view_as_real(pairs * tables.rotation).flatten(-2).to(x.dtype)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -274,25 +321,32 @@ def select_kernel(
     return "sdpa"
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend, mask: Tensor | None = None) -> Tensor:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend, mask: Tensor | None = None,
+    *, flash_installed: bool | None = None,
+) -> Tensor:
     """Scaled dot-product attention with the kernel of :func:`select_kernel`.
 
     Args:
-        q: shape (B, heads, N, hd).
+        q: shape (B, heads, N, hd); any strides (the layers pass transposed views).
         k: shape (B, heads, M, hd).
         v: shape (B, heads, M, hd).
         backend: "auto" | "sdpa" | "flash" | "math".
         mask: optional bool (B, 1, 1, M), True = attend.
+        flash_installed: whether flash-attn is installed, resolved once by the caller (the
+            layers do it when their backend is set); None looks it up (about 80 us a call).
 
     Returns:
         Shape (B, heads, N, hd).
     """
+    if flash_installed is None:
+        flash_installed = backend != "sdpa" and flash_attn_available()
     kernel = select_kernel(
         backend,
         differentiable=needs_differentiable_attention(q, k, v),
         cuda_half=q.is_cuda and q.dtype in (torch.float16, torch.bfloat16),
         masked=mask is not None,
-        flash_installed=backend != "sdpa" and flash_attn_available(),
+        flash_installed=flash_installed,
     )
     if kernel == "math":
         return math_attention(q, k, v, mask)
@@ -303,11 +357,36 @@ def attention(q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend, mask: 
     return F_nn.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-class SelfAttention(nn.Module):
+class _AttentionKernel(nn.Module):
+    """Holds the attention backend; whether flash-attn is installed is resolved when it is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backend = "auto"
+
+    @property
+    def backend(self) -> AttentionBackend:
+        """"auto" | "sdpa" | "flash" | "math" (set by :meth:`tim.models.TiM.set_attention_backend`)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: AttentionBackend) -> None:
+        self._backend = value
+        self._flash_installed = value in ("auto", "flash") and flash_attn_available()  # once, not per call
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        return attention(q, k, v, self._backend, mask, flash_installed=self._flash_installed)
+
+
+class SelfAttention(_AttentionKernel):
     """Interval-aware self-attention with qk-norm and 2-D RoPE (paper.md §6 IA-Attn).
 
     ``[q, k, v] = W u + b + W_Δ E_Δ(t - r)``: the bias-free projection of the Δt embedding is added
     to every token's q, k and v before qk-norm and RoPE (paper.md §6: ``q = z W_q + b_q + E_Δt W'_q``).
+
+    Layout: q, k and v stay views of the (B, N, 3, heads, hd) projection until attention, which
+    takes them as (B, heads, N, hd) transposed views; SDPA's CPU kernel writes its output as
+    (B, N, heads, hd), so the final reshape to (B, N, D) copies nothing.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool, interval_aware: bool) -> None:
@@ -319,22 +398,20 @@ class SelfAttention(nn.Module):
         self.q_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.backend: AttentionBackend = "auto"
 
-    def forward(self, u: Tensor, dt_emb: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, u: Tensor, dt_emb: Tensor, rope: RopeTables) -> Tensor:
         """Attend over tokens ``u`` (B, N, D) given the Δt embedding (B, 1, D); returns (B, N, D)."""
         B, N, D = u.shape
         qkv = self.qkv(u)  # (B, N, 3D)
         if self.qkv_interval is not None:
             qkv = qkv + self.qkv_interval(dt_emb)  # broadcast (B, 1, 3D) over tokens
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, nh, N, hd)
-        q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        o = attention(q, k, v, self.backend)  # (B, nh, N, hd)
+        q, k, v = qkv.view(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, nh, hd) views
+        q, k = rope_rotate(self.q_norm(q), rope), rope_rotate(self.k_norm(k), rope)
+        o = self._attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, nh, N, hd)
         return self.proj(o.transpose(1, 2).reshape(B, N, D))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_AttentionKernel):
     """Image tokens attend to caption tokens (paper.md §6 T2I block); RoPE on the queries only."""
 
     def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool) -> None:
@@ -346,15 +423,13 @@ class CrossAttention(nn.Module):
         self.q_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=QK_NORM_EPS) if qk_norm else nn.Identity()
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.backend: AttentionBackend = "auto"
 
-    def forward(self, u: Tensor, context: Tensor, mask: Tensor | None, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, u: Tensor, context: Tensor, mask: Tensor | None, rope: RopeTables) -> Tensor:
         """``u`` (B, N, D) attends to ``context`` (B, M, D); ``mask`` (B, M) bool or None; returns (B, N, D)."""
         B, N, D = u.shape
         M = context.shape[1]
-        q = self.q(u).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, N, hd)
-        k, v = self.kv(context).reshape(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(self.q_norm(q), *rope), self.k_norm(k)
+        q = rope_rotate(self.q_norm(self.q(u).view(B, N, self.num_heads, self.head_dim)), rope)  # (B, N, nh, hd)
+        k, v = self.kv(context).view(B, M, 2, self.num_heads, self.head_dim).unbind(2)  # (B, M, nh, hd)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
-        o = attention(q, k, v, self.backend, attn_mask)  # (B, nh, N, hd)
+        o = self._attend(q.transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2), attn_mask)
         return self.proj(o.transpose(1, 2).reshape(B, N, D))
