@@ -15,6 +15,8 @@ from tim.training.config import (
     save_config,
 )
 from tim.training.loop import train
+from tim.training.preemption import EXIT_PREEMPTED, Preempted
 from tim.training.state import load_run
 
-__all__ = ["RUN_PRESETS", "RunConfig", "config_from_dict", "load_config", "load_run", "save_config", "train"]
+__all__ = ["EXIT_PREEMPTED", "RUN_PRESETS", "Preempted", "RunConfig", "config_from_dict", "load_config", "load_run",
+           "save_config", "train"]
