@@ -111,6 +111,7 @@ class TrainConfig:
     log_every: int = _bounded(10, ge=1)  # steps between metric lines
     max_bad_steps: int = _bounded(20, ge=1)  # consecutive non-finite steps before stopping
     deterministic: bool = False  # torch.use_deterministic_algorithms for bit-exact reruns
+    compile: bool = False  # torch.compile the network for the gradient and DDE passes (JVP stays eager)
     progress: bool = True  # tqdm progress bar on rank 0
 
 
@@ -455,7 +456,7 @@ def _check_consistency(config: RunConfig) -> None:
 RESUMABLE_KEYS = (
     "train.steps", "train.images", "train.time_limit", "train.checkpoint_every", "train.keep_last",
     "train.sample_every", "train.log_every", "train.max_bad_steps", "train.progress", "train.device",
-    "train.parallel", "train.deterministic", "optim.accumulation", "logging", "sample",
+    "train.parallel", "train.deterministic", "train.compile", "optim.accumulation", "logging", "sample",
 )
 
 
