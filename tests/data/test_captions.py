@@ -87,6 +87,13 @@ def test_sidecar_captions_and_uncaptioned_images(tmp_path: Path, bert: str) -> N
         build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=4)
 
 
+def test_captions_file_with_byte_order_mark(tmp_path: Path, bert: str) -> None:
+    _image(tmp_path / "a.png", 0)
+    (tmp_path / "captions.jsonl").write_text('{"file": "a.png", "caption": "with a BOM"}\n', encoding="utf-8-sig")
+    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1)
+    assert source.info.text.captions == ("with a BOM",)
+
+
 def test_several_captions_per_image_are_several_items(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
     _image(tmp_path / "b.png", 100)

@@ -184,7 +184,7 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
     fix = 'write one JSON object per line: {"file": "<image path relative to data.root>", "caption": "<text>"}'
     pairs, missing = [], []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM from Windows editors is not JSON
     except (OSError, UnicodeDecodeError) as error:
         raise TimError(f"cannot read '{path}' ({type(error).__name__})", "save it as UTF-8 text") from None
     for number, line in enumerate(lines, start=1):
