@@ -244,3 +244,29 @@ def test_one_job_per_folder_and_stale_temporaries_are_removed(tiny_run: Path, tm
     code, stdout, err = run_cli(_argv(tiny_run, out, *JOB))
     assert code == 0 and "resumed after 7 finished shard(s)" in stdout, err
     assert not any(path.exists() for path in stale)
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_finished_shards_and_the_same_command_resumes(tiny_run: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    command = [sys.executable, "-m", "tim.cli.main", *_argv(tiny_run, out, "--steps", "1", "--num", "20000",
+                                                            "--batch-size", "250", "--shard-size", "500", "--no-png")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        index = out / "index.json"
+        if index.exists() and json.loads(index.read_text())["steps"]["1"]["shards"]:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143 and "SIGTERM" in err and "rerun the same command" in err, err
+    done = len(json.loads((out / "index.json").read_text())["steps"]["1"]["shards"])
+    assert 1 <= done < 40 and not list(out.glob(".*.tmp"))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0 and f"resumed after {done} finished shard(s)" in result.stdout, result.stderr

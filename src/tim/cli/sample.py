@@ -696,14 +696,46 @@ def run(args: argparse.Namespace) -> int:
     job = Job(steps=tuple(steps_list), conditions=tuple(conditions), counts=counts, seed=args.seed,
               batch_size=min(batch_size, total), shard_size=shard_size, height=height, width=width, options=options,
               png=args.png, identity=identity)
+    stop = _StopOnSignal()
     try:
-        result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+        with stop:
+            result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
     except KeyboardInterrupt:
-        print(f"interrupted; the finished shards in {out} are kept: rerun the same command to resume",
+        print(f"{stop.name or 'interrupted'}: the finished shards in {out} are kept; rerun the same command to resume",
               file=sys.stderr)
-        return 130  # 128 + SIGINT, as tim.cli.main
+        return 143 if stop.name == "SIGTERM" else 130  # 128 + the signal number, the shell convention
     _report(result, job, out)
     return 0
+
+
+class _StopOnSignal:
+    """While a job runs, SIGTERM (what schedulers and ``kill`` send) stops it like Ctrl-C.
+
+    The current file write is abandoned (its temporary is removed) and the finished shards stay,
+    so the same command resumes. Outside the main thread (signals cannot be set there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.name = "SIGTERM"
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _conditions(args: argparse.Namespace, backend: Any, prompts: list[str]) -> list:
