@@ -487,30 +487,19 @@ class TiMPipeline:
 
         started = time.perf_counter()
         recipe = self.recipe
-        if output_type not in OUTPUT_TYPES:
-            raise TimError(f"output_type={output_type!r} is unknown", f"use one of {', '.join(OUTPUT_TYPES)}")
+        # Requests, size and sampler settings (recipe defaults), all checked before any work.
         labels, prompts = self._requests(class_labels, prompt, num_images_per_prompt)
         n = len(labels) if labels is not None else len(prompts) if prompts is not None else num_images_per_prompt
         height, width = self._check_size(height, width)
         h, w = height // self.factor, width // self.factor
-        steps = recipe.steps if steps is None else steps
-        scale = recipe.guidance_scale if guidance_scale is None else float(guidance_scale)
-        interval = recipe.guidance_interval if guidance_interval is None else tuple(guidance_interval)
-        rho = recipe.stochasticity if stochasticity is None else float(stochasticity)
-        if not isinstance(steps, int) or steps < 1:
-            raise TimError(f"steps={steps!r} is invalid", "pass a whole number of steps >= 1")
-        guided = scale != 1.0 and self.conditioning != "none"
-        if scale != 1.0 and self.conditioning == "none":
-            raise TimError(f"guidance_scale={scale} needs a conditional model but this one is unconditional",
-                           "use guidance_scale=1")
-        if output_type != "latent" and self.autoencoder is None and self.model.config.in_channels not in (1, 3):
-            raise TimError(f"the model makes {self.model.config.in_channels}-channel latents and this pipeline has no "
-                           "autoencoder to decode them", "load it with autoencoder=DIR, or use output_type='latent'")
+        steps, scale, interval, rho = self._settings(steps, guidance_scale, guidance_interval, stochasticity, output_type)
+        guided = scale != 1.0
         seeds, generators, noise = self._noise(n, h, w, seed, generator, noise)
         batch_size = self._plan_batch(n, h, w, batch_size, guided, output_type)
         path = build_path(recipe.path, **recipe.path_options)
         shift = recipe.shift_at(h, w)
         images, nfe = [], 0
+        # Size rules of the recipe: time shift and RoPE scale for this latent size (restored after).
         previous_rope = self.model.config.rope_scale
         self.model.set_rope_scale(recipe.rope_scale_at(h, w) * previous_rope)
         try:
@@ -536,6 +525,26 @@ class TiMPipeline:
             images=self._collate(images, output_type, order), nfe=nfe, seconds=time.perf_counter() - started,
             labels=labels, prompts=prompts, seeds=seeds or None,
             height=h if output_type == "latent" else height, width=w if output_type == "latent" else width)
+
+    def _settings(self, steps: int | None, scale: float | None, interval: tuple[float, float] | None,
+                  rho: float | None, output_type: str) -> tuple[int, float, tuple[float, float], float]:
+        """Steps, CFG scale, CFG interval and stochasticity: the given ones or the recipe's."""
+        recipe = self.recipe
+        steps = recipe.steps if steps is None else steps
+        scale = recipe.guidance_scale if scale is None else float(scale)
+        interval = recipe.guidance_interval if interval is None else tuple(interval)
+        rho = recipe.stochasticity if rho is None else float(rho)
+        if output_type not in OUTPUT_TYPES:
+            raise TimError(f"output_type={output_type!r} is unknown", f"use one of {', '.join(OUTPUT_TYPES)}")
+        if not isinstance(steps, int) or steps < 1:
+            raise TimError(f"steps={steps!r} is invalid", "pass a whole number of steps >= 1")
+        if scale != 1.0 and self.conditioning == "none":
+            raise TimError(f"guidance_scale={scale} needs a conditional model but this one is unconditional",
+                           "use guidance_scale=1")
+        if output_type != "latent" and self.autoencoder is None and self.model.config.in_channels not in (1, 3):
+            raise TimError(f"the model makes {self.model.config.in_channels}-channel latents and this pipeline has no "
+                           "autoencoder to decode them", "load it with autoencoder=DIR, or use output_type='latent'")
+        return steps, scale, interval, rho
 
     def _requests(self, class_labels: Any, prompt: Any, per: int) -> tuple[list[int] | None, list[str] | None]:
         """Expand labels / prompts to one entry per image, checking them against the model."""
