@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 
 # torchvision's ImageNet statistics, used by DINOv2/ViT processors; taken from the folder's
 # preprocessor_config.json (image_mean/image_std) when it has one.
@@ -80,7 +80,7 @@ class VisionEncoder:
             self.model = transformers.AutoModel.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             hint = "set repa.trust_remote_code=true if you trust it" if "trust_remote_code" in first else \
                 "pass a complete vision model folder (config.json and its weights)"
             raise TimError(f"repa.encoder '{folder}' could not be loaded ({first})", hint) from None
