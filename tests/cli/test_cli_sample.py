@@ -322,8 +322,11 @@ def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -
     for line in samples:
         args = parser.parse_args(shlex.split(line)[1:])
         assert args.command == "sample" and args.checkpoint and args.out
-    trains = [line for line in lines if line.startswith("tim train --config configs/digits.yaml")]
-    assert len(trains) == 2 and trains[0] == trains[1]
+    raw = [line for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL) for line in block.splitlines()]
+    resumes = [i for i, line in enumerate(raw) if "same command again" in line]
+    assert resumes
+    for i in resumes:  # the resume line repeats the line above it exactly
+        assert raw[i].split("  #")[0].strip() == raw[i - 1].split("  #")[0].strip()
 
 
 def test_training_progress_bar_shows_images_as_a_count() -> None:

@@ -252,9 +252,8 @@ def check_seed(seed: int, total: int) -> int:
     return seed
 
 
-def check_sampler_options(cfg: float | None, interval: tuple[float, float] | None,
-                          stochasticity: float | None) -> None:
-    """Range checks of ``--cfg``, ``--guidance-interval`` and ``--stochasticity`` (before any loading)."""
+def check_sampler_options(cfg: float | None, stochasticity: float | None) -> None:
+    """Range checks of ``--cfg`` and ``--stochasticity`` (before any loading; the interval: _parse_interval)."""
     if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
         raise TimError(f"--cfg {cfg} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)")
     if cfg is not None and cfg > MAX_GUIDANCE_SCALE:
@@ -265,7 +264,6 @@ def check_sampler_options(cfg: float | None, interval: tuple[float, float] | Non
     if stochasticity is not None and not (math.isfinite(stochasticity) and stochasticity <= MAX_STOCHASTICITY):
         raise TimError(f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
                        "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic")
-    del interval  # parsed and checked by _parse_interval
 
 
 def check_device(name: str) -> torch.device:
@@ -668,7 +666,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("num", "per_class", "per_prompt"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     interval = _parse_interval(args.guidance_interval)
-    check_sampler_options(args.cfg, interval, args.stochasticity)
+    check_sampler_options(args.cfg, args.stochasticity)
     prompts = read_prompts(args.prompt, args.prompts_file)
     for name, value in (("--height", args.height), ("--width", args.width)):
         if value is not None and not 1 <= value <= MAX_SIDE:
