@@ -772,21 +772,28 @@ class TiMPipeline:
 
         if preset not in TIM_PRESETS or preset not in RELEASED_RECIPES:
             raise TimError(f"preset {preset!r} is not a released TiM model", f"use one of {sorted(RELEASED_RECIPES)}")
-        device = torch.device(device)
-        model = load_released_checkpoint(file, preset)
+        device, config = torch.device(device), TIM_PRESETS[preset]
+        dtype = resolve_dtype(dtype, device)
+        # The cheap checks first (autoencoder class and channels, text encoder), then the big file.
+        text_model = config.conditioning == "text"
+        if not text_model and text_encoder is not None:
+            raise TimError(f"a text encoder was given but {preset} is a class-conditioned model", "drop the text encoder")
+        if text_model and text_encoder is None:
+            raise TimError(f"{preset} is a text-to-image model and needs its text encoder",
+                           "pass text_encoder=DIR (a local transformers folder, e.g. gemma-3-1b-it)")
         ae = load_autoencoder(autoencoder, device)
+        if ae.latent_channels != config.in_channels:
+            raise TimError(f"the autoencoder makes {ae.latent_channels}-channel latents but {preset} takes "
+                           f"{config.in_channels} channels", "pass the autoencoder the checkpoint was trained with "
+                           "(SD-VAE ft-EMA for TiM-XL/2 and TiM-B/4, DC-AE f32c32-sana-1.1 for TiM-XL/1 and TiM-T2I)")
         recipe = released_recipe(preset, latent_scale=float(ae.scaling_factor), latent_shift=float(ae.shift_factor))
         if text_max_length is not None:
             recipe.text_max_length = text_max_length
-        text = load_text_encoder(text_encoder, recipe.text_max_length, device) if model.config.conditioning == "text" else None
-        if model.config.conditioning != "text" and text_encoder is not None:
-            raise TimError(f"a text encoder was given but {preset} is a class-conditioned model", "drop the text encoder")
-        if model.config.conditioning == "text" and text is None:
-            raise TimError(f"{preset} is a text-to-image model and needs its text encoder",
-                           "pass text_encoder=DIR (a local transformers folder, e.g. gemma-3-1b-it)")
+        text = load_text_encoder(text_encoder, recipe.text_max_length, device) if text_model else None
+        model = load_released_checkpoint(file, preset)
         if text is not None:
             model.set_null_context(text.null_context())
-        return cls(model.to(device), recipe, autoencoder=ae, text_encoder=text).cast(resolve_dtype(dtype, device))
+        return cls(model.to(device), recipe, autoencoder=ae, text_encoder=text).cast(dtype)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu", dtype: Any = None,

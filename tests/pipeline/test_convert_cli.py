@@ -128,6 +128,12 @@ def test_convert_then_load_gives_images(tmp_path: Path, kl_folder: Path, tiny_pr
     assert len(pngs) == 2 and all(Image.open(p).size == (48, 32) and Image.open(p).mode == "RGB" for p in pngs)
 
 
+def names_file(tmp_path: Path) -> Path:
+    path = tmp_path / "weights.txt"
+    path.write_text("not weights")
+    return path
+
+
 def one_line_error(argv: list[str]) -> str:
     code, out, err = run_cli(argv)
     assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: "), (code, out, err)
@@ -145,14 +151,16 @@ def test_convert_bad_inputs(tmp_path: Path, kl_folder: Path, tiny_presets: None)
     # An autoencoder whose latent channels do not match (DC-AE tiny: 8 channels).
     dc = tiny_dc(tmp_path / "dc")
     err = one_line_error(["convert", "--preset", "TiM-XL/2", "--autoencoder", str(dc), "--released", str(file), "--out", str(out)])
-    assert "8-channel latents but the model takes 4" in err and not out.exists()
+    assert "8-channel latents but TiM-XL/2 takes 4" in err and "SD-VAE" in err and not out.exists()
     # A folder of another class.
     unet = tmp_path / "unet"
     unet.mkdir()
     (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
     assert "UNet2DModel" in one_line_error(["convert", "--preset", "TiM-XL/2", "--autoencoder", str(unet),
                                             "--released", str(file), "--out", str(out)])
-    assert "not a .safetensors file" in one_line_error([*base, "--released", str(tmp_path / "none.safetensors"), "--out", str(out)])
+    assert "none.safetensors does not exist" in one_line_error([*base, "--released", str(tmp_path / "none.safetensors"),
+                                                                "--out", str(out)])
+    assert "not a .safetensors file" in one_line_error([*base, "--released", str(names_file(tmp_path)), "--out", str(out)])
     names = tmp_path / "names.txt"
     names.write_text("a\nb\n")
     assert "has 2 names but the model has 10" in one_line_error([*base, "--released", str(file), "--class-names", str(names),

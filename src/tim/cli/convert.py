@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from tim.pipeline import TiMPipeline
 
     released = Path(args.released)
+    if not released.exists():
+        raise TimError(f"--released {released} does not exist", "pass the path of the downloaded released checkpoint")
     if not released.is_file() or released.suffix != ".safetensors":
         raise TimError(f"--released {released} is not a .safetensors file", "pass the downloaded released checkpoint")
     if not Path(args.autoencoder).is_dir():
