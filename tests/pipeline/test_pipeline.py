@@ -283,3 +283,13 @@ def test_a_missing_relative_path_never_goes_to_the_hub(monkeypatch: pytest.Monke
     with pytest.raises(TimError, match=r"cannot fetch pipeline owner/name from the Hub \(offline\)"):
         TiMPipeline.from_pretrained("hf:owner/name")
     assert calls == ["owner/name"]
+
+
+def test_half_precision_path_runs_end_to_end(fake_autoencoder: PixelShuffleAutoencoder) -> None:
+    """The GPU dtype path (network in bf16, state in float64, decode in float32), exercised on the CPU via cast()."""
+    full = latent_pipeline(fake_autoencoder, steps=2)
+    half = latent_pipeline(PixelShuffleAutoencoder(), steps=2).cast(torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    a = full(class_labels=[1, 2], output_type="pt").images
+    b = half(class_labels=[1, 2], output_type="pt").images
+    assert b.dtype == torch.float32 and torch.isfinite(b).all() and (a - b).abs().max() < 0.1
