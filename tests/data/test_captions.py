@@ -94,6 +94,16 @@ def test_captions_file_with_byte_order_mark(tmp_path: Path, bert: str) -> None:
     assert source.info.text.captions == ("with a BOM",)
 
 
+def test_empty_caption_is_skipped(tmp_path: Path, bert: str) -> None:
+    _image(tmp_path / "a.png", 0)
+    _image(tmp_path / "b.png", 50)
+    (tmp_path / "captions.jsonl").write_text('{"file": "a.png", "caption": "kept"}\n{"file": "b.png", "caption": " "}\n')
+    with pytest.warns(UserWarning, match=r"1 of 2 images .*b\.png. \(empty caption on line 2"):
+        source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert,
+                                              max_bad_fraction=0.5), batch_size=1)
+    assert source.info.text.captions == ("kept",)
+
+
 def test_several_captions_per_image_are_several_items(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
     _image(tmp_path / "b.png", 100)

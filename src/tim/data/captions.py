@@ -175,8 +175,8 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
     """Parse ``captions.jsonl``.
 
     Returns:
-        ``(pairs, missing)``: (image file, caption) per usable line, and (file, reason) for lines
-        that name files which do not exist.
+        ``(pairs, skipped)``: (image file, caption) per usable line, and (file, reason) for lines
+        that name files which do not exist or give an empty caption.
 
     Raises:
         TimError: a line that is not a JSON object with string ``file`` and ``caption``.
@@ -202,6 +202,9 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
         if not file.is_file():
             missing.append((file, f"named on line {number} of {CAPTIONS_FILE} but does not exist"))
             continue
+        if not entry["caption"].strip():  # "" is the CFG null prompt, not a caption
+            missing.append((file, f"empty caption on line {number} of {CAPTIONS_FILE}"))
+            continue
         pairs.append((file, entry["caption"].strip()))
     return pairs, missing
 
@@ -215,7 +218,7 @@ def caption_pairs(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
     jsonl = root / CAPTIONS_FILE
     if jsonl.is_file():
         pairs, skipped = read_captions_file(jsonl, root)
-        named = {file.resolve() for file, _ in pairs}
+        named = {file.resolve() for file, _ in pairs + skipped}  # skipped lines are reported once, not twice
         reason = f"not named in {CAPTIONS_FILE}"
         skipped += [(file, reason) for file in scan.files if file.resolve() not in named]
     else:
