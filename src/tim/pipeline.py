@@ -550,11 +550,12 @@ class TiMPipeline:
         """Expand labels / prompts to one entry per image, checking them against the model."""
         if not isinstance(per, int) or per < 1:
             raise TimError(f"num_images_per_prompt={per!r} is invalid", "pass a whole number >= 1")
+        kind = {"class": "a class-conditioned", "text": "a text-conditioned", "none": "an unconditional"}[self.conditioning]
         if prompt is not None and self.conditioning != "text":
-            raise TimError(f"a prompt was given but this is a {self.conditioning}-conditioned model",
+            raise TimError(f"a prompt was given but this is {kind} model",
                            "pass class_labels=... for a class model (or nothing for an unconditional one)")
         if class_labels is not None and self.conditioning != "class":
-            raise TimError(f"class labels were given but this is a {self.conditioning}-conditioned model",
+            raise TimError(f"class labels were given but this is {kind} model",
                            "pass prompt=... for a text model (or nothing for an unconditional one)")
         if self.conditioning == "class":
             if class_labels is None:
