@@ -20,8 +20,9 @@ Captions of an image folder (``data.name=image_folder`` with ``data.text_encoder
 - otherwise a ``.txt`` sidecar per image with the same stem (``cat.png`` + ``cat.txt``).
 
 A line that is not a JSON object with string ``file`` and ``caption`` is an error naming the line.
-Lines naming missing files, images without a caption and unreadable images are skipped, reported
-in one warning and counted against ``data.max_bad_fraction`` as the plain image folder does.
+Lines naming missing files or giving an empty caption, images without a caption and unreadable
+images are skipped, reported in one warning and counted against ``data.max_bad_fraction`` as the
+plain image folder does.
 """
 
 from __future__ import annotations
