@@ -130,3 +130,13 @@ def test_ddp_with_repa_equals_one_process(encoder_dir: Path, tmp_path: Path) -> 
     rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     single = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     assert [r["alignment"] for r in rows] == pytest.approx([r["alignment"] for r in single], abs=1e-6)
+
+
+def test_runs_saved_before_the_repa_section_resume_unchanged() -> None:
+    from tim.training.config import RunConfig, config_differences
+
+    saved = RunConfig().to_dict()
+    del saved["repa"]  # config.json of a run written before the section existed
+    assert config_differences(saved, RunConfig()) == []
+    changed = load_config(None, ["repa.encoder=/somewhere"])
+    assert config_differences(saved, changed) == ["repa.encoder: '' -> '/somewhere'"]  # a change, never resumed silently
