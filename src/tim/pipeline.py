@@ -896,10 +896,10 @@ class TiMPipeline:
         if folder.is_dir() and any(folder.iterdir()) and not (folder / PIPELINE_NAME).is_file():
             raise TimError(f"{folder} already exists, is not empty and is not a pipeline folder",
                            "pass a new or empty folder (an existing pipeline folder is replaced)")
-        folder.parent.mkdir(parents=True, exist_ok=True)
         temporary = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
             temporary.mkdir()
             meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "autoencoder": None, "text_encoder": None}
             model_save_pretrained(self.model, temporary / MODEL_DIR)
@@ -915,6 +915,9 @@ class TiMPipeline:
                                    "save a copy (reference=False) or save to another folder")
             (temporary / PIPELINE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             replace_folder(temporary, folder)
+        except OSError as error:  # disk full, permissions: nothing was replaced
+            raise TimError(f"cannot write the pipeline folder {folder} ({error.strerror or error}); nothing was changed",
+                           "free disk space or pass a writable folder") from None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
         return folder

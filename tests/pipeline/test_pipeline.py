@@ -293,3 +293,23 @@ def test_half_precision_path_runs_end_to_end(fake_autoencoder: PixelShuffleAutoe
     a = full(class_labels=[1, 2], output_type="pt").images
     b = half(class_labels=[1, 2], output_type="pt").images
     assert b.dtype == torch.float32 and torch.isfinite(b).all() and (a - b).abs().max() < 0.1
+
+
+def test_a_failed_save_leaves_the_old_folder_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = TiMPipeline(tiny_model(in_channels=3), SamplingRecipe(steps=2))
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    import tim.models
+
+    def disk_full(model: object, directory: Path) -> None:
+        (Path(directory)).mkdir(parents=True)
+        (Path(directory) / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tim.models, "save_pretrained", disk_full)
+    pipe.recipe.steps = 7
+    with pytest.raises(TimError, match="No space left on device.*nothing was changed; free disk space"):
+        pipe.save_pretrained(folder)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert TiMPipeline.from_pretrained(folder).recipe.steps == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
