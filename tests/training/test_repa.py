@@ -140,3 +140,36 @@ def test_runs_saved_before_the_repa_section_resume_unchanged() -> None:
     assert config_differences(saved, RunConfig()) == []
     changed = load_config(None, ["repa.encoder=/somewhere"])
     assert config_differences(saved, changed) == ["repa.encoder: '' -> '/somewhere'"]  # a change, never resumed silently
+
+
+def test_matches_the_published_proj_loss(specs_refs: Path) -> None:
+    """shared/specs/refs/tiny_c2i_loss: our projector features = h_proj, our term = proj_loss, total = sum."""
+    from tim.models import load_released_checkpoint
+
+    ref = load_file(str(specs_refs / "tiny_c2i_loss.safetensors"))
+    model = load_released_checkpoint(specs_refs / "tiny_c2i_weights.safetensors")
+    t, r = ref["dde.t"], ref["dde.r"]
+    with torch.no_grad():
+        _, features = model.forward_with_features(ref["dde.x_t"], t, r, y=ref["y"])
+    torch.testing.assert_close(features, ref["dde.h_proj"], atol=1e-4, rtol=0)  # forward tolerance (specs README)
+    hook = repa_alignment(lambda images, grid: ref["h_target"])
+    torch.testing.assert_close(hook(ref["dde.h_proj"], ref["x"], {}).mean(), ref["dde.proj_loss"], atol=1e-6, rtol=1e-6)
+
+    class Recorded(TransitionLoss):
+        def time_derivative(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - replay the published derivative
+            return ref["dde.dF_dv_dt"]
+
+    def features_fn(x_t, c_t, c_r, **cond):  # noqa: ANN001, ANN202 - replay the published forward
+        return ref["dde.F_pred"].clone().requires_grad_(True), ref["dde.h_proj"]
+
+    out = Recorded(alignment=hook)(model, ref["x"], cond={"y": ref["y"]}, z=ref["z"], t=t, r=r, features_fn=features_fn)
+    torch.testing.assert_close(out.loss, ref["dde.weighted_loss"] + ref["dde.proj_loss"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.stats["alignment"], ref["dde.proj_loss"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.fixture
+def specs_refs() -> Path:
+    refs = Path(__file__).resolve().parents[3] / "shared" / "specs" / "refs"
+    if not refs.is_dir():
+        pytest.fail(f"missing reference folder {refs}")
+    return refs
