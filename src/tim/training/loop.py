@@ -265,6 +265,8 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     ema = make_ema(model)
     objective = build_objective_from_config(cfg)
     F, F_nograd, features_fn, objective = _wrap(cfg, env, model, ema, objective, source.info)
+    if cfg.train.compile:
+        F, F_nograd, features_fn = _compile(F, F_nograd, features_fn, objective)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
     checkpoint = _latest_checkpoint(run_dir, env)
@@ -346,6 +348,25 @@ def _wrap(cfg: RunConfig, env: distributed.DistEnv, model: nn.Module, ema: nn.Mo
                        "use train.parallel=ddp, or leave repa.encoder empty")
     features_fn, _ = distributed.wrap(WithFeatures(model), ema, env, cfg.train.parallel)
     return features_fn, model, features_fn, dataclasses.replace(objective, alignment=alignment)
+
+
+def _compile(F: nn.Module, F_nograd: nn.Module, features_fn: nn.Module | None,
+             objective: Any) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """``train.compile``: ``torch.compile`` the gradient pass and, for DDE, the derivative passes.
+
+    The compiled modules share the parameters of ``model`` (checkpoints and the EMA keep using
+    the plain module). ``dynamic=False``: each (batch, H, W) of a bucketed data source compiles
+    once and is then reused (torch._dynamo's cache holds 8 shapes per function by default). The
+    JVP derivative stays eager: forward-mode AD through a compiled graph is not supported.
+    """
+    compiled = torch.compile(F, dynamic=False)
+    if F_nograd is F:
+        nograd = compiled
+    else:
+        nograd = torch.compile(F_nograd, dynamic=False)
+    if getattr(objective, "derivative", "dde") == "jvp":
+        nograd = F_nograd
+    return compiled, nograd, compiled if features_fn is F else features_fn
 
 
 def _check_memory(cfg: RunConfig, info: Any, rows: int, env: distributed.DistEnv) -> None:
