@@ -1066,7 +1066,11 @@ def save_text_part(text_encoder: Any, target: Path, reference: bool) -> Any:
 
 
 def replace_folder(temporary: Path, folder: Path) -> None:
-    """Move ``temporary`` to ``folder`` (replacing an old pipeline there) with renames only."""
+    """Move ``temporary`` to ``folder`` (replacing an old pipeline there) with renames only.
+
+    The old folder is renamed aside first (``.old-<name>-<pid>``) and deleted last, so a crash
+    between the two renames leaves the complete old version there, never a half-written folder.
+    """
     if not folder.exists():
         os.replace(temporary, folder)
         return
