@@ -55,6 +55,7 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
                         help="model config field on top of the scenes network, repeatable, e.g. --model-override depth=6")
     parser.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
                         help="objective option for every method, repeatable")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one method each with one thread")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(run=run)
@@ -192,7 +193,7 @@ def run_geneval_command(args: argparse.Namespace) -> dict:
         step_counts=parse_int_list(args.sampling_steps), per_category=args.per_category,
         heldout_per_category=args.heldout_per_category, guidance_scale=args.cfg, model=model,
         objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"))
-    report = run_geneval(config, args.out, log=_log)
+    report = run_geneval(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     write_atomic(Path(args.out, "geneval.json"), json.dumps(report, indent=1))
     print(markdown_report(report, config), file=sys.stderr)
