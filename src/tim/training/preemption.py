@@ -87,6 +87,8 @@ class StopRequest:
             os.kill(os.getpid(), number)
             return
         self.signal_name = name
-        # os.write: print() is not safe inside a signal handler (re-entrant buffered I/O).
-        os.write(2, f"received {name}: stopping after the current step and saving a checkpoint "
+        # os.write: print() is not safe inside a signal handler (re-entrant buffered I/O). On a
+        # terminal the progress bar's line has no newline yet: start a fresh line below it.
+        lead = "\n" if os.isatty(2) else ""
+        os.write(2, f"{lead}received {name}: stopping after the current step and saving a checkpoint "
                     f"(send it again to abort at once)\n".encode())
