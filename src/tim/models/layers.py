@@ -202,13 +202,21 @@ class RotaryEmbedding2D(nn.Module):
             :class:`RopeTables` in ``dtype`` (float32 or float64) for tokens laid out as
             (B, N, heads, head_dim).
         """
+        if torch.compiler.is_compiling():
+            # Traced into the graph (a few tiny ops; no cache mutation, no complex dtype for Inductor).
+            theta = self.angles(h, w, device)
+            return _rope_tables(torch.cos(theta).to(dtype), torch.sin(theta).to(dtype), with_rotation=False)
         key = ("tables", h, w, str(device), dtype, self.convention, self.scale, self.theta)
         if key not in self._cache:
-            cos, sin = self(h, w, device, dtype)  # (N, hd), each pair's value repeated
-            signed = torch.stack([-sin[:, 0::2], sin[:, 1::2]], dim=-1).flatten(-2)  # (N, hd): [-s0, s0, -s1, s1, ...]
-            rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])  # (N, hd/2): e^{i theta} per pair, same rounding
-            self._cache[key] = RopeTables(cos[:, None], signed[:, None], rotation[:, None])
+            self._cache[key] = _rope_tables(*self(h, w, device, dtype), with_rotation=True)
         return self._cache[key]
+
+
+def _rope_tables(cos: Tensor, sin: Tensor, *, with_rotation: bool) -> RopeTables:
+    """Fused tables from the (N, hd) cos/sin tables (each pair's value repeated)."""
+    signed = torch.stack([-sin[:, 0::2], sin[:, 1::2]], dim=-1).flatten(-2)  # (N, hd): [-s0, s0, -s1, s1, ...]
+    rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])[:, None] if with_rotation else None  # e^{i theta}, same rounding
+    return RopeTables(cos[:, None], signed[:, None], rotation)
 
 
 @dataclass(frozen=True)
@@ -218,12 +226,13 @@ class RopeTables:
     Attributes:
         cos: (N, 1, head_dim), each pair's cosine repeated.
         sin_signed: (N, 1, head_dim), ``[-sin, +sin]`` per pair (the real two-multiply form).
-        rotation: (N, 1, head_dim / 2) complex ``cos + i sin`` (the one-multiply form).
+        rotation: (N, 1, head_dim / 2) complex ``cos + i sin`` (the one-multiply form); None in
+            tables built while ``torch.compile`` traces (the real form is used there).
     """
 
     cos: Tensor
     sin_signed: Tensor
-    rotation: Tensor
+    rotation: Tensor | None
 
 
 def rotate_pairs(x: Tensor) -> Tensor:
@@ -241,7 +250,7 @@ def rope_rotate(x: Tensor, tables: RopeTables) -> Tensor:
     :func:`apply_rope` up to float rounding.
     """
     xf = x.to(torch.promote_types(x.dtype, tables.cos.dtype))
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or tables.rotation is None:
         swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (a, b) -> (b, a)
         return (xf * tables.cos + swapped * tables.sin_signed).to(x.dtype)
     pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))  # a view: stride-1 pairs, even strides
