@@ -427,6 +427,7 @@ def _latest_checkpoint(run_dir: Path, env: distributed.DistEnv) -> Any:
 
 
 def _newest(run_dir: Path, env: distributed.DistEnv) -> Path | None:
+    """The newest checkpoint folder (named in the preemption message; rank 0 only)."""
     found = list_checkpoints(run_dir) if env.is_main else []
     return found[-1] if found else None
 
