@@ -116,7 +116,7 @@ def test_full_loss_with_replayed_network() -> None:
         return F_pred
 
     class Recorded(TransitionLoss):
-        def time_derivative(self, F, x, z, t, r, cond):  # replay the recorded derivative
+        def time_derivative(self, F, x, z, t, r, cond, **kwargs):  # replay the recorded derivative
             return ref["dde.dF_dv_dt"]
 
     for direction, key in [(True, "dde.weighted_loss"), (False, "dde.nodir.weighted_loss")]:
