@@ -14,6 +14,14 @@ the distributed equivalence test checks.
 A step whose loss or gradient norm is not finite on any process is skipped (no optimizer or EMA
 update), counted and logged; after ``train.max_bad_steps`` consecutive ones the run stops with a
 TimError, keeping the last good checkpoint.
+
+Faults and misuse (docs/reliability.md): the run directory is locked for the run's lifetime
+(:mod:`tim.training.lock`); SIGTERM/SIGINT stop after the current step with a checkpoint
+(:mod:`tim.training.preemption`); a resume whose checkpoints are all unusable or whose config
+differs is refused (``restart`` / ``allow_config_change`` are the explicit ways out); a step that
+cannot fit in memory is refused before anything is allocated (:mod:`tim.training.memory`). The
+global RNG, which only a network's own dropout would use, is re-seeded from ``(seed, step, rank)``
+before every step inside ``fork_rng``.
 """
 
 from __future__ import annotations
