@@ -307,10 +307,11 @@ def available_memory_bytes(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        text = Path("/proc/meminfo").read_text()
+        start = text.find("MemAvailable:")
+        if start >= 0:
+            return int(text[start:].split(maxsplit=2)[1]) * 1024  # "MemAvailable:  123456 kB"
+    except (OSError, ValueError, IndexError):
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
@@ -431,6 +432,15 @@ class TiMPipeline:
         side = self.model.config.input_size * self.factor
         return (self.recipe.height or side, self.recipe.width or side)
 
+    def compile(self) -> TiMPipeline:
+        """Sample through ``torch.compile(model, dynamic=False)`` (issue 14): each batch shape compiles once.
+
+        The weights stay those of ``self.model`` (saving, ``to`` and dtype changes act on it);
+        the first call per shape pays the compilation (seconds to minutes).
+        """
+        self._compiled = torch.compile(self.model, dynamic=False)
+        return self
+
     def to(self, device: str | torch.device) -> TiMPipeline:
         """Move the network (and autoencoder, when it supports ``to``) to ``device``."""
         self.model.to(device)
@@ -511,7 +521,7 @@ class TiMPipeline:
                 z = noise[chunk].to(self.device, self.dtype)
                 # Stochastic steps: image i's generator continues after its starting noise.
                 step_noise = [generators[i] for i in chunk] if generators else torch.Generator(device=self.device).manual_seed(seed)
-                result = sample(self.model, z, path=path, steps=steps, cond=cond, uncond=uncond,
+                result = sample(getattr(self, "_compiled", None) or self.model, z, path=path, steps=steps, cond=cond, uncond=uncond,
                                 guidance_scale=scale, guidance_interval=interval, interval=recipe.interval,
                                 stochasticity=rho, shift=shift, generator=step_noise)
                 nfe = result.nfe
@@ -563,11 +573,12 @@ class TiMPipeline:
             ids = torch.as_tensor(class_labels).reshape(-1)
             if ids.is_floating_point() or ids.dtype == torch.bool or ids.numel() == 0:
                 raise TimError(f"class_labels {class_labels!r} are not integer ids", f"pass ids in [0, {self.num_classes - 1}]")
-            bad = [int(v) for v in ids if not 0 <= int(v) < self.num_classes]
+            values = ids.tolist()
+            bad = [v for v in values if not 0 <= v < self.num_classes]
             if bad:
                 raise TimError(f"class label {bad[0]} is out of range for a model with {self.num_classes} classes",
                                f"pass ids in [0, {self.num_classes - 1}]")
-            return [int(v) for v in ids for _ in range(per)], None
+            return [v for v in values for _ in range(per)], None
         if self.conditioning == "text":
             if prompt is None:
                 raise TimError("a text-conditioned model needs a prompt", "pass prompt='a red circle' (or a list)")
@@ -605,7 +616,7 @@ class TiMPipeline:
                 raise TimError(f"noise has shape {tuple(noise.shape)}", f"pass float noise of shape {(n, *shape)}")
             return [], [], noise.float().cpu()
         if generator is not None:  # one derived seed per image, drawn in order
-            seeds = [int(v) for v in torch.randint(0, 2**62, (n,), generator=generator, device=generator.device)]
+            seeds = torch.randint(0, 2**62, (n,), generator=generator, device=generator.device).tolist()
         else:
             seeds = [seed + i for i in range(n)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
