@@ -455,7 +455,7 @@ def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
 
     pipe = TiMPipeline.load(source, preset=args.preset, autoencoder=args.autoencoder, text_encoder=args.text_encoder,
                             device=device, dtype=args.dtype, weights=args.weights)
-    return PipelineBackend(pipe)
+    return PipelineBackend(pipe.compile() if getattr(args, "compile", False) else pipe)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -589,6 +589,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)")
     source.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training run")
     source.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
+    source.add_argument("--compile", action="store_true",
+                        help="sample through torch.compile (each batch shape compiles once; pays off for long jobs)")
     source.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU; half "
                              "precision needs a GPU")
