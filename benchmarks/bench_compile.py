@@ -27,8 +27,12 @@ from tim.samplers import sample
 
 
 def _seconds(fn) -> float:  # noqa: ANN001
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     started = time.perf_counter()
     fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
@@ -39,23 +43,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the gradient pass")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.override)}
     torch.manual_seed(0)
-    eager = build_model(args.preset, **overrides)
+    device = torch.device(args.device)
+    eager = build_model(args.preset, **overrides).to(device)
     models = {"eager": eager, "compiled": copy.deepcopy(eager)}
     networks = {"eager": models["eager"], "compiled": torch.compile(models["compiled"], dynamic=False)}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
     objective = build_objective("tim")
     cfg = eager.config
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g)
-    y = torch.randint(0, cfg.num_classes, (args.batch,), generator=g)
+    x = torch.randn(args.batch, cfg.in_channels, cfg.input_size, cfg.input_size, generator=g).to(device)
+    y = torch.randint(0, cfg.num_classes, (args.batch,), generator=g).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def train_step(name: str) -> None:
         optimizers[name].zero_grad(set_to_none=True)
-        out = objective(networks[name], x, cond={"y": y}, generator=torch.Generator().manual_seed(1))
+        with autocast:
+            out = objective(networks[name], x, cond={"y": y}, generator=torch.Generator(device).manual_seed(1))
         out.loss.backward()
         optimizers[name].step()
 
@@ -77,6 +86,7 @@ def main() -> None:
         models["compiled"].load_state_dict(models["eager"].state_dict())
         difference = (sample_1("compiled") - sample_1("eager")).abs().max().item()
     report = {"benchmark": "bench_compile", "preset": args.preset, "overrides": overrides, "batch": args.batch,
+              "device": args.device, "bf16": args.bf16,
               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
               "compile_seconds": {k: round(v, 2) for k, v in compile_seconds.items()},
               "median_ms": {k: round(1e3 * v, 2) for k, v in median.items()},

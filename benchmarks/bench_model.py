@@ -50,7 +50,7 @@ _LEGACY: dict[int, tuple] = {}
 def _legacy_tables(rope) -> tuple:  # noqa: ANN001
     # The previous (cos, sin) tables, each (N, hd), rebuilt once per table object.
     if id(rope) not in _LEGACY:
-        sign = torch.tensor([-1.0, 1.0], dtype=rope.cos.dtype).repeat(rope.cos.shape[-1] // 2)
+        sign = torch.tensor([-1.0, 1.0], dtype=rope.cos.dtype, device=rope.cos.device).repeat(rope.cos.shape[-1] // 2)
         _LEGACY[id(rope)] = (rope.cos[:, 0], rope.sin_signed[:, 0] * sign, rope)
     return _LEGACY[id(rope)][:2]
 
@@ -81,9 +81,9 @@ def count_flops(step, *args) -> int:  # noqa: ANN001
     return counter.get_total_flops()
 
 
-def timed(step, args: tuple, iters: int, device: torch.device) -> float:  # noqa: ANN001
-    """Seconds per call (median of ``iters`` after 2 warm-up calls)."""
-    for _ in range(2):
+def timed(step, args: tuple, iters: int, device: torch.device, warmup: int = 2) -> float:  # noqa: ANN001
+    """Seconds per call (median of ``iters`` after ``warmup`` warm-up calls)."""
+    for _ in range(warmup):
         step(*args)
     times = []
     for _ in range(iters):
@@ -182,12 +182,16 @@ def compare_legacy(model, steps, inputs, args, overrides) -> dict:  # noqa: ANN0
     model.set_attention_backend("sdpa")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     times: dict[str, list[float]] = {}
+    for variant in ("legacy", "current"):  # warm both once; the rounds below then alternate them
+        set_legacy(model, variant == "legacy")
+        for _, step in steps:
+            step(*inputs)
     for _ in range(args.repeats):
         times.setdefault("matmul_1024", []).append(matmul_seconds(1024, dtype, inputs[0].device))
         for variant in ("legacy", "current"):
             set_legacy(model, variant == "legacy")
             for name, step in steps:
-                times.setdefault(f"{name}/{variant}", []).append(timed(step, inputs, args.iters, inputs[0].device))
+                times.setdefault(f"{name}/{variant}", []).append(timed(step, inputs, args.iters, inputs[0].device, 0))
     set_legacy(model, False)
     median = {key: sorted(values)[len(values) // 2] for key, values in times.items()}
     peak = 2 * 1024**3 / median["matmul_1024"]

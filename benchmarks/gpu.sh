@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Cost benchmark on one GPU, in under 5 minutes: a TiM-B/4-sized network (paper Table 1:
+# Cost benchmark on one GPU, in under 10 minutes: a TiM-B/4-sized network (paper Table 1:
 # depth 12, width 768, patch 4 on 32x32x4 latents, no REPA projector) trained in bf16 with flow
 # matching, TiM-DDE and TiM-JVP side by side; SDPA vs flash attention when flash-attn is installed.
 # Prints the JSON report on stdout (progress on stderr) and writes cost.json / cost.md to $OUT_DIR.
+# Then (issue 14) the current vs previous attention block (block.json), eager vs torch.compile
+# training step and 1-step sampling (compile.json), each capped at $EXTRA_TIMEOUT_S.
 #
-# Usage: benchmarks/gpu.sh [OUT_DIR]      (env: PYTHON=python3, BATCH=256, TIMEOUT_S=280)
+# Usage: benchmarks/gpu.sh [OUT_DIR]      (env: PYTHON=python3, BATCH=256, TIMEOUT_S=280, EXTRA_TIMEOUT_S=150)
 set -euo pipefail
 
 OUT_DIR="${1:-${OUT:-gpu_bench}}"
 PYTHON="${PYTHON:-python3}"
 BATCH="${BATCH:-256}"          # paper Table 1 batch (one A100)
-TIMEOUT_S="${TIMEOUT_S:-280}"  # keeps the whole script under 5 minutes
+TIMEOUT_S="${TIMEOUT_S:-280}"  # the cost benchmark
+EXTRA_TIMEOUT_S="${EXTRA_TIMEOUT_S:-150}"  # each issue-14 comparison: 280 + 2 x 150 s < 10 minutes
 
 cd "$(dirname "$0")/.."
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -35,3 +38,8 @@ timeout "$TIMEOUT_S" "$PYTHON" -m tim.cli.main bench cost \
   --timed-steps 20 --warmup-steps 3 \
   --sampling-steps 1,2,4,8,16,32,64,128 --sampling-batch 256 \
   --matmul-size 8192 --out "$OUT_DIR"
+B4="--preset TiM-B/4 --override z_dim=0"
+timeout "$EXTRA_TIMEOUT_S" "$PYTHON" benchmarks/bench_model.py $B4 --device cuda --dtype bfloat16 --batch "$BATCH" \
+  --compare-legacy --iters 10 --repeats 5 > "$OUT_DIR/block.json" || echo "block comparison failed or timed out" >&2
+timeout "$EXTRA_TIMEOUT_S" "$PYTHON" benchmarks/bench_compile.py $B4 --device cuda --bf16 --batch "$BATCH" \
+  --repeats 10 > "$OUT_DIR/compile.json" || echo "compile comparison failed or timed out" >&2
