@@ -111,6 +111,10 @@ def test_bad_settings_are_one_line(encoder_dir: Path, tmp_path: Path) -> None:
         build_repa(RepaConfig(str(encoder_dir)), config, SimpleNamespace(kind="image", value_range=None),
                    torch.device("cpu"))
     assert build_repa(RepaConfig(), config, image, torch.device("cpu")) is None
+    (tmp_path / "config.json").write_text((encoder_dir / "config.json").read_text())  # weights missing
+    with pytest.raises(TimError, match="could not be loaded") as error:
+        build_repa(RepaConfig(str(tmp_path)), config, image, torch.device("cpu"))
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.slow

@@ -76,14 +76,22 @@ class VisionEncoder:
             raise TimError(f"repa.encoder '{folder}' is not a Hugging Face model folder (no config.json)",
                            "pass a local folder written by save_pretrained, e.g. a DINOv2 checkpoint")
         transformers = _transformers()
+        logging = transformers.utils.logging
+        bar, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+        logging.disable_progress_bar()  # a "Loading weights" bar would clutter every training run
+        logging.set_verbosity_error()
         try:
             self.model = transformers.AutoModel.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
             first = first_line(error)
             hint = "set repa.trust_remote_code=true if you trust it" if "trust_remote_code" in first else \
                 "pass a complete vision model folder (config.json and its weights)"
             raise TimError(f"repa.encoder '{folder}' could not be loaded ({first})", hint) from None
+        finally:
+            logging.set_verbosity(verbosity)
+            if bar:
+                logging.enable_progress_bar()
         config = getattr(self.model.config, "vision_config", self.model.config)
         self.patch_size = _config_int(config, "patch_size", folder)
         self.width = _config_int(config, "hidden_size", folder)
