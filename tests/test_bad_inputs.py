@@ -1179,7 +1179,71 @@ PIPELINE_CASES = [
          ("bfloat16 inference on the cpu is not supported",), ("use dtype fp32 on the cpu",)),
 ]
 
-CASES: list[Case] = CONFIG_CASES + CLI_CASES + DATA_CASES + CHECKPOINT_CASES + RELIABILITY_CASES + TEXT_CASES + PIPELINE_CASES
+def _autoencoder_folder_error(make: Callable[[Path], None]) -> Callable[[Path], str]:
+    """``Autoencoder.from_pretrained`` on a folder that ``make`` prepares."""
+
+    def trigger(tmp: Path) -> str:
+        from tim.autoencoders import Autoencoder
+
+        folder = tmp / "vae"
+        folder.mkdir()
+        make(folder)
+        return tim_error(lambda: Autoencoder.from_pretrained(folder))
+
+    return trigger
+
+
+def _tiny_autoencoder(tmp: Path, **options: object) -> object:
+    from helpers.autoencoders import tiny_kl
+
+    from tim.autoencoders import Autoencoder
+
+    return Autoencoder.from_pretrained(tiny_kl(tmp / "kl"), **options)
+
+
+def _autoencoder_wrong_channels(tmp: Path) -> str:
+    from tim.autoencoders import check_latent_channels
+
+    return tim_error(lambda: check_latent_channels(_tiny_autoencoder(tmp), 32, "the TiM model"))
+
+
+def _autoencoder_decode_too_big(tmp: Path) -> str:
+    ae = _tiny_autoencoder(tmp, memory_limit=10 * 2**20)
+    return tim_error(lambda: ae.decode(torch.zeros(1, 4, 256, 256)))
+
+
+def _autoencoder_bf16_cpu(tmp: Path) -> str:
+    return tim_error(lambda: _tiny_autoencoder(tmp, dtype=torch.bfloat16))
+
+
+AUTOENCODER_CASES = [
+    Case("autoencoder-other-class", "data", "an autoencoder folder whose config.json is another model (a UNet)",
+         _autoencoder_folder_error(lambda f: (f / "config.json").write_text('{"_class_name": "UNet2DModel"}')),
+         ("holds a UNet2DModel", "not an autoencoder we support"), ("AutoencoderKL", "AutoencoderDC")),
+    Case("autoencoder-no-config", "data", "an autoencoder folder without config.json",
+         _autoencoder_folder_error(lambda f: None), ("has no config.json",), ("save_pretrained",)),
+    Case("autoencoder-wrong-channels", "sampling", "a 4-channel autoencoder for a model of 32-channel latents",
+         _autoencoder_wrong_channels, ("32-channel latents", "makes 4-channel"), ("the autoencoder the model was trained with",)),
+    Case("autoencoder-decode-too-big", "sampling", "decoding a 1024x1024 image with 10 MB of memory to spare",
+         _autoencoder_decode_too_big, ("1024x1024", "in tiles needs about", "is available on cpu"),
+         ("smaller image", "smaller tiles")),
+    Case("autoencoder-bf16-cpu", "sampling", "an autoencoder in bfloat16 on the CPU", _autoencoder_bf16_cpu,
+         ("bfloat16 on the cpu",), ("float32 on the cpu",)),
+    Case("cli-autoencoder-data-missing", "command line", "`tim autoencoder train --data no/such/folder`",
+         cli("autoencoder", "train", "--data", "no/such/folder", "--out", "{out}"),
+         ("'no/such/folder'", "neither a folder nor one of scenes, shapes"), ("pass an image folder",)),
+    Case("cli-autoencoder-out-not-empty", "command line", "`tim autoencoder train --out` a non-empty folder",
+         cli("autoencoder", "train", "--data", "shapes", "--out", "{out}", out="non-empty"),
+         ("is not empty",), ("--overwrite",)),
+    Case("cli-autoencoder-one-block", "command line", "`tim autoencoder train --widths 16` (no down-sampling)",
+         cli("autoencoder", "train", "--data", "shapes", "--widths", "16", "--out", "{out}"),
+         ("--widths '16'", "would not down-sample"), ("at least two widths",)),
+    Case("cli-demo-latent-bad-override", "command line", "`tim demo --out DIR latent autoencoder.stepz=3`",
+         cli("demo", "--out", "{out}", "latent", "autoencoder.stepz=3"),
+         ("'autoencoder.stepz=3'", "known field"), ("autoencoder.steps",)),
+]
+
+CASES: list[Case] = CONFIG_CASES + CLI_CASES + DATA_CASES + CHECKPOINT_CASES + RELIABILITY_CASES + TEXT_CASES + PIPELINE_CASES + AUTOENCODER_CASES
 
 # ------------------------------------------------------------------------------------------------
 # Tests
