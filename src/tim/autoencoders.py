@@ -283,6 +283,7 @@ class Autoencoder:
         """
         _check_images(images, self.vae.config.in_channels)
         self.latent_size(*images.shape[-2:])
+        self.vae.disable_tiling()  # latents never depend on an earlier decode's tiling
         output = self.vae.encode(images.to(self.device, self.dtype))
         latents = output.latent_dist.mean if self.kind == "AutoencoderKL" else output.latent
         return latents.float().to(images.device)
