@@ -70,7 +70,7 @@ def _palette_tolerance() -> float:
 # Within it, the nearest palette colour is unambiguous; a pixel farther from all is background.
 COLOR_TOLERANCE = _palette_tolerance()
 # An object needs at least this share of the area of the smallest legal object (a 7 px triangle:
-# 28 px) at the canvas size; 0.4 keeps blurred, slightly shrunken shapes and drops noise specks.
+# 31 px) at the canvas size; 0.4 keeps blurred, slightly shrunken shapes and drops noise specks.
 MIN_AREA_FRACTION = 0.4
 RELATION_MARGIN_PX = 2.0  # at 32 px: half the renderer's 4 px, as generated objects wobble
 
@@ -98,7 +98,7 @@ class Detection:
 
 def min_area(size: int) -> float:
     """Smallest component area counted as an object on a ``size`` x ``size`` canvas."""
-    smallest = float(shape_mask("triangle", MIN_OBJECT_PX).sum())  # 28 px
+    smallest = float(shape_mask("triangle", MIN_OBJECT_PX).sum())  # 31 px
     return MIN_AREA_FRACTION * smallest * max(1.0, (size / 32) ** 2)
 
 

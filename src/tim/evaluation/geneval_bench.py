@@ -38,9 +38,9 @@ EVAL_PROMPT_SEED = 7  # which prompts of each split are evaluated (fixed, so eve
 # The network: the `scenes_t2i` preset's TiM-scenes with 8x8 patches (16 tokens per 32x32 scene
 # instead of 64) made 192 wide, so that a token can carry its whole 8x8x3 = 192-value patch: with
 # the preset's 128 the 1-step samples kept visible pixel noise (the velocity F ~ z - x must pass
-# the noise z through; measured in a 273-step demo run). About 1.5x cheaper per step than 4x4
-# patches at width 128 (MACs per image: 37M vs 56M), and 12 MiniLM caption tokens (the longest
-# scene caption has 10).
+# the noise z through; seen in a 273-step demo run). Cheaper than 4x4 patches at width 128 (by a
+# count of the matrix products: 37M vs 56M multiply-adds per image and forward), and 12 MiniLM
+# caption tokens (the longest scene caption has 10). docs/benchmarks.md has the measurements.
 SCENES_MODEL = {"preset": "TiM-scenes", "patch_size": 8, "hidden_size": 192}
 TEXT_LENGTH = 12
 
