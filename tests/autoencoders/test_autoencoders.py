@@ -161,3 +161,18 @@ def test_decode_refuses_when_it_will_not_fit(folders: dict[str, Path]) -> None:
     ae.memory_limit = tiled // 2
     with pytest.raises(TimError, match=r"decoding a 64x64 image in tiles needs about .*smaller tiles"):
         ae.decode(latents)
+
+
+@pytest.mark.slow
+def test_4096_decode_fits_in_tiles(folders: dict[str, Path]) -> None:
+    """A real 4096x4096 decode (tiny KL, 512-px tiles): within the estimate, same size, finite."""
+    import resource
+
+    ae = Autoencoder.from_pretrained(folders["AutoencoderKL"])
+    latents = torch.randn(1, 4, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    assert ae.plan_decode(4096, 4096) is True  # above the threshold: tiled by default
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    image = ae.decode(latents)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert image.shape == (1, 3, 4096, 4096) and bool(torch.isfinite(image).all())
+    assert grown < ae.decode_bytes(4096, 4096), (grown, ae.decode_bytes(4096, 4096))

@@ -402,7 +402,9 @@ def render_report(summary: dict[str, Any]) -> str:
               f"| real scenes ({real['num_images']}) | {real['detector_accuracy']:.3f} | {real['energy_distance']:.2f} |",
               "", "![montage](montage.png)", "", "![quality vs steps](quality_vs_steps.png)", "",
               "Files: `steps_<k>.png` (rows = classes), `metrics.json`, `autoencoder/` (diffusers AutoencoderKL + "
-              "train_report.json), `latents/` (shards), `run/` (checkpoints, config.json, logs).", ""]
+              "train_report.json), `latents/` (shards), `run/` (checkpoints, config.json, logs). Sample again, decoded to "
+              f"PNGs: `tim sample --checkpoint {summary['train']['run_dir']} --class 0,6 --steps 8 --out DIR` (the run "
+              "records the autoencoder's folder).", ""]
     return "\n".join(lines)
 
 
