@@ -45,7 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     train.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the autoencoder")
     train.add_argument("--overwrite", action="store_true", help="replace an existing autoencoder folder in --out")
     train.add_argument("--steps", type=int, default=3000, help="maximum optimizer steps")
-    train.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
+    train.add_argument("--minutes", type=float, default=5.0,
+                       help="stop training after this many minutes (a few minutes reach ~26 dB on 32-px scenes on "
+                            "2 busy CPU cores; pass a large value to train for --steps)")
     train.add_argument("--batch-size", type=int, default=16, help="images per step")
     train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (after a 50-step warm-up)")
     train.add_argument("--image-size", type=int, default=32,
