@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,3 +49,12 @@ def test_one_host_read_per_step_and_stats_only_at_log_steps(tiny_config, tmp_pat
     assert reads == [("loop.py", "_step_outcome")] * 4, reads
     logged = [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in line]
     assert len(logged) == 2 and all('"mse"' in line and '"grad_norm"' in line for line in logged)
+
+
+@pytest.mark.slow
+def test_train_compile_runs_and_matches_eager_losses(tiny_config, tmp_path: Path) -> None:
+    eager = train(tiny_config("train.steps=2", "train.log_every=1"), tmp_path / "eager")
+    compiled = train(tiny_config("train.steps=2", "train.log_every=1", "train.compile=true"), tmp_path / "compiled")
+    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+              for run in (eager, compiled)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
