@@ -70,7 +70,7 @@ def main() -> None:
 
     def sample_1(name: str) -> torch.Tensor:
         with torch.no_grad():
-            return sample(networks[name], x, steps=1, cond={"y": y})
+            return sample(networks[name], x, steps=1, cond={"y": y}).x
 
     compile_seconds = {"train_step": _seconds(lambda: train_step("compiled")),
                        "sample_1_step": _seconds(lambda: sample_1("compiled"))}
