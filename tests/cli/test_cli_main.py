@@ -138,3 +138,15 @@ def test_bad_command_lines_give_one_line_errors_with_exit_2(tmp_path: Path, tiny
             failures.append(f"{case_id}: {'; '.join(problems)} (stderr: {err.strip()!r})")
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "new").exists(), "a failed command left an output folder behind"
+
+
+def test_overrides_after_options_reach_the_command(monkeypatch, tmp_path) -> None:
+    import tim.cli.demo_latent as demo_latent
+    from tim.cli.main import main
+
+    seen = {}
+    monkeypatch.setattr(demo_latent, "run_demo", lambda args, overrides: seen.update(quick=args.quick, overrides=overrides))
+    assert main(["demo", "latent", "--quick", "--out", str(tmp_path), "train.steps=3", "optim.lr=1e-3"]) == 0
+    assert seen == {"quick": True, "overrides": ["train.steps=3", "optim.lr=1e-3"]}
+    with pytest.raises(SystemExit):
+        main(["demo", "latent", "--quick", "train.steps=3", "--bogus"])

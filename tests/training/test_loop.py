@@ -176,3 +176,15 @@ def test_deterministic_flag_is_scoped_to_the_run(tiny_config, tmp_path: Path) ->
     assert not torch.are_deterministic_algorithms_enabled()
     run = train(tiny_config("train.deterministic=true", "train.steps=2"), tmp_path / "run")
     assert not torch.are_deterministic_algorithms_enabled() and list_checkpoints(run)
+
+
+def test_sample_grid_preview_of_latents_shows_three_channels_in_range() -> None:
+    from tim.training.outputs import _preview
+
+    latents = torch.randn(4, 4, 8, 8) * 3.0
+    preview = _preview(latents)
+    assert preview.shape == (4, 3, 8, 8)
+    assert preview.abs().max().item() == pytest.approx(1.0)
+    torch.testing.assert_close(preview, latents[:, :3] / latents[:, :3].abs().max())
+    pixels = torch.tensor([[[[2.0, -0.5]]]])
+    assert _preview(pixels).tolist() == [[[[1.0, -0.5]]]]

@@ -95,7 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Must be set before torch is first imported; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `tim demo latent --quick KEY=VALUE`: argparse ends the KEY=VALUE positional at the first
+        # option, so words after an option arrive here; they belong to the overrides.
+        if getattr(args, "overrides", None) is None or any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(args.run(args) or 0)

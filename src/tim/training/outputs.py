@@ -42,9 +42,22 @@ def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objec
                        stochasticity=cfg.sample.stochasticity, generator=generator).x.cpu()
         name = out / f"step_{step:08d}_nfe_{steps}.png"
         if env.is_main and info.kind == "image":
-            save_grid(x.clamp(-1, 1), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
+            save_grid(_preview(x), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
         elif env.is_main:
             scatter({f"{steps} steps": x}, name, title=f"step {step}, {steps} sampling steps")
+
+
+def _preview(x: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) as a viewable grid input in [-1, 1].
+
+    Pixels (1 or 3 channels) are clipped. Latents with another channel count (e.g. 4 for SD-VAE,
+    32 for DC-AE) cannot be decoded here (the loop has no autoencoder), so their first three
+    channels are shown, scaled by the largest magnitude of the grid: a preview, not a picture.
+    """
+    if x.shape[1] in (1, 3):
+        return x.clamp(-1, 1)
+    x = x[:, :3] if x.shape[1] >= 3 else x[:, :1]
+    return x / x.abs().amax().clamp_min(1e-8)
 
 
 def export_run(cfg: RunConfig, run_dir: Path, ema: nn.Module, state: TrainState, env: distributed.DistEnv) -> None:
