@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from tim.errors import TimError
+from tim.system import available_memory
 
 KINDS = ("AutoencoderKL", "AutoencoderDC")
 INSTALL_HINT = 'pip install "transition-models[latent]"'
@@ -124,21 +125,8 @@ def spatial_factor(config: dict[str, Any]) -> int:
 
 
 def available_bytes(device: torch.device | str) -> int:
-    """Memory free for a decode on ``device``: CUDA free + cached-but-unused; CPU MemAvailable."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62  # unknown platform: do not refuse
+    """Memory free for a decode on ``device`` (:func:`tim.system.available_memory`)."""
+    return available_memory(device)[0]
 
 
 def _gigabytes(n: int) -> str:

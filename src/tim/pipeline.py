@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -63,6 +62,7 @@ import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError
+from tim.system import available_memory, format_bytes
 
 __all__ = [
     "SamplingRecipe",
@@ -302,27 +302,8 @@ def estimate_generation_bytes(config: Any, batch: int, height: int, width: int, 
 
 
 def available_memory_bytes(device: torch.device) -> int:
-    """Free memory of ``device``: CUDA free + cached-but-unused; on CPU the kernel's MemAvailable."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    try:
-        text = Path("/proc/meminfo").read_text()
-        start = text.find("MemAvailable:")
-        if start >= 0:
-            return int(text[start:].split(maxsplit=2)[1]) * 1024  # "MemAvailable:  123456 kB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def format_bytes(n: float) -> str:
-    """``1.5 GiB``-style size for messages."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
+    """Free memory of ``device`` (:func:`tim.system.available_memory`)."""
+    return available_memory(device)[0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from tim.errors import TimError
+from tim.system import available_memory, format_bytes
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tim-sample-index/1"
@@ -182,53 +183,6 @@ def sample_generators(indices: range, shape: Sequence[int], seed: int) -> tuple[
 
 # ------------------------------------------------------------------------------------------------
 # Memory
-
-
-def available_memory(device: torch.device) -> tuple[int, str]:
-    """Bytes free for new allocations on ``device`` and where the number comes from.
-
-    CPU: ``MemAvailable`` of /proc/meminfo (or ``os.sysconf`` free pages), lowered to the cgroup
-    limit when the process runs in a container with one. CUDA: ``torch.cuda.mem_get_info``.
-    """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"free memory of {device}"
-    value, source = _meminfo_available()
-    limit = _cgroup_free()
-    if limit is not None and limit < value:
-        return limit, "the container's memory limit (cgroup memory.max)"
-    return value, source
-
-
-def _meminfo_available() -> tuple[int, str]:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "free pages (os.sysconf)"
-    except (ValueError, OSError, AttributeError):
-        return 2**62, "unknown (no /proc/meminfo or sysconf)"  # cannot tell: do not refuse
-
-
-def _cgroup_free() -> int | None:
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-        return None if limit == "max" else max(0, int(limit) - int(used))
-    except (OSError, ValueError):
-        return None
-
-
-def format_bytes(value: float) -> str:
-    """``1536 -> '1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{value:.1f} TiB"  # unreachable
 
 
 def host_bytes(job: Job, backend: Backend) -> int:

@@ -20,12 +20,12 @@ does not promise that a run fits; failing it means it certainly does not.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import torch
 
 from tim.errors import TimError
+from tim.system import UNKNOWN_MEMORY, available_memory
 
 STATE_BYTES_PER_PARAM = 20  # fp32 weights + EMA + gradient + AdamW exp_avg + exp_avg_sq (4 bytes each)
 # float32 values per token, width unit and block that one training step holds at its peak, a little
@@ -66,20 +66,9 @@ def activation_bytes_per_sample(config: Any, item_shape: tuple[int, ...]) -> int
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device``: CUDA's free bytes, or the host's MemAvailable; None if unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Free memory on ``device`` (:func:`tim.system.available_memory`); None if unknown."""
+    value, _ = available_memory(device)
+    return None if value >= UNKNOWN_MEMORY else value
 
 
 def check_training_memory(config: Any, item_shape: tuple[int, ...], rows_per_process: int, batch_size: int,
