@@ -38,6 +38,7 @@ import torch
 
 from tim.errors import TimError
 from tim.system import available_memory, format_bytes
+from tim.training.lock import RunLock
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tim-sample-index/1"
@@ -416,38 +417,13 @@ def _run_locked(backend: Backend, job: Job, out: Path, index: dict, progress: bo
     return JobResult(index, generated, resumed)
 
 
-class JobLock:
-    """One ``tim sample`` per output folder: an advisory ``flock`` on ``out/.lock`` for the job's lifetime.
+def JobLock(out: Path) -> RunLock:  # noqa: N802 - used like the class it returns
+    """One ``tim sample`` per output folder: the run-directory lock (``out/.lock``) of training.
 
     The operating system drops the lock when the holder exits in any way (also ``kill -9``), so a
     killed job never blocks its own resume.
     """
-
-    def __init__(self, out: Path) -> None:
-        self._fd: int | None = None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock
-            return
-        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise TimError(f"--out {out} is in use by another tim sample process (PID {holder})",
-                           "wait for it to finish or stop it, or pass another --out folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def __enter__(self) -> JobLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    return RunLock(out, name=f"--out {out}", holder="tim sample process")
 
 
 def _remove_temporaries(out: Path) -> None:

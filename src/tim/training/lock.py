@@ -29,28 +29,30 @@ class RunLock:
     """The exclusive lock of a run directory (a context manager; :meth:`release` is idempotent).
 
     Args:
-        run_dir: an existing run directory.
+        run_dir: an existing run directory (or any folder one job writes, e.g. ``tim sample --out``).
+        name: how the error names the folder (default: ``run directory '<run_dir>'``).
+        holder: what kind of process holds it, for the error and the no-lock warning.
 
     Raises:
         TimError: another process holds the lock (its PID is named).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, name: str | None = None, holder: str = "training process") -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
-            warnings.warn(f"file locks are not available here: nothing stops a second trainer on '{run_dir}'",
+            warnings.warn(f"file locks are not available here: nothing stops a second {holder} on '{run_dir}'",
                           stacklevel=2)
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            pid = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise TimError(f"run directory '{run_dir}' is in use by another training process (PID {holder})",
+            raise TimError(f"{name or f'run directory {str(run_dir)!r}'} is in use by another {holder} (PID {pid})",
                            "wait for it to finish or stop it, or pass another --out directory") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
