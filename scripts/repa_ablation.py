@@ -7,8 +7,7 @@ token of the 8x8 digits, saved with ``save_pretrained``):
 
 * ``random``: random initialisation (seed 0), i.e. a fixed random ViT feature map;
 * ``trained``: the same network trained as a digit classifier (CLS token -> linear head, AdamW,
-  all 1,797 scikit-learn digits, horizontal-shift augmentation off) for ``--encoder-epochs``
-  epochs; its patch features stand in for a pretrained encoder's semantics.
+  all 1,797 scikit-learn digits, no augmentation) for ``--encoder-epochs`` epochs; its patch features stand in for a pretrained encoder's semantics.
 
 Each variant trains the quality benchmark's network (``DIGITS_MODEL``: width 64, depth 3, 2x2
 tokens) with the paper's recipe; REPA taps after block 1 of 3 (the published B/4 taps after 4 of
