@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,6 +54,59 @@ DEFAULT_PER_CLASS = 50
 # ``run_demo(args, overrides) -> int`` (they share this parser's options; --out defaults per demo).
 OTHER_DEMOS = {"t2i": "tim.cli.demo_t2i", "latent": "tim.cli.demo_latent"}
 DEFAULT_OUT = "outputs/demo"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoDefaults:
+    """What one demo uses when an option shared by every ``tim demo`` is not given."""
+
+    out: str
+    steps: str  # sampling step counts compared
+    quick_steps: str
+    count: int  # --per-class: samples per class (or per prompt) for the metrics/grids
+    quick_count: int
+    minutes: float  # wall-time budget of the whole demo
+    quick_minutes: float
+    min_count: int = 2
+    count_reason: str = "metrics need several samples"
+
+
+DIGITS_DEFAULTS = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 10.0, 2.0)
+
+
+def demo_options(args: argparse.Namespace, defaults: DemoDefaults) -> tuple[list[int], int, float]:
+    """Check the shared ``tim demo`` options and fill in ``defaults``; sets ``args.out`` if unset.
+
+    Returns:
+        (step counts, samples per class or prompt, minutes of the wall-time budget).
+    """
+    args.out = args.out or defaults.out
+    steps_list = parse_steps(args.steps if args.steps is not None else (defaults.quick_steps if args.quick else defaults.steps))
+    count = args.per_class if args.per_class is not None else (defaults.quick_count if args.quick else defaults.count)
+    minutes = args.minutes if args.minutes is not None else (defaults.quick_minutes if args.quick else defaults.minutes)
+    if not minutes > 0:
+        raise TimError(f"--minutes {args.minutes} is not positive",
+                       f"pass a time budget in minutes, e.g. --minutes {defaults.minutes:g}")
+    if count < defaults.min_count:
+        raise TimError(f"--per-class {count} is < {defaults.min_count}",
+                       f"pass --per-class {defaults.min_count} or more ({defaults.count_reason})")
+    if args.threads is not None and args.threads < 1:
+        raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
+    return steps_list, count, minutes
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``count`` torch threads (default: the idle cores), then restore the setting.
+
+    In-process callers (tests, notebooks) get their own thread setting back.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count or idle_cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -100,23 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
         module = importlib.import_module(OTHER_DEMOS[args.overrides[0]])
         return int(module.run_demo(args, args.overrides[1:]) or 0)
-    if args.out is None:
-        args.out = DEFAULT_OUT
-    steps_list = parse_steps(args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEMO_STEPS))
-    per_class = args.per_class if args.per_class is not None else (QUICK_PER_CLASS if args.quick else DEFAULT_PER_CLASS)
-    minutes = args.minutes if args.minutes is not None else (2.0 if args.quick else 10.0)
-    if not minutes > 0:
-        raise TimError(f"--minutes {args.minutes} is not positive", "pass a time budget in minutes, e.g. --minutes 10")
-    if per_class < 2:
-        raise TimError(f"--per-class {per_class} is < 2", "pass --per-class 2 or more (metrics need several samples)")
-    if args.threads is not None and args.threads < 1:
-        raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or idle_cores())
-    try:
+    steps_list, per_class, minutes = demo_options(args, DIGITS_DEFAULTS)
+    with torch_threads(args.threads):
         return _run(args, steps_list, per_class, minutes)
-    finally:  # in-process callers (tests, notebooks) get their thread setting back
-        torch.set_num_threads(previous_threads)
 
 
 def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minutes: float) -> int:

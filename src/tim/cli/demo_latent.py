@@ -62,28 +62,14 @@ FIXED_MINUTES = 1.0  # data rendering/encoding, model set-up, metrics, pictures 
 
 def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Run ``tim demo latent`` with the shared ``tim demo`` options (see tim.cli.demo)."""
-    from tim.cli.demo import idle_cores
-    from tim.cli.sample import parse_steps
+    from tim.cli.demo import DemoDefaults, demo_options, torch_threads
 
-    if args.out is None:
-        args.out = DEFAULT_OUT
-    steps_list = parse_steps(args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEMO_STEPS))
-    per_class = args.per_class if args.per_class is not None else (QUICK_PER_CLASS if args.quick else DEFAULT_PER_CLASS)
-    minutes = args.minutes if args.minutes is not None else (2.0 if args.quick else 15.0)
-    if not minutes > 0:
-        raise TimError(f"--minutes {args.minutes} is not positive", "pass a time budget in minutes, e.g. --minutes 15")
-    if per_class < 2:
-        raise TimError(f"--per-class {per_class} is < 2", "pass --per-class 2 or more (metrics need several samples)")
-    if args.threads is not None and args.threads < 1:
-        raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
+    defaults = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 15.0, 2.0)
+    steps_list, per_class, minutes = demo_options(args, defaults)
     ae_overrides = [item for item in overrides if item.startswith("autoencoder.")]
     tim_overrides = [item for item in overrides if not item.startswith("autoencoder.")]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(args.threads or idle_cores())
-    try:
+    with torch_threads(args.threads):
         return _run(args, steps_list, per_class, minutes, ae_overrides, tim_overrides)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minutes: float,

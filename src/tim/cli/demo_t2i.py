@@ -66,25 +66,13 @@ GUIDANCE_SCALE = 1.0  # the demo's sampling CFG scale; `tim bench geneval` repor
 
 def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Run ``tim demo t2i`` (options shared with ``tim demo``, see :mod:`tim.cli.demo`)."""
-    from tim.cli.demo import idle_cores
-    from tim.cli.sample import parse_steps
+    from tim.cli.demo import DemoDefaults, demo_options, torch_threads
 
-    args.out = args.out or DEFAULT_OUT
-    steps_list = parse_steps(args.steps if args.steps is not None else (QUICK_STEPS if args.quick else DEMO_STEPS))
-    columns = args.per_class if args.per_class is not None else (QUICK_COLUMNS if args.quick else DEFAULT_COLUMNS)
-    minutes = args.minutes if args.minutes is not None else (3.0 if args.quick else 15.0)
-    if not minutes > 0:
-        raise TimError(f"--minutes {args.minutes} is not positive", "pass a time budget in minutes, e.g. --minutes 15")
-    if columns < 1:
-        raise TimError(f"--per-class {columns} is < 1", "pass --per-class 1 or more (images per prompt in each grid)")
-    if args.threads is not None and args.threads < 1:
-        raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or idle_cores())
-    try:
+    defaults = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_COLUMNS, QUICK_COLUMNS, 15.0, 3.0,
+                            min_count=1, count_reason="images per prompt in each grid")
+    steps_list, columns, minutes = demo_options(args, defaults)
+    with torch_threads(args.threads):
         return _run(args, overrides, steps_list, columns, minutes)
-    finally:  # in-process callers (tests, notebooks) get their thread setting back
-        torch.set_num_threads(previous_threads)
 
 
 def _run(args: argparse.Namespace, overrides: list[str], steps_list: list[int], columns: int, minutes: float) -> int:
