@@ -62,7 +62,9 @@ def test_tiny_cost_run_reports_every_variant() -> None:
                         sampling_batch=4, matmul_size=64)
     report = run_cost(config, log=lambda _: None)
     training = report["backends"]["sdpa"]["training"]
-    assert set(training) == {"flow_matching", "tim_dde", "tim_jvp", "ratios"}
+    assert set(training) == {"flow_matching", "tim_dde", "tim_jvp", "ratios", "matmul_peak"}
+    assert training["matmul_peak"]["fp32"]["flops_per_second"] > 0  # timed in the same rounds as the steps
+    assert 0 < training["tim_dde"]["fraction_of_matmul_peak"]
     assert training["tim_dde"]["flops_per_step"] > training["flow_matching"]["flops_per_step"] > 0
     assert training["flow_matching"]["peak_memory_bytes"] > 0
     assert report["matmul_peak"]["flops_per_second"] > 0
