@@ -76,18 +76,6 @@ def text_pipe():
 @pytest.fixture(name="run_cli")
 def run_cli_fixture():
     """``tim <argv>`` in-process -> (exit status, stdout, stderr)."""
-    import contextlib
-    import io
+    from helpers.cli import run_cli
 
-    from tim.cli.main import main
-
-    def run(argv: list[str]) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exit_:  # argparse (--help, usage errors) exits instead of returning
-                code = exit_.code
-        return int(code or 0), out.getvalue(), err.getvalue()
-
-    return run
+    return run_cli

@@ -13,22 +13,9 @@ pytest.importorskip("diffusers")
 
 from tim.autoencoders import Autoencoder  # noqa: E402
 
+from helpers.cli import run_cli  # noqa: E402
+
 FAST_AE = ["--steps", "4", "--num-images", "32", "--batch-size", "4", "--no-progress", "--threads", "1"]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    import contextlib
-    import io
-
-    from tim.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("data", ["scenes", "shapes"])

@@ -7,9 +7,7 @@ shared/specs/state-dicts/ (checked against the listing) and a real, tiny, random
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import re
 import shutil
@@ -24,24 +22,13 @@ from tim.models.convert import ours_to_released
 from tim.pipeline import TiMPipeline
 
 from helpers.autoencoders import tiny_dc, tiny_kl
+from helpers.cli import run_cli
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "state-dicts"
 # TiM-XL/2's structure (4 latent channels, patch 2, projector, interval attention) at test size.
 TINY_XL2 = TiMConfig(in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,
                      modulation_rank=8, num_classes=10, encoder_depth=1, z_dim=16, projector_dim=32)
 TINY_T2I = dataclasses.replace(TINY_XL2, in_channels=8, patch_size=1, conditioning="text", text_dim=32)
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    from tim.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 def released_file(path: Path, config: TiMConfig, seed: int = 0) -> Path:
