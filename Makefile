@@ -13,7 +13,7 @@ TORCH       ?= torch==2.13.0
 DEMO_OUT    ?= outputs/demo
 STAMP        = $(VENV)/.installed
 
-.PHONY: demo test app venv clean-venv
+.PHONY: demo test test-slow lint docs docs-build release-check app venv clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -29,6 +29,26 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The slow suite (kill -9 resume, 2-process torchrun, the demos end to end); .ci/run runs it after `test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# Format check, lint, types and the layer contract (CONTRIBUTING.md says what each checks and why).
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+# The documentation site: `make docs` serves it at http://127.0.0.1:8000/, `make docs-build` is CI's strict build.
+docs: $(STAMP)
+	$(BIN)/mkdocs serve
+
+docs-build: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# Wheel + sdist, twine check, then the fast suite against the installed wheel in a fresh venv.
+release-check: $(STAMP)
+	bash scripts/release_check.sh
 
 # The local web page on the demo's model (run `make demo` first): http://127.0.0.1:7860/
 app: $(STAMP)

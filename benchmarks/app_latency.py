@@ -31,8 +31,14 @@ import sys
 import time
 import urllib.request
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _free_port() -> int:
@@ -44,8 +50,12 @@ def _free_port() -> int:
 def _start(checkpoint: str, port: int) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "tim.cli.main", "app", "--checkpoint", checkpoint,
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tim.cli.main", "app", "--checkpoint", checkpoint, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - started < 180:
         if process.poll() is not None:
@@ -68,13 +78,17 @@ def _set(page, elem_id: str, value: float) -> None:
 
 _SEEDS = iter(range(1, 10**6))  # a new seed per request: the new image has a new file URL
 
-DONE_JS = ("old => { const img = document.querySelector('#tim-output img');"
-           " const t = document.querySelector('#tim-timing').innerText;"
-           " return img && img.src !== old && !t.includes('processing') && / in [0-9.]+ s/.test(t); }")
+DONE_JS = (
+    "old => { const img = document.querySelector('#tim-output img');"
+    " const t = document.querySelector('#tim-timing').innerText;"
+    " return img && img.src !== old && !t.includes('processing') && / in [0-9.]+ s/.test(t); }"
+)
 
 
 def _image_src(page) -> str:
-    return page.evaluate("() => { const img = document.querySelector('#tim-output img'); return img ? img.src : ''; }")
+    return page.evaluate(
+        "() => { const img = document.querySelector('#tim-output img'); return img ? img.src : ''; }"
+    )
 
 
 def _press_generate(page) -> tuple[str, float]:
@@ -104,7 +118,11 @@ def _choose_class(page, label: str) -> None:
 
 
 def _stats(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
 def main() -> None:
@@ -117,11 +135,17 @@ def main() -> None:
 
     process, ready_s = _start(args.checkpoint, _free_port())
     url = f"http://127.0.0.1:{process.args[-1]}/"
-    result: dict = {"checkpoint": args.checkpoint, "ready_s": round(ready_s, 2), "cpus": os.cpu_count(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)}
+    result: dict = {
+        "checkpoint": args.checkpoint,
+        "ready_s": round(ready_s, 2),
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(
+                executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             start = time.perf_counter()
             page.goto(url)
@@ -130,10 +154,15 @@ def main() -> None:
             _request(page, 1, 1, "0")  # warm-up (first calls allocate)
             latency = {}
             for steps in (1, 8):
-                for per_class, label, name in ((1, "0", "1 image"), (4, "every class (one row each)", "40 images")):
+                for per_class, label, name in (
+                    (1, "0", "1 image"),
+                    (4, "every class (one row each)", "40 images"),
+                ):
                     runs = [_request(page, steps, per_class, label) for _ in range(args.repeats)]
-                    latency[f"{steps} step{'s' if steps > 1 else ''}, {name}"] = {"server_s": _stats([r[0] for r in runs]),
-                                                         "click_to_image_s": _stats([r[1] for r in runs])}
+                    latency[f"{steps} step{'s' if steps > 1 else ''}, {name}"] = {
+                        "server_s": _stats([r[0] for r in runs]),
+                        "click_to_image_s": _stats([r[1] for r in runs]),
+                    }
             result["latency"] = latency
             result["while_busy"] = _while_busy(browser, page, url)
             browser.close()
@@ -169,10 +198,14 @@ def _while_busy(browser, page, url: str) -> dict:
     seed_s = time.perf_counter() - start
     still_running = not page.evaluate(DONE_JS, old)
     page.wait_for_function(DONE_JS, arg=old, timeout=600_000)
-    return {"generation": page.inner_text("#tim-timing"),
-            "generation_click_to_image_s": round(time.perf_counter() - started, 2),
-            "measured_while_running": bool(still_running), "http_get_s": _stats(gets),
-            "second_tab_load_s": round(second_load, 2), "random_seed_button_s": round(seed_s, 3)}
+    return {
+        "generation": page.inner_text("#tim-timing"),
+        "generation_click_to_image_s": round(time.perf_counter() - started, 2),
+        "measured_while_running": bool(still_running),
+        "http_get_s": _stats(gets),
+        "second_tab_load_s": round(second_load, 2),
+        "random_seed_button_s": round(seed_s, 3),
+    }
 
 
 if __name__ == "__main__":

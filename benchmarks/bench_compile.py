@@ -64,7 +64,9 @@ def main() -> None:
     def train_step(name: str) -> None:
         optimizers[name].zero_grad(set_to_none=True)
         with autocast:
-            out = objective(networks[name], x, cond={"y": y}, generator=torch.Generator(device).manual_seed(1))
+            out = objective(
+                networks[name], x, cond={"y": y}, generator=torch.Generator(device).manual_seed(1)
+            )
         out.loss.backward()
         optimizers[name].step()
 
@@ -72,8 +74,10 @@ def main() -> None:
         with torch.no_grad():
             return sample(networks[name], x, steps=1, cond={"y": y}).x
 
-    compile_seconds = {"train_step": _seconds(lambda: train_step("compiled")),
-                       "sample_1_step": _seconds(lambda: sample_1("compiled"))}
+    compile_seconds = {
+        "train_step": _seconds(lambda: train_step("compiled")),
+        "sample_1_step": _seconds(lambda: sample_1("compiled")),
+    }
     train_step("eager")
     sample_1("eager")
     times: dict[str, list[float]] = {}
@@ -85,14 +89,24 @@ def main() -> None:
     with torch.no_grad():
         models["compiled"].load_state_dict(models["eager"].state_dict())
         difference = (sample_1("compiled") - sample_1("eager")).abs().max().item()
-    report = {"benchmark": "bench_compile", "preset": args.preset, "overrides": overrides, "batch": args.batch,
-              "device": args.device, "bf16": args.bf16,
-              "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-              "compile_seconds": {k: round(v, 2) for k, v in compile_seconds.items()},
-              "median_ms": {k: round(1e3 * v, 2) for k, v in median.items()},
-              "speedup": {part: round(median[f"{part}/eager"] / median[f"{part}/compiled"], 3)
-                          for part in ("train_step", "sample_1_step")},
-              "max_abs_difference_1_step_sample": difference}
+    report = {
+        "benchmark": "bench_compile",
+        "preset": args.preset,
+        "overrides": overrides,
+        "batch": args.batch,
+        "device": args.device,
+        "bf16": args.bf16,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "compile_seconds": {k: round(v, 2) for k, v in compile_seconds.items()},
+        "median_ms": {k: round(1e3 * v, 2) for k, v in median.items()},
+        "speedup": {
+            part: round(median[f"{part}/eager"] / median[f"{part}/compiled"], 3)
+            for part in ("train_step", "sample_1_step")
+        },
+        "max_abs_difference_1_step_sample": difference,
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -26,9 +26,12 @@ import torch
 
 from tim.models import build_model
 from tim.objective import TransitionLoss, jvp_derivative
-from tim.paths import LinearPath, expand_time
+from tim.paths import LinearPath
 
-STENCILS = {"dde2": ((1.0, -1.0), (1.0, -1.0), 2.0), "dde4": ((2.0, 1.0, -1.0, -2.0), (-1.0, 8.0, -8.0, 1.0), 12.0)}
+STENCILS = {
+    "dde2": ((1.0, -1.0), (1.0, -1.0), 2.0),
+    "dde4": ((2.0, 1.0, -1.0, -2.0), (-1.0, 8.0, -8.0, 1.0), 12.0),
+}
 
 
 def stencil_derivative(F, path, x, z, t, r, cond, *, stencil: str, h: float, bf16: bool) -> torch.Tensor:  # noqa: ANN001
@@ -57,15 +60,21 @@ def digits_batch(n: int, side: int) -> torch.Tensor:
     from sklearn.datasets import load_digits
 
     images = torch.tensor(load_digits().images[:n], dtype=torch.float32) / 8.0 - 1.0  # [0, 16] -> [-1, 1]
-    return torch.nn.functional.interpolate(images[:, None], size=(side, side)) if side != 8 else images[:, None]
+    return (
+        torch.nn.functional.interpolate(images[:, None], size=(side, side)) if side != 8 else images[:, None]
+    )
 
 
-def study(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, schemes: list, repeats: int) -> dict:
+def study(
+    name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, schemes: list, repeats: int
+) -> dict:
     path, objective = LinearPath(), TransitionLoss()
     t, r = objective.sample_times(x, torch.Generator().manual_seed(0))
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     h_max = max(h * max(abs(o) for o in STENCILS[s][0]) for s, h, _ in schemes)
-    rows = (r < t) & (t - h_max >= torch.maximum(r, torch.full_like(r, path.t_min))) & (t + h_max <= path.t_max)
+    rows = (
+        (r < t) & (t - h_max >= torch.maximum(r, torch.full_like(r, path.t_min))) & (t + h_max <= path.t_max)
+    )
     x, z, t, r, cond = x[rows], z[rows], t[rows], r[rows], {"y": y[rows]}
     model.set_attention_backend("math")
     reference = jvp_derivative(model, path, x, z, t, r, cond)
@@ -79,8 +88,10 @@ def study(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
             d = stencil_derivative(model, path, x, z, t, r, cond, stencil=stencil, h=h, bf16=bf16)
             times.setdefault(key, []).append(time.perf_counter() - started)
             per_row = (d - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
-            out["schemes"][key] = {"relative_error": round(float((d - reference).norm() / reference.norm()), 5),
-                                   "median_row_relative_error": round(float(per_row.median()), 5)}
+            out["schemes"][key] = {
+                "relative_error": round(float((d - reference).norm() / reference.norm()), 5),
+                "median_row_relative_error": round(float(per_row.median()), 5),
+            }
     base = sorted(times["dde2 h=0.005 fp32"])[repeats // 2]
     for key, values in times.items():
         out["schemes"][key]["cost_vs_fp32_dde2"] = round(sorted(values)[repeats // 2] / base, 3)
@@ -95,16 +106,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    schemes = [("dde2", 0.005, False), ("dde2", 0.005, True), ("dde2", 0.02, True), ("dde2", 0.05, True),
-               ("dde4", 0.02, True), ("dde4", 0.05, True), ("dde4", 0.1, True), ("dde4", 0.05, False)]
+    schemes = [
+        ("dde2", 0.005, False),
+        ("dde2", 0.005, True),
+        ("dde2", 0.02, True),
+        ("dde2", 0.05, True),
+        ("dde4", 0.02, True),
+        ("dde4", 0.05, True),
+        ("dde4", 0.1, True),
+        ("dde4", 0.05, False),
+    ]
     y = torch.arange(args.batch) % 10
     results = []
     if args.trained:
         from tim.models.weights import from_pretrained
 
         model = from_pretrained(args.trained).float().eval()
-        results.append(study(f"trained digits ({args.trained})", model,
-                             digits_batch(args.batch, model.config.input_size), y, schemes, args.repeats))
+        results.append(
+            study(
+                f"trained digits ({args.trained})",
+                model,
+                digits_batch(args.batch, model.config.input_size),
+                y,
+                schemes,
+                args.repeats,
+            )
+        )
     torch.manual_seed(0)
     digits = perturbed(build_model("TiM-digits").eval())
     results.append(study("random TiM-digits", digits, digits_batch(args.batch, 8), y, schemes, args.repeats))
@@ -112,8 +139,18 @@ def main() -> None:
     b4 = perturbed(build_model("TiM-B/4", hidden_size=384, depth=6, num_heads=6, z_dim=0).eval())
     x = torch.randn(args.batch, 4, 32, 32, generator=torch.Generator().manual_seed(2))
     results.append(study("random B/4-shaped (384 wide, depth 6, 64 tokens)", b4, x, y, schemes, args.repeats))
-    print(json.dumps({"benchmark": "bench_derivative", "batch": args.batch, "threads": args.threads,
-                      "torch": torch.__version__, "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_derivative",
+                "batch": args.batch,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

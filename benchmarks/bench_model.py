@@ -50,7 +50,9 @@ _LEGACY: dict[int, tuple] = {}
 def _legacy_tables(rope) -> tuple:  # noqa: ANN001
     # The previous (cos, sin) tables, each (N, hd), rebuilt once per table object.
     if id(rope) not in _LEGACY:
-        sign = torch.tensor([-1.0, 1.0], dtype=rope.cos.dtype, device=rope.cos.device).repeat(rope.cos.shape[-1] // 2)
+        sign = torch.tensor([-1.0, 1.0], dtype=rope.cos.dtype, device=rope.cos.device).repeat(
+            rope.cos.shape[-1] // 2
+        )
         _LEGACY[id(rope)] = (rope.cos[:, 0], rope.sin_signed[:, 0] * sign, rope)
     return _LEGACY[id(rope)][:2]
 
@@ -100,15 +102,24 @@ def timed(step, args: tuple, iters: int, device: torch.device, warmup: int = 2) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="TiM-digits")
-    parser.add_argument("--size", type=int, default=None, help="latent side (default: the preset's input_size)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="latent side (default: the preset's input_size)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config field, e.g. --override hidden_size=384 (repeatable)")
-    parser.add_argument("--compare-legacy", action="store_true", help="time new vs previous attention, interleaved")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config field, e.g. --override hidden_size=384 (repeatable)",
+    )
+    parser.add_argument(
+        "--compare-legacy", action="store_true", help="time new vs previous attention, interleaved"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the interleaved comparison")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,17 +202,28 @@ def compare_legacy(model, steps, inputs, args, overrides) -> dict:  # noqa: ANN0
         for variant in ("legacy", "current"):
             set_legacy(model, variant == "legacy")
             for name, step in steps:
-                times.setdefault(f"{name}/{variant}", []).append(timed(step, inputs, args.iters, inputs[0].device, 0))
+                times.setdefault(f"{name}/{variant}", []).append(
+                    timed(step, inputs, args.iters, inputs[0].device, 0)
+                )
     set_legacy(model, False)
     median = {key: sorted(values)[len(values) // 2] for key, values in times.items()}
     peak = 2 * 1024**3 / median["matmul_1024"]
-    out = {"preset": args.preset, "overrides": overrides, "batch": args.batch, "dtype": args.dtype,
-           "threads": args.threads, "repeats": args.repeats, "iters": args.iters,
-           "matmul_peak_gflop_per_s": round(peak / 1e9, 2), "results": {}}
+    out = {
+        "preset": args.preset,
+        "overrides": overrides,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "iters": args.iters,
+        "matmul_peak_gflop_per_s": round(peak / 1e9, 2),
+        "results": {},
+    }
     for name, _ in steps:
         legacy, current = median[f"{name}/legacy"], median[f"{name}/current"]
         out["results"][name] = {
-            "legacy_ms": round(legacy * 1e3, 3), "current_ms": round(current * 1e3, 3),
+            "legacy_ms": round(legacy * 1e3, 3),
+            "current_ms": round(current * 1e3, 3),
             "speedup": round(legacy / current, 3),
             "legacy_fraction_of_matmul_peak": round(flops[name] / legacy / peak, 3),
             "current_fraction_of_matmul_peak": round(flops[name] / current / peak, 3),

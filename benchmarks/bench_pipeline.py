@@ -46,8 +46,9 @@ from tim.pipeline import SamplingRecipe, TiMPipeline, estimate_generation_bytes
 
 # The narrow stand-in for TiM-T2I: the T2I token structure (patch 1 on 32-channel DC-AE latents,
 # caption cross-attention) at a width a CPU can run at 16,384 tokens.
-NARROW_T2I = dataclasses.replace(TIM_PRESETS["TiM-T2I"], hidden_size=64, depth=2, num_heads=1, modulation_rank=16,
-                                 text_dim=64, z_dim=0)
+NARROW_T2I = dataclasses.replace(
+    TIM_PRESETS["TiM-T2I"], hidden_size=64, depth=2, num_heads=1, modulation_rank=16, text_dim=64, z_dim=0
+)
 CAPTION_TOKENS = 256  # TiM-T2I caption length (paper.md §6: Gemma features padded to 256 tokens)
 
 
@@ -87,7 +88,14 @@ def overhead(name: str, config: TiMConfig, batch: int, repeats: int, device: tor
     output_type = "pt" if C in (1, 3) else "latent"  # latent models without an autoencoder return latents
 
     def through_pipeline() -> None:
-        pipe(class_labels=labels, steps=1, guidance_scale=1.0, output_type=output_type, batch_size=batch, seed=0)
+        pipe(
+            class_labels=labels,
+            steps=1,
+            guidance_scale=1.0,
+            output_type=output_type,
+            batch_size=batch,
+            seed=0,
+        )
 
     # Time spent inside the network during each pipeline call (forward hooks): the pipeline's own
     # cost is the rest of the call, measured in the same call and so immune to machine load swings.
@@ -121,14 +129,22 @@ def overhead(name: str, config: TiMConfig, batch: int, repeats: int, device: tor
                 own.append(times[key][-1] - inside[0])
     raw_ips, pipe_ips = batch / median(times["raw"]), batch / median(times["pipeline"])
     best_raw, best_pipe = batch / min(times["raw"]), batch / min(times["pipeline"])
-    return {"model": name, "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-            "tokens": (H // config.patch_size) ** 2, "batch": batch, "repeats": repeats, "output_type": output_type,
-            "raw_images_per_s_median": round(raw_ips, 2), "pipeline_images_per_s_median": round(pipe_ips, 2),
-            "pipeline_share_of_raw_median": round(pipe_ips / raw_ips, 3),
-            "raw_images_per_s_best": round(best_raw, 2), "pipeline_images_per_s_best": round(best_pipe, 2),
-            "pipeline_share_of_raw_best": round(best_pipe / best_raw, 3),
-            "pipeline_own_ms_per_batch": round(1000 * median(own), 2),
-            "pipeline_own_share_of_call": round(median(own) / median(times["pipeline"]), 4)}
+    return {
+        "model": name,
+        "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "tokens": (H // config.patch_size) ** 2,
+        "batch": batch,
+        "repeats": repeats,
+        "output_type": output_type,
+        "raw_images_per_s_median": round(raw_ips, 2),
+        "pipeline_images_per_s_median": round(pipe_ips, 2),
+        "pipeline_share_of_raw_median": round(pipe_ips / raw_ips, 3),
+        "raw_images_per_s_best": round(best_raw, 2),
+        "pipeline_images_per_s_best": round(best_pipe, 2),
+        "pipeline_share_of_raw_best": round(best_pipe / best_raw, 3),
+        "pipeline_own_ms_per_batch": round(1000 * median(own), 2),
+        "pipeline_own_share_of_call": round(median(own) / median(times["pipeline"]), 4),
+    }
 
 
 def tiny_kl(folder: Path) -> Path:
@@ -136,9 +152,16 @@ def tiny_kl(folder: Path) -> Path:
     import diffusers
 
     torch.manual_seed(0)
-    diffusers.AutoencoderKL(block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
-                            up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=16,
-                            layers_per_block=1, sample_size=128, scaling_factor=0.5).save_pretrained(str(folder))
+    diffusers.AutoencoderKL(
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        norm_num_groups=16,
+        layers_per_block=1,
+        sample_size=128,
+        scaling_factor=0.5,
+    ).save_pretrained(str(folder))
     return folder
 
 
@@ -161,9 +184,14 @@ def decode_section(config: TiMConfig, batch: int, repeats: int, device: torch.de
         ae.decode((x / pipe.recipe.latent_scale + pipe.recipe.latent_shift).to(device))
         sync(device)
         decode.append(time.perf_counter() - start)
-    return {"autoencoder": "AutoencoderKL f4 c4, widths 32-64-64 (random)", "image_size": side, "batch": batch,
-            "network_s_per_image": round(median(latent) / batch, 4), "decode_s_per_image": round(median(decode) / batch, 4),
-            "decode_bytes_estimate_MiB": round(ae.decode_bytes(side, side) / 2**20, 1)}
+    return {
+        "autoencoder": "AutoencoderKL f4 c4, widths 32-64-64 (random)",
+        "image_size": side,
+        "batch": batch,
+        "network_s_per_image": round(median(latent) / batch, 4),
+        "decode_s_per_image": round(median(decode) / batch, 4),
+        "decode_bytes_estimate_MiB": round(ae.decode_bytes(side, side) / 2**20, 1),
+    }
 
 
 def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
@@ -172,10 +200,20 @@ def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
     h = w = 4096 // 32  # DC-AE f32 (paper.md §6, released-architecture.md §6.1)
     with torch.device("meta"):  # shapes only: no 3.5 GB allocation, no initialisation work
         params = sum(math.prod(p.shape) for p in build_model(config, z_dim=0).parameters())
-    network = estimate_generation_bytes(config, 1, h, w, dtype_bytes=2, guided=True, context_length=CAPTION_TOKENS)
-    out = {"preset": "TiM-T2I", "image": "4096x4096", "latent": [32, h, w], "tokens": h * w, "dtype": "bf16",
-           "guided": True, "caption_tokens": CAPTION_TOKENS, "weights_GiB": round(params * 2 / 2**30, 2),
-           "network_activations_GiB": round(network / 2**30, 2)}
+    network = estimate_generation_bytes(
+        config, 1, h, w, dtype_bytes=2, guided=True, context_length=CAPTION_TOKENS
+    )
+    out = {
+        "preset": "TiM-T2I",
+        "image": "4096x4096",
+        "latent": [32, h, w],
+        "tokens": h * w,
+        "dtype": "bf16",
+        "guided": True,
+        "caption_tokens": CAPTION_TOKENS,
+        "weights_GiB": round(params * 2 / 2**30, 2),
+        "network_activations_GiB": round(network / 2**30, 2),
+    }
     try:  # the decode estimate of a DC-AE with the f32c32 layout (diffusers' default AutoencoderDC), no weights
         if not with_decode:
             raise ImportError("decode estimate skipped")
@@ -190,8 +228,9 @@ def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
         out["decode_GiB_untiled"] = round(ae.decode_bytes(4096, 4096, tiled=False) / 2**30, 2)
     except Exception as error:  # noqa: BLE001 - optional part of the report
         out["decode_estimate_error"] = f"{type(error).__name__}: {error}"
-    out["total_GiB_tiled_decode"] = round(out["weights_GiB"] + out["network_activations_GiB"]
-                                          + out.get("decode_GiB_tiled", 0.0), 2)
+    out["total_GiB_tiled_decode"] = round(
+        out["weights_GiB"] + out["network_activations_GiB"] + out.get("decode_GiB_tiled", 0.0), 2
+    )
     return out
 
 
@@ -251,16 +290,29 @@ def measured_peaks(config: TiMConfig, sides: list[int], device: torch.device) ->
         row = {"latent_side": side, "tokens": side * side}
         for mode, threshold in modes.items():
             env = dict(os.environ, **({"MALLOC_MMAP_THRESHOLD_": threshold} if threshold else {}))
-            result = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(config.to_dict()), str(side), str(device),
-                                     str(CAPTION_TOKENS)], capture_output=True, text=True, env=env)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    MEASURE,
+                    json.dumps(config.to_dict()),
+                    str(side),
+                    str(device),
+                    str(CAPTION_TOKENS),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if result.returncode:
                 raise RuntimeError(f"measuring side {side} ({mode}) failed: {result.stderr.strip()[-2000:]}")
             measured = json.loads(result.stdout.strip().splitlines()[-1])
             row[f"measured_{mode}_MiB"] = round(measured["peak"] / 2**20, 1)
             row[f"seconds_{mode}"] = round(measured["seconds"], 2)
         dtype_bytes = 2 if device.type == "cuda" else 4
-        estimate = estimate_generation_bytes(config, 1, side, side, dtype_bytes=dtype_bytes, guided=True,
-                                             context_length=CAPTION_TOKENS)
+        estimate = estimate_generation_bytes(
+            config, 1, side, side, dtype_bytes=dtype_bytes, guided=True, context_length=CAPTION_TOKENS
+        )
         row["estimate_MiB"] = round(estimate / 2**20, 1)
         rows.append(row)
     big = [r for r in rows if r["measured_live_MiB"] > 0][-3:]
@@ -270,10 +322,23 @@ def measured_peaks(config: TiMConfig, sides: list[int], device: torch.device) ->
         ys = [math.log(r["measured_live_MiB"]) for r in big]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return {"config": {k: getattr(config, k) for k in ("hidden_size", "depth", "num_heads", "in_channels", "patch_size",
-                                                       "text_dim", "attention_backend")},
-            "rows": rows, "growth_exponent_in_tokens": None if slope is None else round(slope, 2),
-            "fitted_on_tokens": [r["tokens"] for r in big]}
+    return {
+        "config": {
+            k: getattr(config, k)
+            for k in (
+                "hidden_size",
+                "depth",
+                "num_heads",
+                "in_channels",
+                "patch_size",
+                "text_dim",
+                "attention_backend",
+            )
+        },
+        "rows": rows,
+        "growth_exponent_in_tokens": None if slope is None else round(slope, 2),
+        "fitted_on_tokens": [r["tokens"] for r in big],
+    }
 
 
 def main() -> None:
@@ -300,11 +365,15 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu_count": os.cpu_count(),
         "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__, "device": str(device), "threads": args.threads,
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": args.threads,
         "overhead": [overhead(name, config, batch, args.repeats, device) for name, config, batch in models],
         "decode": decode_section(narrow_b4, 4, max(3, args.repeats // 2), device, workdir),
-        "memory": {"estimate_4096": estimate_4096(device),
-                   "measured_narrow_t2i": measured_peaks(NARROW_T2I, sides, device)},
+        "memory": {
+            "estimate_4096": estimate_4096(device),
+            "measured_narrow_t2i": measured_peaks(NARROW_T2I, sides, device),
+        },
     }
     report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -111,7 +111,9 @@ def main() -> None:
         return
     tokens = [int(n) for n in args.tokens.split(",")]
     if any(math.isqrt(n) ** 2 != n for n in tokens):
-        raise SystemExit("error: token counts must be perfect squares (square grids); e.g. --tokens 64,256,1024")
+        raise SystemExit(
+            "error: token counts must be perfect squares (square grids); e.g. --tokens 64,256,1024"
+        )
     points = []
     for backend in ("sdpa", "math"):
         for n in tokens:
@@ -128,7 +130,9 @@ def main() -> None:
     result = {
         "benchmark": "bench_scaling",
         "device": "cpu, 1 thread",
-        "model": {k: v for k, v in model_config(0, "sdpa").items() if k not in ("input_size", "attention_backend")},
+        "model": {
+            k: v for k, v in model_config(0, "sdpa").items() if k not in ("input_size", "attention_backend")
+        },
         "batch": 1,
         "memory_method": "ru_maxrss growth across the first forward, fresh subprocess per point",
         "points": points,

@@ -36,19 +36,43 @@ from tim.evaluation.quality import (
 # (table, variant name, method, objective options, model overrides)
 VARIANTS = [
     ("4", "a: flow matching (SiT baseline)", "flow_matching", {}, {}),
-    ("4", "b: TiM, no De-TE, no IA-Attn, constant weight", "tim", {"time_function": "constant"},
-     {"decoupled_time_embedding": False, "interval_attention": False}),
+    (
+        "4",
+        "b: TiM, no De-TE, no IA-Attn, constant weight",
+        "tim",
+        {"time_function": "constant"},
+        {"decoupled_time_embedding": False, "interval_attention": False},
+    ),
     ("4", "c: + De-TE", "tim", {"time_function": "constant"}, {"interval_attention": False}),
-    ("4", "d: + IA-Attn (no De-TE)", "tim", {"time_function": "constant"}, {"decoupled_time_embedding": False}),
+    (
+        "4",
+        "d: + IA-Attn (no De-TE)",
+        "tim",
+        {"time_function": "constant"},
+        {"decoupled_time_embedding": False},
+    ),
     ("4", "e: + De-TE + IA-Attn", "tim", {"time_function": "constant"}, {}),
     ("4", "f: + time weighting (full TiM)", "tim", {}, {}),
     *[("10", f"epsilon = {eps:g}", "tim", {"epsilon": eps}, {}) for eps in (1e-4, 1e-3, 5e-3, 1e-2, 5e-2)],
-    *[("11", f"r = t share {share:g}", "tim", {"diffusion_share": share}, {}) for share in (0.0, 0.25, 0.5, 0.75)],
-    *[("11", f"r = 0 share {share:g}", "tim", {"consistency_share": share}, {}) for share in (0.0, 0.1, 0.25)],
-    *[("12", f"weight {function}", "tim", {"time_function": function}, {})
-      for function in ("constant", "sqrt", "reciprocal", "square", "soft_min_snr")],
+    *[
+        ("11", f"r = t share {share:g}", "tim", {"diffusion_share": share}, {})
+        for share in (0.0, 0.25, 0.5, 0.75)
+    ],
+    *[
+        ("11", f"r = 0 share {share:g}", "tim", {"consistency_share": share}, {})
+        for share in (0.0, 0.1, 0.25)
+    ],
+    *[
+        ("12", f"weight {function}", "tim", {"time_function": function}, {})
+        for function in ("constant", "sqrt", "reciprocal", "square", "soft_min_snr")
+    ],
 ]
-DEFAULTS = {"epsilon": 5e-3, "diffusion_share": 0.5, "consistency_share": 0.1, "time_function": "sqrt"}  # paper's recipe
+DEFAULTS = {
+    "epsilon": 5e-3,
+    "diffusion_share": 0.5,
+    "consistency_share": 0.1,
+    "time_function": "sqrt",
+}  # paper's recipe
 
 
 def canonical_options(options: dict) -> dict:
@@ -59,11 +83,21 @@ def canonical_options(options: dict) -> dict:
 def run_variant(args: argparse.Namespace, method: str, options: dict, overrides: dict) -> dict:
     """Train (or reuse) and score one variant; returns ``{steps: {"mean", "std"}}`` of the Fréchet distance."""
     config = QualityConfig(
-        methods=(method,), seeds=args.seeds, train_steps=args.train_steps, batch_size=args.batch_size,
-        lr=args.lr, step_counts=args.steps, num_samples=args.num_samples, guidance_scale=1.0,
-        model=DIGITS_MODEL | overrides, objective_options=canonical_options(options))
+        methods=(method,),
+        seeds=args.seeds,
+        train_steps=args.train_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        step_counts=args.steps,
+        num_samples=args.num_samples,
+        guidance_scale=1.0,
+        model=DIGITS_MODEL | overrides,
+        objective_options=canonical_options(options),
+    )
     name = "-".join([method, *(f"{k}={v}" for k, v in sorted({**options, **overrides}.items()))])
-    report = run_quality(config, args.out / name, log=lambda m: print(m, file=sys.stderr), runs_dir=args.out / "runs")
+    report = run_quality(
+        config, args.out / name, log=lambda m: print(m, file=sys.stderr), runs_dir=args.out / "runs"
+    )
     row = report["results"][method]["1.0"]
     return {steps: {k: row[steps]["frechet_distance"][k] for k in ("mean", "std")} for steps in row}
 
@@ -72,18 +106,30 @@ def markdown(results: dict, steps: tuple[int, ...]) -> str:
     """One Markdown table per paper table: rows = variants, columns = FD at each step count."""
     lines = []
     for table in sorted({table for table, _ in results}, key=int):
-        lines += [f"Paper Table {table} at digits scale (Fréchet distance, mean ± std over seeds; lower is better)", "",
-                  "| variant | " + " | ".join(f"{s} steps" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        lines += [
+            f"Paper Table {table} at digits scale (Fréchet distance, mean ± std over seeds; lower is better)",
+            "",
+            "| variant | " + " | ".join(f"{s} steps" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+        ]
         for (row_table, name), row in results.items():
             if row_table == table:
-                lines.append(f"| {name} | " + " | ".join(f"{row[str(s)]['mean']:.3f} ± {row[str(s)]['std']:.3f}" for s in steps) + " |")
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(f"{row[str(s)]['mean']:.3f} ± {row[str(s)]['std']:.3f}" for s in steps)
+                    + " |"
+                )
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (trained runs are reused from OUT/runs)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (trained runs are reused from OUT/runs)"
+    )
     parser.add_argument("--tables", default="4,10,11,12", help="comma-separated paper tables to run")
     parser.add_argument("--seeds", type=parse_int_list, default=(0,), help="comma-separated training seeds")
     parser.add_argument("--train-steps", type=int, default=600, help="optimizer steps per variant")
@@ -101,7 +147,11 @@ def main() -> None:
     text = markdown(results, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablations.md").write_text(text)
-    (args.out / "ablations.json").write_text(json.dumps([{"table": t, "variant": n, "frechet_distance": r} for (t, n), r in results.items()], indent=1))
+    (args.out / "ablations.json").write_text(
+        json.dumps(
+            [{"table": t, "variant": n, "frechet_distance": r} for (t, n), r in results.items()], indent=1
+        )
+    )
     print(text)
 
 

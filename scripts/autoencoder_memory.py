@@ -60,7 +60,9 @@ print(json.dumps({"peak": peak, "estimate": ae.decode_bytes(side, side, tiled=ti
 
 def measure(kind: str, config: dict, side: int, tiled: bool, tile: int, device: str) -> dict:
     argument = json.dumps([kind, config, side, tiled, tile, device])
-    done = subprocess.run([sys.executable, "-c", WORKER, argument], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, argument], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -76,9 +78,16 @@ def main() -> None:
         output = 3 * side * side * 4
         kept = 3 * side * side * element * (tile / result["stride"]) ** 2 * 2 if tiled else 0
         ratio = (result["peak"] - output - kept) / (result["widest"] * element)
-        row = {"model": name, "side": side, "tiled": tiled, "tile": tile, "peak_mb": round(result["peak"] / 1e6, 1),
-               "estimate_mb": round(result["estimate"] / 1e6, 1), "ratio": round(ratio, 2),
-               "estimate_over_peak": round(result["estimate"] / max(result["peak"], 1), 2)}
+        row = {
+            "model": name,
+            "side": side,
+            "tiled": tiled,
+            "tile": tile,
+            "peak_mb": round(result["peak"] / 1e6, 1),
+            "estimate_mb": round(result["estimate"] / 1e6, 1),
+            "ratio": round(ratio, 2),
+            "estimate_over_peak": round(result["estimate"] / max(result["peak"], 1), 2),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

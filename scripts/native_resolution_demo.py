@@ -77,13 +77,25 @@ COLUMNS = ["real shapes", "1 step", "4 steps", "4 steps, RoPE interpolated"]
 def run_config(minutes: float, steps: int, overrides: list[str]) -> RunConfig:
     """The training run: small class-conditional TiM on bucketed shapes with the resolution time shift."""
     data = {
-        "name": "shapes", "bucketed": True, "patch_multiple": SIDE_MULTIPLE, "min_side": MIN_SIDE,
-        "max_side": MAX_SIDE, "max_aspect": MAX_ASPECT, "channels": CHANNELS, "num_images": 4096,
+        "name": "shapes",
+        "bucketed": True,
+        "patch_multiple": SIDE_MULTIPLE,
+        "min_side": MIN_SIDE,
+        "max_side": MAX_SIDE,
+        "max_aspect": MAX_ASPECT,
+        "channels": CHANNELS,
+        "num_images": 4096,
         "token_budget": 32,  # cells of 16x16 px: 32 images at 16x16, 16 at 16x32, 8 at 32x32
     }
     model = {
-        "preset": "TiM-digits", "in_channels": CHANNELS, "num_classes": len(SHAPE_NAMES), "input_size": BASE[0],
-        "patch_size": 4, "hidden_size": 192, "depth": 4, "num_heads": 4,
+        "preset": "TiM-digits",
+        "in_channels": CHANNELS,
+        "num_classes": len(SHAPE_NAMES),
+        "input_size": BASE[0],
+        "patch_size": 4,
+        "hidden_size": 192,
+        "depth": 4,
+        "num_heads": 4,
     }
     config = {
         "model": model,
@@ -91,15 +103,26 @@ def run_config(minutes: float, steps: int, overrides: list[str]) -> RunConfig:
         "data": data,
         "optim": {"lr": 2e-3, "warmup_steps": 100},
         "ema": {"decay": 0.999},
-        "train": {"steps": steps, "time_limit": minutes, "batch_size": 16, "checkpoint_every": 500,
-                  "log_every": 25, "seed": 0},
+        "train": {
+            "steps": steps,
+            "time_limit": minutes,
+            "batch_size": 16,
+            "checkpoint_every": 500,
+            "log_every": 25,
+            "seed": 0,
+        },
         "sample": {"num": 0},
     }
     return config_from_dict(apply_overrides(config, overrides))
 
 
 def generate(
-    pipe: TiMPipeline, size: tuple[int, int], steps: int, per_class: int, seed: int, guidance: float,
+    pipe: TiMPipeline,
+    size: tuple[int, int],
+    steps: int,
+    per_class: int,
+    seed: int,
+    guidance: float,
     rope: bool = False,
 ) -> torch.Tensor:
     """``per_class`` samples of every class at ``size`` (H, W), class-major; (4 * per_class, C, H, W) in [-1, 1].
@@ -110,8 +133,16 @@ def generate(
     recipe = pipe.recipe
     pipe.recipe = dataclasses.replace(recipe, rope_rule="interpolate" if rope else "none")
     try:
-        out = pipe(class_labels=list(range(len(SHAPE_NAMES))), num_images_per_prompt=per_class, height=size[0],
-                   width=size[1], steps=steps, guidance_scale=guidance, seed=seed, output_type="pt")
+        out = pipe(
+            class_labels=list(range(len(SHAPE_NAMES))),
+            num_images_per_prompt=per_class,
+            height=size[0],
+            width=size[1],
+            steps=steps,
+            guidance_scale=guidance,
+            seed=seed,
+            output_type="pt",
+        )
     finally:
         pipe.recipe = recipe
     return out.images * 2 - 1  # [0, 1] -> the data range [-1, 1]
@@ -120,7 +151,9 @@ def generate(
 def real_shapes(size: tuple[int, int], per_class: int, seed: int) -> torch.Tensor:
     """Freshly rendered shapes at ``size``, class-major like :func:`generate`; values in [-1, 1]."""
     items = render_shapes([size], 40 * per_class, seed=seed, channels=CHANNELS)
-    picked = [[torch.from_numpy(a) for a, y in items if y == label][:per_class] for label in range(len(SHAPE_NAMES))]
+    picked = [
+        [torch.from_numpy(a) for a, y in items if y == label][:per_class] for label in range(len(SHAPE_NAMES))
+    ]
     return torch.stack([a for row in picked for a in row]).float() / 127.5 - 1
 
 
@@ -146,8 +179,10 @@ def train_classifier(sizes: list[tuple[int, int]], seconds: float = 40.0) -> tup
     groups = {}
     for k, size in enumerate(sizes):
         items = render_shapes([size], 1200, seed=1000 + k, channels=CHANNELS)  # not the training set's seed
-        groups[size] = (torch.from_numpy(np.stack([a for a, _ in items])).float() / 127.5 - 1,
-                        torch.tensor([y for _, y in items]))
+        groups[size] = (
+            torch.from_numpy(np.stack([a for a, _ in items])).float() / 127.5 - 1,
+            torch.tensor([y for _, y in items]),
+        )
     classifier = ShapeClassifier()
     optimizer = torch.optim.Adam(classifier.parameters(), lr=2e-3)
     started, step = time.perf_counter(), 0
@@ -161,7 +196,9 @@ def train_classifier(sizes: list[tuple[int, int]], seconds: float = 40.0) -> tup
         step += 1
     classifier.eval()
     with torch.no_grad():
-        held_out = [(classifier(x[1000:]).argmax(1) == y[1000:]).float().mean().item() for x, y in groups.values()]
+        held_out = [
+            (classifier(x[1000:]).argmax(1) == y[1000:]).float().mean().item() for x, y in groups.values()
+        ]
     return classifier, float(np.mean(held_out))
 
 
@@ -198,15 +235,18 @@ def save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path)
 
 
-def overview(rows: list[tuple[str, list[tuple[np.ndarray | None, str]]]], columns: list[str], title: str,
-             path: Path) -> None:
+def overview(
+    rows: list[tuple[str, list[tuple[np.ndarray | None, str]]]], columns: list[str], title: str, path: Path
+) -> None:
     """One table: a label per row, a header per column, every cell a picture with a caption below it."""
     from PIL import Image, ImageDraw, ImageFont
 
     font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
     gap, label_w, header_h, caption_h = 14, 150, 52, 16
-    col_w = [max((c[0].shape[1] for _, cells in rows if (c := cells[j])[0] is not None), default=0)
-             for j in range(len(columns))]
+    col_w = [
+        max((c[0].shape[1] for _, cells in rows if (c := cells[j])[0] is not None), default=0)
+        for j in range(len(columns))
+    ]
     row_h = [max(c.shape[0] for c, _ in cells if c is not None) + caption_h for _, cells in rows]
     width = label_w + sum(col_w) + gap * len(columns)
     canvas = Image.new("RGB", (width, header_h + sum(row_h) + gap * len(rows)), "white")
@@ -244,8 +284,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.5, help="training time limit")
     parser.add_argument("--steps", type=int, default=20000, help="maximum optimizer steps")
     parser.add_argument("--guidance", type=float, default=GUIDANCE, help="CFG scale at sampling (1 = off)")
-    parser.add_argument("--classifier-seconds", type=float, default=40.0, help="training time of the judge CNN")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    parser.add_argument(
+        "--classifier-seconds", type=float, default=40.0, help="training time of the judge CNN"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -274,20 +318,28 @@ def main() -> None:
         if kind == "unseen" and max(size) > largest_side:
             variants.append((STEPS[-1], pipe.recipe.rope_scale_at(*size)))
         for steps, scale in variants:
-            x = generate(pipe, size, steps, SAMPLES_PER_CLASS, seed=0, guidance=args.guidance, rope=scale != 1.0)
+            x = generate(
+                pipe, size, steps, SAMPLES_PER_CLASS, seed=0, guidance=args.guidance, rope=scale != 1.0
+            )
             suffix = "" if scale == 1.0 else f"_rope{scale:.2f}"
             key = f"{size[0]}x{size[1]}_{steps}step{suffix}"
             table[key] = round(accuracy(classifier, x), 3)
             save_png(cell(x, len(SHAPE_NAMES), zoom), out / f"{kind}_{key}.png")
             files.append(f"{kind}_{key}.png")
             shown = x.view(len(SHAPE_NAMES), SAMPLES_PER_CLASS, *x.shape[1:])[:, :SEEDS_IN_OVERVIEW]
-            cells.append((cell(shown.transpose(0, 1).flatten(0, 1), SEEDS_IN_OVERVIEW, zoom),
-                          f"shape accuracy {table[key]:.0%}"))
+            cells.append(
+                (
+                    cell(shown.transpose(0, 1).flatten(0, 1), SEEDS_IN_OVERVIEW, zoom),
+                    f"shape accuracy {table[key]:.0%}",
+                )
+            )
         cells += [(None, "")] * (len(COLUMNS) - len(cells))  # no RoPE variant: seen or not larger
         shift = pipe.recipe.shift_at(*size)
         rows.append((f"{kind} {size[0]}x{size[1]}{aspect_name(size)}\ntime shift {shift:.2f}", cells))
-    title = (f"TiM trained {last['seconds'] / 60:.1f} min on shapes at {', '.join(f'{h}x{w}' for h, w in seen)}; "
-             f"each cell: circle, square, triangle, plus (2 seeds); CFG {args.guidance:g}")
+    title = (
+        f"TiM trained {last['seconds'] / 60:.1f} min on shapes at {', '.join(f'{h}x{w}' for h, w in seen)}; "
+        f"each cell: circle, square, triangle, plus (2 seeds); CFG {args.guidance:g}"
+    )
     overview(rows, COLUMNS, title, out / "overview.png")
     summary = {
         "train_seconds": last["seconds"],  # the run's own clock (this call: train_call_seconds)

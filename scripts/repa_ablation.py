@@ -43,8 +43,15 @@ def build_encoder(folder: Path, epochs: int) -> Path:
     if (folder / "config.json").is_file():
         return folder
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=ENCODER_WIDTH, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=128, patch_size=4, image_size=8, num_channels=3)
+    config = Dinov2Config(
+        hidden_size=ENCODER_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        patch_size=4,
+        image_size=8,
+        num_channels=3,
+    )
     encoder = Dinov2Model(config)
     if epochs:
         counts, labels = load_digits_tensors()
@@ -78,13 +85,26 @@ def main() -> None:
     args = parser.parse_args()
     from tim.training import config_from_dict, load_run, train
 
-    encoders = {"random": build_encoder(args.out / "encoder-random", 0),
-                "trained": build_encoder(args.out / "encoder-trained", args.encoder_epochs)}
-    variants = {"no REPA": ({"z_dim": 0}, ""), "REPA, random DINOv2": ({}, str(encoders["random"])),
-                "REPA, digit-trained DINOv2": ({}, str(encoders["trained"]))}
-    config = QualityConfig(methods=("tim",), seeds=args.seeds, train_steps=args.train_steps, batch_size=128,
-                           lr=2e-3, step_counts=(1, 8, 50), num_samples=args.num_samples, guidance_scale=1.0,
-                           model=DIGITS_MODEL | {"encoder_depth": 1, "z_dim": ENCODER_WIDTH, "projector_dim": 128})
+    encoders = {
+        "random": build_encoder(args.out / "encoder-random", 0),
+        "trained": build_encoder(args.out / "encoder-trained", args.encoder_epochs),
+    }
+    variants = {
+        "no REPA": ({"z_dim": 0}, ""),
+        "REPA, random DINOv2": ({}, str(encoders["random"])),
+        "REPA, digit-trained DINOv2": ({}, str(encoders["trained"])),
+    }
+    config = QualityConfig(
+        methods=("tim",),
+        seeds=args.seeds,
+        train_steps=args.train_steps,
+        batch_size=128,
+        lr=2e-3,
+        step_counts=(1, 8, 50),
+        num_samples=args.num_samples,
+        guidance_scale=1.0,
+        model=DIGITS_MODEL | {"encoder_depth": 1, "z_dim": ENCODER_WIDTH, "projector_dim": 128},
+    )
     results = {}
     for name, (model_change, encoder) in variants.items():
         for seed in args.seeds:
@@ -99,20 +119,32 @@ def main() -> None:
             seconds = time.perf_counter() - started
             model, _ = load_run(run_dir, which="ema")
             scores = evaluate_run(model, config, "tim", seed)["1.0"]
-            alignment = [json.loads(line).get("alignment") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            results.setdefault(name, []).append({
-                "seed": seed, "train_seconds": round(seconds, 1), "alignment_first_last": [alignment[0], alignment[-1]],
-                "frechet_distance": {s: scores[s]["frechet_distance"] for s in scores}})
+            alignment = [
+                json.loads(line).get("alignment")
+                for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            ]
+            results.setdefault(name, []).append(
+                {
+                    "seed": seed,
+                    "train_seconds": round(seconds, 1),
+                    "alignment_first_last": [alignment[0], alignment[-1]],
+                    "frechet_distance": {s: scores[s]["frechet_distance"] for s in scores},
+                }
+            )
             print(f"{name} seed {seed}: {json.dumps(results[name][-1])}", file=sys.stderr)
-    lines = ["| variant | seed | 1 step | 8 steps | 50 steps | alignment loss first -> last | train s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seed | 1 step | 8 steps | 50 steps | alignment loss first -> last | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, rows in results.items():
         for row in rows:
             fd = row["frechet_distance"]
             first, last = row["alignment_first_last"]
             align = "—" if first is None else f"{first:.3f} -> {last:.3f}"
-            lines.append(f"| {name} | {row['seed']} | {fd['1']:.3f} | {fd['8']:.3f} | {fd['50']:.3f} | {align} | "
-                         f"{row['train_seconds']:.0f} |")
+            lines.append(
+                f"| {name} | {row['seed']} | {fd['1']:.3f} | {fd['8']:.3f} | {fd['50']:.3f} | {align} | "
+                f"{row['train_seconds']:.0f} |"
+            )
     text = "\n".join(lines) + "\n"
     (args.out / "repa_ablation.md").write_text(text)
     (args.out / "repa_ablation.json").write_text(json.dumps(results, indent=1))

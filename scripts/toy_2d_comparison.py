@@ -48,7 +48,9 @@ def build_network(hidden: int, depth: int, seed: int) -> torch.nn.Module:
     return TiMMLP(MLPConfig(dim=2, hidden_size=hidden, depth=depth))
 
 
-def train(model: torch.nn.Module, objective, data_fn, *, steps: int, batch: int, lr: float, seed: int) -> float:
+def train(
+    model: torch.nn.Module, objective, data_fn, *, steps: int, batch: int, lr: float, seed: int
+) -> float:
     """Plain AdamW loop; returns wall time in seconds."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps, eta_min=lr * 0.05)
@@ -88,7 +90,9 @@ def save_figure(samples: dict[str, dict[int, torch.Tensor]], data: torch.Tensor,
     import matplotlib.pyplot as plt
 
     shown = (1, 2, 4, 16, 64)
-    fig, axes = plt.subplots(len(samples), len(shown) + 1, figsize=(2.6 * (len(shown) + 1), 2.7 * len(samples)))
+    fig, axes = plt.subplots(
+        len(samples), len(shown) + 1, figsize=(2.6 * (len(shown) + 1), 2.7 * len(samples))
+    )
     for row, name in enumerate(samples):
         for col, steps in enumerate(shown):
             ax = axes[row, col]
@@ -98,7 +102,13 @@ def save_figure(samples: dict[str, dict[int, torch.Tensor]], data: torch.Tensor,
         axes[row, -1].scatter(data[:, 0], data[:, 1], s=1.0, alpha=0.5, color="k")
         axes[row, -1].set_title("data", fontsize=9)
     for ax in axes.flat:
-        ax.set_xlim(-2.5, 2.5), ax.set_ylim(-2.5, 2.5), ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
+        (
+            ax.set_xlim(-2.5, 2.5),
+            ax.set_ylim(-2.5, 2.5),
+            ax.set_aspect("equal"),
+            ax.set_xticks([]),
+            ax.set_yticks([]),
+        )
     fig.tight_layout()
     fig.savefig(file, dpi=110)
     plt.close(fig)
@@ -131,23 +141,37 @@ def main() -> None:
     results, all_samples = {}, {}
     for name, (objective, method) in runs.items():
         model = copy.deepcopy(initial)
-        seconds = train(model, objective, data_fn, steps=args.train_steps, batch=args.batch, lr=args.lr, seed=args.seed)
+        seconds = train(
+            model, objective, data_fn, steps=args.train_steps, batch=args.batch, lr=args.lr, seed=args.seed
+        )
         scores, all_samples[name] = evaluate(model, method, data_fn, n=args.eval_samples, seed=args.seed)
-        print(f"{name}: trained in {seconds:.0f} s, energy distance at 1 step {scores[1]:.4f}", file=sys.stderr, flush=True)
+        print(
+            f"{name}: trained in {seconds:.0f} s, energy distance at 1 step {scores[1]:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
         results[name] = {"sampler": method, "train_seconds": round(seconds, 1), "energy_distance": scores}
 
     from tim.evaluation.metrics import energy_distance
 
     data = data_fn(args.eval_samples, torch.Generator().manual_seed(args.seed + 300))
     floor = energy_distance(data, data_fn(args.eval_samples, torch.Generator().manual_seed(args.seed + 100)))
-    report = {"toy": args.toy, "train_steps": args.train_steps, "batch": args.batch, "floor_data_vs_data": floor, **results}
+    report = {
+        "toy": args.toy,
+        "train_steps": args.train_steps,
+        "batch": args.batch,
+        "floor_data_vs_data": floor,
+        **results,
+    }
     save_figure(all_samples, data, out_dir / "scatter.png")
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
     print(f"\nenergy distance to fresh {args.toy} data (lower is better; data vs data = {floor:.4f})")
     print("steps | " + " | ".join(f"{name:>9}" for name in runs))
     for steps in STEP_COUNTS:
-        print(f"{steps:>5} | " + " | ".join(f"{results[name]['energy_distance'][steps]:9.4f}" for name in runs))
+        print(
+            f"{steps:>5} | " + " | ".join(f"{results[name]['energy_distance'][steps]:9.4f}" for name in runs)
+        )
     print(f"figure: {out_dir / 'scatter.png'}")
 
 

@@ -69,7 +69,9 @@ def train(args: argparse.Namespace) -> tuple[DigitsClassifier, dict]:
     model = DigitsClassifier(DigitsClassifierConfig())
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, args.lr, total_steps=args.epochs * steps_per_epoch
+    )
     for epoch in range(args.epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
@@ -82,7 +84,9 @@ def train(args: argparse.Namespace) -> tuple[DigitsClassifier, dict]:
             schedule.step()
         if (epoch + 1) % 10 == 0:
             model.eval()
-            print(f"epoch {epoch + 1}: loss {loss.item():.4f}  held-out acc {accuracy(model, images[heldout_index], labels[heldout_index]):.4f}")
+            print(
+                f"epoch {epoch + 1}: loss {loss.item():.4f}  held-out acc {accuracy(model, images[heldout_index], labels[heldout_index]):.4f}"
+            )
     model.eval()
     return model, {"train_index": train_index, "heldout_index": heldout_index}
 
@@ -100,7 +104,11 @@ def sanity_numbers(model: DigitsClassifier, split: dict, seed: int) -> dict:
     uniform = 2 * torch.rand(heldout.shape, generator=generator) - 1
     train_features = digits_features(model, images[split["train_index"]])
     numbers = {}
-    for name, x in {"heldout_real": heldout, "heldout_real_plus_noise_0.2": noisy, "uniform_noise": uniform}.items():
+    for name, x in {
+        "heldout_real": heldout,
+        "heldout_real_plus_noise_0.2": noisy,
+        "uniform_noise": uniform,
+    }.items():
         features = digits_features(model, x)
         numbers[name] = {
             "frechet_distance_vs_train_split": frechet_distance(features, train_features),
@@ -137,7 +145,9 @@ def main() -> None:
             "num_train": len(split["train_index"]),
             "heldout_indices": split["heldout_index"],
         },
-        "training": {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay", "noise_max")},
+        "training": {
+            key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay", "noise_max")
+        },
         "sanity": sanity_numbers(model, split, args.seed),
         "torch_version": torch.__version__,
     }

@@ -69,7 +69,9 @@ def test_layer_contract() -> None:
     for path in _sources():
         name = _module_name(path)
         for imported, _ in _imports(path):
-            if not imported.startswith("tim.") or imported.startswith(("tim.errors", "tim.system")):  # not "time"
+            if not imported.startswith("tim.") or imported.startswith(
+                ("tim.errors", "tim.system")
+            ):  # not "time"
                 continue
             if imported.startswith("tim.cli") and not name.startswith("tim.cli"):
                 violations.append(f"{name} imports the command line ({imported})")
@@ -102,7 +104,11 @@ def test_torch_distributed_only_where_allowed() -> None:
     violations = []
     for path in _sources():
         name = _module_name(path)
-        if name == "tim.training.distributed" or name.startswith("tim.evaluation") or name.startswith("tim.cli.bench"):
+        if (
+            name == "tim.training.distributed"
+            or name.startswith("tim.evaluation")
+            or name.startswith("tim.cli.bench")
+        ):
             continue
         for imported, _ in _imports(path):
             if imported.startswith("torch.distributed"):

@@ -42,9 +42,17 @@ def draw(model: nn.Module, seed: int, steps: int) -> torch.Tensor:
     noise = torch.randn(6, 4, 8, 8, generator=generator)
     cond = {"y": torch.tensor([0, 1, 2, 3, 4, 9])}
     with torch.no_grad():
-        return sample(model, noise, path=build_path("linear"), steps=steps, cond=cond,
-                      uncond=model.null_cond(cond), guidance_scale=1.5, stochasticity=0.3,
-                      generator=generator).x
+        return sample(
+            model,
+            noise,
+            path=build_path("linear"),
+            steps=steps,
+            cond=cond,
+            uncond=model.null_cond(cond),
+            guidance_scale=1.5,
+            stochasticity=0.3,
+            generator=generator,
+        ).x
 
 
 @pytest.mark.parametrize("steps", [1, 4])
@@ -66,8 +74,14 @@ def test_stochastic_steps_depend_on_the_generator_not_only_the_noise() -> None:
 
     def run(seed: int) -> torch.Tensor:
         with torch.no_grad():
-            return sample(model, noise, steps=4, cond=cond, stochasticity=0.5,
-                          generator=torch.Generator().manual_seed(seed)).x
+            return sample(
+                model,
+                noise,
+                steps=4,
+                cond=cond,
+                stochasticity=0.5,
+                generator=torch.Generator().manual_seed(seed),
+            ).x
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
@@ -110,9 +124,19 @@ def test_data_source_same_seed_same_batches() -> None:
 
 # A tiny digits run: 4 optimizer steps with label dropout, EMA and an objective that draws
 # (t, r) and z every step, logged every step.
-TINY_TRAINING = ["train.steps=4", "train.batch_size=16", "train.progress=false", "train.log_every=1",
-                 "train.checkpoint_every=4", "model.hidden_size=32", "model.depth=1", "model.num_heads=2",
-                 "model.modulation_rank=8", "sample.steps=[1]", "sample.num=2"]
+TINY_TRAINING = [
+    "train.steps=4",
+    "train.batch_size=16",
+    "train.progress=false",
+    "train.log_every=1",
+    "train.checkpoint_every=4",
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "sample.steps=[1]",
+    "sample.num=2",
+]
 
 
 def train_tiny(run_dir: Path, seed: int) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -135,7 +159,9 @@ def train_tiny(run_dir: Path, seed: int) -> tuple[list[float], dict[str, torch.T
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[float], dict]]:
     """Three tiny runs: "a" and "b" with seed 5, "c" with seed 6."""
     root = tmp_path_factory.mktemp("runs")
-    return {name: (root / name, *train_tiny(root / name, seed)) for name, seed in (("a", 5), ("b", 5), ("c", 6))}
+    return {
+        name: (root / name, *train_tiny(root / name, seed)) for name, seed in (("a", 5), ("b", 5), ("c", 6))
+    }
 
 
 def test_training_same_seed_same_trajectory(tiny_runs: dict) -> None:
@@ -156,8 +182,19 @@ def test_command_line_sample_same_seed_same_files(tiny_runs: dict, tmp_path: Pat
 
     def samples(seed: int, name: str) -> np.ndarray:
         out = tmp_path / name
-        argv = ["sample", "--checkpoint", str(run), "--steps", "2", "--per-class", "2", "--seed", str(seed),
-                "--out", str(out)]
+        argv = [
+            "sample",
+            "--checkpoint",
+            str(run),
+            "--steps",
+            "2",
+            "--per-class",
+            "2",
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+        ]
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(argv) == 0
         with np.load(out / "steps_002.npz") as data:

@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-from helpers.gaussian import PATH_IDS, GaussianExact, all_paths, time_pairs
 
+from helpers.gaussian import PATH_IDS, GaussianExact, all_paths, time_pairs
 from tim.errors import TimError
 from tim.objective import (
     FlowMatchingLoss,
@@ -34,10 +34,14 @@ class TinyNet(torch.nn.Module):
     def __init__(self, dim: int = 3, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)  # test-local weights; the objective itself never touches the global RNG
-        self.net = torch.nn.Sequential(torch.nn.Linear(dim + 2, 32), torch.nn.Tanh(), torch.nn.Linear(32, dim))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dim + 2, 32), torch.nn.Tanh(), torch.nn.Linear(32, dim)
+        )
         self.input_dtypes: list[torch.dtype] = []
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.input_dtypes.append(x_t.dtype)
         h = torch.cat([x_t, t[:, None].to(x_t.dtype), r[:, None].to(x_t.dtype)], 1)
         out = self.net(h)
@@ -67,7 +71,10 @@ def test_dde_error_is_second_order() -> None:
     t, r = torch.tensor([0.6, 0.8]), torch.tensor([0.2, 0.1])
     x, z = torch.randn(2, 2, 4).unbind(0)
     analytic = exact.dF_dt_conditional(x, z, t, r)
-    errors = [(dde_derivative(exact.network, path, x, z, t, r, epsilon=e) - analytic).abs().max().item() for e in (0.02, 0.01)]
+    errors = [
+        (dde_derivative(exact.network, path, x, z, t, r, epsilon=e) - analytic).abs().max().item()
+        for e in (0.02, 0.01)
+    ]
     assert 3.0 < errors[0] / errors[1] < 5.0  # halving eps quarters the error
 
 
@@ -108,7 +115,9 @@ def test_jvp_chain_rule_through_time_input() -> None:
     exact = GaussianExact(path)
     t, r = torch.tensor([3.0, 0.5]), torch.tensor([1.0, 0.1])
     x, z = torch.randn(2, 2, 3).unbind(0)
-    torch.testing.assert_close(jvp_derivative(exact.network, path, x, z, t, r), exact.dF_dt_conditional(x, z, t, r))
+    torch.testing.assert_close(
+        jvp_derivative(exact.network, path, x, z, t, r), exact.dF_dt_conditional(x, z, t, r)
+    )
 
 
 def test_derivative_only_on_rows_with_r_below_t() -> None:
@@ -157,7 +166,8 @@ def test_time_weight_closed_forms() -> None:
         torch.testing.assert_close(time_weight(t, r, transform="identity", function=function), expected)
     sig = t / (1 - t) - r / (1 - r)
     torch.testing.assert_close(
-        time_weight(t, r, transform="sigmoid", function="reciprocal", sigma_d=0.5), torch.where(r == t, 1.0, 1 / (0.5 + sig))
+        time_weight(t, r, transform="sigmoid", function="reciprocal", sigma_d=0.5),
+        torch.where(r == t, 1.0, 1 / (0.5 + sig)),
     )
 
 
@@ -166,7 +176,9 @@ def test_adaptive_weight_is_detached() -> None:
     w = adaptive_weight(loss, c=1e-5)
     torch.testing.assert_close(w, 1 / (loss.detach() + 1e-5))
     assert not w.requires_grad
-    torch.testing.assert_close(adaptive_weight(loss.detach(), c=1e-3, power=2.0), (loss.detach() + 1e-3) ** -2)
+    torch.testing.assert_close(
+        adaptive_weight(loss.detach(), c=1e-3, power=2.0), (loss.detach() + 1e-3) ** -2
+    )
 
 
 def test_cosine_over_channels_for_images_and_over_features_for_vectors() -> None:
@@ -178,7 +190,9 @@ def test_cosine_over_channels_for_images_and_over_features_for_vectors() -> None
 
 
 # ----------------------------------------------------------------------------- the full loss
-def manual_tim_loss(F_pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def manual_tim_loss(
+    F_pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, r: torch.Tensor
+) -> torch.Tensor:
     """Independent re-statement of Alg. 1 for images: (mse + cos) * w_time / (sg(L) + 1e-5)."""
     mse = ((F_pred - target) ** 2).mean(dim=(1, 2, 3))
     cos = torch.nn.functional.cosine_similarity(F_pred, target, dim=1).neg().add(1).mean(dim=(1, 2))
@@ -225,7 +239,9 @@ def test_loss_is_pure_and_deterministic() -> None:
     b = loss(net, x, cond=cond, generator=torch.Generator().manual_seed(3))
     loss(net, x, cond=cond)  # generator=None: still no global RNG
     assert torch.equal(before, torch.get_rng_state())
-    assert torch.equal(x, x_copy) and torch.equal(cond["y"], cond_copy["y"]) and cond.keys() == cond_copy.keys()
+    assert (
+        torch.equal(x, x_copy) and torch.equal(cond["y"], cond_copy["y"]) and cond.keys() == cond_copy.keys()
+    )
     assert torch.equal(a.per_sample, b.per_sample)
     assert set(a.stats) >= {"mse", "cosine", "weight_time", "t_mean"}
     assert all(not v.requires_grad and v.ndim == 0 for v in a.stats.values())
@@ -272,7 +288,9 @@ def test_model_guidance_offsets_target_inside_inclusive_window() -> None:
 
     x, z = torch.randn(2, 4, 3).unbind(0)
     t = torch.tensor([0.3, 0.5, 0.8, 0.9])
-    loss = TransitionLoss(guidance_scale=1.75, guidance_window=(0.3, 0.8), direction_loss=False, adaptive=False)
+    loss = TransitionLoss(
+        guidance_scale=1.75, guidance_window=(0.3, 0.8), direction_loss=False, adaptive=False
+    )
     cond, null = {"y": torch.ones(4, dtype=torch.long)}, {"y": torch.zeros(4, dtype=torch.long)}
     out = loss(F, x, z=z, t=t, r=t, teacher=teacher, teacher_cond=cond, teacher_uncond=null)
     offset = torch.tensor([0.75, 0.75, 0.75, 0.0])[:, None]
@@ -299,7 +317,9 @@ def test_alignment_hook() -> None:
     hooked = TransitionLoss(alignment=alignment, alignment_weight=0.5)(
         net, x, features_fn=features_fn, generator=torch.Generator().manual_seed(0)
     )
-    torch.testing.assert_close(hooked.per_sample - plain.per_sample, 0.5 * received["features"].square().mean(1))
+    torch.testing.assert_close(
+        hooked.per_sample - plain.per_sample, 0.5 * received["features"].square().mean(1)
+    )
     with pytest.raises(TimError):
         TransitionLoss(alignment=alignment)(net, x)
 
@@ -340,7 +360,12 @@ def test_build_objective_and_validation() -> None:
     assert isinstance(build_objective("flow_matching", LinearPath()), FlowMatchingLoss)
     assert isinstance(build_objective("meanflow"), MeanFlowLoss)
     assert build_objective("tim", VPPath(), derivative="jvp").derivative == "jvp"
-    for bad in (dict(derivative="fd"), dict(time_function="cubic"), dict(time_transform="log"), dict(epsilon=0.0)):
+    for bad in (
+        dict(derivative="fd"),
+        dict(time_function="cubic"),
+        dict(time_transform="log"),
+        dict(epsilon=0.0),
+    ):
         with pytest.raises(TimError):
             TransitionLoss(**bad)
     with pytest.raises(TimError):
@@ -378,7 +403,9 @@ def test_bad_batches_raise_one_line_errors(x: torch.Tensor, kwargs: dict) -> Non
 def test_loss_runs_and_is_finite_on_every_path(path: Path) -> None:
     transform = "tan" if path.t_max < math.pi / 2 else "identity"
     net = TinyNet()
-    out = TransitionLoss(path=path, time_transform=transform)(net, torch.randn(16, 3), generator=torch.Generator().manual_seed(0))
+    out = TransitionLoss(path=path, time_transform=transform)(
+        net, torch.randn(16, 3), generator=torch.Generator().manual_seed(0)
+    )
     assert torch.isfinite(out.loss)
     out.loss.backward()
 
@@ -398,11 +425,20 @@ def test_cuda_bf16_autocast_loss_and_sampler() -> None:
         out = TransitionLoss()(net, x, generator=torch.Generator(device).manual_seed(0))
     assert torch.isfinite(out.loss) and torch.equal(before, torch.cuda.get_rng_state())
     net.input_dtypes.clear()
-    z, t, r = torch.randn_like(x), torch.full((64,), 0.7, device=device), torch.full((64,), 0.2, device=device)
+    z, t, r = (
+        torch.randn_like(x),
+        torch.full((64,), 0.7, device=device),
+        torch.full((64,), 0.2, device=device),
+    )
     reference = dde_derivative(net, LinearPath(), x, z, t, r)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         autocast = dde_derivative(net, LinearPath(), x, z, t, r)
     torch.testing.assert_close(autocast, reference)
-    result = sample(net, torch.randn(8, 3, device=device, dtype=torch.float32), steps=4, stochasticity=0.2,
-                    generator=torch.Generator(device).manual_seed(1))
+    result = sample(
+        net,
+        torch.randn(8, 3, device=device, dtype=torch.float32),
+        steps=4,
+        stochasticity=0.2,
+        generator=torch.Generator(device).manual_seed(1),
+    )
     assert result.x.device.type == "cuda" and torch.isfinite(result.x).all()

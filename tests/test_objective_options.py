@@ -45,8 +45,15 @@ def test_guided_target_matches_the_published_enhance_target(path, w_gt: float, w
     fractions = torch.tensor([0.05, 0.3, 0.5, 0.8, 0.9, 0.99], dtype=torch.float64)
     t = path.t_min + fractions * (path.t_max - path.t_min)
     window = (float(t[1]), float(t[3]))  # inclusive ends, as published
-    loss = TransitionLoss(path=path, guidance_scale=1.0 + w_cond, guidance_w_gt=w_gt, guidance_window=window,
-                          direction_loss=False, adaptive=False, time_function="constant")
+    loss = TransitionLoss(
+        path=path,
+        guidance_scale=1.0 + w_cond,
+        guidance_w_gt=w_gt,
+        guidance_window=window,
+        direction_loss=False,
+        adaptive=False,
+        time_function="constant",
+    )
     teacher = Teacher()
     cond, null = {"y": torch.ones(6, dtype=torch.long)}, {"y": torch.zeros(6, dtype=torch.long)}
     out = loss(zero_net, x, z=z, t=t, r=t, teacher=teacher, teacher_cond=cond, teacher_uncond=null)
@@ -67,8 +74,12 @@ def test_time_weight_on_t_alone(function: str) -> None:
     t = torch.tensor([0.9, 0.6, 0.4, 0.3], dtype=torch.float64)
     r = torch.tensor([0.1, 0.6, 0.0, 0.2], dtype=torch.float64)
     tau = torch.tan(t)  # published weight_time_tangent, weight_t_and_r=False: Delta = tan t
-    formula = {"sqrt": lambda d: (1 + d) ** -0.5, "reciprocal": lambda d: 1 / (1 + d),
-               "square": lambda d: (1 + d) ** -2, "soft_min_snr": lambda d: 1 / (1 + d**2)}[function]
+    formula = {
+        "sqrt": lambda d: (1 + d) ** -0.5,
+        "reciprocal": lambda d: 1 / (1 + d),
+        "square": lambda d: (1 + d) ** -2,
+        "soft_min_snr": lambda d: 1 / (1 + d**2),
+    }[function]
     expected = torch.where(r == t, torch.ones_like(t), formula(tau))
     torch.testing.assert_close(time_weight(t, r, function=function, interval=False), expected)
     interval = time_weight(t, r, function=function)

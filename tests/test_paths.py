@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from helpers.gaussian import PATH_IDS, GaussianExact, all_paths, time_pairs
 
+from helpers.gaussian import PATH_IDS, GaussianExact, all_paths, time_pairs
 from tim.errors import TimError
 from tim.paths import (
     EDMPath,
@@ -39,7 +39,9 @@ def test_derivatives_match_forward_autodiff(path: Path) -> None:
 def test_transition_ratio_matches_autograd_of_B(path: Path) -> None:
     t, r = time_pairs(path)
     b = Path.transition_coefficients(path, t, r)[1]
-    _, d_b = torch.func.jvp(lambda tt: Path.transition_coefficients(path, tt, r)[1], (t,), (torch.ones_like(t),))
+    _, d_b = torch.func.jvp(
+        lambda tt: Path.transition_coefficients(path, tt, r)[1], (t,), (torch.ones_like(t),)
+    )
     torch.testing.assert_close(Path.transition_ratio(path, t, r), b / d_b, rtol=1e-9, atol=1e-12)
 
 
@@ -51,11 +53,18 @@ def test_closed_forms_match_general_form(path: Path) -> None:
     x, z, F, dF = (torch.randn(64, 3, 2, 2, generator=g) for _ in range(4))
     for closed, general in zip(path.transition_coefficients(t, r), Path.transition_coefficients(path, t, r)):
         torch.testing.assert_close(closed, general, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(path.transition_ratio(t, r), Path.transition_ratio(path, t, r), rtol=1e-9, atol=1e-12)
-    x_t = path.interpolate(x, z, t).x_t
-    torch.testing.assert_close(path.transition(x_t, F, t, r), Path.transition(path, x_t, F, t, r), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(
-        path.transition_target(x, z, t, r, dF), Path.transition_target(path, x, z, t, r, dF), rtol=1e-9, atol=1e-9
+        path.transition_ratio(t, r), Path.transition_ratio(path, t, r), rtol=1e-9, atol=1e-12
+    )
+    x_t = path.interpolate(x, z, t).x_t
+    torch.testing.assert_close(
+        path.transition(x_t, F, t, r), Path.transition(path, x_t, F, t, r), rtol=1e-10, atol=1e-10
+    )
+    torch.testing.assert_close(
+        path.transition_target(x, z, t, r, dF),
+        Path.transition_target(path, x, z, t, r, dF),
+        rtol=1e-9,
+        atol=1e-9,
     )
 
 
@@ -66,8 +75,15 @@ def test_published_edm_formulas_are_wrong_unless_sigma_d_is_one() -> None:
     def published(sd: float) -> tuple[torch.Tensor, ...]:
         ratio = torch.sqrt(t**2 + sd**2) / torch.sqrt(r**2 + sd**2) / (sd**3 + t**2)
         a, b = (sd**3 + t * r) * ratio, sd**2 * (t - r) * ratio
-        bt = (t - r) * (sd**2 + t**2) * (sd**3 + t**2) / (
-            2 * t * (r - t) * (sd**2 + t**2) - t * (r - t) * (sd**3 + t**2) + (sd**2 + t**2) * (sd**3 + t**2)
+        bt = (
+            (t - r)
+            * (sd**2 + t**2)
+            * (sd**3 + t**2)
+            / (
+                2 * t * (r - t) * (sd**2 + t**2)
+                - t * (r - t) * (sd**3 + t**2)
+                + (sd**2 + t**2) * (sd**3 + t**2)
+            )
         )
         return a, b, bt
 
@@ -192,7 +208,11 @@ def test_sample_time_in_domain_and_deterministic(path: Path) -> None:
 
 
 def test_linear_time_distribution_is_logit_normal() -> None:
-    t = LinearPath(P_mean=-0.4, P_std=1.0).sample_time(200_000, generator=torch.Generator().manual_seed(0)).double()
+    t = (
+        LinearPath(P_mean=-0.4, P_std=1.0)
+        .sample_time(200_000, generator=torch.Generator().manual_seed(0))
+        .double()
+    )
     logit = torch.log(t / (1 - t))
     assert abs(logit.mean().item() + 0.4) < 0.01 and abs(logit.std().item() - 1.0) < 0.01
 
@@ -204,6 +224,10 @@ def test_build_path() -> None:
         build_path("cosine")
     with pytest.raises(TimError):
         build_path("linear", sigma_d=2.0)
-    for name, bad in [("edm", {"sigma_d": 0.0}), ("vp", {"t_min": 0.0}), ("vp", {"beta_min": 0.0, "beta_d": 0.0})]:
+    for name, bad in [
+        ("edm", {"sigma_d": 0.0}),
+        ("vp", {"t_min": 0.0}),
+        ("vp", {"beta_min": 0.0, "beta_d": 0.0}),
+    ]:
         with pytest.raises(TimError):  # each would give NaN or a noiseless schedule, not an error
             build_path(name, **bad)

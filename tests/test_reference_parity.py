@@ -77,7 +77,9 @@ def test_target_transition_and_stochastic_transition() -> None:
     F, dF = reference_F_and_dF()
     x_t = ref["OT_FM.x_t"]
     torch.testing.assert_close(ref["x"], torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(2)))
-    torch.testing.assert_close(path.transition_target(ref["x"], ref["z"], t, r, dF), ref["OT_FM.target"], **PATH_TOL)
+    torch.testing.assert_close(
+        path.transition_target(ref["x"], ref["z"], t, r, dF), ref["OT_FM.target"], **PATH_TOL
+    )
     torch.testing.assert_close(path.transition(x_t, F, t, r), ref["OT_FM.x_r"], **PATH_TOL)
     stochastic = path.stochastic_transition(x_t, F, t, r, 0.3, ref["OT_FM.x_r_stoch0.3_seed11.eps"])
     torch.testing.assert_close(stochastic, ref["OT_FM.x_r_stoch0.3_seed11"], **PATH_TOL)
@@ -102,7 +104,9 @@ def test_loss_reduction_matches_published() -> None:
     x_t, v_t = path.interpolate(ref["x"], ref["z"], t)
     torch.testing.assert_close(x_t, ref["dde.x_t"], **PATH_TOL)
     torch.testing.assert_close(v_t, ref["dde.v_t"], **PATH_TOL)
-    torch.testing.assert_close(path.transition_target(ref["x"], ref["z"], t, r, ref["dde.dF_dv_dt"]), target, **PATH_TOL)
+    torch.testing.assert_close(
+        path.transition_target(ref["x"], ref["z"], t, r, ref["dde.dF_dv_dt"]), target, **PATH_TOL
+    )
 
 
 def test_full_loss_with_replayed_network() -> None:
@@ -144,8 +148,15 @@ def test_sampler_bookkeeping_with_replayed_network() -> None:
     noise = ref["main.trajectory"][0]
     labels = torch.arange(noise.shape[0])
     result = sample(
-        network, noise, steps=steps, cond={"y": labels}, uncond={"y": torch.full_like(labels, 10)},
-        guidance_scale=1.5, guidance_interval=(0.0, 1.0), interval="strict", return_trajectory=True,
+        network,
+        noise,
+        steps=steps,
+        cond={"y": labels},
+        uncond={"y": torch.full_like(labels, 10)},
+        guidance_scale=1.5,
+        guidance_interval=(0.0, 1.0),
+        interval="strict",
+        return_trajectory=True,
     )
     assert seen_guided == ref["main.cfg_applied"].bool().tolist()
     assert result.nfe == int(ref["main.cfg_applied"].sum()) * 2 + int((ref["main.cfg_applied"] == 0).sum())

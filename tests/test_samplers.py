@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.gaussian import PATH_IDS, GaussianExact, all_paths
 
+from helpers.gaussian import PATH_IDS, GaussianExact, all_paths
 from tim.errors import TimError
 from tim.paths import LinearPath, Path
 from tim.samplers import sample
@@ -98,11 +98,21 @@ def guided_recorder() -> tuple[list[tuple[float, int]], object]:
         ("strict", (0.0, 0.7), [0.5, 0.25], 6),
     ],
 )
-def test_cfg_interval_edges(interval: str, bounds: tuple[float, float], guided_times: list[float], nfe: int) -> None:
+def test_cfg_interval_edges(
+    interval: str, bounds: tuple[float, float], guided_times: list[float], nfe: int
+) -> None:
     calls, F = guided_recorder()
     y, null = torch.full((3,), 2), torch.full((3,), 10)
-    result = sample(F, torch.randn(3, 2), steps=4, cond={"y": y}, uncond={"y": null}, guidance_scale=1.5,
-                    guidance_interval=bounds, interval=interval)
+    result = sample(
+        F,
+        torch.randn(3, 2),
+        steps=4,
+        cond={"y": y},
+        uncond={"y": null},
+        guidance_scale=1.5,
+        guidance_interval=bounds,
+        interval=interval,
+    )
     assert result.nfe == nfe
     assert [t for t, batch in calls if batch == 6] == guided_times
 
@@ -135,7 +145,9 @@ def test_cfg_with_condition_layouts_that_cannot_be_stacked() -> None:
 def test_stochastic_sampler_keeps_marginals(stochasticity: float, steps: int) -> None:
     exact = GaussianExact(LinearPath(), s=1.7)
     z = noise(20_000, 1, seed=1)
-    result = sample(exact.network, z, steps=steps, stochasticity=stochasticity, generator=torch.Generator().manual_seed(2))
+    result = sample(
+        exact.network, z, steps=steps, stochasticity=stochasticity, generator=torch.Generator().manual_seed(2)
+    )
     deterministic = sample(exact.network, z, steps=steps).x.double()
     assert (result.x.double() - deterministic).abs().mean() > 0.05  # the noise did something
     std = result.x.double().std().item()

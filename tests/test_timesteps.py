@@ -27,7 +27,9 @@ def test_pairs_are_max_and_min_of_two_draws() -> None:
     g = torch.Generator().manual_seed(5)
     t1 = path.sample_time(10, generator=g)
     t2 = path.sample_time(10, generator=g)
-    t, r = sample_time_pairs(path, 10, diffusion_share=0.0, consistency_share=0.0, generator=torch.Generator().manual_seed(5))
+    t, r = sample_time_pairs(
+        path, 10, diffusion_share=0.0, consistency_share=0.0, generator=torch.Generator().manual_seed(5)
+    )
     torch.testing.assert_close(t, torch.maximum(t1, t2))
     torch.testing.assert_close(r, torch.minimum(t1, t2))
 

@@ -76,8 +76,11 @@ class ModelInfo:
 
     def summary(self) -> str:
         """One line such as ``class-conditional (10 classes), 8x8 pixels``."""
-        kind = {"class": f"class-conditional ({self.num_classes} classes)", "text": "text-to-image",
-                "none": "unconditional"}[self.conditioning]
+        kind = {
+            "class": f"class-conditional ({self.num_classes} classes)",
+            "text": "text-to-image",
+            "none": "unconditional",
+        }[self.conditioning]
         return f"{kind}, {self.height}x{self.width} pixels by default"
 
 
@@ -93,8 +96,10 @@ def describe(pipe) -> ModelInfo:
     """
     config = getattr(pipe.model, "config", None)
     if getattr(config, "patch_size", None) is None:
-        raise TimError("this checkpoint generates vectors (2-D toy data), not images",
-                       "use `tim sample` for vector models; `tim app` shows image models")
+        raise TimError(
+            "this checkpoint generates vectors (2-D toy data), not images",
+            "use `tim sample` for vector models; `tim app` shows image models",
+        )
     recipe = pipe.recipe
     names = tuple(str(name) for name in (recipe.class_names or ()))
     if pipe.conditioning == "class" and len(names) != pipe.num_classes:
@@ -102,11 +107,18 @@ def describe(pipe) -> ModelInfo:
     height, width = (int(side) for side in pipe.default_size)
     low, high = recipe.guidance_interval
     return ModelInfo(
-        conditioning=pipe.conditioning, class_names=names if pipe.conditioning == "class" else (),
-        height=height, width=width, size_multiple=int(pipe.size_multiple),
-        max_height=MAX_SIDE_FACTOR * height, max_width=MAX_SIDE_FACTOR * width,
-        steps=int(min(max(recipe.steps, 1), MAX_STEPS)), guidance_scale=float(recipe.guidance_scale),
-        guidance_interval=(float(low), float(high)), stochasticity=float(recipe.stochasticity))
+        conditioning=pipe.conditioning,
+        class_names=names if pipe.conditioning == "class" else (),
+        height=height,
+        width=width,
+        size_multiple=int(pipe.size_multiple),
+        max_height=MAX_SIDE_FACTOR * height,
+        max_width=MAX_SIDE_FACTOR * width,
+        steps=int(min(max(recipe.steps, 1), MAX_STEPS)),
+        guidance_scale=float(recipe.guidance_scale),
+        guidance_interval=(float(low), float(high)),
+        stochasticity=float(recipe.stochasticity),
+    )
 
 
 @dataclass(frozen=True)
@@ -123,8 +135,11 @@ class Generation:
     def summary(self) -> str:
         """One line for the page, e.g. ``40 images, 4 steps (NFE 4 per image) in 0.31 s``."""
         count = self.samples.shape[1]
-        steps = f"{self.steps[0]} step{'s' if self.steps[0] != 1 else ''}" if len(self.steps) == 1 else \
-            "/".join(str(s) for s in self.steps) + " steps from the same noise"
+        steps = (
+            f"{self.steps[0]} step{'s' if self.steps[0] != 1 else ''}"
+            if len(self.steps) == 1
+            else "/".join(str(s) for s in self.steps) + " steps from the same noise"
+        )
         return f"{count} image{'s' if count != 1 else ''}, {steps} (NFE {self.nfe} per image) in {self.seconds:.2f} s"
 
 
@@ -136,7 +151,9 @@ def _whole(name: str, value: object, low: int, high: int) -> int:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise TimError(f"{name} {value!r} is not a number", f"pass a whole number in [{low}, {high}]") from None
+        raise TimError(
+            f"{name} {value!r} is not a number", f"pass a whole number in [{low}, {high}]"
+        ) from None
     if not math.isfinite(number) or number != int(number):
         raise TimError(f"{name} {value!r} is not a whole number", f"pass a whole number in [{low}, {high}]")
     if not low <= int(number) <= high:
@@ -150,7 +167,9 @@ def _real(name: str, value: object, low: float, high: float) -> float:
     except (TypeError, ValueError):
         raise TimError(f"{name} {value!r} is not a number", f"pass a number in [{low:g}, {high:g}]") from None
     if not (math.isfinite(number) and low <= number <= high):
-        raise TimError(f"{name} {value!r} is outside [{low:g}, {high:g}]", f"pass a number in [{low:g}, {high:g}]")
+        raise TimError(
+            f"{name} {value!r} is outside [{low:g}, {high:g}]", f"pass a number in [{low:g}, {high:g}]"
+        )
     return number
 
 
@@ -161,20 +180,25 @@ def _rows(info: ModelInfo, label: int | None, prompt: str | None) -> tuple[dict,
             raise TimError("a prompt was given but the model is class-conditional", "pick a class instead")
         if label is None or label == EVERY_CLASS:
             if info.num_classes > MAX_ROWS:
-                raise TimError(f"one row per class needs {info.num_classes} rows, more than {MAX_ROWS}",
-                               "pick one class")
+                raise TimError(
+                    f"one row per class needs {info.num_classes} rows, more than {MAX_ROWS}", "pick one class"
+                )
             ids = list(range(info.num_classes))
         else:
             ids = [_whole("class", label, 0, info.num_classes - 1)]
         return {"class_labels": ids}, tuple(info.class_names[i] for i in ids)
     if label is not None and label != EVERY_CLASS:
-        raise TimError(f"a class ({label}) was given but the model is not class-conditional", "drop the class")
+        raise TimError(
+            f"a class ({label}) was given but the model is not class-conditional", "drop the class"
+        )
     if info.conditioning == "text":
         lines = [line.strip() for line in (prompt or "").splitlines() if line.strip()]
         if not lines:
             raise TimError("the prompt is empty", "type what to draw (one prompt per line)")
         if len(lines) > MAX_ROWS:
-            raise TimError(f"{len(lines)} prompt lines are more than {MAX_ROWS}", f"use at most {MAX_ROWS} lines")
+            raise TimError(
+                f"{len(lines)} prompt lines are more than {MAX_ROWS}", f"use at most {MAX_ROWS} lines"
+            )
         return {"prompt": lines}, tuple(lines)
     if prompt:
         raise TimError("a prompt was given but the model is unconditional", "leave the prompt empty")
@@ -186,18 +210,32 @@ def _size(info: ModelInfo, name: str, value: int | None, default: int, maximum: 
         return default
     size = _whole(name, value, info.size_multiple, maximum)
     if size % info.size_multiple:
-        raise TimError(f"{name} {size} is not a multiple of {info.size_multiple} (patch size x autoencoder factor)",
-                       f"pass a multiple of {info.size_multiple}")
+        raise TimError(
+            f"{name} {size} is not a multiple of {info.size_multiple} (patch size x autoencoder factor)",
+            f"pass a multiple of {info.size_multiple}",
+        )
     return size
 
 
 # ----------------------------------------------------------------------------- generation
 
 
-def generate(pipe, *, label: int | None = None, prompt: str | None = None, steps: int = 4, compare: bool = False,
-             guidance_scale: float = 1.0, guidance_interval: Sequence[float] = (0.0, 1.0),
-             stochasticity: float = 0.0, seed: int = 0, num_images: int = 4, height: int | None = None,
-             width: int | None = None, info: ModelInfo | None = None) -> Generation:
+def generate(
+    pipe,
+    *,
+    label: int | None = None,
+    prompt: str | None = None,
+    steps: int = 4,
+    compare: bool = False,
+    guidance_scale: float = 1.0,
+    guidance_interval: Sequence[float] = (0.0, 1.0),
+    stochasticity: float = 0.0,
+    seed: int = 0,
+    num_images: int = 4,
+    height: int | None = None,
+    width: int | None = None,
+    info: ModelInfo | None = None,
+) -> Generation:
     """Check one request, run the pipeline and tile the images (what the page's button does).
 
     Args:
@@ -227,7 +265,9 @@ def generate(pipe, *, label: int | None = None, prompt: str | None = None, steps
         raise TimError(f"guidance scale {scale:g} needs a conditional model", "set the guidance scale to 1")
     low, high = (_real("guidance interval", value, 0.0, 1.0) for value in guidance_interval)
     if low > high:
-        raise TimError(f"guidance interval ({low:g}, {high:g}) has its start after its end", "pass low <= high")
+        raise TimError(
+            f"guidance interval ({low:g}, {high:g}) has its start after its end", "pass low <= high"
+        )
     rho = _real("stochasticity", stochasticity, 0.0, 1.0)
     seed = _whole("seed", seed, 0, MAX_SEED)
     h = _size(info, "height", height, info.height, info.max_height)
@@ -238,8 +278,18 @@ def generate(pipe, *, label: int | None = None, prompt: str | None = None, steps
     start = time.perf_counter()
     batches, nfe = [], 0
     for k in steps_list:  # the same seed for every step count -> the same noise
-        output = _call(pipe, cond, num_images=per_row, steps=k, height=h, width=w, guidance_scale=scale,
-                       guidance_interval=(low, high), stochasticity=rho, seed=seed)
+        output = _call(
+            pipe,
+            cond,
+            num_images=per_row,
+            steps=k,
+            height=h,
+            width=w,
+            guidance_scale=scale,
+            guidance_interval=(low, high),
+            stochasticity=rho,
+            seed=seed,
+        )
         batches.append(output)
         nfe += _nfe(output)
     samples = torch.stack([_images(output, count, h, w) for output in batches])  # (S, N, C, h, w)
@@ -252,11 +302,15 @@ def _check_budget(info: ModelInfo, count: int, height: int, width: int, compare:
     budget = MAX_REQUEST_IMAGES * info.height * info.width
     if count * height * width > budget:
         most = max(1, budget // (height * width))
-        raise TimError(f"{count} images of {height}x{width} are more than one request may draw "
-                       f"({most} at that size)", "ask for fewer images or a smaller size")
+        raise TimError(
+            f"{count} images of {height}x{width} are more than one request may draw ({most} at that size)",
+            "ask for fewer images or a smaller size",
+        )
     if compare and count > MAX_COMPARE_ROWS:
-        raise TimError(f"compare mode draws one row per image and {count} rows are more than {MAX_COMPARE_ROWS}",
-                       "pick one class or fewer images")
+        raise TimError(
+            f"compare mode draws one row per image and {count} rows are more than {MAX_COMPARE_ROWS}",
+            "pick one class or fewer images",
+        )
 
 
 def _call(pipe, cond: dict, **options):
@@ -266,8 +320,10 @@ def _call(pipe, cond: dict, **options):
     except OUT_OF_MEMORY:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        raise TimError(f"not enough memory for {options['height']}x{options['width']} images at this count",
-                       "ask for fewer images or a smaller size") from None
+        raise TimError(
+            f"not enough memory for {options['height']}x{options['width']} images at this count",
+            "ask for fewer images or a smaller size",
+        ) from None
 
 
 def _nfe(output) -> int:
@@ -281,7 +337,9 @@ def _images(output, count: int, height: int, width: int) -> torch.Tensor:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise RuntimeError(f"the pipeline returned {shape}, expected {count} images (N, C, H, W)")
     if tuple(images.shape[2:]) != (height, width):
-        raise RuntimeError(f"the pipeline returned {tuple(images.shape[2:])} images, asked for {(height, width)}")
+        raise RuntimeError(
+            f"the pipeline returned {tuple(images.shape[2:])} images, asked for {(height, width)}"
+        )
     images = images.detach().float().cpu()
     if not torch.isfinite(images).all():
         raise TimError("the model produced NaN or Inf", "check the checkpoint, or lower the guidance scale")
@@ -296,8 +354,14 @@ def display_scale(height: int, width: int) -> int:
     return max(1, math.ceil(MIN_TILE_SIDE / max(height, width)))
 
 
-def tile(samples: torch.Tensor, *, per_row: int, compare: bool, steps: Sequence[int],
-         row_titles: Sequence[str] = ()) -> np.ndarray:
+def tile(
+    samples: torch.Tensor,
+    *,
+    per_row: int,
+    compare: bool,
+    steps: Sequence[int],
+    row_titles: Sequence[str] = (),
+) -> np.ndarray:
     """Tile images into the page's grid.
 
     Normal mode: one row per class / prompt with ``per_row`` images (wrapped at 4 for a single row
@@ -323,17 +387,20 @@ def tile(samples: torch.Tensor, *, per_row: int, compare: bool, steps: Sequence[
     else:
         columns = per_row if len(row_titles) > 1 else min(per_row, 4)  # a squarish grid fills the image panel
         flat = [pixels[0, i] for i in range(n)]
-        grid = [flat[i:i + columns] for i in range(0, n, columns)]
+        grid = [flat[i : i + columns] for i in range(0, n, columns)]
         column_titles = []
-        titles = [row_titles[(i * columns) // per_row] if (i * columns) % per_row == 0 else ""
-                  for i in range(len(grid))]
+        titles = [
+            row_titles[(i * columns) // per_row] if (i * columns) % per_row == 0 else ""
+            for i in range(len(grid))
+        ]
     if len(row_titles) < 2 or not any(titles):
         titles = []
     return _canvas(grid, display_scale(h, w), column_titles, titles)
 
 
-def _canvas(grid: list[list[np.ndarray]], scale: int, column_titles: Sequence[str],
-            row_titles: Sequence[str]) -> np.ndarray:
+def _canvas(
+    grid: list[list[np.ndarray]], scale: int, column_titles: Sequence[str], row_titles: Sequence[str]
+) -> np.ndarray:
     """Draw tiles (each (h, w, 3) uint8) on a light grey canvas with gaps and optional titles."""
     h, w = grid[0][0].shape[:2]
     tile_h, tile_w = h * scale, w * scale
@@ -342,16 +409,22 @@ def _canvas(grid: list[list[np.ndarray]], scale: int, column_titles: Sequence[st
     top = font_size + 2 * gap if column_titles else 0
     left = _text_width(row_titles, font_size) + 2 * gap if row_titles else 0
     rows, cols = len(grid), max(len(row) for row in grid)
-    canvas = np.full((top + rows * (tile_h + gap) + gap, left + cols * (tile_w + gap) + gap, 3), BACKGROUND, np.uint8)
+    canvas = np.full(
+        (top + rows * (tile_h + gap) + gap, left + cols * (tile_w + gap) + gap, 3), BACKGROUND, np.uint8
+    )
     for i, row in enumerate(grid):
         for j, image in enumerate(row):
             y, x = top + gap + i * (tile_h + gap), left + gap + j * (tile_w + gap)
-            canvas[y:y + tile_h, x:x + tile_w] = image.repeat(scale, axis=0).repeat(scale, axis=1)
+            canvas[y : y + tile_h, x : x + tile_w] = image.repeat(scale, axis=0).repeat(scale, axis=1)
     if not column_titles and not row_titles:
         return canvas
-    labels = [(left + gap + j * (tile_w + gap) + tile_w / 2, gap + font_size / 2, text)
-              for j, text in enumerate(column_titles)]
-    labels += [(left / 2, top + gap + i * (tile_h + gap) + tile_h / 2, text) for i, text in enumerate(row_titles)]
+    labels = [
+        (left + gap + j * (tile_w + gap) + tile_w / 2, gap + font_size / 2, text)
+        for j, text in enumerate(column_titles)
+    ]
+    labels += [
+        (left / 2, top + gap + i * (tile_h + gap) + tile_h / 2, text) for i, text in enumerate(row_titles)
+    ]
     return _draw_labels(canvas, labels, font_size)
 
 
@@ -370,7 +443,7 @@ def _text_width(texts: Sequence[str], size: int) -> int:
 
 
 def _short(text: str, limit: int = 28) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _draw_labels(canvas: np.ndarray, labels: Sequence[tuple[float, float, str]], size: int) -> np.ndarray:
@@ -441,7 +514,9 @@ CSS = """
 RANDOM_SEED_JS = "() => Math.floor(Math.random() * 2147483647)"
 
 
-def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_dir: str | Path | None = None):
+def build_page(
+    pipe, *, source: str = "", info: ModelInfo | None = None, output_dir: str | Path | None = None
+):
     """Build the Gradio page around a loaded pipeline (not launched).
 
     Args:
@@ -461,33 +536,69 @@ def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_
 
     def on_generate(label, prompt, steps, compare, scale, low, high, rho, seed, num, height, width):
         try:
-            generation = generate(pipe, label=label, prompt=prompt, steps=steps, compare=compare,
-                                  guidance_scale=scale, guidance_interval=(low, high), stochasticity=rho,
-                                  seed=seed, num_images=num, height=height, width=width, info=info)
+            generation = generate(
+                pipe,
+                label=label,
+                prompt=prompt,
+                steps=steps,
+                compare=compare,
+                guidance_scale=scale,
+                guidance_interval=(low, high),
+                stochasticity=rho,
+                seed=seed,
+                num_images=num,
+                height=height,
+                width=width,
+                info=info,
+            )
             name = download_name(info, generation, int(seed), label)
             png = save_png(generation.image, output_dir / name)
         except TimError as error:
             raise gr.Error(str(error), print_exception=False) from None
         except Exception as error:  # a bug: keep serving, say what happened in one line, log the trace
             traceback.print_exc(file=sys.stderr)
-            raise gr.Error(f"generation failed ({type(error).__name__}: {error}); "
-                           "see the terminal running `tim app`", print_exception=False) from None
+            raise gr.Error(
+                f"generation failed ({type(error).__name__}: {error}); see the terminal running `tim app`",
+                print_exception=False,
+            ) from None
         return generation.image, generation.summary(), gr.update(value=str(png), interactive=True)
 
     with gr.Blocks(title="TiM: any-step generation", analytics_enabled=False) as page:
-        gr.Markdown(f"## Transition Model: one network, 1 to {MAX_STEPS} steps\n"
-                    f"`{source or 'model'}`: {info.summary()}. Move the steps slider, or compare "
-                    f"{'/'.join(map(str, COMPARE_STEPS))} steps on the same noise.")
+        gr.Markdown(
+            f"## Transition Model: one network, 1 to {MAX_STEPS} steps\n"
+            f"`{source or 'model'}`: {info.summary()}. Move the steps slider, or compare "
+            f"{'/'.join(map(str, COMPARE_STEPS))} steps on the same noise."
+        )
         with gr.Row():
             with gr.Column(scale=2, min_width=280):
                 label, prompt = _condition_controls(gr, info)
-                steps = gr.Slider(1, MAX_STEPS, value=info.steps, step=1, label="steps",
-                                  info="network evaluations per image (2 per step with guidance)", elem_id="tim-steps")
-                compare = gr.Checkbox(False, label="compare " + "/".join(map(str, COMPARE_STEPS)) + " steps",
-                                      info="one column per step count, from the same noise", elem_id="tim-compare")
-                num = gr.Slider(1, MAX_IMAGES_PER_ROW, value=4, step=1, label="images per class" if
-                                info.conditioning == "class" else "images per prompt" if info.conditioning == "text"
-                                else "images", elem_id="tim-num")
+                steps = gr.Slider(
+                    1,
+                    MAX_STEPS,
+                    value=info.steps,
+                    step=1,
+                    label="steps",
+                    info="network evaluations per image (2 per step with guidance)",
+                    elem_id="tim-steps",
+                )
+                compare = gr.Checkbox(
+                    False,
+                    label="compare " + "/".join(map(str, COMPARE_STEPS)) + " steps",
+                    info="one column per step count, from the same noise",
+                    elem_id="tim-compare",
+                )
+                num = gr.Slider(
+                    1,
+                    MAX_IMAGES_PER_ROW,
+                    value=4,
+                    step=1,
+                    label="images per class"
+                    if info.conditioning == "class"
+                    else "images per prompt"
+                    if info.conditioning == "text"
+                    else "images",
+                    elem_id="tim-num",
+                )
                 with gr.Row(elem_id="tim-seed-row"):
                     seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=3, elem_id="tim-seed")
                     randomize = gr.Button("random seed", scale=1, size="md", elem_id="tim-random")
@@ -495,18 +606,36 @@ def build_page(pipe, *, source: str = "", info: ModelInfo | None = None, output_
                 height, width = _size_controls(gr, info)
                 run = gr.Button("Generate", variant="primary", elem_id="tim-generate")
             with gr.Column(scale=3):
-                image = gr.Image(label="samples", type="numpy", format="png", interactive=False,
-                                 buttons=["fullscreen"], elem_id="tim-output")
+                image = gr.Image(
+                    label="samples",
+                    type="numpy",
+                    format="png",
+                    interactive=False,
+                    buttons=["fullscreen"],
+                    elem_id="tim-output",
+                )
                 timing = gr.Markdown("Press **Generate**.", elem_id="tim-timing")
                 download = gr.DownloadButton("Download PNG", interactive=False, elem_id="tim-download")
         inputs = [label, prompt, steps, compare, scale, low, high, rho, seed, num, height, width]
-        run.click(on_generate, inputs, [image, timing, download], api_name="generate",
-                  concurrency_id="generate", concurrency_limit=1)
+        run.click(
+            on_generate,
+            inputs,
+            [image, timing, download],
+            api_name="generate",
+            concurrency_id="generate",
+            concurrency_limit=1,
+        )
         randomize.click(None, None, seed, js=RANDOM_SEED_JS)
         # The comparison fixes its own step counts: grey out the slider meanwhile. Outside the queue,
         # so it answers at once even while a generation runs.
-        compare.change(lambda on: gr.update(interactive=not on), compare, steps, queue=False,
-                       show_progress="hidden", api_visibility="private")
+        compare.change(
+            lambda on: gr.update(interactive=not on),
+            compare,
+            steps,
+            queue=False,
+            show_progress="hidden",
+            api_visibility="private",
+        )
     # Queue: one generation at a time (the CPU is the bottleneck); more waiting requests are refused.
     page.queue(default_concurrency_limit=1, max_size=32)
     page.tim_png_dir = output_dir if temporary else None
@@ -517,12 +646,20 @@ def _condition_controls(gr, info: ModelInfo):
     """The class drop-down (class models) or the prompt box (text models); the other is hidden."""
     if info.conditioning == "class":
         choices = [("every class (one row each)", EVERY_CLASS)] if info.num_classes <= MAX_ROWS else []
-        choices += [(name if name == str(i) else f"{i}: {name}", i) for i, name in enumerate(info.class_names)]
+        choices += [
+            (name if name == str(i) else f"{i}: {name}", i) for i, name in enumerate(info.class_names)
+        ]
         label = gr.Dropdown(choices, value=choices[0][1], label="class", elem_id="tim-class")
     else:
         label = gr.Dropdown([("-", EVERY_CLASS)], value=EVERY_CLASS, visible=False, elem_id="tim-class")
-    prompt = gr.Textbox("", label="prompt (one per line)", lines=2, visible=info.conditioning == "text",
-                        placeholder="a red circle above a blue square", elem_id="tim-prompt")
+    prompt = gr.Textbox(
+        "",
+        label="prompt (one per line)",
+        lines=2,
+        visible=info.conditioning == "text",
+        placeholder="a red circle above a blue square",
+        elem_id="tim-prompt",
+    )
     return label, prompt
 
 
@@ -530,16 +667,44 @@ def _sampler_controls(gr, info: ModelInfo):
     """Guidance scale, guidance interval and stochasticity, in a closed accordion."""
     guided = info.conditioning != "none"
     with gr.Accordion("guidance and sampler", open=False):
-        scale = gr.Slider(0.0, 8.0, value=info.guidance_scale, step=0.1, label="guidance scale (CFG)",
-                          info="1 = no guidance; the paper uses 2.5-3 with an interval", interactive=guided,
-                          elem_id="tim-cfg")
-        low = gr.Slider(0.0, 1.0, value=info.guidance_interval[0], step=0.05, label="guide from t =",
-                        interactive=guided, elem_id="tim-interval-low")
-        high = gr.Slider(0.0, 1.0, value=info.guidance_interval[1], step=0.05, label="guide up to t =",
-                         info="guidance only inside this noise interval (t = 1 is pure noise)", interactive=guided,
-                         elem_id="tim-interval-high")
-        rho = gr.Slider(0.0, 1.0, value=info.stochasticity, step=0.05, label="stochasticity (rho)",
-                        info="0 = deterministic; the paper uses 0.2 for many steps", elem_id="tim-rho")
+        scale = gr.Slider(
+            0.0,
+            8.0,
+            value=info.guidance_scale,
+            step=0.1,
+            label="guidance scale (CFG)",
+            info="1 = no guidance; the paper uses 2.5-3 with an interval",
+            interactive=guided,
+            elem_id="tim-cfg",
+        )
+        low = gr.Slider(
+            0.0,
+            1.0,
+            value=info.guidance_interval[0],
+            step=0.05,
+            label="guide from t =",
+            interactive=guided,
+            elem_id="tim-interval-low",
+        )
+        high = gr.Slider(
+            0.0,
+            1.0,
+            value=info.guidance_interval[1],
+            step=0.05,
+            label="guide up to t =",
+            info="guidance only inside this noise interval (t = 1 is pure noise)",
+            interactive=guided,
+            elem_id="tim-interval-high",
+        )
+        rho = gr.Slider(
+            0.0,
+            1.0,
+            value=info.stochasticity,
+            step=0.05,
+            label="stochasticity (rho)",
+            info="0 = deterministic; the paper uses 0.2 for many steps",
+            elem_id="tim-rho",
+        )
     return scale, low, high, rho
 
 
@@ -547,7 +712,9 @@ def _size_controls(gr, info: ModelInfo):
     """Height and width sliders in multiples of the model's patch (x autoencoder) size."""
     m = info.size_multiple
     with gr.Accordion(f"size (multiples of {m} px; trained at {info.height}x{info.width})", open=False):
-        height = gr.Slider(m, info.max_height, value=info.height, step=m, label="height", elem_id="tim-height")
+        height = gr.Slider(
+            m, info.max_height, value=info.height, step=m, label="height", elem_id="tim-height"
+        )
         width = gr.Slider(m, info.max_width, value=info.width, step=m, label="width", elem_id="tim-width")
     return height, width
 
@@ -563,8 +730,18 @@ def launch(page, *, host: str = "127.0.0.1", port: int = 7860) -> str:
     Returns:
         The page's URL.
     """
-    page.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=True,
-                prevent_thread_lock=True, ssr_mode=False, mcp_server=False, show_error=True, css=CSS)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        quiet=True,
+        prevent_thread_lock=True,
+        ssr_mode=False,
+        mcp_server=False,
+        show_error=True,
+        css=CSS,
+    )
     return f"http://{host}:{port}/"
 
 

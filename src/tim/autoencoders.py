@@ -62,20 +62,34 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 # mit-han-lab/dc-ae-f32c32-sana-1.0), for memory estimates without their weights
 # (Autoencoder.from_config(ARCHITECTURES[name], device="meta")) and random-weight benchmarks.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "sd-vae": dict(_class_name="AutoencoderKL", block_out_channels=(128, 256, 512, 512),
-                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                   latent_channels=4, layers_per_block=2, sample_size=256, scaling_factor=0.18215),
+    "sd-vae": dict(
+        _class_name="AutoencoderKL",
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=256,
+        scaling_factor=0.18215,
+    ),
     "dc-ae-f32c32": dict(
-        _class_name="AutoencoderDC", latent_channels=32, attention_head_dim=32,
+        _class_name="AutoencoderDC",
+        latent_channels=32,
+        attention_head_dim=32,
         encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
         decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
         encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
         decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
-        encoder_layers_per_block=(2, 2, 2, 3, 3, 3), decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
-        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
-        upsample_block_type="interpolate", downsample_block_type="Conv",
-        decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * 3, decoder_act_fns=("relu",) * 3 + ("silu",) * 3,
-        scaling_factor=0.41407),
+        encoder_layers_per_block=(2, 2, 2, 3, 3, 3),
+        decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types=("batch_norm",) * 3 + ("rms_norm",) * 3,
+        decoder_act_fns=("relu",) * 3 + ("silu",) * 3,
+        scaling_factor=0.41407,
+    ),
 }
 
 
@@ -83,7 +97,9 @@ def _diffusers() -> Any:
     try:
         import diffusers
     except ImportError as error:
-        raise TimError("loading a latent autoencoder needs diffusers, which is not installed", INSTALL_HINT) from error
+        raise TimError(
+            "loading a latent autoencoder needs diffusers, which is not installed", INSTALL_HINT
+        ) from error
     return diffusers
 
 
@@ -95,20 +111,28 @@ def read_autoencoder_config(folder: str | Path) -> dict[str, Any]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise TimError(f"autoencoder folder {str(folder)!r} does not exist",
-                       "pass a local diffusers autoencoder folder (written by save_pretrained or `tim autoencoder train`)")
+        raise TimError(
+            f"autoencoder folder {str(folder)!r} does not exist",
+            "pass a local diffusers autoencoder folder (written by save_pretrained or `tim autoencoder train`)",
+        )
     path = folder / "config.json"
     if not path.is_file():
-        raise TimError(f"autoencoder folder {str(folder)!r} has no config.json",
-                       "pass a local diffusers autoencoder folder (save_pretrained output)")
+        raise TimError(
+            f"autoencoder folder {str(folder)!r} has no config.json",
+            "pass a local diffusers autoencoder folder (save_pretrained output)",
+        )
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TimError(f"{str(path)!r} is not readable JSON ({error})", "restore the autoencoder's config.json") from error
+        raise TimError(
+            f"{str(path)!r} is not readable JSON ({error})", "restore the autoencoder's config.json"
+        ) from error
     kind = config.get("_class_name", "") if isinstance(config, dict) else ""
     if kind not in KINDS:
-        raise TimError(f"{str(folder)!r} holds a {kind or 'model of unknown class'}, not an autoencoder we support",
-                       "use a diffusers AutoencoderKL (SD-VAE) or AutoencoderDC (DC-AE) folder")
+        raise TimError(
+            f"{str(folder)!r} holds a {kind or 'model of unknown class'}, not an autoencoder we support",
+            "use a diffusers AutoencoderKL (SD-VAE) or AutoencoderDC (DC-AE) folder",
+        )
     return config
 
 
@@ -148,12 +172,20 @@ class Autoencoder:
         scaling_factor, shift_factor: x = (latent - shift_factor) * scaling_factor is what TiM sees.
     """
 
-    def __init__(self, vae: torch.nn.Module, *, folder: str | Path | None = None, tile_size: int = TILE_SIZE,
-                 memory_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        vae: torch.nn.Module,
+        *,
+        folder: str | Path | None = None,
+        tile_size: int = TILE_SIZE,
+        memory_limit: int | None = None,
+    ) -> None:
         config = dict(vae.config)
         self.kind: str = type(vae).__name__
         if self.kind not in KINDS:
-            raise TimError(f"a {self.kind} is not an autoencoder tim supports", "use AutoencoderKL or AutoencoderDC")
+            raise TimError(
+                f"a {self.kind} is not an autoencoder tim supports", "use AutoencoderKL or AutoencoderDC"
+            )
         config["_class_name"] = self.kind
         self.vae = vae.eval().requires_grad_(False)
         self.folder = Path(folder) if folder is not None else None
@@ -162,16 +194,24 @@ class Autoencoder:
         self.scaling_factor = float(config.get("scaling_factor") or 1.0)
         self.shift_factor = float(config.get("shift_factor") or 0.0)
         if tile_size % self.factor or tile_size < 2 * self.factor:
-            raise TimError(f"tile_size={tile_size} is not a multiple of the autoencoder factor {self.factor} (at least 2x)",
-                           f"pass a tile size such as {max(2, TILE_SIZE // self.factor) * self.factor}")
+            raise TimError(
+                f"tile_size={tile_size} is not a multiple of the autoencoder factor {self.factor} (at least 2x)",
+                f"pass a tile size such as {max(2, TILE_SIZE // self.factor) * self.factor}",
+            )
         self.tile_size = tile_size
         self.memory_limit = memory_limit
         self._config = config
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, **options: Any) -> Autoencoder:
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        **options: Any,
+    ) -> Autoencoder:
         """Load a LOCAL diffusers autoencoder folder (``local_files_only``; no download is tried).
 
         Args:
@@ -190,23 +230,30 @@ class Autoencoder:
         try:
             # low_cpu_mem_usage=False: the default wants the optional `accelerate` and warns without it.
             vae = getattr(diffusers, config["_class_name"]).from_pretrained(
-                str(folder), local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False)
-        except (OSError, ValueError, RuntimeError, TypeError, EnvironmentError) as error:
+                str(folder), local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False
+            )
+        except (OSError, ValueError, RuntimeError, TypeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise TimError(f"cannot load the {config['_class_name']} in {str(folder)!r} ({first})",
-                           "check that the folder holds the weights save_pretrained wrote") from error
+            raise TimError(
+                f"cannot load the {config['_class_name']} in {str(folder)!r} ({first})",
+                "check that the folder holds the weights save_pretrained wrote",
+            ) from error
         return cls(vae.to(device), folder=folder, **options)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], *, device: str | torch.device = "cpu", **options: Any) -> Autoencoder:
+    def from_config(
+        cls, config: dict[str, Any], *, device: str | torch.device = "cpu", **options: Any
+    ) -> Autoencoder:
         """A randomly initialised autoencoder of a diffusers config (``_class_name`` picks the class).
 
         ``device="meta"`` builds it without memory, enough for :meth:`decode_bytes` estimates.
         """
         kind = config.get("_class_name", "")
         if kind not in KINDS:
-            raise TimError(f"config class {kind or 'unknown'!r} is not an autoencoder we support",
-                           "use an AutoencoderKL or AutoencoderDC config")
+            raise TimError(
+                f"config class {kind or 'unknown'!r} is not an autoencoder we support",
+                "use an AutoencoderKL or AutoencoderDC config",
+            )
         diffusers = _diffusers()
         with torch.device(device):
             vae = getattr(diffusers, kind)(**{k: v for k, v in config.items() if not k.startswith("_")})
@@ -239,8 +286,10 @@ class Autoencoder:
         return dict(self._config)
 
     def __repr__(self) -> str:
-        return (f"Autoencoder({self.kind}, f{self.factor}, {self.latent_channels} channels, "
-                f"scale={self.scaling_factor:g}, shift={self.shift_factor:g}, folder={str(self.folder)!r})")
+        return (
+            f"Autoencoder({self.kind}, f{self.factor}, {self.latent_channels} channels, "
+            f"scale={self.scaling_factor:g}, shift={self.shift_factor:g}, folder={str(self.folder)!r})"
+        )
 
     # ----------------------------------------------------------------- latents <-> model input
     def normalize(self, latents: Tensor) -> Tensor:
@@ -254,8 +303,10 @@ class Autoencoder:
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
         """Latent (h, w) of an image; TimError when a side is not a multiple of the factor."""
         if height % self.factor or width % self.factor or height <= 0 or width <= 0:
-            raise TimError(f"image size {height}x{width} is not a multiple of the autoencoder factor {self.factor}",
-                           f"use a height and width divisible by {self.factor}")
+            raise TimError(
+                f"image size {height}x{width} is not a multiple of the autoencoder factor {self.factor}",
+                f"use a height and width divisible by {self.factor}",
+            )
         return height // self.factor, width // self.factor
 
     # ----------------------------------------------------------------- encode / decode
@@ -292,14 +343,18 @@ class Autoencoder:
             TimError: wrong channels, or the decode will not fit in memory (size and limit named).
         """
         if latents.dim() != 4 or latents.shape[1] != self.latent_channels:
-            raise TimError(f"latents of shape {tuple(latents.shape)} do not match this autoencoder's "
-                           f"{self.latent_channels} latent channels (B, {self.latent_channels}, h, w)",
-                           "decode latents made for this autoencoder (check the model's in_channels)")
+            raise TimError(
+                f"latents of shape {tuple(latents.shape)} do not match this autoencoder's "
+                f"{self.latent_channels} latent channels (B, {self.latent_channels}, h, w)",
+                "decode latents made for this autoencoder (check the model's in_channels)",
+            )
         height, width = latents.shape[-2] * self.factor, latents.shape[-1] * self.factor
         use_tiles = self.plan_decode(height, width, tiled=tiled)
         self._set_tiling(use_tiles)
-        images = [self.vae.decode(chunk.to(self.device, self.dtype)).sample.float().clamp_(-1, 1).to(latents.device)
-                  for chunk in latents.split(1 if use_tiles else self._batch_that_fits(height, width))]
+        images = [
+            self.vae.decode(chunk.to(self.device, self.dtype)).sample.float().clamp_(-1, 1).to(latents.device)
+            for chunk in latents.split(1 if use_tiles else self._batch_that_fits(height, width))
+        ]
         return torch.cat(images)
 
     def plan_decode(self, height: int, width: int, *, tiled: bool | None = None) -> bool:
@@ -310,15 +365,20 @@ class Autoencoder:
         """
         limit = self._memory_limit()
         if tiled is None:
-            tiled = height * width > TILE_THRESHOLD_PIXELS or self.decode_bytes(height, width, tiled=False) > limit
+            tiled = (
+                height * width > TILE_THRESHOLD_PIXELS
+                or self.decode_bytes(height, width, tiled=False) > limit
+            )
         needed = self.decode_bytes(height, width, tiled=tiled)
         if needed > limit:
             how = "in tiles" if tiled else "untiled"
             raise TimError(
                 f"decoding a {height}x{width} image {how} needs about {_gigabytes(needed)} but {_gigabytes(limit)} "
                 f"is available on {self.device}",
-                "generate a smaller image, free memory" + ("" if tiled else ", or decode in tiles (tiled=True)")
-                + (f", or use smaller tiles (tile_size below {self.tile_size})" if tiled else ""))
+                "generate a smaller image, free memory"
+                + ("" if tiled else ", or decode in tiles (tiled=True)")
+                + (f", or use smaller tiles (tile_size below {self.tile_size})" if tiled else ""),
+            )
         return bool(tiled)
 
     def decode_bytes(self, height: int, width: int, *, tiled: bool | None = None) -> int:
@@ -362,10 +422,14 @@ class Autoencoder:
         if self.kind == "AutoencoderKL":
             channels = list(reversed(self._config.get("block_out_channels") or (64,)))
             n = len(channels)
-            widths = [max(channels[s], channels[s - 1] if s else 0) * pixels // 4 ** (n - 1 - s) for s in range(n)]
+            widths = [
+                max(channels[s], channels[s - 1] if s else 0) * pixels // 4 ** (n - 1 - s) for s in range(n)
+            ]
         else:
-            channels = list(self._config.get("decoder_block_out_channels") or (128, 256, 512, 512, 1024, 1024))
-            widths = [c * pixels // 4 ** i for i, c in enumerate(channels)]
+            channels = list(
+                self._config.get("decoder_block_out_channels") or (128, 256, 512, 512, 1024, 1024)
+            )
+            widths = [c * pixels // 4**i for i, c in enumerate(channels)]
         return int(max(widths))
 
     # ----------------------------------------------------------------- internals
@@ -396,9 +460,12 @@ class Autoencoder:
             self.vae.tile_overlap_factor = KL_TILE_OVERLAP
             self.vae.enable_tiling()
         else:
-            self.vae.enable_tiling(tile_sample_min_height=self.tile_size, tile_sample_min_width=self.tile_size,
-                                   tile_sample_stride_height=self._tile_stride(),
-                                   tile_sample_stride_width=self._tile_stride())
+            self.vae.enable_tiling(
+                tile_sample_min_height=self.tile_size,
+                tile_sample_min_width=self.tile_size,
+                tile_sample_stride_height=self._tile_stride(),
+                tile_sample_stride_width=self._tile_stride(),
+            )
 
 
 def _check_dtype(dtype: torch.dtype | None, device: torch.device, config: dict[str, Any]) -> torch.dtype:
@@ -407,35 +474,49 @@ def _check_dtype(dtype: torch.dtype | None, device: torch.device, config: dict[s
     if dtype not in (torch.float32, *HALF_DTYPES):
         raise TimError(f"autoencoder dtype {dtype} is not supported", "use float32, bfloat16 or float16")
     if dtype in HALF_DTYPES and device.type == "cpu":
-        raise TimError(f"autoencoder dtype {dtype} on the CPU is not supported (slow and inexact there)",
-                       "use float32 on the CPU; bfloat16/float16 on a GPU")
-    if dtype == torch.float16 and config["_class_name"] == "AutoencoderKL" and config.get("force_upcast", True):
+        raise TimError(
+            f"autoencoder dtype {dtype} on the CPU is not supported (slow and inexact there)",
+            "use float32 on the CPU; bfloat16/float16 on a GPU",
+        )
+    if (
+        dtype == torch.float16
+        and config["_class_name"] == "AutoencoderKL"
+        and config.get("force_upcast", True)
+    ):
         # The SD-VAE overflows in float16 (its config says force_upcast); bfloat16 has the range.
-        raise TimError("this AutoencoderKL's config has force_upcast=true: it overflows in float16",
-                       "use bfloat16 or float32")
+        raise TimError(
+            "this AutoencoderKL's config has force_upcast=true: it overflows in float16",
+            "use bfloat16 or float32",
+        )
     return dtype
 
 
 def _check_images(images: Tensor, channels: int) -> None:
     if images.dim() != 4 or images.shape[1] != channels:
-        raise TimError(f"images of shape {tuple(images.shape)} are not (B, {channels}, H, W)",
-                       f"pass a batch of {channels}-channel images")
+        raise TimError(
+            f"images of shape {tuple(images.shape)} are not (B, {channels}, H, W)",
+            f"pass a batch of {channels}-channel images",
+        )
     if not images.is_floating_point():
-        raise TimError(f"images have dtype {images.dtype}, expected float in [-1, 1]",
-                       "convert uint8 images with x / 127.5 - 1")
+        raise TimError(
+            f"images have dtype {images.dtype}, expected float in [-1, 1]",
+            "convert uint8 images with x / 127.5 - 1",
+        )
 
 
 def check_latent_channels(autoencoder: Autoencoder, channels: int, what: str = "the model") -> None:
     """TimError when ``what`` expects ``channels`` latent channels but the autoencoder makes others."""
     if channels != autoencoder.latent_channels:
-        raise TimError(f"{what} works on {channels}-channel latents but the autoencoder in "
-                       f"{str(autoencoder.folder)!r} makes {autoencoder.latent_channels}-channel ones",
-                       "use the autoencoder the model was trained with")
-
+        raise TimError(
+            f"{what} works on {channels}-channel latents but the autoencoder in "
+            f"{str(autoencoder.folder)!r} makes {autoencoder.latent_channels}-channel ones",
+            "use the autoencoder the model was trained with",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Training a small AutoencoderKL: the embedded default autoencoder of the latent path.
+
 
 @dataclass
 class TrainSettings:
@@ -453,7 +534,9 @@ class TrainSettings:
     norm_groups: int = 8
     steps: int = 3000
     minutes: float | None = None
-    batch_size: int = 16  # more, smaller steps learn faster per CPU-minute (measured: 294 steps of 16 -> 25 dB)
+    batch_size: int = (
+        16  # more, smaller steps learn faster per CPU-minute (measured: 294 steps of 16 -> 25 dB)
+    )
     lr: float = 2e-3
     warmup_steps: int = 50
     # KL weight: small, so the latent keeps detail (SD-VAE trains with 1e-6 next to perceptual and
@@ -461,7 +544,9 @@ class TrainSettings:
     kl_weight: float = 1e-4
     # Squared-error term next to L1: on mostly black scenes L1 alone learns the colours slowly
     # (measured: red/green/yellow came out grey after 340 steps).
-    l2_weight: float = 4.0  # measured: L1 + 4 x MSE, lr 2e-3, batch 16 -> 25.1 dB in 2 min (L1 alone: 19 dB in 3)
+    l2_weight: float = (
+        4.0  # measured: L1 + 4 x MSE, lr 2e-3, batch 16 -> 25.1 dB in 2 min (L1 alone: 19 dB in 3)
+    )
     seed: int = 0
     progress: bool = True
 
@@ -469,14 +554,26 @@ class TrainSettings:
 def small_kl_config(settings: TrainSettings, image_size: int) -> dict[str, Any]:
     """The diffusers AutoencoderKL config that :func:`train_autoencoder` trains."""
     if not settings.widths or any(w <= 0 or w % settings.norm_groups for w in settings.widths):
-        raise TimError(f"autoencoder widths {settings.widths} must be positive multiples of {settings.norm_groups}",
-                       "pass widths such as 16,32,32")
+        raise TimError(
+            f"autoencoder widths {settings.widths} must be positive multiples of {settings.norm_groups}",
+            "pass widths such as 16,32,32",
+        )
     blocks = len(settings.widths)
-    return dict(_class_name="AutoencoderKL", in_channels=3, out_channels=3, block_out_channels=tuple(settings.widths),
-                down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                latent_channels=settings.latent_channels, layers_per_block=settings.layers_per_block,
-                norm_num_groups=settings.norm_groups, sample_size=image_size, mid_block_add_attention=False,
-                scaling_factor=1.0, shift_factor=0.0)
+    return dict(
+        _class_name="AutoencoderKL",
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(settings.widths),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        latent_channels=settings.latent_channels,
+        layers_per_block=settings.layers_per_block,
+        norm_num_groups=settings.norm_groups,
+        sample_size=image_size,
+        mid_block_add_attention=False,
+        scaling_factor=1.0,
+        shift_factor=0.0,
+    )
 
 
 def psnr(reconstructed: Tensor, reference: Tensor) -> Tensor:
@@ -485,8 +582,14 @@ def psnr(reconstructed: Tensor, reference: Tensor) -> Tensor:
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
-def train_autoencoder(images: Tensor, heldout: Tensor, out: str | Path, settings: TrainSettings | None = None,
-                      *, source: str = "") -> dict[str, Any]:
+def train_autoencoder(
+    images: Tensor,
+    heldout: Tensor,
+    out: str | Path,
+    settings: TrainSettings | None = None,
+    *,
+    source: str = "",
+) -> dict[str, Any]:
     """Train a small AutoencoderKL, set its latent scale/shift, save it atomically, report PSNR.
 
     Args:
@@ -516,14 +619,28 @@ def train_autoencoder(images: Tensor, heldout: Tensor, out: str | Path, settings
     stats = _set_latent_normalisation(ae, images)
     scores = torch.cat([psnr(ae.decode(ae.encode(chunk), tiled=False), chunk) for chunk in heldout.split(64)])
     report = {
-        "format": "tim-autoencoder-train-v1", "source": source, "image_size": list(images.shape[-2:]),
-        "train_images": len(images), "heldout_images": len(heldout),
-        "architecture": {"class": "AutoencoderKL", "factor": ae.factor, "latent_channels": ae.latent_channels,
-                         "widths": list(settings.widths), "parameters": sum(p.numel() for p in vae.parameters())},
-        "steps": steps_done, "planned_steps": settings.steps, "seconds": round(seconds, 1),
-        "batch_size": settings.batch_size, "lr": settings.lr, "kl_weight": settings.kl_weight, "seed": settings.seed,
+        "format": "tim-autoencoder-train-v1",
+        "source": source,
+        "image_size": list(images.shape[-2:]),
+        "train_images": len(images),
+        "heldout_images": len(heldout),
+        "architecture": {
+            "class": "AutoencoderKL",
+            "factor": ae.factor,
+            "latent_channels": ae.latent_channels,
+            "widths": list(settings.widths),
+            "parameters": sum(p.numel() for p in vae.parameters()),
+        },
+        "steps": steps_done,
+        "planned_steps": settings.steps,
+        "seconds": round(seconds, 1),
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "kl_weight": settings.kl_weight,
+        "seed": settings.seed,
         "final_l1": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5),
-        "latents": stats, "heldout_psnr_db": round(float(scores.mean()), 2),
+        "latents": stats,
+        "heldout_psnr_db": round(float(scores.mean()), 2),
         "heldout_psnr_db_min": round(float(scores.min()), 2),
     }
     _save_with_report(ae, out, report)
@@ -538,29 +655,44 @@ def _check_training_inputs(images: Tensor, heldout: Tensor, settings: TrainSetti
         if len(batch) < 1:
             raise TimError(f"no {name} images", "give the autoencoder at least a few images of each split")
         if batch.shape[-1] % factor or batch.shape[-2] % factor:
-            raise TimError(f"{name} images are {batch.shape[-2]}x{batch.shape[-1]}, not multiples of the factor {factor}",
-                           f"use an image size divisible by {factor}")
+            raise TimError(
+                f"{name} images are {batch.shape[-2]}x{batch.shape[-1]}, not multiples of the factor {factor}",
+                f"use an image size divisible by {factor}",
+            )
     check_train_settings(settings)
 
 
 def check_train_settings(settings: TrainSettings, image_size: int | None = None) -> None:
     """TimError for settings :func:`train_autoencoder` cannot use (checked before any data is made)."""
     if settings.steps < 1 or settings.batch_size < 1 or not settings.lr > 0:
-        raise TimError(f"steps={settings.steps}, batch_size={settings.batch_size}, lr={settings.lr} must be positive",
-                       "pass positive --steps, --batch-size and --lr")
+        raise TimError(
+            f"steps={settings.steps}, batch_size={settings.batch_size}, lr={settings.lr} must be positive",
+            "pass positive --steps, --batch-size and --lr",
+        )
     if settings.minutes is not None and not settings.minutes > 0:
-        raise TimError(f"minutes={settings.minutes} is not positive", "pass a positive time budget, e.g. --minutes 3")
+        raise TimError(
+            f"minutes={settings.minutes} is not positive", "pass a positive time budget, e.g. --minutes 3"
+        )
     if settings.latent_channels < 1:
-        raise TimError(f"latent_channels={settings.latent_channels} is < 1", "pass a positive latent channel count")
+        raise TimError(
+            f"latent_channels={settings.latent_channels} is < 1", "pass a positive latent channel count"
+        )
     small_kl_config(settings, image_size or 32)
     factor = 2 ** (len(settings.widths) - 1)
     if image_size is not None and image_size % factor:
-        raise TimError(f"image size {image_size} is not a multiple of the autoencoder factor {factor}",
-                       f"use an image size divisible by {factor}")
+        raise TimError(
+            f"image size {image_size} is not a multiple of the autoencoder factor {factor}",
+            f"use an image size divisible by {factor}",
+        )
 
 
-def _optimise(vae: torch.nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, settings: TrainSettings,
-              generator: torch.Generator) -> tuple[int, list[float], float]:
+def _optimise(
+    vae: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    settings: TrainSettings,
+    generator: torch.Generator,
+) -> tuple[int, list[float], float]:
     """The training loop: L1 reconstruction of a sampled latent + kl_weight x KL, warm-up, clipping."""
     bar = None
     if settings.progress:
@@ -583,7 +715,11 @@ def _optimise(vae: torch.nn.Module, optimizer: torch.optim.Optimizer, images: Te
             reconstruction = vae.decode(z).sample
             error = reconstruction - x
             l1 = error.abs().mean()
-            loss = l1 + settings.l2_weight * error.pow(2).mean() + settings.kl_weight * posterior.kl().mean() / x[0].numel()
+            loss = (
+                l1
+                + settings.l2_weight * error.pow(2).mean()
+                + settings.kl_weight * posterior.kl().mean() / x[0].numel()
+            )
             for group in optimizer.param_groups:  # linear warm-up (stable start at lr 1e-3)
                 group["lr"] = settings.lr * min(1.0, (step + 1) / max(1, settings.warmup_steps))
             optimizer.zero_grad(set_to_none=True)
@@ -633,7 +769,19 @@ def _save_with_report(ae: Autoencoder, out: Path, report: dict[str, Any] | None)
             shutil.rmtree(temp, ignore_errors=True)
 
 
-__all__ = ["ARCHITECTURES", "Autoencoder", "TrainSettings", "psnr", "small_kl_config", "train_autoencoder",
-           "check_train_settings",
-           "available_bytes", "check_latent_channels", "read_autoencoder_config", "spatial_factor",
-           "KINDS", "TILE_SIZE", "TILE_THRESHOLD_PIXELS"]
+__all__ = [
+    "ARCHITECTURES",
+    "Autoencoder",
+    "TrainSettings",
+    "psnr",
+    "small_kl_config",
+    "train_autoencoder",
+    "check_train_settings",
+    "available_bytes",
+    "check_latent_channels",
+    "read_autoencoder_config",
+    "spatial_factor",
+    "KINDS",
+    "TILE_SIZE",
+    "TILE_THRESHOLD_PIXELS",
+]

@@ -99,7 +99,10 @@ def guided_target_offset(
     offset = (scale - 1.0) * (F_cond - F_uncond)
     if w_gt != 1.0:
         if base is None:
-            raise TimError(f"model guidance with w_gt={w_gt} needs the data target", "pass base=path.diffusion_target(x, z, t)")
+            raise TimError(
+                f"model guidance with w_gt={w_gt} needs the data target",
+                "pass base=path.diffusion_target(x, z, t)",
+            )
         offset = offset + (w_gt - 1.0) * (base.to(F_cond.dtype) - F_uncond)
     return offset * mask
 

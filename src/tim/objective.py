@@ -347,7 +347,9 @@ class TransitionLoss:
     def __post_init__(self) -> None:
         _check_choice("derivative", self.derivative, ("dde", "jvp"))
         _check_choice("time_transform", self.time_transform, ("tan", "identity", "sigmoid"))
-        _check_choice("time_function", self.time_function, ("sqrt", "constant", "reciprocal", "square", "soft_min_snr"))
+        _check_choice(
+            "time_function", self.time_function, ("sqrt", "constant", "reciprocal", "square", "soft_min_snr")
+        )
         if not self.epsilon > 0:
             raise TimError(f"epsilon must be positive, got {self.epsilon}", "use the paper's 0.005")
         if not self.adaptive_c > 0:  # c <= 0 divides by sg(L) + c, which can reach 0 or go negative
@@ -358,7 +360,9 @@ class TransitionLoss:
                 "e.g. the published (0.3, 0.8)",
             )
         if not isinstance(self.path, Path):
-            raise TimError(f"path must be a tim.paths.Path, got {type(self.path).__name__}", "use tim.paths.build_path")
+            raise TimError(
+                f"path must be a tim.paths.Path, got {type(self.path).__name__}", "use tim.paths.build_path"
+            )
         # tau must be increasing on the whole domain, else Delta < 0 and the weight is NaN; a
         # constant weight ignores tau (the flow-matching baseline on EDM/VE paths).
         weighted = self.time_function != "constant"
@@ -390,12 +394,22 @@ class TransitionLoss:
         if self.shift_base is None:
             return 1.0
         if x.ndim != 4:
-            raise TimError(f"shift_base needs image batches (B, C, H, W), got shape {tuple(x.shape)}", "set shift_base=None")
+            raise TimError(
+                f"shift_base needs image batches (B, C, H, W), got shape {tuple(x.shape)}",
+                "set shift_base=None",
+            )
         return resolution_shift(x.shape[-2], x.shape[-1], *self.shift_base)
 
     def time_derivative(
-        self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any],
-        *, candidates: slice | None = None,
+        self,
+        F: Network,
+        x: Tensor,
+        z: Tensor,
+        t: Tensor,
+        r: Tensor,
+        cond: dict[str, Any],
+        *,
+        candidates: slice | None = None,
     ) -> Tensor:
         """dF/dt of sg[F] on rows with r < t (DDE or JVP); exactly 0 on the other rows. Shape of ``x``.
 
@@ -409,8 +423,14 @@ class TransitionLoss:
         if candidates is not None:
             if candidates.start >= candidates.stop:
                 return dF_dt
-            values = self._derivative(F, x[candidates], z[candidates], t[candidates], r[candidates],
-                                      _slice_rows(cond, candidates, x.shape[0]))
+            values = self._derivative(
+                F,
+                x[candidates],
+                z[candidates],
+                t[candidates],
+                r[candidates],
+                _slice_rows(cond, candidates, x.shape[0]),
+            )
             strict = expand_time(r[candidates] < t[candidates], values)  # ties r = t get exactly 0
             dF_dt[candidates] = torch.where(strict, values, torch.zeros_like(values))
             return dF_dt
@@ -420,7 +440,9 @@ class TransitionLoss:
         values = self._derivative(F, x[rows], z[rows], t[rows], r[rows], _select_rows(cond, rows, x.shape[0]))
         return dF_dt.index_copy(0, rows, values)
 
-    def _derivative(self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any]) -> Tensor:
+    def _derivative(
+        self, F: Network, x: Tensor, z: Tensor, t: Tensor, r: Tensor, cond: dict[str, Any]
+    ) -> Tensor:
         if self.derivative == "jvp":
             return jvp_derivative(F, self.path, x, z, t, r, cond)
         return dde_derivative(F, self.path, x, z, t, r, cond, epsilon=self.epsilon)
@@ -467,7 +489,13 @@ class TransitionLoss:
             # w_cond = 0: the published code skips the conditional pass (its term vanishes).
             F_cond = teacher(x_t, c_t, c_t, **teacher_cond) if self.guidance_scale != 1.0 else F_uncond
         return guided_target_offset(
-            F_cond, F_uncond, t, scale=self.guidance_scale, window=self.guidance_window, w_gt=self.guidance_w_gt, base=base
+            F_cond,
+            F_uncond,
+            t,
+            scale=self.guidance_scale,
+            window=self.guidance_window,
+            w_gt=self.guidance_w_gt,
+            base=base,
         )
 
     def _predict(
@@ -477,15 +505,23 @@ class TransitionLoss:
         if self.alignment is None:
             return F(x_t, c_t, c_r, **cond), None
         if features_fn is None:
-            raise TimError("the alignment hook needs features", "pass features_fn=model.forward_with_features")
+            raise TimError(
+                "the alignment hook needs features", "pass features_fn=model.forward_with_features"
+            )
         F_pred, features = features_fn(x_t, c_t, c_r, **cond)
         if features is None:
-            raise TimError("features_fn returned no features for the alignment hook", "enable the model's projector")
+            raise TimError(
+                "features_fn returned no features for the alignment hook", "enable the model's projector"
+            )
         return F_pred, features
 
     def _weights(self, t: Tensor, r: Tensor, loss: Tensor) -> tuple[Tensor, Tensor]:
         w_time = time_weight(
-            t, r, transform=self.time_transform, function=self.time_function, sigma_d=self.weight_sigma_d,
+            t,
+            r,
+            transform=self.time_transform,
+            function=self.time_function,
+            sigma_d=self.weight_sigma_d,
             interval=self.weight_interval,
         )
         if not self.adaptive:
@@ -543,7 +579,9 @@ class TransitionLoss:
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_t, _ = self.path.interpolate(x, z, t)
         F_pred, features = self._predict(F, features_fn, x_t, t, r, cond)
-        dF_dt = self.time_derivative(F if F_nograd is None else F_nograd, x, z, t, r, cond, candidates=candidates)
+        dF_dt = self.time_derivative(
+            F if F_nograd is None else F_nograd, x, z, t, r, cond, candidates=candidates
+        )
         target = self.path.transition_target(x.to(dF_dt.dtype), z.to(dF_dt.dtype), t, r, dF_dt)
         base = self.path.diffusion_target(x, z, t) if self.guidance_w_gt != 1.0 else None
         offset = self.guidance_offset(teacher, x_t, t, teacher_cond, teacher_uncond, base)
@@ -553,7 +591,14 @@ class TransitionLoss:
         return self._reduce(F_pred.to(target.dtype), target, t, r, features, x, cond)
 
     def _reduce(
-        self, F_pred: Tensor, target: Tensor, t: Tensor, r: Tensor, features: Tensor | None, x: Tensor, cond: dict
+        self,
+        F_pred: Tensor,
+        target: Tensor,
+        t: Tensor,
+        r: Tensor,
+        features: Tensor | None,
+        x: Tensor,
+        cond: dict,
     ) -> LossOutput:
         mse = per_sample_mse(F_pred, target)
         cosine = per_sample_cosine(F_pred, target) if self.direction_loss else torch.zeros_like(mse)
@@ -585,7 +630,9 @@ def _check_batch(x: Tensor, z: Tensor | None, t: Tensor | None, r: Tensor | None
             "pass images (B, C, H, W) or vectors (B, D) as float tensors",
         )
     if z is not None and z.shape != x.shape:
-        raise TimError(f"noise z has shape {tuple(z.shape)}, x has {tuple(x.shape)}", "pass z of the shape of x")
+        raise TimError(
+            f"noise z has shape {tuple(z.shape)}, x has {tuple(x.shape)}", "pass z of the shape of x"
+        )
     if (t is None) != (r is None):
         raise TimError("pass both t and r, or neither", "give explicit times as a pair")
     if t is not None and r is not None:
@@ -595,7 +642,9 @@ def _check_batch(x: Tensor, z: Tensor | None, t: Tensor | None, r: Tensor | None
                 f"pass one time per row, shape ({x.shape[0]},)",
             )
         if bool((r > t).any()):
-            raise TimError("some explicit target times r exceed t", "a transition goes to an earlier time: r <= t")
+            raise TimError(
+                "some explicit target times r exceed t", "a transition goes to an earlier time: r <= t"
+            )
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -622,7 +671,9 @@ class FlowMatchingLoss(TransitionLoss):
 
     def sample_times(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """One draw t ~ path per row and r = t; each ``(B,)``."""
-        t = shift_path_time(self.path.sample_time(x.shape[0], generator=generator, device=x.device), self.path, self._shift(x))
+        t = shift_path_time(
+            self.path.sample_time(x.shape[0], generator=generator, device=x.device), self.path, self._shift(x)
+        )
         return t, t.clone()
 
     def derivative_rows(self, n: int) -> slice:
@@ -660,9 +711,13 @@ class MeanFlowLoss(TransitionLoss):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.path, LinearPath):
-            raise TimError(f"MeanFlowLoss is defined on the linear path, got {self.path!r}", "use path=LinearPath()")
+            raise TimError(
+                f"MeanFlowLoss is defined on the linear path, got {self.path!r}", "use path=LinearPath()"
+            )
         if not 0.0 <= self.share_r_neq_t <= 1.0:
-            raise TimError(f"share_r_neq_t must lie in [0, 1], got {self.share_r_neq_t}", "MeanFlow uses 0.25")
+            raise TimError(
+                f"share_r_neq_t must lie in [0, 1], got {self.share_r_neq_t}", "MeanFlow uses 0.25"
+            )
 
     def sample_times(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """MeanFlow's pairs: t = max, r = min of two logit-normal draws; r = t except on a random share."""
@@ -701,4 +756,6 @@ def build_objective(name: str, path: Path | None = None, **kwargs: Any) -> Trans
     try:
         return OBJECTIVES[name](path=LinearPath() if path is None else path, **kwargs)
     except TypeError as error:
-        raise TimError(f"bad arguments for objective {name!r}: {error}", "see the objective's docstring") from None
+        raise TimError(
+            f"bad arguments for objective {name!r}: {error}", "see the objective's docstring"
+        ) from None

@@ -90,7 +90,9 @@ def expand_time(t: Tensor, like: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def _logit_normal_draw(n: int, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
+def _logit_normal_draw(
+    n: int, generator: torch.Generator | None, device: torch.device | str | None
+) -> Tensor:
     # One randn(n) call, so that a generator seeded with 0 reproduces the published draws.
     return torch.randn(n, generator=generator, device=device)
 
@@ -373,7 +375,9 @@ class TrigFlowPath(Path):
 
     name = "trigflow"
 
-    def __init__(self, P_mean: float = -1.0, P_std: float = 1.6, sigma_d: float = 0.5, t_max: float = 1.57) -> None:
+    def __init__(
+        self, P_mean: float = -1.0, P_std: float = 1.6, sigma_d: float = 0.5, t_max: float = 1.57
+    ) -> None:
         # t_max = 1.57 < pi/2 (published default): tan(t - r) stays finite on the whole domain.
         if not 0.0 < t_max < math.pi / 2:
             raise TimError(f"TrigFlowPath t_max={t_max} is outside (0, pi/2)", "use e.g. t_max=1.57")
@@ -451,12 +455,21 @@ class EDMPath(Path):
     name = "edm"
 
     def __init__(
-        self, P_mean: float = -1.2, P_std: float = 1.2, sigma_d: float = 0.5, t_min: float = 0.01, t_max: float = 80.0
+        self,
+        P_mean: float = -1.2,
+        P_std: float = 1.2,
+        sigma_d: float = 0.5,
+        t_min: float = 0.01,
+        t_max: float = 80.0,
     ) -> None:
         if not 0.0 < t_min < t_max:
-            raise TimError(f"EDMPath needs 0 < t_min < t_max, got {t_min}, {t_max}", "choose e.g. 0.01 and 80")
+            raise TimError(
+                f"EDMPath needs 0 < t_min < t_max, got {t_min}, {t_max}", "choose e.g. 0.01 and 80"
+            )
         if not sigma_d > 0.0:  # sigma_d <= 0 makes C_t = -1/sigma_d and the time weights meaningless
-            raise TimError(f"EDMPath needs sigma_d > 0, got {sigma_d}", "use the data standard deviation, e.g. 0.5")
+            raise TimError(
+                f"EDMPath needs sigma_d > 0, got {sigma_d}", "use the data standard deviation, e.g. 0.5"
+            )
         self.P_mean, self.P_std, self.sigma_d = float(P_mean), float(P_std), float(sigma_d)
         self.t_min, self.t_max = float(t_min), float(t_max)
 
@@ -517,7 +530,9 @@ class VPPath(Path):
 
     name = "vp"
 
-    def __init__(self, beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-5, T: int = 1000) -> None:
+    def __init__(
+        self, beta_min: float = 0.1, beta_d: float = 19.9, t_min: float = 1e-5, T: int = 1000
+    ) -> None:
         # t_min = 0 gives beta = 0 and a 0/0 in d_beta; beta_min = beta_d = 0 is no noise at all.
         if not 0.0 < t_min < 1.0 or beta_min < 0 or beta_d < 0 or not beta_min + beta_d > 0 or T < 2:
             raise TimError(
@@ -591,7 +606,9 @@ class VEPath(Path):
 
     def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0) -> None:
         if not 0.0 < sigma_min < sigma_max:
-            raise TimError(f"VEPath needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}", "e.g. 0.02 and 100")
+            raise TimError(
+                f"VEPath needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}", "e.g. 0.02 and 100"
+            )
         self.t_min, self.t_max, self.sigma_d = float(sigma_min), float(sigma_max), 1.0
 
     def alpha(self, t):  # noqa: D102
@@ -668,4 +685,6 @@ def build_path(name: str, **kwargs: float) -> Path:
     try:
         return PATHS[name](**kwargs)
     except TypeError as error:
-        raise TimError(f"bad arguments for path {name!r}: {error}", "see the path's docstring for its parameters") from None
+        raise TimError(
+            f"bad arguments for path {name!r}: {error}", "see the path's docstring for its parameters"
+        ) from None

@@ -150,24 +150,63 @@ class SamplingRecipe:
         checks = [
             (self.steps >= 1, f"steps={self.steps}", "use at least 1 step"),
             (self.guidance_scale >= 0, f"guidance_scale={self.guidance_scale}", "use 1 for no guidance"),
-            (len(self.guidance_interval) == 2 and 0 <= self.guidance_interval[0] <= self.guidance_interval[1] <= 1,
-             f"guidance_interval={self.guidance_interval}", "use (low, high) fractions of t_max, 0 <= low <= high <= 1"),
-            (self.interval in ("inclusive", "strict"), f"interval={self.interval!r}", "use 'inclusive' or 'strict'"),
-            (0 <= self.stochasticity <= 1, f"stochasticity={self.stochasticity}",
-             "use 0 for the deterministic sampler, at most 1 (paper.md §7 uses 0.2)"),
+            (
+                len(self.guidance_interval) == 2
+                and 0 <= self.guidance_interval[0] <= self.guidance_interval[1] <= 1,
+                f"guidance_interval={self.guidance_interval}",
+                "use (low, high) fractions of t_max, 0 <= low <= high <= 1",
+            ),
+            (
+                self.interval in ("inclusive", "strict"),
+                f"interval={self.interval!r}",
+                "use 'inclusive' or 'strict'",
+            ),
+            (
+                0 <= self.stochasticity <= 1,
+                f"stochasticity={self.stochasticity}",
+                "use 0 for the deterministic sampler, at most 1 (paper.md §7 uses 0.2)",
+            ),
             (self.shift > 0, f"shift={self.shift}", "use 1.0 for no shift"),
-            (self.shift_rule in ("none", "sqrt_area"), f"shift_rule={self.shift_rule!r}", "use 'none' or 'sqrt_area'"),
-            (self.shift_rule == "none" or self.base_size is not None, "shift_rule='sqrt_area' without base_size",
-             "set base_size=(h0, w0) in latent units"),
-            (self.base_size is None or (len(self.base_size) == 2 and min(self.base_size) > 0),
-             f"base_size={self.base_size}", "use two positive latent sides"),
-            (self.rope_rule in ("none", "interpolate"), f"rope_rule={self.rope_rule!r}", "use 'none' or 'interpolate'"),
-            (self.rope_rule == "none" or self.max_side is not None, "rope_rule='interpolate' without a size",
-             "set rope_max_side (or base_size)"),
-            (self.latent_scale > 0, f"latent_scale={self.latent_scale}", "use a positive scale (1 for pixels)"),
-            (len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
-             f"value_range={self.value_range}", "use (low, high) with low < high, e.g. (-1, 1)"),
-            (self.height >= 0 and self.width >= 0, f"default size {self.height}x{self.width}", "use sizes >= 0"),
+            (
+                self.shift_rule in ("none", "sqrt_area"),
+                f"shift_rule={self.shift_rule!r}",
+                "use 'none' or 'sqrt_area'",
+            ),
+            (
+                self.shift_rule == "none" or self.base_size is not None,
+                "shift_rule='sqrt_area' without base_size",
+                "set base_size=(h0, w0) in latent units",
+            ),
+            (
+                self.base_size is None or (len(self.base_size) == 2 and min(self.base_size) > 0),
+                f"base_size={self.base_size}",
+                "use two positive latent sides",
+            ),
+            (
+                self.rope_rule in ("none", "interpolate"),
+                f"rope_rule={self.rope_rule!r}",
+                "use 'none' or 'interpolate'",
+            ),
+            (
+                self.rope_rule == "none" or self.max_side is not None,
+                "rope_rule='interpolate' without a size",
+                "set rope_max_side (or base_size)",
+            ),
+            (
+                self.latent_scale > 0,
+                f"latent_scale={self.latent_scale}",
+                "use a positive scale (1 for pixels)",
+            ),
+            (
+                len(self.value_range) == 2 and self.value_range[0] < self.value_range[1],
+                f"value_range={self.value_range}",
+                "use (low, high) with low < high, e.g. (-1, 1)",
+            ),
+            (
+                self.height >= 0 and self.width >= 0,
+                f"default size {self.height}x{self.width}",
+                "use sizes >= 0",
+            ),
             (self.text_max_length >= 1, f"text_max_length={self.text_max_length}", "use at least 1 token"),
         ]
         for ok, problem, fix in checks:
@@ -220,28 +259,61 @@ RELEASED_RECIPES: dict[str, dict[str, Any]] = {
     # ImageNet-256 (SD-VAE f8c4, latents 32x32x4). 250 steps: CFG 2.5 on (0, 0.6), rho 0.2 -> FID
     # 1.65; 1 step: no CFG -> FID 7.11 (paper.md §7, Table 13). With the strict interval, the 1-step
     # default is never guided (t = 1 lies outside (0, 0.6)), so one recipe reproduces both settings.
-    "TiM-XL/2": dict(steps=1, guidance_scale=2.5, guidance_interval=(0.0, 0.6), interval="strict",
-                     stochasticity=0.2, height=256, width=256),
+    "TiM-XL/2": dict(
+        steps=1,
+        guidance_scale=2.5,
+        guidance_interval=(0.0, 0.6),
+        interval="strict",
+        stochasticity=0.2,
+        height=256,
+        width=256,
+    ),
     # TiM-B/4 was only evaluated in the ablations (80 epochs, ImageNet-256, paper.md §10); we use
     # the ImageNet-256 settings of TiM-XL/2 (same data, same autoencoder).
-    "TiM-B/4": dict(steps=1, guidance_scale=2.5, guidance_interval=(0.0, 0.6), interval="strict",
-                    stochasticity=0.2, height=256, width=256),
+    "TiM-B/4": dict(
+        steps=1,
+        guidance_scale=2.5,
+        guidance_interval=(0.0, 0.6),
+        interval="strict",
+        stochasticity=0.2,
+        height=256,
+        width=256,
+    ),
     # ImageNet-512 (DC-AE f32c32, latents 16x16x32): 250 steps CFG 3.0 on (0, 0.7), rho 0.2 -> FID
     # 1.69; 1 step no CFG -> FID 5.07 (paper.md §7, Table 14).
-    "TiM-XL/1": dict(steps=1, guidance_scale=3.0, guidance_interval=(0.0, 0.7), interval="strict",
-                     stochasticity=0.2, height=512, width=512),
+    "TiM-XL/1": dict(
+        steps=1,
+        guidance_scale=3.0,
+        guidance_interval=(0.0, 0.7),
+        interval="strict",
+        stochasticity=0.2,
+        height=512,
+        width=512,
+    ),
     # Text-to-image: GenEval settings 4 steps, CFG 2.5, interval (0, 1), first step unguided (strict),
     # rho 0 (paper.md §7); evaluated at 1024^2, the base of the SD3 resolution shift (paper.md §5.2,
     # §8: n = 1024^2 -> 32x32 DC-AE latents); trained up to 4096^2 (paper.md §8, 128-latent sides),
     # interpolated RoPE beyond that; Gemma captions of at most 256 tokens (paper.md §6).
-    "TiM-T2I": dict(steps=4, guidance_scale=2.5, guidance_interval=(0.0, 1.0), interval="strict",
-                    stochasticity=0.0, shift_rule="sqrt_area", base_size=(32, 32), rope_rule="interpolate",
-                    rope_max_side=128, height=1024, width=1024, text_max_length=256),
+    "TiM-T2I": dict(
+        steps=4,
+        guidance_scale=2.5,
+        guidance_interval=(0.0, 1.0),
+        interval="strict",
+        stochasticity=0.0,
+        shift_rule="sqrt_area",
+        base_size=(32, 32),
+        rope_rule="interpolate",
+        rope_max_side=128,
+        height=1024,
+        width=1024,
+        text_max_length=256,
+    ),
 }
 
 
-def released_recipe(preset: str, *, latent_scale: float = 1.0, latent_shift: float = 0.0,
-                    class_names: Sequence[str] = ()) -> SamplingRecipe:
+def released_recipe(
+    preset: str, *, latent_scale: float = 1.0, latent_shift: float = 0.0, class_names: Sequence[str] = ()
+) -> SamplingRecipe:
     """The paper's sampling recipe for a released checkpoint's preset (see :data:`RELEASED_RECIPES`).
 
     Args:
@@ -252,17 +324,31 @@ def released_recipe(preset: str, *, latent_scale: float = 1.0, latent_shift: flo
         class_names: optional label names (e.g. the 1000 ImageNet classes).
     """
     if preset not in RELEASED_RECIPES:
-        raise TimError(f"no released sampling recipe for preset {preset!r}", f"use one of {sorted(RELEASED_RECIPES)}")
-    return SamplingRecipe(**RELEASED_RECIPES[preset], latent_scale=latent_scale, latent_shift=latent_shift,
-                          class_names=list(class_names))
+        raise TimError(
+            f"no released sampling recipe for preset {preset!r}", f"use one of {sorted(RELEASED_RECIPES)}"
+        )
+    return SamplingRecipe(
+        **RELEASED_RECIPES[preset],
+        latent_scale=latent_scale,
+        latent_shift=latent_shift,
+        class_names=list(class_names),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # Memory
 
 
-def estimate_generation_bytes(config: Any, batch: int, height: int, width: int, *, dtype_bytes: int = 4,
-                              guided: bool = False, context_length: int = 0) -> int:
+def estimate_generation_bytes(
+    config: Any,
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    dtype_bytes: int = 4,
+    guided: bool = False,
+    context_length: int = 0,
+) -> int:
     """Peak memory (bytes) of sampling one batch with a TiM network, excluding its weights.
 
     No-grad forward passes keep only the current block's activations alive, so the peak is one
@@ -357,15 +443,21 @@ class TiMPipeline:
         memory_limit: bytes the planner may use; None = the device's free memory.
     """
 
-    def __init__(self, model: nn.Module, recipe: SamplingRecipe, *, autoencoder: Any = None,
-                 text_encoder: Any = None) -> None:
+    def __init__(
+        self, model: nn.Module, recipe: SamplingRecipe, *, autoencoder: Any = None, text_encoder: Any = None
+    ) -> None:
         from tim.models import TiM
 
         if not isinstance(model, TiM):
-            raise TimError(f"TiMPipeline needs a TiM image network, got {type(model).__name__}",
-                           "sample vector models (TiMMLP) with tim.samplers.sample")
+            raise TimError(
+                f"TiMPipeline needs a TiM image network, got {type(model).__name__}",
+                "sample vector models (TiMMLP) with tim.samplers.sample",
+            )
         if not isinstance(recipe, SamplingRecipe):
-            raise TimError(f"recipe must be a SamplingRecipe, got {type(recipe).__name__}", "build one with SamplingRecipe(...)")
+            raise TimError(
+                f"recipe must be a SamplingRecipe, got {type(recipe).__name__}",
+                "build one with SamplingRecipe(...)",
+            )
         self.model = model.eval()
         self.recipe = recipe
         self.autoencoder = autoencoder
@@ -375,15 +467,21 @@ class TiMPipeline:
         self.conditioning: str = config.conditioning
         self.num_classes: int = config.num_classes if config.conditioning == "class" else 0
         if autoencoder is not None and autoencoder.latent_channels != config.in_channels:
-            raise TimError(f"the autoencoder makes {autoencoder.latent_channels}-channel latents but the model takes "
-                           f"{config.in_channels} channels",
-                           "pass the autoencoder the model was trained with")
+            raise TimError(
+                f"the autoencoder makes {autoencoder.latent_channels}-channel latents but the model takes "
+                f"{config.in_channels} channels",
+                "pass the autoencoder the model was trained with",
+            )
         if recipe.class_names and self.num_classes and len(recipe.class_names) != self.num_classes:
-            raise TimError(f"the recipe names {len(recipe.class_names)} classes but the model has {self.num_classes}",
-                           "fix recipe.class_names (one name per class) or leave it empty")
+            raise TimError(
+                f"the recipe names {len(recipe.class_names)} classes but the model has {self.num_classes}",
+                "fix recipe.class_names (one name per class) or leave it empty",
+            )
         if text_encoder is not None and self.conditioning == "text" and text_encoder.dim != config.text_dim:
-            raise TimError(f"the text encoder gives {text_encoder.dim}-d features but the model takes {config.text_dim}",
-                           "pass the text encoder the model was trained with")
+            raise TimError(
+                f"the text encoder gives {text_encoder.dim}-d features but the model takes {config.text_dim}",
+                "pass the text encoder the model was trained with",
+            )
 
     # -------------------------------------------------------------------------------- properties
 
@@ -480,10 +578,18 @@ class TiMPipeline:
         recipe = self.recipe
         # Requests, size and sampler settings (recipe defaults), all checked before any work.
         labels, prompts = self._requests(class_labels, prompt, num_images_per_prompt)
-        n = len(labels) if labels is not None else len(prompts) if prompts is not None else num_images_per_prompt
+        n = (
+            len(labels)
+            if labels is not None
+            else len(prompts)
+            if prompts is not None
+            else num_images_per_prompt
+        )
         height, width = self._check_size(height, width)
         h, w = height // self.factor, width // self.factor
-        steps, scale, interval, rho = self._settings(steps, guidance_scale, guidance_interval, stochasticity, output_type)
+        steps, scale, interval, rho = self._settings(
+            steps, guidance_scale, guidance_interval, stochasticity, output_type
+        )
         guided = scale != 1.0
         seeds, generators, noise = self._noise(n, h, w, seed, generator, noise)
         batch_size = self._plan_batch(n, h, w, batch_size, guided, output_type)
@@ -501,24 +607,53 @@ class TiMPipeline:
                 uncond = self.model.null_cond(cond) if guided else None
                 z = noise[chunk].to(self.device, self.dtype)
                 # Stochastic steps: image i's generator continues after its starting noise.
-                step_noise = [generators[i] for i in chunk] if generators else torch.Generator(device=self.device).manual_seed(seed)
-                result = sample(getattr(self, "_compiled", None) or self.model, z, path=path, steps=steps, cond=cond, uncond=uncond,
-                                guidance_scale=scale, guidance_interval=interval, interval=recipe.interval,
-                                stochasticity=rho, shift=shift, generator=step_noise)
+                step_noise = (
+                    [generators[i] for i in chunk]
+                    if generators
+                    else torch.Generator(device=self.device).manual_seed(seed)
+                )
+                result = sample(
+                    getattr(self, "_compiled", None) or self.model,
+                    z,
+                    path=path,
+                    steps=steps,
+                    cond=cond,
+                    uncond=uncond,
+                    guidance_scale=scale,
+                    guidance_interval=interval,
+                    interval=recipe.interval,
+                    stochasticity=rho,
+                    shift=shift,
+                    generator=step_noise,
+                )
                 nfe = result.nfe
                 if not torch.isfinite(result.x).all():
-                    raise TimError(f"sampling with {steps} steps produced NaN or Inf",
-                                   "check the weights, the dtype (try fp32) and the guidance scale")
+                    raise TimError(
+                        f"sampling with {steps} steps produced NaN or Inf",
+                        "check the weights, the dtype (try fp32) and the guidance scale",
+                    )
                 images.append(self._finish(result.x, output_type))
         finally:
             self.model.set_rope_scale(previous_rope)
         return PipelineOutput(
-            images=self._collate(images, output_type, order), nfe=nfe, seconds=time.perf_counter() - started,
-            labels=labels, prompts=prompts, seeds=seeds or None,
-            height=h if output_type == "latent" else height, width=w if output_type == "latent" else width)
+            images=self._collate(images, output_type, order),
+            nfe=nfe,
+            seconds=time.perf_counter() - started,
+            labels=labels,
+            prompts=prompts,
+            seeds=seeds or None,
+            height=h if output_type == "latent" else height,
+            width=w if output_type == "latent" else width,
+        )
 
-    def _settings(self, steps: int | None, scale: float | None, interval: tuple[float, float] | None,
-                  rho: float | None, output_type: str) -> tuple[int, float, tuple[float, float], float]:
+    def _settings(
+        self,
+        steps: int | None,
+        scale: float | None,
+        interval: tuple[float, float] | None,
+        rho: float | None,
+        output_type: str,
+    ) -> tuple[int, float, tuple[float, float], float]:
         """Steps, CFG scale, CFG interval and stochasticity: the given ones or the recipe's."""
         recipe = self.recipe
         steps = recipe.steps if steps is None else steps
@@ -530,45 +665,76 @@ class TiMPipeline:
         if not isinstance(steps, int) or steps < 1:
             raise TimError(f"steps={steps!r} is invalid", "pass a whole number of steps >= 1")
         if scale != 1.0 and self.conditioning == "none":
-            raise TimError(f"guidance_scale={scale} needs a conditional model but this one is unconditional",
-                           "use guidance_scale=1")
-        if output_type != "latent" and self.autoencoder is None and self.model.config.in_channels not in (1, 3):
-            raise TimError(f"the model makes {self.model.config.in_channels}-channel latents and this pipeline has no "
-                           "autoencoder to decode them", "load it with autoencoder=DIR, or use output_type='latent'")
+            raise TimError(
+                f"guidance_scale={scale} needs a conditional model but this one is unconditional",
+                "use guidance_scale=1",
+            )
+        if (
+            output_type != "latent"
+            and self.autoencoder is None
+            and self.model.config.in_channels not in (1, 3)
+        ):
+            raise TimError(
+                f"the model makes {self.model.config.in_channels}-channel latents and this pipeline has no "
+                "autoencoder to decode them",
+                "load it with autoencoder=DIR, or use output_type='latent'",
+            )
         return steps, scale, interval, rho
 
-    def _requests(self, class_labels: Any, prompt: Any, per: int) -> tuple[list[int] | None, list[str] | None]:
+    def _requests(
+        self, class_labels: Any, prompt: Any, per: int
+    ) -> tuple[list[int] | None, list[str] | None]:
         """Expand labels / prompts to one entry per image, checking them against the model."""
         if not isinstance(per, int) or per < 1:
             raise TimError(f"num_images_per_prompt={per!r} is invalid", "pass a whole number >= 1")
-        kind = {"class": "a class-conditioned", "text": "a text-conditioned", "none": "an unconditional"}[self.conditioning]
+        kind = {"class": "a class-conditioned", "text": "a text-conditioned", "none": "an unconditional"}[
+            self.conditioning
+        ]
         if prompt is not None and self.conditioning != "text":
-            raise TimError(f"a prompt was given but this is {kind} model",
-                           "pass class_labels=... for a class model (or nothing for an unconditional one)")
+            raise TimError(
+                f"a prompt was given but this is {kind} model",
+                "pass class_labels=... for a class model (or nothing for an unconditional one)",
+            )
         if class_labels is not None and self.conditioning != "class":
-            raise TimError(f"class labels were given but this is {kind} model",
-                           "pass prompt=... for a text model (or nothing for an unconditional one)")
+            raise TimError(
+                f"class labels were given but this is {kind} model",
+                "pass prompt=... for a text model (or nothing for an unconditional one)",
+            )
         if self.conditioning == "class":
             if class_labels is None:
-                raise TimError("a class-conditioned model needs class_labels", f"pass ids in [0, {self.num_classes - 1}]")
+                raise TimError(
+                    "a class-conditioned model needs class_labels", f"pass ids in [0, {self.num_classes - 1}]"
+                )
             ids = torch.as_tensor(class_labels).reshape(-1)
             if ids.is_floating_point() or ids.dtype == torch.bool or ids.numel() == 0:
-                raise TimError(f"class_labels {class_labels!r} are not integer ids", f"pass ids in [0, {self.num_classes - 1}]")
+                raise TimError(
+                    f"class_labels {class_labels!r} are not integer ids",
+                    f"pass ids in [0, {self.num_classes - 1}]",
+                )
             values = ids.tolist()
             bad = [v for v in values if not 0 <= v < self.num_classes]
             if bad:
-                raise TimError(f"class label {bad[0]} is out of range for a model with {self.num_classes} classes",
-                               f"pass ids in [0, {self.num_classes - 1}]")
+                raise TimError(
+                    f"class label {bad[0]} is out of range for a model with {self.num_classes} classes",
+                    f"pass ids in [0, {self.num_classes - 1}]",
+                )
             return [v for v in values for _ in range(per)], None
         if self.conditioning == "text":
             if prompt is None:
-                raise TimError("a text-conditioned model needs a prompt", "pass prompt='a red circle' (or a list)")
+                raise TimError(
+                    "a text-conditioned model needs a prompt", "pass prompt='a red circle' (or a list)"
+                )
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             if not prompts or not all(isinstance(p, str) for p in prompts):
-                raise TimError(f"prompt {prompt!r} is not a string or a list of strings", "pass prompt='...' or ['...', ...]")
+                raise TimError(
+                    f"prompt {prompt!r} is not a string or a list of strings",
+                    "pass prompt='...' or ['...', ...]",
+                )
             if self.text_encoder is None and any(prompts):
-                raise TimError("this text model's pipeline has no text encoder",
-                               "load it with text_encoder=DIR (or 'minilm' for the embedded default)")
+                raise TimError(
+                    "this text model's pipeline has no text encoder",
+                    "load it with text_encoder=DIR (or 'minilm' for the embedded default)",
+                )
             return None, [p for p in prompts for _ in range(per)]
         return None, None
 
@@ -578,23 +744,34 @@ class TiMPipeline:
         width = default_w if width is None else width
         m = self.size_multiple
         if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 1:
-            raise TimError(f"image size {height}x{width} is invalid", f"pass positive whole sizes, multiples of {m}")
+            raise TimError(
+                f"image size {height}x{width} is invalid", f"pass positive whole sizes, multiples of {m}"
+            )
         if height % m or width % m:
-            what = f"autoencoder factor {self.factor} x patch {self.model.config.patch_size}" if self.factor > 1 else "the patch size"
-            raise TimError(f"image size {height}x{width} is not divisible by {m} ({what})",
-                           f"pass a height and width that are multiples of {m}, e.g. "
-                           f"{max(m, height // m * m)}x{max(m, width // m * m)}")
+            what = (
+                f"autoencoder factor {self.factor} x patch {self.model.config.patch_size}"
+                if self.factor > 1
+                else "the patch size"
+            )
+            raise TimError(
+                f"image size {height}x{width} is not divisible by {m} ({what})",
+                f"pass a height and width that are multiples of {m}, e.g. "
+                f"{max(m, height // m * m)}x{max(m, width // m * m)}",
+            )
         return height, width
 
-    def _noise(self, n: int, h: int, w: int, seed: int, generator: torch.Generator | None,
-               noise: Tensor | None) -> tuple[list[int], list[torch.Generator], Tensor]:
+    def _noise(
+        self, n: int, h: int, w: int, seed: int, generator: torch.Generator | None, noise: Tensor | None
+    ) -> tuple[list[int], list[torch.Generator], Tensor]:
         """Per-image seeds, their CPU generators (past the noise draw) and the starting noise (N, C, h, w) float32."""
         shape = (self.model.config.in_channels, h, w)
         if not isinstance(seed, int) or seed < 0:
             raise TimError(f"seed={seed!r} is invalid", "pass a whole number >= 0")
         if noise is not None:
             if tuple(noise.shape) != (n, *shape) or not noise.is_floating_point():
-                raise TimError(f"noise has shape {tuple(noise.shape)}", f"pass float noise of shape {(n, *shape)}")
+                raise TimError(
+                    f"noise has shape {tuple(noise.shape)}", f"pass float noise of shape {(n, *shape)}"
+                )
             return [], [], noise.float().cpu()
         if generator is not None:  # one derived seed per image, drawn in order
             seeds = torch.randint(0, 2**62, (n,), generator=generator, device=generator.device).tolist()
@@ -603,38 +780,55 @@ class TiMPipeline:
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         return seeds, generators, torch.stack([torch.randn(shape, generator=g) for g in generators])
 
-    def _plan_batch(self, n: int, h: int, w: int, batch_size: int | None, guided: bool, output_type: str) -> int:
+    def _plan_batch(
+        self, n: int, h: int, w: int, batch_size: int | None, guided: bool, output_type: str
+    ) -> int:
         """Check the request against free memory; the batch size to use."""
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise TimError(f"batch_size={batch_size!r} is invalid", "pass a whole number >= 1")
-        limit = self.memory_limit if self.memory_limit is not None else int(MEMORY_HEADROOM * available_memory_bytes(self.device))
+        limit = (
+            self.memory_limit
+            if self.memory_limit is not None
+            else int(MEMORY_HEADROOM * available_memory_bytes(self.device))
+        )
         dtype_bytes = torch.finfo(self.dtype).bits // 8
         context = self.recipe.text_max_length if self.conditioning == "text" else 0
 
         def need(b: int) -> tuple[int, int]:
-            net = estimate_generation_bytes(self.model.config, b, h, w, dtype_bytes=dtype_bytes, guided=guided,
-                                            context_length=context)
+            net = estimate_generation_bytes(
+                self.model.config, b, h, w, dtype_bytes=dtype_bytes, guided=guided, context_length=context
+            )
             decode = 0
-            if output_type != "latent" and self.autoencoder is not None and hasattr(self.autoencoder, "decode_bytes"):
-                decode = int(self.autoencoder.decode_bytes(h * self.factor, w * self.factor))  # one image at a time
+            if (
+                output_type != "latent"
+                and self.autoencoder is not None
+                and hasattr(self.autoencoder, "decode_bytes")
+            ):
+                decode = int(
+                    self.autoencoder.decode_bytes(h * self.factor, w * self.factor)
+                )  # one image at a time
             return net, decode
 
         net, decode = need(1)
         if max(net, decode) > limit:
             size = f"{h * self.factor}x{w * self.factor}"
-            raise TimError(f"generating one {size} image needs about {format_bytes(net)} for the network"
-                           + (f" and {format_bytes(decode)} to decode" if decode else "")
-                           + f" but only {format_bytes(limit)} are available",
-                           "choose a smaller height/width, free memory, or use a device with more memory")
+            raise TimError(
+                f"generating one {size} image needs about {format_bytes(net)} for the network"
+                + (f" and {format_bytes(decode)} to decode" if decode else "")
+                + f" but only {format_bytes(limit)} are available",
+                "choose a smaller height/width, free memory, or use a device with more memory",
+            )
         if batch_size is None:
             batch_size = 1
             while batch_size < min(n, DEFAULT_MAX_BATCH) and need(batch_size * 2)[0] <= limit:
                 batch_size *= 2
             batch_size = min(batch_size, n)
         elif need(batch_size)[0] > limit:
-            raise TimError(f"batch_size={batch_size} at {h * self.factor}x{w * self.factor} needs about "
-                           f"{format_bytes(need(batch_size)[0])} but only {format_bytes(limit)} are available",
-                           "pass a smaller batch_size (or leave it unset to choose one that fits)")
+            raise TimError(
+                f"batch_size={batch_size} at {h * self.factor}x{w * self.factor} needs about "
+                f"{format_bytes(need(batch_size)[0])} but only {format_bytes(limit)} are available",
+                "pass a smaller batch_size (or leave it unset to choose one that fits)",
+            )
         return batch_size
 
     def _chunks(self, n: int, batch_size: int, prompts: list[str] | None) -> list[list[int]]:
@@ -652,7 +846,7 @@ class TiMPipeline:
             for i, p in enumerate(prompts):
                 by_length.setdefault(self._caption_length(p), []).append(i)
             groups = list(by_length.values())
-        return [group[k:k + batch_size] for group in groups for k in range(0, len(group), batch_size)]
+        return [group[k : k + batch_size] for group in groups for k in range(0, len(group), batch_size)]
 
     def _caption_length(self, prompt: str) -> int:
         """Real tokens of a caption (the null caption's length for ``""``)."""
@@ -668,7 +862,9 @@ class TiMPipeline:
 
         return tqdm(chunks, desc="generating", unit="batch")
 
-    def _condition(self, labels: list[int] | None, prompts: list[str] | None, chunk: list[int]) -> dict[str, Tensor]:
+    def _condition(
+        self, labels: list[int] | None, prompts: list[str] | None, chunk: list[int]
+    ) -> dict[str, Tensor]:
         """The network's cond dict for the images ``chunk``."""
         if labels is not None:
             return {"y": torch.tensor([labels[i] for i in chunk], dtype=torch.long, device=self.device)}
@@ -678,15 +874,21 @@ class TiMPipeline:
         unmasked = not self.model.config.mask_context
         if not any(texts):  # only empty prompts: the stored null caption, no encoder call
             M = self._caption_length("") if unmasked else self.recipe.text_max_length
-            blank = {"context": torch.zeros(len(texts), M, self.model.config.text_dim, device=self.device, dtype=self.dtype),
-                     "context_mask": torch.ones(len(texts), M, dtype=torch.bool, device=self.device)}
+            blank = {
+                "context": torch.zeros(
+                    len(texts), M, self.model.config.text_dim, device=self.device, dtype=self.dtype
+                ),
+                "context_mask": torch.ones(len(texts), M, dtype=torch.bool, device=self.device),
+            }
             return self.model.null_cond(blank)
         encoded = self.text_encoder(texts)
         if unmasked:  # every caption of this chunk has the same real length (see _chunks)
             length = int(encoded["context_mask"].sum(1).max())
             encoded = {k: v[:, :length] for k, v in encoded.items()}
-        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                for k, v in encoded.items()}
+        return {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in encoded.items()
+        }
 
     def _finish(self, x: Tensor, output_type: str) -> Tensor:
         """Sampler output (model units) -> latents, or images in [0, 1] (float32, CPU)."""
@@ -717,8 +919,17 @@ class TiMPipeline:
     # -------------------------------------------------------------------------------- loading
 
     @classmethod
-    def load(cls, x: str | Path, *, preset: str | None = None, autoencoder: Any = None, text_encoder: Any = None,
-             device: str | torch.device = "cpu", dtype: Any = None, weights: str = "ema") -> TiMPipeline:
+    def load(
+        cls,
+        x: str | Path,
+        *,
+        preset: str | None = None,
+        autoencoder: Any = None,
+        text_encoder: Any = None,
+        device: str | torch.device = "cpu",
+        dtype: Any = None,
+        weights: str = "ema",
+    ) -> TiMPipeline:
         """A pipeline from a training run directory, a pipeline folder, or a released ``.safetensors``.
 
         Args:
@@ -734,29 +945,53 @@ class TiMPipeline:
         source = Path(x)
         if source.is_file():
             if source.suffix != ".safetensors":
-                raise TimError(f"{source} is a file but not a .safetensors checkpoint",
-                               "pass a released .safetensors file, a pipeline folder or a run folder")
+                raise TimError(
+                    f"{source} is a file but not a .safetensors checkpoint",
+                    "pass a released .safetensors file, a pipeline folder or a run folder",
+                )
             if preset is None or autoencoder is None:
-                raise TimError(f"loading the released checkpoint {source.name} needs its preset and autoencoder",
-                               "pass preset='TiM-XL/2' (or --preset) and autoencoder=DIR (or --autoencoder)")
-            return cls.from_released(source, preset=preset, autoencoder=autoencoder, text_encoder=text_encoder,
-                                     device=device, dtype=dtype)
+                raise TimError(
+                    f"loading the released checkpoint {source.name} needs its preset and autoencoder",
+                    "pass preset='TiM-XL/2' (or --preset) and autoencoder=DIR (or --autoencoder)",
+                )
+            return cls.from_released(
+                source,
+                preset=preset,
+                autoencoder=autoencoder,
+                text_encoder=text_encoder,
+                device=device,
+                dtype=dtype,
+            )
         if source.is_dir() and (source / PIPELINE_NAME).is_file():
-            return cls.from_pretrained(source, device=device, dtype=dtype, autoencoder=autoencoder,
-                                       text_encoder=text_encoder)
+            return cls.from_pretrained(
+                source, device=device, dtype=dtype, autoencoder=autoencoder, text_encoder=text_encoder
+            )
         if source.is_dir() and (source / "checkpoints").is_dir():
-            pipe = cls.from_run(source, weights=weights, device=device, autoencoder=autoencoder, text_encoder=text_encoder)
+            pipe = cls.from_run(
+                source, weights=weights, device=device, autoencoder=autoencoder, text_encoder=text_encoder
+            )
             return pipe.cast(resolve_dtype(dtype, pipe.device))
         if source.is_dir():
-            raise TimError(f"{source} is neither a pipeline folder (no {PIPELINE_NAME}) nor a training run (no checkpoints/)",
-                           "pass a folder written by tim convert / save_pretrained, or by tim train")
-        return cls.from_pretrained(source, device=device, dtype=dtype, autoencoder=autoencoder,
-                                   text_encoder=text_encoder)
+            raise TimError(
+                f"{source} is neither a pipeline folder (no {PIPELINE_NAME}) nor a training run (no checkpoints/)",
+                "pass a folder written by tim convert / save_pretrained, or by tim train",
+            )
+        return cls.from_pretrained(
+            source, device=device, dtype=dtype, autoencoder=autoencoder, text_encoder=text_encoder
+        )
 
     @classmethod
-    def from_released(cls, file: str | Path, *, preset: str, autoencoder: Any, text_encoder: Any = None,
-                      device: str | torch.device = "cpu", dtype: Any = None,
-                      text_max_length: int | None = None) -> TiMPipeline:
+    def from_released(
+        cls,
+        file: str | Path,
+        *,
+        preset: str,
+        autoencoder: Any,
+        text_encoder: Any = None,
+        device: str | torch.device = "cpu",
+        dtype: Any = None,
+        text_max_length: int | None = None,
+    ) -> TiMPipeline:
         """A released checkpoint (strict key check) + its autoencoder, with the paper's recipe for ``preset``.
 
         ``text_max_length`` replaces the recipe's caption length (256 Gemma tokens for TiM-T2I).
@@ -764,22 +999,33 @@ class TiMPipeline:
         from tim.models import TIM_PRESETS, load_released_checkpoint
 
         if preset not in TIM_PRESETS or preset not in RELEASED_RECIPES:
-            raise TimError(f"preset {preset!r} is not a released TiM model", f"use one of {sorted(RELEASED_RECIPES)}")
+            raise TimError(
+                f"preset {preset!r} is not a released TiM model", f"use one of {sorted(RELEASED_RECIPES)}"
+            )
         device, config = torch.device(device), TIM_PRESETS[preset]
         dtype = resolve_dtype(dtype, device)
         # The cheap checks first (autoencoder class and channels, text encoder), then the big file.
         text_model = config.conditioning == "text"
         if not text_model and text_encoder is not None:
-            raise TimError(f"a text encoder was given but {preset} is a class-conditioned model", "drop the text encoder")
+            raise TimError(
+                f"a text encoder was given but {preset} is a class-conditioned model", "drop the text encoder"
+            )
         if text_model and text_encoder is None:
-            raise TimError(f"{preset} is a text-to-image model and needs its text encoder",
-                           "pass text_encoder=DIR (a local transformers folder, e.g. gemma-3-1b-it)")
+            raise TimError(
+                f"{preset} is a text-to-image model and needs its text encoder",
+                "pass text_encoder=DIR (a local transformers folder, e.g. gemma-3-1b-it)",
+            )
         ae = load_autoencoder(autoencoder, device)
         if ae.latent_channels != config.in_channels:
-            raise TimError(f"the autoencoder makes {ae.latent_channels}-channel latents but {preset} takes "
-                           f"{config.in_channels} channels", "pass the autoencoder the checkpoint was trained with "
-                           "(SD-VAE ft-EMA for TiM-XL/2 and TiM-B/4, DC-AE f32c32-sana-1.1 for TiM-XL/1 and TiM-T2I)")
-        recipe = released_recipe(preset, latent_scale=float(ae.scaling_factor), latent_shift=float(ae.shift_factor))
+            raise TimError(
+                f"the autoencoder makes {ae.latent_channels}-channel latents but {preset} takes "
+                f"{config.in_channels} channels",
+                "pass the autoencoder the checkpoint was trained with "
+                "(SD-VAE ft-EMA for TiM-XL/2 and TiM-B/4, DC-AE f32c32-sana-1.1 for TiM-XL/1 and TiM-T2I)",
+            )
+        recipe = released_recipe(
+            preset, latent_scale=float(ae.scaling_factor), latent_shift=float(ae.shift_factor)
+        )
         if text_max_length is not None:
             recipe.text_max_length = text_max_length
         text = load_text_encoder(text_encoder, recipe.text_max_length, device) if text_model else None
@@ -789,8 +1035,15 @@ class TiMPipeline:
         return cls(model.to(device), recipe, autoencoder=ae, text_encoder=text).cast(dtype)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, device: str | torch.device = "cpu", dtype: Any = None,
-                        autoencoder: Any = None, text_encoder: Any = None) -> TiMPipeline:
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: Any = None,
+        autoencoder: Any = None,
+        text_encoder: Any = None,
+    ) -> TiMPipeline:
         """Load a folder written by :meth:`save_pretrained` (or ``"hf:owner/name"``, via huggingface_hub).
 
         Args:
@@ -806,25 +1059,47 @@ class TiMPipeline:
         device = torch.device(device)
         meta = read_json(folder / PIPELINE_NAME, "pipeline index")
         if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-            raise TimError(f"{folder / PIPELINE_NAME} is not a tim pipeline index of version <= {FORMAT_VERSION}",
-                           "re-create the folder with tim convert or TiMPipeline.save_pretrained")
+            raise TimError(
+                f"{folder / PIPELINE_NAME} is not a tim pipeline index of version <= {FORMAT_VERSION}",
+                "re-create the folder with tim convert or TiMPipeline.save_pretrained",
+            )
         if not (folder / RECIPE_NAME).is_file():
-            raise TimError(f"pipeline folder {folder} has no {RECIPE_NAME}", "re-create it with tim convert or save_pretrained")
+            raise TimError(
+                f"pipeline folder {folder} has no {RECIPE_NAME}",
+                "re-create it with tim convert or save_pretrained",
+            )
         recipe = SamplingRecipe.from_dict(read_json(folder / RECIPE_NAME, "recipe"))
-        if not (folder / MODEL_DIR / "config.json").is_file() or not (folder / MODEL_DIR / "model.safetensors").is_file():
-            raise TimError(f"pipeline folder {folder} has no {MODEL_DIR}/ (config.json + model.safetensors)",
-                           "re-create it with tim convert or save_pretrained")
+        if (
+            not (folder / MODEL_DIR / "config.json").is_file()
+            or not (folder / MODEL_DIR / "model.safetensors").is_file()
+        ):
+            raise TimError(
+                f"pipeline folder {folder} has no {MODEL_DIR}/ (config.json + model.safetensors)",
+                "re-create it with tim convert or save_pretrained",
+            )
         model = model_from_pretrained(folder / MODEL_DIR, device=device)
-        ae = load_autoencoder(autoencoder if autoencoder is not None else part_location(folder, meta, "autoencoder"), device)
+        ae = load_autoencoder(
+            autoencoder if autoencoder is not None else part_location(folder, meta, "autoencoder"), device
+        )
         text = None
         if model.config.conditioning == "text":
-            text = load_text_encoder(text_encoder if text_encoder is not None else part_location(folder, meta, "text_encoder"),
-                                     recipe.text_max_length, device)
+            text = load_text_encoder(
+                text_encoder if text_encoder is not None else part_location(folder, meta, "text_encoder"),
+                recipe.text_max_length,
+                device,
+            )
         return cls(model, recipe, autoencoder=ae, text_encoder=text).cast(resolve_dtype(dtype, device))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu",
-                 autoencoder: Any = None, text_encoder: Any = None) -> TiMPipeline:
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        *,
+        weights: str = "ema",
+        device: str | torch.device = "cpu",
+        autoencoder: Any = None,
+        text_encoder: Any = None,
+    ) -> TiMPipeline:
         """A training run's weights (EMA by default) with a recipe built from its config.
 
         The recipe takes the run's path, the sampling defaults of ``cfg.sample`` (the largest step
@@ -843,22 +1118,32 @@ class TiMPipeline:
 
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise TimError(f"run folder {run_dir} does not exist", "pass the folder written by tim train --out")
+            raise TimError(
+                f"run folder {run_dir} does not exist", "pass the folder written by tim train --out"
+            )
         device = torch.device(device)
         model, cfg = load_run(run_dir, which=weights, device=device)
         from tim.models import TiM
 
         if not isinstance(model, TiM):
-            raise TimError(f"run {run_dir} trained a {type(model).__name__} (vectors); the pipeline makes images",
-                           "sample it with tim sample or tim.samplers.sample")
+            raise TimError(
+                f"run {run_dir} trained a {type(model).__name__} (vectors); the pipeline makes images",
+                "sample it with tim sample or tim.samplers.sample",
+            )
         facts = run_data_facts(cfg)
         recorded_ae, recorded_text = facts.pop("autoencoder", None), facts.pop("text_encoder", None)
-        if model.config.conditioning != "class" or len(facts.get("class_names", ())) != model.config.num_classes:
+        if (
+            model.config.conditioning != "class"
+            or len(facts.get("class_names", ())) != model.config.num_classes
+        ):
             facts.pop("class_names", None)
         ae_source = autoencoder if autoencoder is not None else recorded_ae
         if autoencoder is None and recorded_ae is not None and not Path(recorded_ae).is_dir():
-            warnings.warn(f"the autoencoder recorded by the run ({recorded_ae}) is not a local folder: the pipeline "
-                          "returns latents only; pass autoencoder=DIR to decode", stacklevel=2)
+            warnings.warn(
+                f"the autoencoder recorded by the run ({recorded_ae}) is not a local folder: the pipeline "
+                "returns latents only; pass autoencoder=DIR to decode",
+                stacklevel=2,
+            )
             ae_source = None
         ae = load_autoencoder(ae_source, device)
         text_source = text_encoder if text_encoder is not None else recorded_text
@@ -886,30 +1171,52 @@ class TiMPipeline:
         if folder.exists() and not folder.is_dir():
             raise TimError(f"{folder} exists and is a file", "pass a folder path")
         if folder.is_dir() and any(folder.iterdir()) and not (folder / PIPELINE_NAME).is_file():
-            raise TimError(f"{folder} already exists, is not empty and is not a pipeline folder",
-                           "pass a new or empty folder (an existing pipeline folder is replaced)")
+            raise TimError(
+                f"{folder} already exists, is not empty and is not a pipeline folder",
+                "pass a new or empty folder (an existing pipeline folder is replaced)",
+            )
         temporary = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             temporary.mkdir()
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "autoencoder": None, "text_encoder": None}
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "autoencoder": None,
+                "text_encoder": None,
+            }
             model_save_pretrained(self.model, temporary / MODEL_DIR)
             (temporary / RECIPE_NAME).write_text(json.dumps(self.recipe.to_dict(), indent=2) + "\n")
             if self.autoencoder is not None:
-                meta["autoencoder"] = save_part(self.autoencoder, temporary / AUTOENCODER_DIR, reference, "autoencoder")
+                meta["autoencoder"] = save_part(
+                    self.autoencoder, temporary / AUTOENCODER_DIR, reference, "autoencoder"
+                )
             if self.text_encoder is not None:
-                meta["text_encoder"] = save_text_part(self.text_encoder, temporary / TEXT_ENCODER_DIR, reference)
-            for part in ("autoencoder", "text_encoder"):  # a reference into the folder being replaced would dangle
+                meta["text_encoder"] = save_text_part(
+                    self.text_encoder, temporary / TEXT_ENCODER_DIR, reference
+                )
+            for part in (
+                "autoencoder",
+                "text_encoder",
+            ):  # a reference into the folder being replaced would dangle
                 entry = meta[part]
-                if isinstance(entry, dict) and "path" in entry and Path(entry["path"]).is_relative_to(folder.resolve()):
-                    raise TimError(f"the {part} to reference lies inside {folder}, which is being replaced",
-                                   "save a copy (reference=False) or save to another folder")
+                if (
+                    isinstance(entry, dict)
+                    and "path" in entry
+                    and Path(entry["path"]).is_relative_to(folder.resolve())
+                ):
+                    raise TimError(
+                        f"the {part} to reference lies inside {folder}, which is being replaced",
+                        "save a copy (reference=False) or save to another folder",
+                    )
             (temporary / PIPELINE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             replace_folder(temporary, folder)
         except OSError as error:  # disk full, permissions: nothing was replaced
-            raise TimError(f"cannot write the pipeline folder {folder} ({error.strerror or error}); nothing was changed",
-                           "free disk space or pass a writable folder") from None
+            raise TimError(
+                f"cannot write the pipeline folder {folder} ({error.strerror or error}); nothing was changed",
+                "free disk space or pass a writable folder",
+            ) from None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
         return folder
@@ -930,8 +1237,14 @@ class TiMPipeline:
 def resolve_dtype(dtype: Any, device: torch.device | str) -> torch.dtype:
     """The inference dtype: fp32 on CPU; ``"auto"``/None on CUDA -> bf16 (fp16 without bf16 support)."""
     device = torch.device(device)
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -943,8 +1256,10 @@ def resolve_dtype(dtype: Any, device: torch.device | str) -> torch.dtype:
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TimError(f"dtype {dtype} is not supported for inference", "use fp32, bf16 or fp16")
     if dtype != torch.float32 and device.type == "cpu":
-        raise TimError(f"{dtype} inference on the CPU is not supported (slow and untested)",
-                       "use dtype fp32 on the CPU; bf16/fp16 are for GPUs")
+        raise TimError(
+            f"{dtype} inference on the CPU is not supported (slow and untested)",
+            "use dtype fp32 on the CPU; bf16/fp16 are for GPUs",
+        )
     return dtype
 
 
@@ -959,17 +1274,23 @@ def resolve_pipeline_folder(folder: str | Path) -> Path:
         try:
             from huggingface_hub import snapshot_download
         except ImportError:
-            raise TimError(f"{text} names a Hub repo but huggingface_hub is not installed",
-                           "pip install huggingface_hub, or download the folder and pass its local path") from None
+            raise TimError(
+                f"{text} names a Hub repo but huggingface_hub is not installed",
+                "pip install huggingface_hub, or download the folder and pass its local path",
+            ) from None
         try:
             return Path(snapshot_download(text[3:]))
         except Exception as error:  # noqa: BLE001 - network, auth, unknown repo: one line
-            raise TimError(f"cannot fetch pipeline {text[3:]} from the Hub ({str(error).splitlines()[0]})",
-                           "download it yourself and pass the local folder") from None
+            raise TimError(
+                f"cannot fetch pipeline {text[3:]} from the Hub ({str(error).splitlines()[0]})",
+                "download it yourself and pass the local folder",
+            ) from None
     path = Path(folder)
     if not path.is_dir():
-        raise TimError(f"pipeline folder {path} does not exist",
-                       "pass a folder written by tim convert or save_pretrained (or hf:owner/name for a Hub repo)")
+        raise TimError(
+            f"pipeline folder {path} does not exist",
+            "pass a folder written by tim convert or save_pretrained (or hf:owner/name for a Hub repo)",
+        )
     return path
 
 
@@ -978,12 +1299,19 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise TimError(f"{path} ({what}) is missing", "re-create the folder with tim convert or save_pretrained") from None
+        raise TimError(
+            f"{path} ({what}) is missing", "re-create the folder with tim convert or save_pretrained"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise TimError(f"{path} ({what}) is not valid JSON ({str(error).splitlines()[0]})",
-                       "re-create the folder with tim convert or save_pretrained") from None
+        raise TimError(
+            f"{path} ({what}) is not valid JSON ({str(error).splitlines()[0]})",
+            "re-create the folder with tim convert or save_pretrained",
+        ) from None
     if not isinstance(data, dict):
-        raise TimError(f"{path} ({what}) is not a JSON object", "re-create the folder with tim convert or save_pretrained")
+        raise TimError(
+            f"{path} ({what}) is not a JSON object",
+            "re-create the folder with tim convert or save_pretrained",
+        )
     return data
 
 
@@ -995,16 +1323,20 @@ def part_location(folder: Path, meta: dict[str, Any], part: str) -> str | None:
     if entry == "copy":
         location = folder / (AUTOENCODER_DIR if part == "autoencoder" else TEXT_ENCODER_DIR)
         if not (location / "config.json").is_file():
-            raise TimError(f"pipeline folder {folder} has no {location.name}/ (config.json missing)",
-                           f"restore it, or pass {part}=DIR when loading")
+            raise TimError(
+                f"pipeline folder {folder} has no {location.name}/ (config.json missing)",
+                f"restore it, or pass {part}=DIR when loading",
+            )
         return str(location)
     if isinstance(entry, dict) and "name" in entry:  # e.g. the embedded text encoder "minilm"
         return str(entry["name"])
     if isinstance(entry, dict) and "path" in entry:
         location = Path(entry["path"])
         if not location.is_dir():
-            raise TimError(f"pipeline folder {folder} references the {part} {location}, which does not exist",
-                           f"restore that folder, or pass {part}=DIR when loading")
+            raise TimError(
+                f"pipeline folder {folder} references the {part} {location}, which does not exist",
+                f"restore that folder, or pass {part}=DIR when loading",
+            )
         return str(location)
     raise TimError(f"{folder / PIPELINE_NAME} has an invalid {part} entry {entry!r}", "re-create the folder")
 
@@ -1032,14 +1364,18 @@ def save_part(part: Any, target: Path, reference: bool, name: str) -> Any:
     source = getattr(part, "folder", None)
     if reference:
         if source is None or not Path(source).is_dir():
-            raise TimError(f"the {name} has no local folder to reference", "save it as a copy (reference=False)")
+            raise TimError(
+                f"the {name} has no local folder to reference", "save it as a copy (reference=False)"
+            )
         return {"path": str(Path(source).resolve())}
     if hasattr(part, "save_pretrained"):
         part.save_pretrained(target)
     elif source is not None and Path(source).is_dir():
         shutil.copytree(source, target)
     else:
-        raise TimError(f"the {name} can neither be saved nor copied", "pass an Autoencoder loaded from a local folder")
+        raise TimError(
+            f"the {name} can neither be saved nor copied", "pass an Autoencoder loaded from a local folder"
+        )
     return "copy"
 
 
@@ -1050,7 +1386,9 @@ def save_text_part(text_encoder: Any, target: Path, reference: bool) -> Any:
         return {"name": name}
     source = getattr(text_encoder, "folder", None) or (name if Path(name).is_dir() else None)
     if source is None:
-        raise TimError(f"the text encoder {name!r} has no local folder", "load it from a local transformers folder")
+        raise TimError(
+            f"the text encoder {name!r} has no local folder", "load it from a local transformers folder"
+        )
     if reference:
         return {"path": str(Path(source).resolve())}
     shutil.copytree(source, target)
@@ -1110,7 +1448,9 @@ def run_data_facts(cfg: Any) -> dict[str, Any]:
     elif data.name == "image_folder":
         root = Path(data.root)
         if root.is_dir():
-            facts["class_names"] = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            facts["class_names"] = sorted(
+                p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            )
     elif data.name == "latents":
         facts.update(latent_metadata(Path(data.root)))
     text = getattr(data, "text_encoder", "")
@@ -1127,12 +1467,18 @@ def latent_metadata(root: Path) -> dict[str, Any]:
 
     shards = sorted(root.glob("*.safetensors")) if root.is_dir() else []
     if not shards:
-        warnings.warn(f"the run's latent shards ({root}) are gone: latent scale 1 and shift 0 are assumed; "
-                      "pass autoencoder=DIR and check the recipe", stacklevel=3)
+        warnings.warn(
+            f"the run's latent shards ({root}) are gone: latent scale 1 and shift 0 are assumed; "
+            "pass autoencoder=DIR and check the recipe",
+            stacklevel=3,
+        )
         return {}
     with safe_open(str(shards[0]), framework="pt") as f:
         meta = f.metadata() or {}
-    facts: dict[str, Any] = {"latent_scale": float(meta.get("scale", 1.0)), "latent_shift": float(meta.get("shift", 0.0))}
+    facts: dict[str, Any] = {
+        "latent_scale": float(meta.get("scale", 1.0)),
+        "latent_shift": float(meta.get("shift", 0.0)),
+    }
     if meta.get("autoencoder"):
         facts["autoencoder"] = meta["autoencoder"]
     names = json.loads(meta.get("class_names", "[]"))

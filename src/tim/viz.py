@@ -49,12 +49,16 @@ def grid_array(images: torch.Tensor | np.ndarray, nrow: int, scale: int = 1, pad
     """
     array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim != 4 or array.shape[1] not in (1, 3):
-        raise TimError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {array.shape}",
-                       "pass image batches, not vectors")
+        raise TimError(
+            f"images must have shape (N, C, H, W) with C = 1 or 3, got {array.shape}",
+            "pass image batches, not vectors",
+        )
     if not np.isfinite(array).all():
         raise TimError("images contain NaN or Inf", "check the model and sampler outputs")
     if nrow < 1 or scale < 1:
-        raise TimError(f"nrow and scale must be >= 1, got nrow={nrow}, scale={scale}", "pass positive integers")
+        raise TimError(
+            f"nrow and scale must be >= 1, got nrow={nrow}, scale={scale}", "pass positive integers"
+        )
     n, c, h, w = array.shape
     pixels = np.round((np.clip(array, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
     pixels = np.repeat(pixels, 3 // c, axis=1).transpose(0, 2, 3, 1)  # (N, H, W, 3)
@@ -62,7 +66,7 @@ def grid_array(images: torch.Tensor | np.ndarray, nrow: int, scale: int = 1, pad
     canvas = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), 255, np.uint8)
     for i in range(n):
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
-        canvas[top:top + h, left:left + w] = pixels[i]
+        canvas[top : top + h, left : left + w] = pixels[i]
     return canvas.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
@@ -85,8 +89,14 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int = 8
     return path
 
 
-def montage(panels: Sequence[np.ndarray], labels: Sequence[str], path: str | Path, title: str | None = None,
-            ncol: int | None = None, gap: int = 12) -> Path:
+def montage(
+    panels: Sequence[np.ndarray],
+    labels: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+    ncol: int | None = None,
+    gap: int = 12,
+) -> Path:
     """Lay out several uint8 pictures in a table, each with a caption above it.
 
     Args:
@@ -101,8 +111,10 @@ def montage(panels: Sequence[np.ndarray], labels: Sequence[str], path: str | Pat
         The written path.
     """
     if len(panels) != len(labels) or not panels:
-        raise TimError(f"montage needs one label per panel, got {len(panels)} panels and {len(labels)} labels",
-                       "pass matching, non-empty lists")
+        raise TimError(
+            f"montage needs one label per panel, got {len(panels)} panels and {len(labels)} labels",
+            "pass matching, non-empty lists",
+        )
     image_cls, draw_module, font_module = _pil()
     font = font_module.load_default()
     ncol = len(panels) if ncol is None else max(1, min(ncol, len(panels)))
@@ -124,8 +136,12 @@ def montage(panels: Sequence[np.ndarray], labels: Sequence[str], path: str | Pat
     return path
 
 
-def scatter(points: Mapping[str, torch.Tensor | np.ndarray], path: str | Path, title: str | None = None,
-            limit: float | None = None) -> Path:
+def scatter(
+    points: Mapping[str, torch.Tensor | np.ndarray],
+    path: str | Path,
+    title: str | None = None,
+    limit: float | None = None,
+) -> Path:
     """Scatter plot of 2-D point clouds, one panel per entry (e.g. data vs 1-step vs 8-step samples).
 
     Args:
@@ -152,9 +168,17 @@ def scatter(points: Mapping[str, torch.Tensor | np.ndarray], path: str | Path, t
     return _save_figure(fig, path)
 
 
-def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | Path, *, xlabel: str,
-              ylabels: Mapping[str, str] | None = None, title: str | None = None, log_x: bool = True,
-              reference: Mapping[str, float] | None = None) -> Path:
+def line_plot(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabels: Mapping[str, str] | None = None,
+    title: str | None = None,
+    log_x: bool = True,
+    reference: Mapping[str, float] | None = None,
+) -> Path:
     """Line plots sharing one x axis, one panel per series (e.g. accuracy and Frechet distance vs steps).
 
     Args:

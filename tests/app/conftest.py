@@ -53,7 +53,7 @@ class LetterEncoder:
         context = torch.zeros(len(prompts), self.max_length, self.dim)
         mask = torch.zeros(len(prompts), self.max_length, dtype=torch.bool)
         for i, prompt in enumerate(prompts):
-            for j, letter in enumerate(prompt[:self.max_length]):
+            for j, letter in enumerate(prompt[: self.max_length]):
                 context[i, j], mask[i, j] = torch.linspace(-1, 1, self.dim) * (ord(letter) % 7) / 7, True
         return {"context": context, "context_mask": mask}
 

@@ -30,8 +30,14 @@ from tim import app
 
 CHROMIUM = os.environ.get("TIM_CHROMIUM", "/usr/bin/chromium")
 # Headless chromium in a container: no sandbox (root), no GPU, and nothing that phones home.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 START_TIMEOUT_S = 90  # Gradio's import alone takes ~5 s on an idle 2-core machine; far more under load
 REQUEST_TIMEOUT_MS = 60_000
 
@@ -41,8 +47,10 @@ def _chromium() -> str:
     pytest.importorskip("gradio", reason="Gradio is not installed (pip install 'transition-models[app]')")
     found = shutil.which(CHROMIUM) or shutil.which("chromium")
     if not found:
-        pytest.skip(f"no chromium browser at {CHROMIUM} or on PATH: apt-get install -y chromium "
-                    "(Playwright's own browser download needs the network)")
+        pytest.skip(
+            f"no chromium browser at {CHROMIUM} or on PATH: apt-get install -y chromium "
+            "(Playwright's own browser download needs the network)"
+        )
     return found
 
 
@@ -84,14 +92,41 @@ class Server:
     """
 
     def __init__(self, checkpoint: Path, port: int, trap: ProxyTrap) -> None:
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-               **{name: trap.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
-                                              "https_proxy", "all_proxy")},
-               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+        env = {
+            **os.environ,
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONUNBUFFERED": "1",
+            **{
+                name: trap.url
+                for name in (
+                    "HTTP_PROXY",
+                    "HTTPS_PROXY",
+                    "ALL_PROXY",
+                    "http_proxy",
+                    "https_proxy",
+                    "all_proxy",
+                )
+            },
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tim.cli.main", "app", "--checkpoint", str(checkpoint), "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "tim.cli.main",
+                "app",
+                "--checkpoint",
+                str(checkpoint),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         self.url, self.output = f"http://127.0.0.1:{port}/", []
         threading.Thread(target=self._collect, daemon=True).start()
 
@@ -133,8 +168,11 @@ def _generate(page, expect: str) -> np.ndarray:
     from PIL import Image
 
     page.click("#tim-generate")
-    page.wait_for_function("text => document.querySelector('#tim-timing').innerText.includes(text)", arg=expect,
-                           timeout=REQUEST_TIMEOUT_MS)
+    page.wait_for_function(
+        "text => document.querySelector('#tim-timing').innerText.includes(text)",
+        arg=expect,
+        timeout=REQUEST_TIMEOUT_MS,
+    )
     source = page.get_attribute("#tim-output img", "src")
     response = page.request.get(source)
     assert response.ok, f"the image {source} did not load ({response.status})"
@@ -170,8 +208,10 @@ def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-            page.route(lambda url: not url.startswith(("http://127.0.0.1", "data:", "blob:")),
-                       lambda route: (external.append(route.request.url), route.abort()))
+            page.route(
+                lambda url: not url.startswith(("http://127.0.0.1", "data:", "blob:")),
+                lambda route: (external.append(route.request.url), route.abort()),
+            )
             page.goto(server.url)
             page.wait_for_selector("#tim-generate")
 
@@ -194,7 +234,9 @@ def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
             four = _generate(page, "4 steps (NFE 4 per image)")
             assert one.shape == four.shape == _expected_shape(info, per_row=2)
             assert _non_blank(one) and _non_blank(four)
-            assert np.abs(one.astype(int) - four.astype(int)).mean() > 1.0, "1 and 4 steps gave the same picture"
+            assert np.abs(one.astype(int) - four.astype(int)).mean() > 1.0, (
+                "1 and 4 steps gave the same picture"
+            )
 
             # The download is exactly the shown picture, as a PNG.
             from PIL import Image

@@ -11,7 +11,15 @@ import pytest
 def test_help_lists_the_options(run_cli) -> None:
     code, out, _ = run_cli(["app", "--help"])
     assert code == 0
-    for option in ("--checkpoint", "--host", "--port", "--device", "--preset", "--autoencoder", "--text-encoder"):
+    for option in (
+        "--checkpoint",
+        "--host",
+        "--port",
+        "--device",
+        "--preset",
+        "--autoencoder",
+        "--text-encoder",
+    ):
         assert option in out
     assert "127.0.0.1" in out and "--share" not in out
 

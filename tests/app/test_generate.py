@@ -55,8 +55,11 @@ def test_small_images_are_upscaled_nearest_neighbour(tiny_pipe) -> None:
     result = app.generate(tiny_pipe, label=0, steps=1, num_images=1)
     pixels = (result.samples[0, 0, 0] * 255).round().to(torch.uint8).numpy()
     block = np.kron(pixels, np.ones((scale, scale), np.uint8))  # each pixel an s x s block
-    found = any(np.array_equal(result.image[y:y + 8 * scale, x:x + 8 * scale, 0], block)
-                for y in range(0, 12) for x in range(0, 12))
+    found = any(
+        np.array_equal(result.image[y : y + 8 * scale, x : x + 8 * scale, 0], block)
+        for y in range(0, 12)
+        for x in range(0, 12)
+    )
     assert found, "the tile is not the 8x8 sample repeated in blocks"
 
 
@@ -65,23 +68,26 @@ def test_other_sizes(tiny_pipe) -> None:
     assert result.samples.shape[-2:] == (12, 6)
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"steps": 0}, "steps 0 is outside [1, 128]"),
-    ({"steps": 129}, "steps 129 is outside [1, 128]"),
-    ({"steps": 2.5}, "steps 2.5 is not a whole number"),
-    ({"steps": "many"}, "steps 'many' is not a number"),
-    ({"num_images": 0}, "number of images 0 is outside"),
-    ({"seed": -1}, "seed -1 is outside"),
-    ({"guidance_scale": float("nan")}, "guidance scale nan is outside"),
-    ({"guidance_interval": (0.8, 0.2)}, "has its start after its end"),
-    ({"stochasticity": 2.0}, "stochasticity 2.0 is outside [0, 1]"),
-    ({"height": 7}, "height 7 is not a multiple of 2"),
-    ({"width": 64}, "width 64 is outside [2, 32]"),
-    ({"label": 10}, "class 10 is outside [0, 9]"),
-    ({"prompt": "a cat"}, "a prompt was given but the model is class-conditional"),
-    ({"label": None, "num_images": 16, "height": 32, "width": 32}, "are more than one request may draw"),
-    ({"label": None, "num_images": 4, "compare": True}, "compare mode draws one row per image"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"steps": 0}, "steps 0 is outside [1, 128]"),
+        ({"steps": 129}, "steps 129 is outside [1, 128]"),
+        ({"steps": 2.5}, "steps 2.5 is not a whole number"),
+        ({"steps": "many"}, "steps 'many' is not a number"),
+        ({"num_images": 0}, "number of images 0 is outside"),
+        ({"seed": -1}, "seed -1 is outside"),
+        ({"guidance_scale": float("nan")}, "guidance scale nan is outside"),
+        ({"guidance_interval": (0.8, 0.2)}, "has its start after its end"),
+        ({"stochasticity": 2.0}, "stochasticity 2.0 is outside [0, 1]"),
+        ({"height": 7}, "height 7 is not a multiple of 2"),
+        ({"width": 64}, "width 64 is outside [2, 32]"),
+        ({"label": 10}, "class 10 is outside [0, 9]"),
+        ({"prompt": "a cat"}, "a prompt was given but the model is class-conditional"),
+        ({"label": None, "num_images": 16, "height": 32, "width": 32}, "are more than one request may draw"),
+        ({"label": None, "num_images": 4, "compare": True}, "compare mode draws one row per image"),
+    ],
+)
 def test_bad_requests_are_one_line_errors(tiny_pipe, options: dict, message: str) -> None:
     request = {"label": 0, "steps": 1, "num_images": 1, **options}
     with pytest.raises(TimError) as error:
@@ -132,11 +138,14 @@ def test_text_model_one_row_per_prompt_line(text_pipe) -> None:
     assert app.describe(text_pipe).summary().startswith("text-to-image")
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"prompt": "  \n "}, "the prompt is empty"),
-    ({"prompt": "x", "label": 3}, "a class (3) was given but the model is not class-conditional"),
-    ({"prompt": "\n".join("abcdefghijklmnopq")}, "17 prompt lines are more than 16"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt": "  \n "}, "the prompt is empty"),
+        ({"prompt": "x", "label": 3}, "a class (3) was given but the model is not class-conditional"),
+        ({"prompt": "\n".join("abcdefghijklmnopq")}, "17 prompt lines are more than 16"),
+    ],
+)
 def test_text_model_bad_requests(text_pipe, options: dict, message: str) -> None:
     with pytest.raises(TimError) as error:
         app.generate(text_pipe, steps=1, num_images=1, **options)

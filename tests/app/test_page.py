@@ -10,8 +10,20 @@ import pytest
 from tim import app
 from tim.errors import TimError
 
-ARGUMENTS = dict(label=0, prompt="", steps=1, compare=False, scale=1.0, low=0.0, high=1.0, rho=0.0, seed=3, num=2,
-                 height=8, width=8)
+ARGUMENTS = dict(
+    label=0,
+    prompt="",
+    steps=1,
+    compare=False,
+    scale=1.0,
+    low=0.0,
+    high=1.0,
+    rho=0.0,
+    seed=3,
+    num=2,
+    height=8,
+    width=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +41,14 @@ def test_generate_is_queued_one_at_a_time(page) -> None:
     assert generate.queue and generate.concurrency_limit == 1
     randomize = next(f for f in page.fns.values() if f.fn is None)  # the seed button runs in the browser
     assert randomize.js and not randomize.queue
-    toggle = next(f for f in page.fns.values() if f.fn is not None and f is not generate)  # compare greys out steps
-    assert not toggle.queue and toggle.fn(True)["interactive"] is False and toggle.fn(False)["interactive"] is True
+    toggle = next(
+        f for f in page.fns.values() if f.fn is not None and f is not generate
+    )  # compare greys out steps
+    assert (
+        not toggle.queue
+        and toggle.fn(True)["interactive"] is False
+        and toggle.fn(False)["interactive"] is True
+    )
 
 
 def test_handler_returns_image_summary_and_png(page) -> None:
@@ -83,5 +101,7 @@ def test_text_model_page_shows_the_prompt_box(text_pipe, tmp_path) -> None:
     boxes = {block.elem_id: block for block in page.blocks.values() if getattr(block, "elem_id", None)}
     assert isinstance(boxes["tim-prompt"], gr.Textbox) and boxes["tim-prompt"].visible
     assert not boxes["tim-class"].visible
-    image, summary, _ = _handler(page).fn(*{**ARGUMENTS, "label": app.EVERY_CLASS, "prompt": "red\nblue"}.values())
+    image, summary, _ = _handler(page).fn(
+        *{**ARGUMENTS, "label": app.EVERY_CLASS, "prompt": "red\nblue"}.values()
+    )
     assert summary.startswith("4 images")

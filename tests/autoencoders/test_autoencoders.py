@@ -11,7 +11,6 @@ import torch
 pytest.importorskip("diffusers")
 
 from helpers.autoencoders import tiny_dc, tiny_kl  # noqa: E402
-
 from tim.autoencoders import ARCHITECTURES, Autoencoder, check_latent_channels  # noqa: E402
 from tim.errors import TimError  # noqa: E402
 
@@ -31,11 +30,20 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"AutoencoderKL": tiny_kl(root / "kl", shift_factor=0.1), "AutoencoderDC": tiny_dc(root / "dc")}
 
 
-@pytest.mark.parametrize(("kind", "channels", "scale", "shift"),
-                         [("AutoencoderKL", 4, 0.5, 0.1), ("AutoencoderDC", 8, 0.4, 0.0)])
-def test_load_encode_decode(folders: dict[str, Path], kind: str, channels: int, scale: float, shift: float) -> None:
+@pytest.mark.parametrize(
+    ("kind", "channels", "scale", "shift"), [("AutoencoderKL", 4, 0.5, 0.1), ("AutoencoderDC", 8, 0.4, 0.0)]
+)
+def test_load_encode_decode(
+    folders: dict[str, Path], kind: str, channels: int, scale: float, shift: float
+) -> None:
     ae = Autoencoder.from_pretrained(folders[kind])
-    assert (ae.kind, ae.latent_channels, ae.factor, ae.scaling_factor, ae.shift_factor) == (kind, channels, 4, scale, shift)
+    assert (ae.kind, ae.latent_channels, ae.factor, ae.scaling_factor, ae.shift_factor) == (
+        kind,
+        channels,
+        4,
+        scale,
+        shift,
+    )
     images = torch.rand(3, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
     latents = ae.encode(images)
     assert latents.shape == (3, channels, 4, 6) and latents.dtype == torch.float32
@@ -102,11 +110,15 @@ def test_tile_interiors_are_exact_untiled_decodes_of_their_tile(folders: dict[st
     stride, tile_l = ae._tile_stride(), 32 // ae.factor
     overlap = 32 - stride
     first = ae.decode(latents[..., :tile_l, :tile_l], tiled=False)
-    second = ae.decode(latents[..., :tile_l, stride // ae.factor: stride // ae.factor + tile_l], tiled=False)
+    second = ae.decode(latents[..., :tile_l, stride // ae.factor : stride // ae.factor + tile_l], tiled=False)
     torch.testing.assert_close(tiled[..., :stride, :stride], first[..., :stride, :stride], atol=1e-5, rtol=0)
     # Columns of tile (0, 1) past the overlap; rows above the next tile row's overlap.
-    torch.testing.assert_close(tiled[..., :stride, stride + overlap: 2 * stride],
-                               second[..., :stride, overlap:stride], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        tiled[..., :stride, stride + overlap : 2 * stride],
+        second[..., :stride, overlap:stride],
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("kind", ["AutoencoderKL", "AutoencoderDC"])
@@ -132,7 +144,9 @@ def test_tiled_close_to_untiled_and_closer_with_bigger_tiles(folders: dict[str, 
 
 def _meta_autoencoder(kind: str) -> Autoencoder:
     """The released SD-VAE / DC-AE f32c32 architectures on the meta device (no memory, no weights)."""
-    return Autoencoder.from_config(ARCHITECTURES["sd-vae" if kind == "AutoencoderKL" else "dc-ae-f32c32"], device="meta")
+    return Autoencoder.from_config(
+        ARCHITECTURES["sd-vae" if kind == "AutoencoderKL" else "dc-ae-f32c32"], device="meta"
+    )
 
 
 def test_memory_estimate_4096_fits_only_in_tiles() -> None:
@@ -155,8 +169,11 @@ def test_decode_refuses_when_it_will_not_fit(folders: dict[str, Path]) -> None:
     assert tiled < untiled
     ae.memory_limit = (tiled + untiled) // 2  # only the tiled decode fits: chosen automatically
     assert ae.plan_decode(64, 64) is True and ae.decode(latents).shape == (1, 3, 64, 64)
-    with pytest.raises(TimError, match=r"decoding a 64x64 image untiled needs about .* MB but .* MB is available on cpu; "
-                                       r".*decode in tiles"):
+    with pytest.raises(
+        TimError,
+        match=r"decoding a 64x64 image untiled needs about .* MB but .* MB is available on cpu; "
+        r".*decode in tiles",
+    ):
         ae.decode(latents, tiled=False)
     ae.memory_limit = tiled // 2
     with pytest.raises(TimError, match=r"decoding a 64x64 image in tiles needs about .*smaller tiles"):

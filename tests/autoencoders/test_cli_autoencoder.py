@@ -11,16 +11,17 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from tim.autoencoders import Autoencoder  # noqa: E402
-
 from helpers.cli import run_cli  # noqa: E402
+from tim.autoencoders import Autoencoder  # noqa: E402
 
 FAST_AE = ["--steps", "4", "--num-images", "32", "--batch-size", "4", "--no-progress", "--threads", "1"]
 
 
 @pytest.mark.parametrize("data", ["scenes", "shapes"])
 def test_train_writes_a_loadable_autoencoder_with_its_report(tmp_path: Path, data: str) -> None:
-    code, out, err = run_cli(["autoencoder", "train", "--data", data, "--out", str(tmp_path / "ae"), *FAST_AE])
+    code, out, err = run_cli(
+        ["autoencoder", "train", "--data", data, "--out", str(tmp_path / "ae"), *FAST_AE]
+    )
     assert code == 0, err
     report = json.loads((tmp_path / "ae" / "train_report.json").read_text())
     config = json.loads((tmp_path / "ae" / "config.json").read_text())
@@ -51,32 +52,51 @@ def test_trained_autoencoder_feeds_encode_images_to_latents(tmp_path: Path) -> N
     for k, image in enumerate(images):
         (tmp_path / "images" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(tmp_path / "images" / f"c{k % 2}" / f"{k}.png")
-    code, _, err = run_cli(["autoencoder", "train", "--data", str(tmp_path / "images"), "--out", str(tmp_path / "ae"),
-                            "--image-size", "16", *FAST_AE])
+    code, _, err = run_cli(
+        [
+            "autoencoder",
+            "train",
+            "--data",
+            str(tmp_path / "images"),
+            "--out",
+            str(tmp_path / "ae"),
+            "--image-size",
+            "16",
+            *FAST_AE,
+        ]
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "ae" / "train_report.json").read_text())["heldout_images"] == 1  # 10% of 12
     cfg = DataConfig(name="image_folder", root=str(tmp_path / "images"), image_size=16)
     encode_images_to_latents(cfg, tmp_path / "latents", autoencoder=tmp_path / "ae")
-    source = build_data_source(DataConfig(name="latents", root=str(tmp_path / "latents"), patch_multiple=2),
-                               batch_size=4)
+    source = build_data_source(
+        DataConfig(name="latents", root=str(tmp_path / "latents"), patch_multiple=2), batch_size=4
+    )
     ae = Autoencoder.from_pretrained(tmp_path / "ae")
     assert source.info.shape == (4, 4, 4) and source.info.latent_scale == ae.scaling_factor
     assert source.info.class_names == ("c0", "c1")
 
 
-@pytest.mark.parametrize(("argv", "fragments"), [
-    (["--data", "nowhere"], ("neither a folder nor one of scenes, shapes",)),
-    (["--data", "scenes", "--widths", "16"], ("1 block(s)", "at least two widths")),
-    (["--data", "scenes", "--widths", "16,x"], ("not a comma-separated list",)),
-    (["--data", "scenes", "--widths", "12,24,24"], ("multiples of 8",)),
-    (["--data", "scenes", "--steps", "0"], ("must be positive",)),
-    (["--data", "scenes", "--image-size", "16"], ("below the scenes' minimum 24",)),
-    (["--data", "shapes", "--image-size", "18"], ("image size 18 is not a multiple of the autoencoder factor 4",)),
-    (["--data", "shapes", "--latent-channels", "0"], ("latent_channels=0",)),
-    (["--data", "scenes", "--minutes", "0"], ("--minutes", "not positive")),
-])
-def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path: Path, argv: list[str],
-                                                            fragments: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--data", "nowhere"], ("neither a folder nor one of scenes, shapes",)),
+        (["--data", "scenes", "--widths", "16"], ("1 block(s)", "at least two widths")),
+        (["--data", "scenes", "--widths", "16,x"], ("not a comma-separated list",)),
+        (["--data", "scenes", "--widths", "12,24,24"], ("multiples of 8",)),
+        (["--data", "scenes", "--steps", "0"], ("must be positive",)),
+        (["--data", "scenes", "--image-size", "16"], ("below the scenes' minimum 24",)),
+        (
+            ["--data", "shapes", "--image-size", "18"],
+            ("image size 18 is not a multiple of the autoencoder factor 4",),
+        ),
+        (["--data", "shapes", "--latent-channels", "0"], ("latent_channels=0",)),
+        (["--data", "scenes", "--minutes", "0"], ("--minutes", "not positive")),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, argv: list[str], fragments: tuple[str, ...]
+) -> None:
     code, _, err = run_cli(["autoencoder", "train", "--out", str(tmp_path / "ae"), *FAST_AE, *argv])
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     for fragment in fragments:
@@ -87,23 +107,51 @@ def test_bad_arguments_are_one_line_errors_and_write_nothing(tmp_path: Path, arg
 def test_out_folder_rules(tmp_path: Path) -> None:
     (tmp_path / "ae").mkdir()
     (tmp_path / "ae" / "notes.txt").write_text("mine")
-    code, _, err = run_cli(["autoencoder", "train", "--data", "shapes", "--out", str(tmp_path / "ae"), *FAST_AE])
+    code, _, err = run_cli(
+        ["autoencoder", "train", "--data", "shapes", "--out", str(tmp_path / "ae"), *FAST_AE]
+    )
     assert code == 2 and "is not empty" in err and "--overwrite" in err
-    code, _, err = run_cli(["autoencoder", "train", "--data", "shapes", "--out", str(tmp_path / "ae"), "--overwrite",
-                            *FAST_AE])
+    code, _, err = run_cli(
+        ["autoencoder", "train", "--data", "shapes", "--out", str(tmp_path / "ae"), "--overwrite", *FAST_AE]
+    )
     assert code == 2 and "not an autoencoder folder" in err and (tmp_path / "ae" / "notes.txt").exists()
 
 
 def test_tiny_latent_demo_end_to_end(tmp_path: Path) -> None:
     """``tim demo latent`` with a few steps everywhere: every file, decoded samples, metrics."""
     out = tmp_path / "demo"
-    code, stdout, err = run_cli(["demo", "--quick", "--out", str(out), "--steps", "1,2", "--per-class", "2",
-                                 "--threads", "1", "latent", "autoencoder.steps=3", "autoencoder.progress=false",
-                                 "train.steps=3", "train.progress=false"])
+    code, stdout, err = run_cli(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--steps",
+            "1,2",
+            "--per-class",
+            "2",
+            "--threads",
+            "1",
+            "latent",
+            "autoencoder.steps=3",
+            "autoencoder.progress=false",
+            "train.steps=3",
+            "train.progress=false",
+        ]
+    )
     assert code == 0, err
-    for name in ("montage.png", "quality_vs_steps.png", "steps_001.png", "steps_002.png", "metrics.json", "report.md",
-                 "autoencoder/config.json", "autoencoder/train_report.json", "latents/shard-00000.safetensors",
-                 "run/config.json"):
+    for name in (
+        "montage.png",
+        "quality_vs_steps.png",
+        "steps_001.png",
+        "steps_002.png",
+        "metrics.json",
+        "report.md",
+        "autoencoder/config.json",
+        "autoencoder/train_report.json",
+        "latents/shard-00000.safetensors",
+        "run/config.json",
+    ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["quality_vs_steps"]) == {"1", "2"} and metrics["data"]["latent_shape"] == [4, 8, 8]
@@ -128,12 +176,22 @@ def test_latent_demo_bad_override(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_latent_demo(tmp_path: Path) -> None:
     """The real thing (<= 15 min on 2 cores): the samples must be recognisable scenes."""
-    code, _, err = run_cli(["demo", "--out", str(tmp_path / "demo"), "latent", "train.progress=false",
-                            "autoencoder.progress=false"])
+    code, _, err = run_cli(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "latent",
+            "train.progress=false",
+            "autoencoder.progress=false",
+        ]
+    )
     assert code == 0, err
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["autoencoder"]["heldout_psnr_db"] > 20
     assert metrics["wall_seconds"] < 16 * 60
     best = max(row["detector_accuracy"] for row in metrics["quality_vs_steps"].values())
     assert best > 0.3, metrics["quality_vs_steps"]
-    torch.testing.assert_close(torch.tensor(1.0), torch.tensor(metrics["real_images_reference"]["detector_accuracy"]))
+    torch.testing.assert_close(
+        torch.tensor(1.0), torch.tensor(metrics["real_images_reference"]["detector_accuracy"])
+    )

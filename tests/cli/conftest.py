@@ -5,13 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from helpers.cli import run_cli
 
 # A 1-block, 32-wide TiM on the digits: enough to exercise every code path, trained for 3 steps.
-TINY_MODEL = ["model.patch_size=2", "model.hidden_size=32", "model.depth=1", "model.num_heads=2", "model.modulation_rank=8",
-              "model.encoder_depth=1"]
-TINY_TRAIN = ["train.steps=3", "train.batch_size=16", "train.checkpoint_every=3", "train.progress=false",
-              "optim.warmup_steps=0", "sample.num=0"]
+TINY_MODEL = [
+    "model.patch_size=2",
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "model.encoder_depth=1",
+]
+TINY_TRAIN = [
+    "train.steps=3",
+    "train.batch_size=16",
+    "train.checkpoint_every=3",
+    "train.progress=false",
+    "optim.warmup_steps=0",
+    "sample.num=0",
+]
 
 
 @pytest.fixture(name="run_cli")

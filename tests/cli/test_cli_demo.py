@@ -7,11 +7,27 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "model.modulation_rank=8",
-        "model.encoder_depth=1", "train.steps=3", "train.batch_size=16", "train.checkpoint_every=3",
-        "train.progress=false", "optim.warmup_steps=0"]
-OUTPUTS = ["montage.png", "quality_vs_steps.png", "metrics.json", "report.md", "run/config.json",
-           "run/pretrained/model.safetensors", "run/pretrained/config.json"]
+TINY = [
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "model.encoder_depth=1",
+    "train.steps=3",
+    "train.batch_size=16",
+    "train.checkpoint_every=3",
+    "train.progress=false",
+    "optim.warmup_steps=0",
+]
+OUTPUTS = [
+    "montage.png",
+    "quality_vs_steps.png",
+    "metrics.json",
+    "report.md",
+    "run/config.json",
+    "run/pretrained/model.safetensors",
+    "run/pretrained/config.json",
+]
 
 
 def _check_outputs(out: Path, steps: list[int]) -> dict:
@@ -43,8 +59,21 @@ def test_tiny_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     torch.set_num_threads(3)  # the demo runs with --threads 1 and must give the caller its 3 back
     try:
         out = tmp_path / "demo"
-        code, stdout, err = run_cli(["demo", "--quick", "--out", str(out), "--steps", "1,2", "--per-class", "2",
-                                     "--threads", "1", *TINY])
+        code, stdout, err = run_cli(
+            [
+                "demo",
+                "--quick",
+                "--out",
+                str(out),
+                "--steps",
+                "1,2",
+                "--per-class",
+                "2",
+                "--threads",
+                "1",
+                *TINY,
+            ]
+        )
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
@@ -84,12 +113,29 @@ def test_report_lists_every_step_count() -> None:
 
     row = {"nfe": 1, "class_accuracy": 0.9, "frechet_distance": 1.5, "kid": 0.01}
     summary = {
-        "command": "tim demo", "wall_seconds": 60.0, "machine": {"cpu_threads": 2},
-        "train": {"model": "TiM-digits", "parameters": 1_000_000, "steps": 10, "images_seen": 640, "batch_size": 64,
-                  "lr": 1e-3, "ema_decay": 0.999, "seconds": 30.0, "stopped_by_time_limit": True, "run_dir": "r"},
+        "command": "tim demo",
+        "wall_seconds": 60.0,
+        "machine": {"cpu_threads": 2},
+        "train": {
+            "model": "TiM-digits",
+            "parameters": 1_000_000,
+            "steps": 10,
+            "images_seen": 640,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "ema_decay": 0.999,
+            "seconds": 30.0,
+            "stopped_by_time_limit": True,
+            "run_dir": "r",
+        },
         "sampling": {"per_class": 5},
         "quality_vs_steps": {"1": row, "8": row | {"nfe": 8, "class_accuracy": 0.95}},
-        "real_digits_reference": {"num_images": 50, "class_accuracy": 1.0, "frechet_distance": 0.5, "kid": 0.0},
+        "real_digits_reference": {
+            "num_images": 50,
+            "class_accuracy": 1.0,
+            "frechet_distance": 0.5,
+            "kid": 0.0,
+        },
     }
     report = render_report(summary)
     assert "| 1 | 0.900 | 1.500 | 0.0100 |" in report and "| 8 | 0.950 |" in report

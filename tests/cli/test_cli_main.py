@@ -31,15 +31,23 @@ def test_command_help_explains_every_option_with_defaults(run_cli, command: str)
         for flag in action.option_strings:
             assert flag in out, f"{flag} missing from `tim {command} --help`"
         if action.option_strings and action.help:
-            assert action.help.split("(")[0].split()[0] in out  # the explanation is printed, not only the flag
+            assert (
+                action.help.split("(")[0].split()[0] in out
+            )  # the explanation is printed, not only the flag
     assert "(default: 64)" in out if command == "sample" else True  # --batch-size
 
 
 def test_console_script_runs_in_a_fresh_process() -> None:
     script = Path(sys.executable).with_name("tim")
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "tim.cli.main"]
-    result = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=120, check=False,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [*argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     assert "sample" in result.stdout and "demo" in result.stdout
 
@@ -80,43 +88,80 @@ def _bad(tmp: Path, run: Path | None) -> dict[str, tuple[list[str], tuple[str, .
         "steps-float": ([*sample, "--steps", "1.5"], ("'1.5' is not an integer",)),
         "steps-zero": ([*sample, "--steps", "0"], ("--steps value 0 is < 1", "at least 1")),
         "steps-negative": ([*sample, "--steps", "4,-2"], ("-2 is < 1",)),
-        "class-out-of-range": ([*sample, "--steps", "1", "--class", "10"],
-                               ("class id 10 is out of range", "10 classes", "[0, 9]")),
+        "class-out-of-range": (
+            [*sample, "--steps", "1", "--class", "10"],
+            ("class id 10 is out of range", "10 classes", "[0, 9]"),
+        ),
         "class-negative": ([*sample, "--steps", "1", "--class", "3,-1"], ("class id -1 is out of range",)),
-        "class-non-integer": ([*sample, "--steps", "1", "--class", "seven"], ("'seven' is not an integer", "[0, 9]")),
+        "class-non-integer": (
+            [*sample, "--steps", "1", "--class", "seven"],
+            ("'seven' is not an integer", "[0, 9]"),
+        ),
         "cfg-negative": ([*sample, "--steps", "1", "--cfg", "-0.5"], ("--cfg -0.5 is negative", ">= 0")),
         "cfg-nan": ([*sample, "--steps", "1", "--cfg", "nan"], ("not finite",)),
-        "height-not-divisible": ([*sample, "--steps", "1", "--height", "7"],
-                                 ("7x8 is not divisible by the patch size 2", "multiples of 2")),
-        "width-not-divisible": ([*sample, "--steps", "1", "--width", "9"], ("8x9 is not divisible by the patch size 2",)),
+        "height-not-divisible": (
+            [*sample, "--steps", "1", "--height", "7"],
+            ("7x8 is not divisible by the patch size 2", "multiples of 2"),
+        ),
+        "width-not-divisible": (
+            [*sample, "--steps", "1", "--width", "9"],
+            ("8x9 is not divisible by the patch size 2",),
+        ),
         "size-zero": ([*sample, "--steps", "1", "--height", "0"], ("--height 0 is outside [1, 16384]",)),
-        "out-not-empty": (["sample", "--checkpoint", run_s, "--steps", "1", "--out", str(full)],
-                          ("already exists and is not empty", "--overwrite")),
-        "out-is-file": (["sample", "--checkpoint", run_s, "--steps", "1", "--out", str(a_file)],
-                        ("exists and is a file", "folder")),
+        "out-not-empty": (
+            ["sample", "--checkpoint", run_s, "--steps", "1", "--out", str(full)],
+            ("already exists and is not empty", "--overwrite"),
+        ),
+        "out-is-file": (
+            ["sample", "--checkpoint", run_s, "--steps", "1", "--out", str(a_file)],
+            ("exists and is a file", "folder"),
+        ),
         "num-zero": ([*sample, "--steps", "1", "--num", "0"], ("--num 0 is < 1",)),
         "stochasticity-negative": ([*sample, "--steps", "1", "--stochasticity", "-1"], ("negative", ">= 0")),
-        "interval-malformed": ([*sample, "--steps", "1", "--guidance-interval", "0.5"], ("not two numbers", "LO,HI")),
-        "interval-reversed": ([*sample, "--steps", "1", "--guidance-interval", "0.8,0.2"], ("0 <= LO <= HI <= 1",)),
-        "checkpoint-missing": (["sample", "--checkpoint", str(tmp / "nope"), "--steps", "1", "--out", out],
-                               ("does not exist", "tim train --out")),
-        "checkpoint-empty-dir": (["sample", "--checkpoint", str(tmp), "--steps", "1", "--out", out],
-                                 ("neither a pipeline folder", "nor a training run")),
-        "unknown-option": ([*sample, "--steps", "1", "--colour", "red"], ("unrecognized arguments: --colour", "--help")),
+        "interval-malformed": (
+            [*sample, "--steps", "1", "--guidance-interval", "0.5"],
+            ("not two numbers", "LO,HI"),
+        ),
+        "interval-reversed": (
+            [*sample, "--steps", "1", "--guidance-interval", "0.8,0.2"],
+            ("0 <= LO <= HI <= 1",),
+        ),
+        "checkpoint-missing": (
+            ["sample", "--checkpoint", str(tmp / "nope"), "--steps", "1", "--out", out],
+            ("does not exist", "tim train --out"),
+        ),
+        "checkpoint-empty-dir": (
+            ["sample", "--checkpoint", str(tmp), "--steps", "1", "--out", out],
+            ("neither a pipeline folder", "nor a training run"),
+        ),
+        "unknown-option": (
+            [*sample, "--steps", "1", "--colour", "red"],
+            ("unrecognized arguments: --colour", "--help"),
+        ),
         "missing-required": (["sample", "--steps", "1"], ("required", "--checkpoint", "--out")),
         "cfg-not-a-number": ([*sample, "--steps", "1", "--cfg", "high"], ("invalid float value: 'high'",)),
         "unknown-command": (["fly"], ("invalid choice: 'fly'",)),
         "train-config-missing": (["train", "--config", str(tmp / "none.yaml")], ("does not exist",)),
-        "train-unknown-key": (["train", "--config", "digits", "--out", out, "optim.lrr=1"],
-                              ("unknown config key 'optim.lrr'", "did you mean 'optim.lr'")),
-        "train-negative-lr": (["train", "--config", "digits", "--out", out, "optim.lr=-1"], ("optim.lr = -1 must be > 0",)),
-        "train-bad-override": (["train", "--config", "digits", "--out", out, "optim.lr"], ("not of the form key.sub=value",)),
+        "train-unknown-key": (
+            ["train", "--config", "digits", "--out", out, "optim.lrr=1"],
+            ("unknown config key 'optim.lrr'", "did you mean 'optim.lr'"),
+        ),
+        "train-negative-lr": (
+            ["train", "--config", "digits", "--out", out, "optim.lr=-1"],
+            ("optim.lr = -1 must be > 0",),
+        ),
+        "train-bad-override": (
+            ["train", "--config", "digits", "--out", out, "optim.lr"],
+            ("not of the form key.sub=value",),
+        ),
         "demo-steps-zero": (["demo", "--out", out, "--steps", "0"], ("--steps value 0 is < 1",)),
-        "demo-out-not-empty": (["demo", "--out", str(full)], ("already exists and is not empty", "--overwrite")),
+        "demo-out-not-empty": (
+            ["demo", "--out", str(full)],
+            ("already exists and is not empty", "--overwrite"),
+        ),
         "demo-per-class": (["demo", "--out", out, "--per-class", "1"], ("--per-class 1 is < 2",)),
         "demo-bad-override": (["demo", "--out", out, "train.stepz=3"], ("unknown config key 'train.stepz'",)),
     }
-
 
 
 def test_bad_command_lines_give_one_line_errors_with_exit_2(tmp_path: Path, tiny_run: Path, run_cli) -> None:
@@ -145,7 +190,9 @@ def test_overrides_after_options_reach_the_command(monkeypatch, tmp_path) -> Non
     from tim.cli.main import main
 
     seen = {}
-    monkeypatch.setattr(demo_latent, "run_demo", lambda args, overrides: seen.update(quick=args.quick, overrides=overrides))
+    monkeypatch.setattr(
+        demo_latent, "run_demo", lambda args, overrides: seen.update(quick=args.quick, overrides=overrides)
+    )
     assert main(["demo", "latent", "--quick", "--out", str(tmp_path), "train.steps=3", "optim.lr=1e-3"]) == 0
     assert seen == {"quick": True, "overrides": ["train.steps=3", "optim.lr=1e-3"]}
     with pytest.raises(SystemExit):

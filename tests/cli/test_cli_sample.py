@@ -15,7 +15,9 @@ from tim.errors import TimError
 
 
 def _sample(run_cli, checkpoint: Path, out: Path, *extra: str) -> str:
-    code, stdout, err = run_cli(["sample", "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress", *extra])
+    code, stdout, err = run_cli(
+        ["sample", "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress", *extra]
+    )
     assert code == 0, err
     return stdout
 
@@ -63,7 +65,9 @@ def test_npz_keeps_raw_values_and_pngs_clip(tiny_run: Path, tmp_path: Path, run_
 def test_counting_num_is_the_total(tiny_run: Path, tmp_path: Path, run_cli) -> None:
     _sample(run_cli, tiny_run, tmp_path / "a", "--steps", "1", "--class", "0,1,2", "--num", "7", "--no-png")
     assert _load(tmp_path / "a", 1)["labels"].tolist() == [0, 0, 0, 1, 1, 2, 2]
-    _sample(run_cli, tiny_run, tmp_path / "b", "--steps", "1", "--class", "4,5", "--per-class", "2", "--no-png")
+    _sample(
+        run_cli, tiny_run, tmp_path / "b", "--steps", "1", "--class", "4,5", "--per-class", "2", "--no-png"
+    )
     assert _load(tmp_path / "b", 1)["labels"].tolist() == [4, 4, 5, 5]
 
 
@@ -80,15 +84,20 @@ def test_default_is_every_class_and_eight_per_class(tiny_run: Path, tmp_path: Pa
     assert (width, height) == ((DEFAULT_PER_CONDITION * 9 + 1) * scale, (10 * 9 + 1) * scale)
 
 
-@pytest.mark.parametrize(("argv", "fragments"), [
-    (["--num", "3"], ("--num 3", "fewer than the 10", "--num >= 10")),
-    (["--per-prompt", "2"], ("--per-prompt", "class-conditioned", "--per-class")),
-    (["--num", "4", "--per-class", "2"], ("not allowed with",)),
-    (["--per-class", "0"], ("--per-class 0", ">= 1")),
-    (["--prompt", "a red circle"], ("--prompt", "class-conditioned", "--class")),
-])
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--num", "3"], ("--num 3", "fewer than the 10", "--num >= 10")),
+        (["--per-prompt", "2"], ("--per-prompt", "class-conditioned", "--per-class")),
+        (["--num", "4", "--per-class", "2"], ("not allowed with",)),
+        (["--per-class", "0"], ("--per-class 0", ">= 1")),
+        (["--prompt", "a red circle"], ("--prompt", "class-conditioned", "--class")),
+    ],
+)
 def test_counting_and_condition_errors(tiny_run: Path, tmp_path: Path, run_cli, argv, fragments) -> None:
-    code, _, err = run_cli(["sample", "--checkpoint", str(tiny_run), "--out", str(tmp_path / "x"), "--steps", "1", *argv])
+    code, _, err = run_cli(
+        ["sample", "--checkpoint", str(tiny_run), "--out", str(tmp_path / "x"), "--steps", "1", *argv]
+    )
     assert code == 2 and err.count("error:") == 1, err
     for fragment in fragments:
         assert fragment in err, err
@@ -97,8 +106,20 @@ def test_counting_and_condition_errors(tiny_run: Path, tmp_path: Path, run_cli, 
 def test_same_seed_same_samples_and_seed_shifts_by_index(tiny_run: Path, tmp_path: Path, run_cli) -> None:
     """Sample i uses seed + i: seed 5's sample 1 is seed 6's sample 0 (same class)."""
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
-        _sample(run_cli, tiny_run, tmp_path / name, "--steps", "2", "--class", "1", "--per-class", "3", "--seed", seed,
-                "--no-png")
+        _sample(
+            run_cli,
+            tiny_run,
+            tmp_path / name,
+            "--steps",
+            "2",
+            "--class",
+            "1",
+            "--per-class",
+            "3",
+            "--seed",
+            seed,
+            "--no-png",
+        )
     a, b, c = (_load(tmp_path / name, 2)["samples"] for name in "abc")
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -109,9 +130,24 @@ def test_cli_equals_the_pipeline_call(tiny_run: Path, tmp_path: Path, run_cli) -
     from tim.pipeline import TiMPipeline
 
     out = tmp_path / "s"
-    _sample(run_cli, tiny_run, out, "--steps", "3", "--class", "2,9", "--per-class", "2", "--seed", "11", "--no-png")
+    _sample(
+        run_cli,
+        tiny_run,
+        out,
+        "--steps",
+        "3",
+        "--class",
+        "2,9",
+        "--per-class",
+        "2",
+        "--seed",
+        "11",
+        "--no-png",
+    )
     pipe = TiMPipeline.from_run(tiny_run)
-    expected = pipe(class_labels=[2, 9], num_images_per_prompt=2, steps=3, seed=11, output_type="latent").images
+    expected = pipe(
+        class_labels=[2, 9], num_images_per_prompt=2, steps=3, seed=11, output_type="latent"
+    ).images
     np.testing.assert_allclose(_load(out, 3)["samples"], expected.numpy(), rtol=0, atol=1e-6)
 
 
@@ -122,7 +158,9 @@ def test_step_counts_share_the_noise(tiny_run: Path) -> None:
     model, info = load_for_sampling(tiny_run)
     first, second = generate(model, info.path, info.data_shape, [1, 1], class_ids=[0, 1], per_class=2, seed=3)
     torch.testing.assert_close(first.samples, second.samples, rtol=0, atol=0)
-    noise = torch.stack([torch.randn(info.data_shape, generator=torch.Generator().manual_seed(3 + i)) for i in range(4)])
+    noise = torch.stack(
+        [torch.randn(info.data_shape, generator=torch.Generator().manual_seed(3 + i)) for i in range(4)]
+    )
     y = torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
         F = model(noise, torch.ones(4), torch.zeros(4), y=y)
@@ -135,9 +173,24 @@ def test_generate_matches_the_command(tiny_run: Path, tmp_path: Path, run_cli) -
     from tim.cli.sample import generate, load_for_sampling
 
     out = tmp_path / "s"
-    _sample(run_cli, tiny_run, out, "--steps", "2", "--class", "0,5", "--per-class", "2", "--seed", "4", "--no-png")
+    _sample(
+        run_cli,
+        tiny_run,
+        out,
+        "--steps",
+        "2",
+        "--class",
+        "0,5",
+        "--per-class",
+        "2",
+        "--seed",
+        "4",
+        "--no-png",
+    )
     model, info = load_for_sampling(tiny_run)
-    (item,) = generate(model, info.path, info.data_shape, [2], class_ids=[0, 5], per_class=2, seed=4, batch_size=3)
+    (item,) = generate(
+        model, info.path, info.data_shape, [2], class_ids=[0, 5], per_class=2, seed=4, batch_size=3
+    )
     np.testing.assert_allclose(_load(out, 2)["samples"], item.samples.numpy(), rtol=0, atol=1e-6)
 
 
@@ -145,7 +198,9 @@ def test_other_resolution_divisible_by_patch(tiny_run: Path, tmp_path: Path, run
     from PIL import Image
 
     out = tmp_path / "s"
-    _sample(run_cli, tiny_run, out, "--steps", "1", "--num", "1", "--class", "0", "--height", "12", "--width", "6")
+    _sample(
+        run_cli, tiny_run, out, "--steps", "1", "--num", "1", "--class", "0", "--height", "12", "--width", "6"
+    )
     assert _load(out, 1)["samples"].shape == (1, 1, 12, 6)
     assert Image.open(out / "steps_001" / "000000.png").size == (6, 12)
 
@@ -167,16 +222,18 @@ def test_pipeline_folder_gives_the_run_samples(tiny_run: Path, tmp_path: Path, r
     _sample(run_cli, tiny_run, tmp_path / "a", "--steps", "2", "--class", "6", "--per-class", "2", "--no-png")
     _sample(run_cli, folder, tmp_path / "b", "--steps", "2", "--class", "6", "--per-class", "2", "--no-png")
     np.testing.assert_array_equal(_load(tmp_path / "a", 2)["samples"], _load(tmp_path / "b", 2)["samples"])
-    code, _, err = run_cli(["sample", "--checkpoint", str(folder), "--out", str(tmp_path / "c"), "--weights", "model"])
+    code, _, err = run_cli(
+        ["sample", "--checkpoint", str(folder), "--out", str(tmp_path / "c"), "--weights", "model"]
+    )
     assert code == 2 and "--weights" in err and "training runs" in err
 
 
 def test_latent_pipeline_decodes_to_pixels(tmp_path: Path, run_cli) -> None:
     """A latent model: PNGs and `samples` are decoded pixels (factor x the latent size), `latents` the raw output."""
-    from helpers.autoencoders import tiny_kl
-    from helpers.pipeline import tiny_model
     from PIL import Image
 
+    from helpers.autoencoders import tiny_kl
+    from helpers.pipeline import tiny_model
     from tim.autoencoders import Autoencoder
     from tim.pipeline import SamplingRecipe, TiMPipeline
 
@@ -192,43 +249,51 @@ def test_latent_pipeline_decodes_to_pixels(tmp_path: Path, run_cli) -> None:
     assert Image.open(out / "steps_001" / "000001.png").size == (side, side)
     decoded = autoencoder.decode(torch.from_numpy(data["latents"]) / recipe.latent_scale)
     np.testing.assert_allclose(data["samples"], decoded.numpy(), rtol=0, atol=1e-5)
-    code, _, err = run_cli(["sample", "--checkpoint", str(folder), "--out", str(tmp_path / "x"), "--height", "36"])
+    code, _, err = run_cli(
+        ["sample", "--checkpoint", str(folder), "--out", str(tmp_path / "x"), "--height", "36"]
+    )
     assert code == 2 and "not divisible" in err and "autoencoder factor" in err, err
 
 
 def test_text_model_prompts(tmp_path: Path, run_cli) -> None:
     from helpers.pipeline import tiny_model
     from helpers.text_models import tiny_bert
-
     from tim.pipeline import SamplingRecipe, TiMPipeline
     from tim.text import TextEncoder
 
     encoder = TextEncoder(str(tiny_bert(tmp_path / "bert")), max_length=8)
     model = tiny_model(conditioning="text", text_dim=encoder.dim, in_channels=3)
     model.set_null_context(encoder.null_context())
-    folder = TiMPipeline(model, SamplingRecipe(steps=1, text_max_length=8), text_encoder=encoder).save_pretrained(
-        tmp_path / "pipe")
+    folder = TiMPipeline(
+        model, SamplingRecipe(steps=1, text_max_length=8), text_encoder=encoder
+    ).save_pretrained(tmp_path / "pipe")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("two green squares\n\n  a blue triangle  \n")
     out = tmp_path / "s"
     _sample(run_cli, folder, out, "--prompt", "a red circle", "--prompts", str(prompts), "--per-prompt", "2")
     data = _load(out, 1)
-    assert data["prompts"].tolist() == ["a red circle"] * 2 + ["two green squares"] * 2 + ["a blue triangle"] * 2
+    assert (
+        data["prompts"].tolist() == ["a red circle"] * 2 + ["two green squares"] * 2 + ["a blue triangle"] * 2
+    )
     assert data["labels"].tolist() == [-1] * 6 and data["samples"].shape == (6, 3, 8, 8)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
-    for argv, fragments in ((["--prompts", str(empty)], ("no prompts",)), ([], ("no prompt was given", "--prompt")),
-                            (["--prompt", "x", "--class", "1"], ("--class", "text-to-image")),
-                            (["--prompt", "x", "--per-class", "1"], ("--per-class", "--per-prompt")),
-                            (["--prompts", str(tmp_path / "none.txt")], ("does not exist",))):
+    for argv, fragments in (
+        (["--prompts", str(empty)], ("no prompts",)),
+        ([], ("no prompt was given", "--prompt")),
+        (["--prompt", "x", "--class", "1"], ("--class", "text-to-image")),
+        (["--prompt", "x", "--per-class", "1"], ("--per-class", "--per-prompt")),
+        (["--prompts", str(tmp_path / "none.txt")], ("does not exist",)),
+    ):
         code, _, err = run_cli(["sample", "--checkpoint", str(folder), "--out", str(tmp_path / "x"), *argv])
         assert code == 2 and err.count("error:") == 1, err
         for fragment in fragments:
             assert fragment in err, err
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1,2,4", [1, 2, 4]), (" 8 , 1 ", [8, 1]), ("2,2,1", [2, 1]),
-                                                ("1000", [1000])])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1,2,4", [1, 2, 4]), (" 8 , 1 ", [8, 1]), ("2,2,1", [2, 1]), ("1000", [1000])]
+)
 def test_parse_steps_accepts(text: str, expected: list[int]) -> None:
     from tim.cli.sample import parse_steps
 
@@ -262,8 +327,21 @@ def test_guidance_needs_a_conditional_model() -> None:
 
 def test_vector_model_writes_scatter_and_unlabelled_npz(tmp_path: Path, run_cli) -> None:
     run = tmp_path / "toy"
-    code, _, err = run_cli(["train", "--config", "toy2d", "--out", str(run), "train.steps=2", "train.batch_size=32",
-                            "model.hidden_size=16", "model.depth=1", "train.progress=false", "sample.num=0"])
+    code, _, err = run_cli(
+        [
+            "train",
+            "--config",
+            "toy2d",
+            "--out",
+            str(run),
+            "train.steps=2",
+            "train.batch_size=32",
+            "model.hidden_size=16",
+            "model.depth=1",
+            "train.progress=false",
+            "sample.num=0",
+        ]
+    )
     assert code == 0, err
     out = tmp_path / "s"
     _sample(run_cli, run, out, "--steps", "1,3", "--num", "5")
@@ -271,38 +349,82 @@ def test_vector_model_writes_scatter_and_unlabelled_npz(tmp_path: Path, run_cli)
     assert data["samples"].shape == (5, 2) and data["samples"].dtype == np.float32
     assert data["labels"].tolist() == [-1] * 5
     assert (out / "steps_003.png").stat().st_size > 0 and not (out / "steps_003").exists()
-    for argv, fragment in ((["--class", "1"], "unconditional"), (["--cfg", "2"], "unconditional"),
-                           (["--height", "8"], "vectors"), (["--per-class", "2"], "unconditional")):
-        code, _, err = run_cli(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "x"), "--steps", "1", *argv])
+    for argv, fragment in (
+        (["--class", "1"], "unconditional"),
+        (["--cfg", "2"], "unconditional"),
+        (["--height", "8"], "vectors"),
+        (["--per-class", "2"], "unconditional"),
+    ):
+        code, _, err = run_cli(
+            ["sample", "--checkpoint", str(run), "--out", str(tmp_path / "x"), "--steps", "1", *argv]
+        )
         assert code == 2 and fragment in err, err
 
 
-def test_released_file_needs_preset_and_autoencoder(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_released_file_needs_preset_and_autoencoder(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A checkpoint in the released key layout (tiny, TiM-XL/2's structure) + a tiny AutoencoderKL -> PNGs."""
     import dataclasses
 
-    from helpers.autoencoders import tiny_kl
     from PIL import Image
     from safetensors.torch import save_file
 
+    from helpers.autoencoders import tiny_kl
     from tim.models import TIM_PRESETS, TiM, TiMConfig
     from tim.models.convert import ours_to_released
 
-    tiny_xl2 = TiMConfig(in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,
-                         modulation_rank=8, num_classes=10, encoder_depth=1, z_dim=16, projector_dim=32)
+    tiny_xl2 = TiMConfig(
+        in_channels=4,
+        input_size=8,
+        patch_size=2,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        modulation_rank=8,
+        num_classes=10,
+        encoder_depth=1,
+        z_dim=16,
+        projector_dim=32,
+    )
     monkeypatch.setitem(TIM_PRESETS, "TiM-XL/2", tiny_xl2)
     torch.manual_seed(0)
     model = TiM(dataclasses.replace(tiny_xl2, rope_positions="wrapped", mask_context=False))
-    state = {ours_to_released(k): v.contiguous() for k, v in model.state_dict().items() if not k.endswith("null_context")}
+    state = {
+        ours_to_released(k): v.contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("null_context")
+    }
     file = tmp_path / "TiM-XL-2-256.safetensors"
     save_file(state, str(file))
     vae = tiny_kl(tmp_path / "vae")
     out = tmp_path / "s"
-    _sample(run_cli, file, out, "--preset", "TiM-XL/2", "--autoencoder", str(vae), "--steps", "1", "--class", "3",
-            "--num", "2", "--height", "32", "--width", "16", "--cfg", "1")
+    _sample(
+        run_cli,
+        file,
+        out,
+        "--preset",
+        "TiM-XL/2",
+        "--autoencoder",
+        str(vae),
+        "--steps",
+        "1",
+        "--class",
+        "3",
+        "--num",
+        "2",
+        "--height",
+        "32",
+        "--width",
+        "16",
+        "--cfg",
+        "1",
+    )
     assert Image.open(out / "steps_001" / "000001.png").size == (16, 32)
     assert _load(out, 1)["samples"].shape == (2, 3, 32, 16)
-    code, _, err = run_cli(["sample", "--checkpoint", str(file), "--out", str(tmp_path / "x"), "--preset", "TiM-XL/2"])
+    code, _, err = run_cli(
+        ["sample", "--checkpoint", str(file), "--out", str(tmp_path / "x"), "--preset", "TiM-XL/2"]
+    )
     assert code == 2 and "needs its preset and autoencoder" in err and "--autoencoder" in err, err
 
 
@@ -314,15 +436,22 @@ def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -
     from tim.cli.main import build_parser
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    lines = [line.split("  #")[0].strip() for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
-             for line in block.splitlines()]
+    lines = [
+        line.split("  #")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+        for line in block.splitlines()
+    ]
     samples = [line for line in lines if line.startswith("tim sample ")]
     assert len(samples) >= 3
     parser = build_parser()
     for line in samples:
         args = parser.parse_args(shlex.split(line)[1:])
         assert args.command == "sample" and args.checkpoint and args.out
-    raw = [line for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL) for line in block.splitlines()]
+    raw = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+        for line in block.splitlines()
+    ]
     resumes = [i for i, line in enumerate(raw) if "same command again" in line]
     assert resumes
     for i in resumes:  # the resume line repeats the line above it exactly

@@ -21,7 +21,20 @@ def _all_samples(out: Path, steps: int) -> np.ndarray:
     return np.concatenate([np.load(out / shard["npz"])["samples"] for shard in shards])
 
 
-JOB = ("--steps", "1,2", "--class", "0,1,2", "--num", "10", "--batch-size", "2", "--shard-size", "3", "--seed", "7")
+JOB = (
+    "--steps",
+    "1,2",
+    "--class",
+    "0,1,2",
+    "--num",
+    "10",
+    "--batch-size",
+    "2",
+    "--shard-size",
+    "3",
+    "--seed",
+    "7",
+)
 
 
 def test_large_jobs_are_written_as_numbered_shards(tiny_run: Path, tmp_path: Path, run_cli) -> None:
@@ -35,14 +48,18 @@ def test_large_jobs_are_written_as_numbered_shards(tiny_run: Path, tmp_path: Pat
         assert last["index"].tolist() == [9] and last["labels"].tolist() == [2]
     assert len(list((out / "steps_002").glob("*.png"))) == 10
     # The same job in one shard and one batch gives the same samples: nothing depends on batching.
-    code, _, err = run_cli(_argv(tiny_run, tmp_path / "one", "--steps", "1,2", "--class", "0,1,2", "--num", "10",
-                                 "--seed", "7"))
+    code, _, err = run_cli(
+        _argv(tiny_run, tmp_path / "one", "--steps", "1,2", "--class", "0,1,2", "--num", "10", "--seed", "7")
+    )
     assert code == 0, err
-    np.testing.assert_allclose(_all_samples(out, 2), np.load(tmp_path / "one" / "steps_002.npz")["samples"],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        _all_samples(out, 2), np.load(tmp_path / "one" / "steps_002.npz")["samples"], rtol=0, atol=1e-6
+    )
 
 
-def test_noise_is_drawn_per_batch(tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_noise_is_drawn_per_batch(
+    tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pipeline is asked for one batch at a time, so it never draws the noise of the whole job."""
     from tim.pipeline import TiMPipeline
 
@@ -54,14 +71,16 @@ def test_noise_is_drawn_per_batch(tiny_run: Path, tmp_path: Path, run_cli, monke
         return original(self, n, *args, **kwargs)
 
     monkeypatch.setattr(TiMPipeline, "_noise", recording)
-    code, _, err = run_cli(_argv(tiny_run, tmp_path / "s", "--steps", "1", "--num", "20", "--batch-size", "4",
-                                 "--no-png"))
+    code, _, err = run_cli(
+        _argv(tiny_run, tmp_path / "s", "--steps", "1", "--num", "20", "--batch-size", "4", "--no-png")
+    )
     assert code == 0, err
     assert sizes == [4] * 5
 
 
-def test_interrupted_job_resumes_where_it_stopped(tiny_run: Path, tmp_path: Path, run_cli,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_job_resumes_where_it_stopped(
+    tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tim.cli.sample import PipelineBackend
 
     reference = tmp_path / "ref"
@@ -109,9 +128,13 @@ def test_a_changed_command_is_refused(tiny_run: Path, tmp_path: Path, run_cli) -
     job = ["--steps", "1,2", "--class", "0,1", "--num", "4", "--seed", "7", "--no-png"]
     out = tmp_path / "s"
     assert run_cli(_argv(tiny_run, out, *job))[0] == 0
-    for change, fragment in ((("--seed", "8"), "seed 7 -> 8"), (("--num", "5"), "counts [2, 2] -> [3, 2]"),
-                             (("--cfg", "2"), "guidance_scale 1.0 -> 2.0"), (("--steps", "1,4"), "steps [1, 2] -> [1, 4]"),
-                             (("--batch-size", "1"), "batch_size 4 -> 1")):
+    for change, fragment in (
+        (("--seed", "8"), "seed 7 -> 8"),
+        (("--num", "5"), "counts [2, 2] -> [3, 2]"),
+        (("--cfg", "2"), "guidance_scale 1.0 -> 2.0"),
+        (("--steps", "1,4"), "steps [1, 2] -> [1, 4]"),
+        (("--batch-size", "1"), "batch_size 4 -> 1"),
+    ):
         argv = list(job)
         if change[0] in argv:
             argv[argv.index(change[0]) + 1] = change[1]
@@ -135,7 +158,9 @@ def test_a_damaged_index_is_a_one_line_error(tiny_run: Path, tmp_path: Path, run
 
 def test_memory_is_estimated_before_allocating(tiny_run: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "s"
-    code, _, err = run_cli(_argv(tiny_run, out, "--height", "16384", "--width", "16384", "--batch-size", "64"))
+    code, _, err = run_cli(
+        _argv(tiny_run, out, "--height", "16384", "--width", "16384", "--batch-size", "64")
+    )
     assert code == 2 and err.count("error:") == 1, err
     assert "needs about" in err and "available" in err and "TiB" in err and not out.exists(), err
 
@@ -153,13 +178,34 @@ def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPat
             return batch_size * 2**30 * (2 if guided else 1)
 
     monkeypatch.setattr(sample_job, "available_memory", lambda device: (10 * 2**30, "test limit"))
-    job = sample_job.Job(steps=(1,), conditions=(0,), counts=(64,), seed=0, batch_size=64, shard_size=8,
-                         height=8, width=8, options={"guidance_scale": 1.0})
-    with pytest.raises(TimError, match=r"64 8x8 samples per batch needs about 64.0 GiB but only 10.0 GiB is "
-                                       r"available \(test limit\); lower --batch-size \(a batch of 1 needs about 1.0 GiB\)"):
+    job = sample_job.Job(
+        steps=(1,),
+        conditions=(0,),
+        counts=(64,),
+        seed=0,
+        batch_size=64,
+        shard_size=8,
+        height=8,
+        width=8,
+        options={"guidance_scale": 1.0},
+    )
+    with pytest.raises(
+        TimError,
+        match=r"64 8x8 samples per batch needs about 64.0 GiB but only 10.0 GiB is "
+        r"available \(test limit\); lower --batch-size \(a batch of 1 needs about 1.0 GiB\)",
+    ):
         sample_job.check_memory(job, Fake(), sample_job.torch.device("cpu"))
-    small = sample_job.Job(steps=(1,), conditions=(0,), counts=(64,), seed=0, batch_size=4, shard_size=8,
-                           height=8, width=8, options={"guidance_scale": 1.0})
+    small = sample_job.Job(
+        steps=(1,),
+        conditions=(0,),
+        counts=(64,),
+        seed=0,
+        batch_size=4,
+        shard_size=8,
+        height=8,
+        width=8,
+        options={"guidance_scale": 1.0},
+    )
     assert sample_job.check_memory(small, Fake(), sample_job.torch.device("cpu")) > 4 * 2**30
 
 
@@ -172,27 +218,32 @@ def test_available_memory_reads_the_system() -> None:
     assert 0 < free < 2**50 and source
 
 
-@pytest.mark.parametrize(("argv", "fragments"), [
-    (["--steps", "1001"], ("--steps value 1001", "maximum of 1000")),
-    (["--cfg", "31"], ("--cfg 31", "maximum of 30")),
-    (["--stochasticity", "1.5"], ("--stochasticity 1.5", "outside [0, 1]")),
-    (["--stochasticity", "inf"], ("--stochasticity inf", "outside [0, 1]")),
-    (["--guidance-interval", "0.6,0.2"], ("--guidance-interval", "LO <= HI")),
-    (["--guidance-interval", "0,1.5"], ("--guidance-interval", "<= 1")),
-    (["--height", "0"], ("--height 0", "outside [1, 16384]")),
-    (["--width", "100000"], ("--width 100000", "outside [1, 16384]")),
-    (["--seed", "-1"], ("--seed -1", "2^63")),
-    (["--seed", str(2**63)], ("2^63",)),
-    (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
-    (["--shard-size", "0"], ("--shard-size 0", ">= 1")),
-    (["--num", "20000000"], ("--num 20000000", "maximum of 10,000,000")),
-    (["--dtype", "bf16"], ("--dtype bf16", "CUDA GPU", "fp32")),
-    (["--device", "meta"], ("--device meta", "cannot run sampling")),
-    (["--prompts", "/nonexistent/prompts.txt"], ("does not exist",)),
-    (["--prompt", ""], ("--prompt is empty",)),
-    (["--preset", "TiM-XL/2"], ("--preset", "released")),
-])
-def test_limits_are_one_line_errors_before_any_output(tiny_run: Path, tmp_path: Path, run_cli, argv, fragments) -> None:
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--steps", "1001"], ("--steps value 1001", "maximum of 1000")),
+        (["--cfg", "31"], ("--cfg 31", "maximum of 30")),
+        (["--stochasticity", "1.5"], ("--stochasticity 1.5", "outside [0, 1]")),
+        (["--stochasticity", "inf"], ("--stochasticity inf", "outside [0, 1]")),
+        (["--guidance-interval", "0.6,0.2"], ("--guidance-interval", "LO <= HI")),
+        (["--guidance-interval", "0,1.5"], ("--guidance-interval", "<= 1")),
+        (["--height", "0"], ("--height 0", "outside [1, 16384]")),
+        (["--width", "100000"], ("--width 100000", "outside [1, 16384]")),
+        (["--seed", "-1"], ("--seed -1", "2^63")),
+        (["--seed", str(2**63)], ("2^63",)),
+        (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
+        (["--shard-size", "0"], ("--shard-size 0", ">= 1")),
+        (["--num", "20000000"], ("--num 20000000", "maximum of 10,000,000")),
+        (["--dtype", "bf16"], ("--dtype bf16", "CUDA GPU", "fp32")),
+        (["--device", "meta"], ("--device meta", "cannot run sampling")),
+        (["--prompts", "/nonexistent/prompts.txt"], ("does not exist",)),
+        (["--prompt", ""], ("--prompt is empty",)),
+        (["--preset", "TiM-XL/2"], ("--preset", "released")),
+    ],
+)
+def test_limits_are_one_line_errors_before_any_output(
+    tiny_run: Path, tmp_path: Path, run_cli, argv, fragments
+) -> None:
     out = tmp_path / "s"
     code, _, err = run_cli(_argv(tiny_run, out, *argv))
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
@@ -216,11 +267,22 @@ def test_fifty_thousand_samples_stream_in_bounded_memory(tiny_run: Path, tmp_pat
     import sys
 
     out = tmp_path / "s"
-    script = ("import resource, sys; from tim.cli.main import main; code = main(sys.argv[1:]); "
-              "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
-    result = subprocess.run([sys.executable, "-c", script, *_argv(tiny_run, out, "--steps", "1", "--num", "50000",
-                                                                  "--batch-size", "500", "--no-png")],
-                            capture_output=True, text=True, timeout=900, check=False)
+    script = (
+        "import resource, sys; from tim.cli.main import main; code = main(sys.argv[1:]); "
+        "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            *_argv(tiny_run, out, "--steps", "1", "--num", "50000", "--batch-size", "500", "--no-png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     index = json.loads((out / "index.json").read_text())
     assert index["complete"] and len(index["steps"]["1"]["shards"]) == 50
@@ -228,7 +290,9 @@ def test_fifty_thousand_samples_stream_in_bounded_memory(tiny_run: Path, tmp_pat
     assert peak < 2 * 2**30, peak
 
 
-def test_one_job_per_folder_and_stale_temporaries_are_removed(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+def test_one_job_per_folder_and_stale_temporaries_are_removed(
+    tiny_run: Path, tmp_path: Path, run_cli
+) -> None:
     from tim.cli.sample_job import JobLock
 
     out = tmp_path / "s"
@@ -254,8 +318,24 @@ def test_sigterm_keeps_finished_shards_and_the_same_command_resumes(tiny_run: Pa
     import time
 
     out = tmp_path / "s"
-    command = [sys.executable, "-m", "tim.cli.main", *_argv(tiny_run, out, "--steps", "1", "--num", "20000",
-                                                            "--batch-size", "250", "--shard-size", "500", "--no-png")]
+    command = [
+        sys.executable,
+        "-m",
+        "tim.cli.main",
+        *_argv(
+            tiny_run,
+            out,
+            "--steps",
+            "1",
+            "--num",
+            "20000",
+            "--batch-size",
+            "250",
+            "--shard-size",
+            "500",
+            "--no-png",
+        ),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -269,4 +349,6 @@ def test_sigterm_keeps_finished_shards_and_the_same_command_resumes(tiny_run: Pa
     done = len(json.loads((out / "index.json").read_text())["steps"]["1"]["shards"])
     assert 1 <= done < 40 and not list(out.glob(".*.tmp"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0 and f"resumed after {done} finished shard(s)" in result.stdout, result.stderr
+    assert result.returncode == 0 and f"resumed after {done} finished shard(s)" in result.stdout, (
+        result.stderr
+    )

@@ -7,11 +7,26 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["model.hidden_size=32", "model.depth=1", "model.num_heads=2", "model.modulation_rank=8",
-        "model.encoder_depth=1", "train.steps=3", "train.batch_size=8", "data.num_images=64",
-        "train.progress=false", "optim.warmup_steps=0"]
-OUTPUTS = ["montage.png", "quality_vs_steps.png", "metrics.json", "report.md", "run/config.json",
-           "run/pretrained/model.safetensors"]
+TINY = [
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "model.encoder_depth=1",
+    "train.steps=3",
+    "train.batch_size=8",
+    "data.num_images=64",
+    "train.progress=false",
+    "optim.warmup_steps=0",
+]
+OUTPUTS = [
+    "montage.png",
+    "quality_vs_steps.png",
+    "metrics.json",
+    "report.md",
+    "run/config.json",
+    "run/pretrained/model.safetensors",
+]
 
 
 def _check(out: Path, steps: list[int]) -> dict:
@@ -39,8 +54,22 @@ def _check(out: Path, steps: list[int]) -> dict:
 
 def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     out = tmp_path / "demo_t2i"
-    code, stdout, err = run_cli(["demo", "--quick", "--out", str(out), "--steps", "1,2", "--per-class", "2",
-                                 "--threads", "1", "t2i", *TINY])
+    code, stdout, err = run_cli(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--steps",
+            "1,2",
+            "--per-class",
+            "2",
+            "--threads",
+            "1",
+            "t2i",
+            *TINY,
+        ]
+    )
     assert code == 0, err
     metrics = _check(out, [1, 2])
     assert metrics["train"]["steps"] == 3 and metrics["sampling"]["per_prompt"] == 2

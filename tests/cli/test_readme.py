@@ -35,5 +35,7 @@ def test_readme_image_links_exist() -> None:
     text = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\((docs/[^)]+)\)", text)
     assert "docs/images/demo_montage.png" in links
-    missing = [link for link in links if not (ROOT / link.split("#")[0]).exists()]  # anchors: the file must exist
+    missing = [
+        link for link in links if not (ROOT / link.split("#")[0]).exists()
+    ]  # anchors: the file must exist
     assert not missing, missing

@@ -30,7 +30,9 @@ def test_grid_scale_is_nearest_neighbour_and_values_are_clipped() -> None:
     assert (grid[:, :3] == 255).all() and (grid[:, 3:] == 0).all()
 
 
-@pytest.mark.parametrize("bad", [torch.full((1, 1, 2, 2), float("nan")), torch.zeros(2, 2), torch.zeros(1, 2, 2, 2)])
+@pytest.mark.parametrize(
+    "bad", [torch.full((1, 1, 2, 2), float("nan")), torch.zeros(2, 2), torch.zeros(1, 2, 2, 2)]
+)
 def test_grid_refuses_nan_and_wrong_shapes(bad: torch.Tensor) -> None:
     with pytest.raises(TimError):
         viz.grid_array(bad, nrow=1)
@@ -54,8 +56,15 @@ def test_save_grid_and_montage_sizes(tmp_path: Path) -> None:
 def test_plots_are_written(tmp_path: Path) -> None:
     from PIL import Image
 
-    line = viz.line_plot([1, 2, 4], {"accuracy": [0.5, 0.7, 0.9], "distance": [3, 2, 1]}, tmp_path / "l.png",
-                         xlabel="steps", reference={"accuracy": 1.0})
-    scatter = viz.scatter({"data": torch.randn(50, 2), "samples": np.random.randn(50, 2)}, tmp_path / "s.png", limit=4)
+    line = viz.line_plot(
+        [1, 2, 4],
+        {"accuracy": [0.5, 0.7, 0.9], "distance": [3, 2, 1]},
+        tmp_path / "l.png",
+        xlabel="steps",
+        reference={"accuracy": 1.0},
+    )
+    scatter = viz.scatter(
+        {"data": torch.randn(50, 2), "samples": np.random.randn(50, 2)}, tmp_path / "s.png", limit=4
+    )
     for path in (line, scatter):
         assert Image.open(path).size[0] > 100

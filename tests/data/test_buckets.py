@@ -20,7 +20,14 @@ def test_round_down_matches_the_paper_example() -> None:
 def test_batch_size_follows_the_papers_token_budget() -> None:
     # paper.md §8: B = round(16 * 1024^2 / (H W)); with DC-AE f32 and patch 1 one token = 32x32 pixels.
     budget = 16 * (1024 // 32) ** 2
-    expected = {(512, 512): 64, (1024, 1024): 16, (2048, 2048): 4, (4096, 4096): 1, (1024, 4096): 4, (768, 1024): 21}
+    expected = {
+        (512, 512): 64,
+        (1024, 1024): 16,
+        (2048, 2048): 4,
+        (4096, 4096): 1,
+        (1024, 4096): 4,
+        (768, 1024): 21,
+    }
     for size, batch in expected.items():
         assert bucket_batch_size(size, budget, 32) == batch
     assert tokens_per_item((4096, 4096), 32) == 16384
@@ -50,8 +57,18 @@ def _source(**kwargs: object) -> BucketedSource:
 
 def test_one_epoch_covers_every_item_once_with_one_bucket_per_batch() -> None:
     source = _source()
-    assert source.batch_sizes == {(4, 4): 4, (4, 8): 2, (8, 4): 2, (8, 8): 1, (8, 12): 1}  # 16 tokens / (H/2 W/2)
-    assert source.info.sizes == tuple(sorted(COUNTS)) and source.info.shape == (1, 4, 4)  # most populated bucket
+    assert source.batch_sizes == {
+        (4, 4): 4,
+        (4, 8): 2,
+        (8, 4): 2,
+        (8, 8): 1,
+        (8, 12): 1,
+    }  # 16 tokens / (H/2 W/2)
+    assert source.info.sizes == tuple(sorted(COUNTS)) and source.info.shape == (
+        1,
+        4,
+        4,
+    )  # most populated bucket
     assert source.info.num_items == sum(COUNTS.values())
     expected_batches = sum(-(-n // source.batch_sizes[s]) for s, n in COUNTS.items())
     assert source.batches_per_epoch == expected_batches
@@ -144,7 +161,13 @@ def test_bucket_errors() -> None:
 
 def test_bucketed_shapes_dataset() -> None:
     cfg = DataConfig(
-        name="shapes", bucketed=True, patch_multiple=8, min_side=8, max_side=32, max_aspect=3.0, num_images=300
+        name="shapes",
+        bucketed=True,
+        patch_multiple=8,
+        min_side=8,
+        max_side=32,
+        max_aspect=3.0,
+        num_images=300,
     )
     source = build_data_source(cfg, batch_size=4, seed=0)
     sizes = shape_sizes(8, 32, 8, 3.0)

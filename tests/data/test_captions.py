@@ -56,11 +56,17 @@ def _check_rows(batch: dict, captions: dict[int, str], encoder: TextEncoder) -> 
 
 def test_jsonl_folder_pairs_each_image_with_its_caption(tmp_path: Path, bert: str) -> None:
     captions = _jsonl_folder(tmp_path)
-    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert,
-                                          max_text_length=10), batch_size=4)
+    source = build_data_source(
+        DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, max_text_length=10),
+        batch_size=4,
+    )
     info = source.info
     assert info.shape == (3, 8, 8) and info.num_classes == 0 and info.num_items == 6
-    assert info.text_dim == 32 and set(info.text.captions) == set(captions.values()) and info.text.max_length == 10
+    assert (
+        info.text_dim == 32
+        and set(info.text.captions) == set(captions.values())
+        and info.text.max_length == 10
+    )
     assert info.text.null_context.shape == (2, 32)
     reference = TextEncoder(bert, max_length=10)
     for _ in range(3):  # crosses an epoch boundary
@@ -68,7 +74,9 @@ def test_jsonl_folder_pairs_each_image_with_its_caption(tmp_path: Path, bert: st
         assert batch["context"].shape == (4, 10, 32) and batch["context"].dtype == torch.float32
         _check_rows(batch, captions, reference)
     stats = source.encoder.cache_info()
-    assert stats.misses == 7 and stats.hits >= 12  # six captions + "" encoded once, every batch served from the cache
+    assert (
+        stats.misses == 7 and stats.hits >= 12
+    )  # six captions + "" encoded once, every batch served from the cache
 
 
 def test_sidecar_captions_and_uncaptioned_images(tmp_path: Path, bert: str) -> None:
@@ -79,38 +87,55 @@ def test_sidecar_captions_and_uncaptioned_images(tmp_path: Path, bert: str) -> N
             captions[20 * k] = f"sidecar {k}"
             (tmp_path / f"{k}.txt").write_text(captions[20 * k] + "\n")
     with pytest.warns(UserWarning, match=r"1 of 5 images .* skipped, e.g. .*3\.png.*no caption"):
-        source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert,
-                                              max_bad_fraction=0.25), batch_size=4)
+        source = build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, max_bad_fraction=0.25),
+            batch_size=4,
+        )
     assert source.info.num_items == 4 and len(source.skipped_files) == 1
     _check_rows(source.next_batch(), captions, TextEncoder(bert))
     with pytest.raises(TimError, match="max_bad_fraction"):
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=4)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=4
+        )
 
 
 def test_captions_file_with_byte_order_mark(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
-    (tmp_path / "captions.jsonl").write_text('{"file": "a.png", "caption": "with a BOM"}\n', encoding="utf-8-sig")
-    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1)
+    (tmp_path / "captions.jsonl").write_text(
+        '{"file": "a.png", "caption": "with a BOM"}\n', encoding="utf-8-sig"
+    )
+    source = build_data_source(
+        DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1
+    )
     assert source.info.text.captions == ("with a BOM",)
 
 
 def test_empty_caption_is_skipped(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
     _image(tmp_path / "b.png", 50)
-    (tmp_path / "captions.jsonl").write_text('{"file": "a.png", "caption": "kept"}\n{"file": "b.png", "caption": " "}\n')
+    (tmp_path / "captions.jsonl").write_text(
+        '{"file": "a.png", "caption": "kept"}\n{"file": "b.png", "caption": " "}\n'
+    )
     with pytest.warns(UserWarning, match=r"1 of 2 images .*b\.png. \(empty caption on line 2"):
-        source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert,
-                                              max_bad_fraction=0.5), batch_size=1)
+        source = build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, max_bad_fraction=0.5),
+            batch_size=1,
+        )
     assert source.info.text.captions == ("kept",)
 
 
 def test_several_captions_per_image_are_several_items(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
     _image(tmp_path / "b.png", 100)
-    lines = [{"file": "a.png", "caption": "first"}, {"file": "a.png", "caption": "second"},
-             {"file": "b.png", "caption": "third"}]
+    lines = [
+        {"file": "a.png", "caption": "first"},
+        {"file": "a.png", "caption": "second"},
+        {"file": "b.png", "caption": "third"},
+    ]
     (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
-    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=3)
+    source = build_data_source(
+        DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=3
+    )
     assert source.info.num_items == 3 and source.info.text.captions == ("first", "second", "third")
 
 
@@ -132,16 +157,21 @@ def test_resume_and_rank_split_are_exact(tmp_path: Path, bert: str) -> None:
         assert torch.equal(whole[key], torch.cat([h[key] for h in halves]))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ('{"file": "img/0.png", "caption": "ok"}\nnot json at all\n', r"line 2 is not JSON"),
-    ('{"file": "img/0.png"}\n', r"line 1 needs string \"file\" and \"caption\""),
-    ('["img/0.png", "a caption"]\n', r"line 1 needs string"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"file": "img/0.png", "caption": "ok"}\nnot json at all\n', r"line 2 is not JSON"),
+        ('{"file": "img/0.png"}\n', r"line 1 needs string \"file\" and \"caption\""),
+        ('["img/0.png", "a caption"]\n', r"line 1 needs string"),
+    ],
+)
 def test_bad_captions_file_lines_are_named(tmp_path: Path, bert: str, text: str, message: str) -> None:
     _image(tmp_path / "img" / "0.png", 0)
     (tmp_path / "captions.jsonl").write_text(text)
     with pytest.raises(TimError, match=message) as error:
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1
+        )
     assert "\n" not in str(error.value) and '{"file"' in str(error.value)
 
 
@@ -150,17 +180,23 @@ def test_captions_naming_missing_files_are_reported(tmp_path: Path, bert: str) -
     with (tmp_path / "captions.jsonl").open("a") as handle:
         handle.write(json.dumps({"file": "img/gone.png", "caption": "lost"}) + "\n")
     with pytest.raises(TimError, match=r"gone\.png.*line 4 of captions\.jsonl.*max_bad_fraction"):
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=2)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=2
+        )
     with pytest.warns(UserWarning, match=r"1 of 4 images .*gone\.png"):
-        source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert,
-                                              max_bad_fraction=0.5), batch_size=2)
+        source = build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, max_bad_fraction=0.5),
+            batch_size=2,
+        )
     assert source.info.num_items == 3 and "lost" not in source.info.text.captions
 
 
 def test_folder_without_any_caption(tmp_path: Path, bert: str) -> None:
     _image(tmp_path / "a.png", 0)
     with pytest.raises(TimError, match=r"no image under .* has a caption; write .*captions\.jsonl"):
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=1
+        )
 
 
 def test_scenes_source_carries_caption_features(bert: str) -> None:
@@ -184,12 +220,15 @@ def test_scenes_source_carries_caption_features(bert: str) -> None:
     assert set(plain) == {"x"}
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"name": "digits", "text_encoder": "minilm"}, r"data.text_encoder='minilm' needs captioned data"),
-    ({"name": "scenes", "hflip": True}, r"hflip=true mirrors scenes"),
-    ({"name": "scenes", "channels": 1}, r"data.channels=1 but the scenes are RGB"),
-    ({"name": "scenes", "max_text_length": 0}, r"data.max_text_length=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"name": "digits", "text_encoder": "minilm"}, r"data.text_encoder='minilm' needs captioned data"),
+        ({"name": "scenes", "hflip": True}, r"hflip=true mirrors scenes"),
+        ({"name": "scenes", "channels": 1}, r"data.channels=1 but the scenes are RGB"),
+        ({"name": "scenes", "max_text_length": 0}, r"data.max_text_length=0 must be >= 1"),
+    ],
+)
 def test_config_errors(config: dict, message: str) -> None:
     with pytest.raises(TimError, match=message):
         DataConfig(**config)
@@ -198,8 +237,10 @@ def test_config_errors(config: dict, message: str) -> None:
 def test_unknown_text_encoder_folder(tmp_path: Path) -> None:
     _jsonl_folder(tmp_path, count=1)
     with warnings.catch_warnings(), pytest.raises(TimError, match=r"neither 'minilm' nor a local folder"):
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=str(tmp_path / "no")),
-                          batch_size=1)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), text_encoder=str(tmp_path / "no")),
+            batch_size=1,
+        )
 
 
 def test_bucketed_captioned_folder(tmp_path: Path, bert: str) -> None:
@@ -210,8 +251,9 @@ def test_bucketed_captioned_folder(tmp_path: Path, bert: str) -> None:
         Image.fromarray(np.full((h, w, 3), 30 * k, dtype=np.uint8)).save(path)
         captions[30 * k] = f"bucket image {k}"
         path.with_suffix(".txt").write_text(captions[30 * k])
-    source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, bucketed=True),
-                               batch_size=2)
+    source = build_data_source(
+        DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert, bucketed=True), batch_size=2
+    )
     assert source.info.sizes == ((8, 8), (8, 12)) and source.info.text_dim == 32
     reference = TextEncoder(bert)
     for _ in range(4):

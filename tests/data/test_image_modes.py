@@ -24,8 +24,9 @@ def _decoded(root: Path, channels: int, **config: object) -> np.ndarray:
     """The folder's only image as the data source delivers it: uint8 (H, W, C)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = build_data_source(DataConfig(name="image_folder", root=str(root), channels=channels, **config),
-                                   batch_size=1)
+        source = build_data_source(
+            DataConfig(name="image_folder", root=str(root), channels=channels, **config), batch_size=1
+        )
     x = source.next_batch()["x"][0]
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
@@ -61,8 +62,10 @@ def test_images_without_a_defined_range_are_skipped_and_named(tmp_path: Path) ->
     Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "a" / "float.tif")
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "a" / "ok.png")
     with pytest.warns(UserWarning, match=r"2 of 3 images .*(huge|float).tif"):
-        source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path), channels=1,
-                                              max_bad_fraction=0.9), batch_size=1)
+        source = build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), channels=1, max_bad_fraction=0.9),
+            batch_size=1,
+        )
     reasons = dict(source.skipped_files)
     assert "outside the 16-bit range" in reasons[str(tmp_path / "a" / "huge.tif")]
     assert "no defined range" in reasons[str(tmp_path / "a" / "float.tif")]

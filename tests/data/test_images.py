@@ -24,11 +24,15 @@ def _random_rgb(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
-def _folder(root: Path, sizes: dict[str, list[tuple[int, int]]], seed: int = 0) -> dict[str, list[np.ndarray]]:
+def _folder(
+    root: Path, sizes: dict[str, list[tuple[int, int]]], seed: int = 0
+) -> dict[str, list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     saved: dict[str, list[np.ndarray]] = {}
     for name, shapes in sizes.items():
-        saved[name] = [_save(root / name / f"{k:03d}.png", _random_rgb(rng, h, w)) for k, (h, w) in enumerate(shapes)]
+        saved[name] = [
+            _save(root / name / f"{k:03d}.png", _random_rgb(rng, h, w)) for k, (h, w) in enumerate(shapes)
+        ]
     return saved
 
 
@@ -36,7 +40,11 @@ def test_labelled_folder_at_native_size_is_exact(tmp_path: Path) -> None:
     saved = _folder(tmp_path, {"cat": [(6, 10)] * 3, "dog": [(6, 10)] * 2})
     (tmp_path / "README.txt").write_text("not an image")  # ignored: not an image suffix
     source = build_data_source(DataConfig(name="image_folder", root=str(tmp_path)), batch_size=5)
-    assert source.info.shape == (3, 6, 10) and source.info.class_names == ("cat", "dog") and source.info.num_items == 5
+    assert (
+        source.info.shape == (3, 6, 10)
+        and source.info.class_names == ("cat", "dog")
+        and source.info.num_items == 5
+    )
     batch = source.next_batch()
     want = {(label, arr.tobytes()) for label, name in enumerate(("cat", "dog")) for arr in saved[name]}
     pixels = ((batch["x"] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -75,7 +83,9 @@ def test_native_resize_rounds_down_and_caps_pixels() -> None:
     image = Image.new("RGB", (22, 37))  # PIL sizes are (W, H)
     assert native_resize(image, 4, 0).size == (20, 36)
     assert native_resize(image, 32, 0) is None
-    capped = native_resize(Image.new("RGB", (400, 100)), 8, 10_000)  # 40,000 px -> at most 10,000 px, aspect 4:1
+    capped = native_resize(
+        Image.new("RGB", (400, 100)), 8, 10_000
+    )  # 40,000 px -> at most 10,000 px, aspect 4:1
     assert capped.size == (200, 48)
 
 
@@ -87,7 +97,9 @@ def test_unreadable_files_are_skipped_counted_and_reported(tmp_path: Path) -> No
         source = build_data_source(cfg, batch_size=3)
     assert source.info.num_items == 9 and len(source.skipped_files) == 1
     with pytest.raises(TimError, match=r"1 of 10 images.*max_bad_fraction=0.05; remove or repair"):
-        build_data_source(DataConfig(name="image_folder", root=str(tmp_path), max_bad_fraction=0.05), batch_size=3)
+        build_data_source(
+            DataConfig(name="image_folder", root=str(tmp_path), max_bad_fraction=0.05), batch_size=3
+        )
 
 
 def test_truncated_jpeg_is_skipped(tmp_path: Path) -> None:
@@ -149,7 +161,12 @@ def test_folder_errors(tmp_path: Path, setup: str, cfg_kwargs: dict, fragments: 
 def test_bucketed_folder_keeps_native_sizes(tmp_path: Path) -> None:
     _folder(tmp_path, {"a": [(37, 22), (36, 20), (16, 40)], "b": [(9, 9), (3, 50)]})
     cfg = DataConfig(
-        name="image_folder", root=str(tmp_path), bucketed=True, patch_multiple=4, token_budget=64, max_bad_fraction=0.5
+        name="image_folder",
+        root=str(tmp_path),
+        bucketed=True,
+        patch_multiple=4,
+        token_budget=64,
+        max_bad_fraction=0.5,
     )
     with pytest.warns(UserWarning, match="smaller than data.patch_multiple=4"):  # the 3 x 50 image
         source = build_data_source(cfg, batch_size=1)

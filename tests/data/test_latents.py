@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from tim.data import DataConfig, build_data_source
-from tim.data.latents import encode_images_to_latents, load_autoencoder, read_latent_shards, write_latent_shards
+from tim.data.latents import (
+    encode_images_to_latents,
+    load_autoencoder,
+    read_latent_shards,
+    write_latent_shards,
+)
 from tim.errors import TimError
 
 
@@ -40,7 +45,9 @@ def test_write_read_round_trip_and_normalisation(tmp_path: Path) -> None:
     ((x, y),) = groups.values()
     assert torch.equal(x, latents) and torch.equal(y, labels)
     assert metadata["autoencoder"] == "fake-f4" and json.loads(metadata["class_names"]) == ["a", "b", "c"]
-    source = build_data_source(DataConfig(name="latents", root=str(tmp_path), patch_multiple=1), batch_size=10)
+    source = build_data_source(
+        DataConfig(name="latents", root=str(tmp_path), patch_multiple=1), batch_size=10
+    )
     info = source.info
     assert (info.shape, info.num_classes, info.latent_scale, info.latent_shift, info.value_range) == (
         (4, 2, 3),
@@ -53,7 +60,8 @@ def test_write_read_round_trip_and_normalisation(tmp_path: Path) -> None:
     batch = source.next_batch()
     # Each delivered row is (latent - shift) * scale of the stored latent with the same label.
     order = [
-        int(torch.nonzero((latents - 0.25).mul(0.5).sub(row).abs().flatten(1).amax(1) < 1e-6)[0]) for row in batch["x"]
+        int(torch.nonzero((latents - 0.25).mul(0.5).sub(row).abs().flatten(1).amax(1) < 1e-6)[0])
+        for row in batch["x"]
     ]
     assert sorted(order) == list(range(10)) and torch.equal(labels[order], batch["y"])
 
@@ -142,12 +150,18 @@ def test_shard_errors(tmp_path: Path, setup: str, fragments: tuple[str, ...]) ->
     if setup == "nan":
         _write_raw(root / "a.safetensors", {"latents": torch.full((2, 4, 2, 2), float("nan"))}, GOOD_META)
     if setup == "label_too_big":
-        _write_raw(root / "a.safetensors", {"latents": torch.zeros(1, 4, 2, 2), "labels": torch.tensor([5])}, GOOD_META)
+        _write_raw(
+            root / "a.safetensors",
+            {"latents": torch.zeros(1, 4, 2, 2), "labels": torch.tensor([5])},
+            GOOD_META,
+        )
     if setup in ("scale_disagrees", "channels_disagree"):
         _write_raw(root / "a.safetensors", good, GOOD_META)
         other = {**GOOD_META, "scale": "2.0"} if setup == "scale_disagrees" else GOOD_META
         tensors = (
-            good if setup == "scale_disagrees" else {"latents": torch.zeros(2, 3, 2, 2), "labels": torch.tensor([0, 1])}
+            good
+            if setup == "scale_disagrees"
+            else {"latents": torch.zeros(2, 3, 2, 2), "labels": torch.tensor([0, 1])}
         )
         _write_raw(root / "b.safetensors", tensors, other)
     with pytest.raises(TimError) as info:

@@ -7,13 +7,28 @@ import pytest
 
 from tim.data import scenes
 from tim.data.scenes import (
-    CATEGORIES, COLORS, HELDOUT_PAIRS, SHAPES, layout_scene, make_spec, parse_caption, render_scene, render_scenes,
-    scene_specs, shape_mask,
+    CATEGORIES,
+    COLORS,
+    HELDOUT_PAIRS,
+    SHAPES,
+    layout_scene,
+    make_spec,
+    parse_caption,
+    render_scene,
+    render_scenes,
+    scene_specs,
+    shape_mask,
 )
 from tim.errors import TimError
 
-ISSUE_COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 230),
-                "yellow": (230, 210, 40), "purple": (150, 60, 200), "white": (235, 235, 235)}
+ISSUE_COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 60),
+    "blue": (50, 90, 230),
+    "yellow": (230, 210, 40),
+    "purple": (150, 60, 200),
+    "white": (235, 235, 235),
+}
 
 
 def test_palette_shapes_and_categories_are_the_issues():
@@ -22,11 +37,18 @@ def test_palette_shapes_and_categories_are_the_issues():
     assert CATEGORIES == ("single_object", "two_objects", "counting", "colors", "position", "color_attr")
 
 
-@pytest.mark.parametrize("caption, category", [
-    ("a red circle", "colors"), ("two blue squares", "counting"), ("one white triangle", "counting"),
-    ("a green triangle left of a yellow circle", "position"), ("a purple square and a white circle", "color_attr"),
-    ("a circle and a square", "two_objects"), ("a triangle", "single_object"),
-])
+@pytest.mark.parametrize(
+    "caption, category",
+    [
+        ("a red circle", "colors"),
+        ("two blue squares", "counting"),
+        ("one white triangle", "counting"),
+        ("a green triangle left of a yellow circle", "position"),
+        ("a purple square and a white circle", "color_attr"),
+        ("a circle and a square", "two_objects"),
+        ("a triangle", "single_object"),
+    ],
+)
 def test_issue_examples_parse(caption, category):
     spec = parse_caption(caption)
     assert spec.category == category and spec.caption == caption
@@ -40,8 +62,19 @@ def test_caption_round_trip_for_every_prompt():
     assert parse_caption("  Two  Blue SQUARES ") == parse_caption("two blue squares")
 
 
-@pytest.mark.parametrize("bad", ["a red dog", "two blue square", "one blue squares", "a circle and a circle",
-                                 "a red circle left of a red square", "a red circle and a blue circle", "", "five red circles"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a red dog",
+        "two blue square",
+        "one blue squares",
+        "a circle and a circle",
+        "a red circle left of a red square",
+        "a red circle and a blue circle",
+        "",
+        "five red circles",
+    ],
+)
 def test_non_captions_are_one_line_errors(bad):
     with pytest.raises(TimError, match="not a scene caption") as info:
         parse_caption(bad)
@@ -78,10 +111,12 @@ def test_layout_conventions(size):
         for k, obj in enumerate(objects):
             top, left, side = obj.box
             assert side >= 7 and 0 <= top and top + side <= size and 0 <= left and left + side <= size
-            assert all(not _boxes_overlap(obj.box, other.box) for other in objects[k + 1:])
+            assert all(not _boxes_overlap(obj.box, other.box) for other in objects[k + 1 :])
         if spec.relation is not None:
             (r0, c0), (r1, c1) = objects[0].centroid, objects[1].centroid
-            along = {"left of": c1 - c0, "right of": c0 - c1, "above": r1 - r0, "below": r0 - r1}[spec.relation]
+            along = {"left of": c1 - c0, "right of": c0 - c1, "above": r1 - r0, "below": r0 - r1}[
+                spec.relation
+            ]
             assert along >= 4.0
         kinds = [(o.shape, o.color) for o in objects]
         for shape, color in spec.objects:
@@ -97,7 +132,7 @@ def test_rendered_pixels_are_black_or_the_palette_and_match_the_layout():
     assert colours == {(0, 0, 0), COLORS["green"], COLORS["yellow"]}
     for obj in objects:
         top, left, side = obj.box
-        window = np.all(image[top:top + side, left:left + side] == COLORS[obj.color], axis=-1)
+        window = np.all(image[top : top + side, left : left + side] == COLORS[obj.color], axis=-1)
         assert np.array_equal(window, shape_mask(obj.shape, side))
         rows, cols = np.nonzero(window)  # the bounding box is tight
         assert rows.min() == 0 and cols.min() == 0 and rows.max() == side - 1 and cols.max() == side - 1
@@ -137,11 +172,16 @@ def test_rendering_is_fast():
     assert time.perf_counter() - started < 10  # ~0.3 s on an idle core; generous for a loaded machine
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: render_scenes(0), "num_images"), (lambda: render_scenes(4, seed=-1), "seed"),
-    (lambda: render_scenes(4, size=12), "too small"), (lambda: render_scenes(4, split="test"), "split"),
-    (lambda: scene_specs(category="animals"), "category"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: render_scenes(0), "num_images"),
+        (lambda: render_scenes(4, seed=-1), "seed"),
+        (lambda: render_scenes(4, size=12), "too small"),
+        (lambda: render_scenes(4, split="test"), "split"),
+        (lambda: scene_specs(category="animals"), "category"),
+    ],
+)
 def test_bad_arguments(call, match):
     with pytest.raises(TimError, match=match):
         call()

@@ -178,7 +178,10 @@ def test_curve_toys_are_jittered_curves(name: str) -> None:
     if name == "moons":
         upper = torch.stack([a.cos(), a.sin()], 1)
         lower = torch.stack([1 - a.cos(), 0.5 - a.sin()], 1)
-        curve, jitter = 1.1 * (torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)), 0.06
+        curve, jitter = (
+            1.1 * (torch.cat([upper, lower]) - torch.tensor([0.5, 0.25], dtype=torch.float64)),
+            0.06,
+        )
     else:
         a = 3 * a
         arm = 1.8 * a[:, None] / (3 * math.pi) * torch.stack([a.cos(), a.sin()], 1)
@@ -191,7 +194,10 @@ def test_curve_toys_are_jittered_curves(name: str) -> None:
 @pytest.mark.parametrize("name", ["checkerboard", "8gaussians", "moons", "spirals"])
 def test_toy_source_ranks_resume_and_box(name: str) -> None:
     single = build_data_source(DataConfig(name=name), batch_size=64, seed=2)
-    halves = [build_data_source(DataConfig(name=name), batch_size=64, rank=k, world_size=2, seed=2) for k in range(2)]
+    halves = [
+        build_data_source(DataConfig(name=name), batch_size=64, rank=k, world_size=2, seed=2)
+        for k in range(2)
+    ]
     first = [single.next_batch()["x"] for _ in range(3)]
     for want in first:
         assert want.shape == (64, 2) and want.abs().max() < 2.0

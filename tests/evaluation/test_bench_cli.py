@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_parse_overrides_types_values() -> None:
     assert parse_overrides(["hidden_size=64", "qk_norm=False", "attention_backend=math"]) == {
-        "hidden_size": 64, "qk_norm": False, "attention_backend": "math"}
+        "hidden_size": 64,
+        "qk_norm": False,
+        "attention_backend": "math",
+    }
     with pytest.raises(TimError, match="KEY=VALUE"):
         parse_overrides(["hidden_size"])
 
@@ -30,13 +33,42 @@ def test_quality_flags_map_onto_the_config(tmp_path, monkeypatch, capsys) -> Non
         return {"results": {}, "per_seed": {"hidden": True}}
 
     monkeypatch.setattr("tim.evaluation.quality.run_quality", fake_run_quality)
-    status = main(["bench", "quality", "--dataset", "moons", "--methods", "tim,flow_matching", "--seeds", "3,4",
-                   "--train-steps", "7", "--sampling-steps", "1,8", "--cfg", "2.0", "--model-override", "depth=2",
-                   "--objective-option", "direction_loss=true", "--objective-option", "epsilon=0.001",
-                   "--jobs", "3", "--out", str(tmp_path)])
+    status = main(
+        [
+            "bench",
+            "quality",
+            "--dataset",
+            "moons",
+            "--methods",
+            "tim,flow_matching",
+            "--seeds",
+            "3,4",
+            "--train-steps",
+            "7",
+            "--sampling-steps",
+            "1,8",
+            "--cfg",
+            "2.0",
+            "--model-override",
+            "depth=2",
+            "--objective-option",
+            "direction_loss=true",
+            "--objective-option",
+            "epsilon=0.001",
+            "--jobs",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert status == 0
     config = seen["config"]
-    assert (config.dataset, config.methods, config.seeds, config.train_steps) == ("moons", ("tim", "flow_matching"), (3, 4), 7)
+    assert (config.dataset, config.methods, config.seeds, config.train_steps) == (
+        "moons",
+        ("tim", "flow_matching"),
+        (3, 4),
+        7,
+    )
     assert config.step_counts == (1, 8) and config.guidance_scale == 2.0
     assert config.model == {"preset": "MLP-toy", "depth": 2} and seen["jobs"] == 3
     assert config.objective_options == {"direction_loss": True, "epsilon": 0.001}
@@ -44,9 +76,32 @@ def test_quality_flags_map_onto_the_config(tmp_path, monkeypatch, capsys) -> Non
 
 
 def test_bench_quality_on_a_toy_end_to_end(tmp_path, capsys) -> None:
-    status = main(["bench", "quality", "--dataset", "8gaussians", "--methods", "meanflow", "--seeds", "0",
-                   "--train-steps", "2", "--batch-size", "16", "--sampling-steps", "1,4", "--num-samples", "64",
-                   "--model-override", "hidden_size=16", "--model-override", "depth=1", "--out", str(tmp_path)])
+    status = main(
+        [
+            "bench",
+            "quality",
+            "--dataset",
+            "8gaussians",
+            "--methods",
+            "meanflow",
+            "--seeds",
+            "0",
+            "--train-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--sampling-steps",
+            "1,4",
+            "--num-samples",
+            "64",
+            "--model-override",
+            "hidden_size=16",
+            "--model-override",
+            "depth=1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert status == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["metric"] == "energy_distance" and "per_seed" not in printed
@@ -61,5 +116,7 @@ def test_bench_usage_errors_exit_2(tmp_path, capsys) -> None:
 
 
 def test_gpu_script_is_valid_bash() -> None:
-    result = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu.sh")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["bash", "-n", str(REPO / "benchmarks" / "gpu.sh")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr

@@ -39,16 +39,21 @@ def test_flop_count_of_a_matmul() -> None:
 def test_dde_costs_two_extra_forwards_on_the_r_below_t_rows() -> None:
     config = CostConfig(**TINY_MLP, batch_size=8)
     device = torch.device("cpu")
-    flow, dde = TrainingStep(config, "flow_matching", "sdpa", device), TrainingStep(config, "tim_dde", "sdpa", device)
+    flow, dde = (
+        TrainingStep(config, "flow_matching", "sdpa", device),
+        TrainingStep(config, "tim_dde", "sdpa", device),
+    )
     one_row = count_flops(lambda: dde.model(dde.x[:1], torch.ones(1), torch.zeros(1)))
     rows_below = 8 - round(0.5 * 8)  # TiM forces r = t on round(0.5 B) rows (paper Table 11)
     assert count_flops(dde) - count_flops(flow) == 2 * rows_below * one_row
 
 
 def test_ratios_and_targets_on_known_numbers() -> None:
-    results = {"flow_matching": {"step_seconds_median": 2.0, "peak_memory_bytes": 100},
-               "tim_dde": {"step_seconds_median": 3.0, "peak_memory_bytes": 110},
-               "tim_jvp": {"step_seconds_median": 5.0, "peak_memory_bytes": 300}}
+    results = {
+        "flow_matching": {"step_seconds_median": 2.0, "peak_memory_bytes": 100},
+        "tim_dde": {"step_seconds_median": 3.0, "peak_memory_bytes": 110},
+        "tim_jvp": {"step_seconds_median": 5.0, "peak_memory_bytes": 300},
+    }
     ratios = cost_ratios(results)
     assert ratios["tim_dde_time_vs_flow_matching"] == 1.5 and ratios["tim_dde_time_vs_tim_jvp"] == 0.6
     assert ratios["tim_jvp_memory_vs_flow_matching"] == 3.0
@@ -58,8 +63,15 @@ def test_ratios_and_targets_on_known_numbers() -> None:
 
 @pytest.mark.slow
 def test_tiny_cost_run_reports_every_variant() -> None:
-    config = CostConfig(**TINY_MLP, batch_size=8, timed_steps=1, warmup_steps=0, sampling_steps=(1, 2),
-                        sampling_batch=4, matmul_size=64)
+    config = CostConfig(
+        **TINY_MLP,
+        batch_size=8,
+        timed_steps=1,
+        warmup_steps=0,
+        sampling_steps=(1, 2),
+        sampling_batch=4,
+        matmul_size=64,
+    )
     report = run_cost(config, log=lambda _: None)
     training = report["backends"]["sdpa"]["training"]
     assert set(training) == {"flow_matching", "tim_dde", "tim_jvp", "ratios", "matmul_peak"}

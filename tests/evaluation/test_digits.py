@@ -42,8 +42,12 @@ def test_distances_order_real_noisy_and_random_digits(real) -> None:
     images, labels = real
     generator = torch.Generator().manual_seed(0)
     clean = evaluate_digits(images, labels, reference="heldout")
-    noisy = evaluate_digits(images + 0.5 * torch.randn(images.shape, generator=generator), labels, reference="heldout")
-    random = evaluate_digits(2 * torch.rand(images.shape, generator=generator) - 1, labels, reference="heldout")
+    noisy = evaluate_digits(
+        images + 0.5 * torch.randn(images.shape, generator=generator), labels, reference="heldout"
+    )
+    random = evaluate_digits(
+        2 * torch.rand(images.shape, generator=generator) - 1, labels, reference="heldout"
+    )
     assert clean["frechet_distance"] < noisy["frechet_distance"] < random["frechet_distance"]
     assert clean["kid"] < noisy["kid"] < random["kid"]
     assert clean["class_accuracy"] > 0.98 and random["class_accuracy"] < 0.3

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tim.data.scenes import COLORS, PlacedObject, draw_scene, layout_scene, parse_caption, render_scenes
-from tim.evaluation.geneval import detect_objects, score_image, score_images, to_uint8_images
 from tim.errors import TimError
+from tim.evaluation.geneval import detect_objects, score_image, score_images, to_uint8_images
 
 
 def _perturb(images: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -17,13 +17,15 @@ def _perturb(images: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndar
         x = x + rng.normal(0, 8, x.shape)
     elif kind == "blur":  # 3x3 box blur: soft edges as in generated images
         p = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-        x = sum(p[:, dy:dy + x.shape[1], dx:dx + x.shape[2]] for dy in range(3) for dx in range(3)) / 9
+        x = sum(p[:, dy : dy + x.shape[1], dx : dx + x.shape[2]] for dy in range(3) for dx in range(3)) / 9
     elif kind == "drift":
         x = x + rng.uniform(-12, 12, (len(x), 1, 1, 3))
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("size, split, seed", [(32, "train", 0), (32, "heldout", 1), (64, "train", 2), (24, "train", 3)])
+@pytest.mark.parametrize(
+    "size, split, seed", [(32, "train", 0), (32, "heldout", 1), (64, "train", 2), (24, "train", 3)]
+)
 def test_renderer_images_score_at_least_098_in_every_category(size, split, seed):
     images, _, specs = render_scenes(240 if size < 64 else 120, seed=seed, size=size, split=split)
     result = score_images(images, specs)
@@ -60,7 +62,9 @@ def test_detections_match_the_layout():
 
 
 def _scene(*objects: tuple[str, str, int, int, int]) -> np.ndarray:
-    placed = [PlacedObject(shape, color, (top, left, side), (0.0, 0.0)) for shape, color, top, left, side in objects]
+    placed = [
+        PlacedObject(shape, color, (top, left, side), (0.0, 0.0)) for shape, color, top, left, side in objects
+    ]
     return draw_scene(placed, 32)
 
 
@@ -76,7 +80,9 @@ def test_scoring_rules():
     assert not score_image(two, parse_caption("a triangle"))
     assert score_image(two, parse_caption("one red circle"))
     assert not score_image(two, parse_caption("two red circles"))  # counting is exact
-    three = _scene(("square", "green", 2, 2, 8), ("square", "green", 2, 20, 8), ("square", "green", 20, 10, 8))
+    three = _scene(
+        ("square", "green", 2, 2, 8), ("square", "green", 2, 20, 8), ("square", "green", 20, 10, 8)
+    )
     assert score_image(three, parse_caption("three green squares"))
     assert not score_image(three, parse_caption("two green squares"))
 

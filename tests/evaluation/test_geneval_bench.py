@@ -10,16 +10,31 @@ import pytest
 from tim.errors import TimError
 from tim.evaluation.geneval_bench import GenevalConfig, check_targets, eval_specs, run_config_dict
 
-TINY_MODEL = {"preset": "TiM-scenes", "patch_size": 8, "hidden_size": 32, "depth": 1, "num_heads": 2,
-              "modulation_rank": 8, "encoder_depth": 1}
+TINY_MODEL = {
+    "preset": "TiM-scenes",
+    "patch_size": 8,
+    "hidden_size": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "modulation_rank": 8,
+    "encoder_depth": 1,
+}
 
 
 def test_tiny_benchmark_writes_tables(tmp_path: Path) -> None:
     from tim.evaluation.geneval_bench import run_geneval
 
-    config = GenevalConfig(methods=("tim", "flow_matching"), train_steps=2, batch_size=4, num_images=16,
-                           step_counts=(1, 2), per_category=1, heldout_per_category=1, guidance_scale=2.0,
-                           model=TINY_MODEL)
+    config = GenevalConfig(
+        methods=("tim", "flow_matching"),
+        train_steps=2,
+        batch_size=4,
+        num_images=16,
+        step_counts=(1, 2),
+        per_category=1,
+        heldout_per_category=1,
+        guidance_scale=2.0,
+        model=TINY_MODEL,
+    )
     report = run_geneval(config, tmp_path, log=lambda _: None)
     for name in ("geneval.json", "geneval.md", "geneval.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -28,7 +43,10 @@ def test_tiny_benchmark_writes_tables(tmp_path: Path) -> None:
     cell = saved["results"]["tim"]["heldout"]["2.0"]["2"]
     assert cell["nfe"] == 4 and 0.0 <= cell["overall"] <= 1.0  # CFG: two calls per step
     assert saved["results"]["flow_matching"]["seen"]["1.0"]["1"]["nfe"] == 1
-    assert {t["target"] for t in report["targets"]} >= {"TiM >= 0.70 at 1 NFE", "TiM >= flow_matching at every step count (min gap)"}
+    assert {t["target"] for t in report["targets"]} >= {
+        "TiM >= 0.70 at 1 NFE",
+        "TiM >= flow_matching at every step count (min gap)",
+    }
     assert "| tim | seen | 1.0 |" in (tmp_path / "geneval.md").read_text()
     # a rerun reuses the trained runs (same config hash) instead of training again
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -60,8 +78,10 @@ def test_targets_are_checked_on_the_seen_prompts():
     assert not met["TiM >= flow_matching at every step count (min gap)"]  # 0.80 < 0.82 at 8 steps
 
 
-@pytest.mark.parametrize("field, value", [("methods", ("ddpm",)), ("train_steps", 1), ("per_category", 0),
-                                          ("guidance_scale", -1.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("methods", ("ddpm",)), ("train_steps", 1), ("per_category", 0), ("guidance_scale", -1.0)],
+)
 def test_bad_settings_are_one_line_errors(field, value):
     with pytest.raises(TimError):
         GenevalConfig(**{field: value})

@@ -75,5 +75,7 @@ def test_fid_of_a_set_with_itself_is_zero(model, tmp_path) -> None:
     save_file({k: v for k, v in model.state_dict().items()}, str(tmp_path / "w.safetensors"))
     images = torch.rand(6, 1, 8, 8) * 2 - 1
     result = compute_fid(images, images, tmp_path / "w.safetensors", batch_size=3)
-    assert abs(result["fid"]) < 1e-6 * max(1.0, np.trace(np.cov(inception_features(model, images), rowvar=False)))
+    assert abs(result["fid"]) < 1e-6 * max(
+        1.0, np.trace(np.cov(inception_features(model, images), rowvar=False))
+    )
     assert result["num_samples"] == 6 and "Inception" in result["feature_extractor"]

@@ -34,7 +34,9 @@ def test_frechet_matches_scipy_sqrtm(dim: int) -> None:
     sigma_1, sigma_2 = _random_spd(rng, dim), _random_spd(rng, dim)
     covmean = scipy.linalg.sqrtm(sigma_1 @ sigma_2).real
     expected = np.sum((mu_1 - mu_2) ** 2) + np.trace(sigma_1 + sigma_2 - 2 * covmean)
-    assert frechet_distance_from_stats(mu_1, sigma_1, mu_2, sigma_2) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert frechet_distance_from_stats(mu_1, sigma_1, mu_2, sigma_2) == pytest.approx(
+        expected, rel=1e-9, abs=1e-9
+    )
 
 
 def test_frechet_of_features_matches_scipy_on_random_data() -> None:
@@ -43,7 +45,9 @@ def test_frechet_of_features_matches_scipy_on_random_data() -> None:
     b = 0.5 * rng.standard_normal((300, 16)) @ rng.standard_normal((16, 16)) + 1.0
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real)
+    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(
+        cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real
+    )
     assert frechet_distance(torch.from_numpy(a), b) == pytest.approx(expected, rel=1e-8)
 
 
@@ -52,7 +56,9 @@ def test_frechet_diagonal_closed_form_and_zero_for_identical() -> None:
     mu_1, mu_2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, -1.0])
     s_1, s_2 = np.array([1.0, 2.0, 0.5]), np.array([3.0, 1.0, 0.5])
     expected = np.sum((mu_1 - mu_2) ** 2) + np.sum((s_1 - s_2) ** 2)
-    assert frechet_distance_from_stats(mu_1, np.diag(s_1**2), mu_2, np.diag(s_2**2)) == pytest.approx(expected)
+    assert frechet_distance_from_stats(mu_1, np.diag(s_1**2), mu_2, np.diag(s_2**2)) == pytest.approx(
+        expected
+    )
     stats = gaussian_stats(np.random.default_rng(1).standard_normal((50, 4)))
     assert abs(frechet_distance_from_stats(stats.mu, stats.sigma, stats.mu, stats.sigma)) < 1e-10
 
@@ -76,7 +82,9 @@ def test_mmd2_matches_brute_force_loops() -> None:
 
 def test_kid_is_unbiased_for_equal_distributions_and_positive_for_shift() -> None:
     rng = np.random.default_rng(3)
-    same = [kernel_distance(rng.standard_normal((40, 4)), rng.standard_normal((60, 4)))[0] for _ in range(300)]
+    same = [
+        kernel_distance(rng.standard_normal((40, 4)), rng.standard_normal((60, 4)))[0] for _ in range(300)
+    ]
     standard_error = np.std(same) / np.sqrt(len(same))
     assert abs(np.mean(same)) < 4 * standard_error
     shifted = kernel_distance(rng.standard_normal((200, 4)), rng.standard_normal((200, 4)) + 1.0)[0]

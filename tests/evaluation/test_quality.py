@@ -37,14 +37,26 @@ def test_toy_runs_train_tim_with_plain_mse_and_keep_the_baselines_recipes() -> N
     assert runs["tim"]["objective"] == {"name": "tim", "direction_loss": False, "adaptive": False}
     assert (objectives["tim"].direction_loss, objectives["tim"].adaptive) == (False, False)
     assert objectives["tim"].derivative == "dde"  # only the loss form changes, not the method
-    assert (objectives["flow_matching"].direction_loss, objectives["flow_matching"].adaptive) == (False, False)
+    assert (objectives["flow_matching"].direction_loss, objectives["flow_matching"].adaptive) == (
+        False,
+        False,
+    )
     assert objectives["meanflow"].adaptive and objectives["meanflow"].adaptive_c == pytest.approx(1e-3)
     for data in runs.values():  # the rest of the budget is still identical
         data.pop("objective")
     assert all(data == runs["tim"] for data in runs.values())
-    image_recipe = QualityConfig(dataset="checkerboard", objective_options={"direction_loss": True, "adaptive": True})
-    assert run_config_dict(image_recipe, "tim", 0)["objective"] == {"name": "tim", "direction_loss": True, "adaptive": True}
-    assert run_config_dict(QualityConfig(objective_options={"epsilon": 1e-3}), "tim", 0)["objective"] == {"name": "tim", "epsilon": 1e-3}
+    image_recipe = QualityConfig(
+        dataset="checkerboard", objective_options={"direction_loss": True, "adaptive": True}
+    )
+    assert run_config_dict(image_recipe, "tim", 0)["objective"] == {
+        "name": "tim",
+        "direction_loss": True,
+        "adaptive": True,
+    }
+    assert run_config_dict(QualityConfig(objective_options={"epsilon": 1e-3}), "tim", 0)["objective"] == {
+        "name": "tim",
+        "epsilon": 1e-3,
+    }
 
 
 def test_summarise_matches_numpy_and_keeps_non_finite_runs_visible() -> None:
@@ -57,22 +69,36 @@ def test_summarise_matches_numpy_and_keeps_non_finite_runs_visible() -> None:
 
 
 def _table(curves: dict[str, list[float]], counts: tuple[int, ...]) -> dict:
-    return {method: {"1.0": {str(s): {"frechet_distance": {"mean": v}} for s, v in zip(counts, values)}}
-            for method, values in curves.items()}
+    return {
+        method: {"1.0": {str(s): {"frechet_distance": {"mean": v}} for s, v in zip(counts, values)}}
+        for method, values in curves.items()
+    }
 
 
 def test_targets_on_known_curves() -> None:
     counts = (1, 2, 4, 8, 16)
     config = QualityConfig(step_counts=counts)
-    good = _table({"tim": [5.0, 4.9, 4.8, 4.0, 3.9], "flow_matching": [90, 40, 20, 8, 4.5],
-                   "meanflow": [6.0, 6.0, 6.0, 6.0, 6.0]}, counts)
+    good = _table(
+        {
+            "tim": [5.0, 4.9, 4.8, 4.0, 3.9],
+            "flow_matching": [90, 40, 20, 8, 4.5],
+            "meanflow": [6.0, 6.0, 6.0, 6.0, 6.0],
+        },
+        counts,
+    )
     results = check_targets(good, config)
     assert [r["met"] for r in results] == [True, True, True]
     assert results[0]["value"] == pytest.approx(5.0 / 4.5)
     assert results[1]["value"] == pytest.approx(4.9 / 5.0)
     assert results[2]["value"] == pytest.approx(4.0 / 6.0)  # worst ratio over steps >= 8
-    bad = _table({"tim": [6.0, 4.0, 4.3, 4.0, 3.9], "flow_matching": [90, 40, 20, 8, 4.5],
-                  "meanflow": [6.0, 6.0, 6.0, 3.0, 6.0]}, counts)
+    bad = _table(
+        {
+            "tim": [6.0, 4.0, 4.3, 4.0, 3.9],
+            "flow_matching": [90, 40, 20, 8, 4.5],
+            "meanflow": [6.0, 6.0, 6.0, 3.0, 6.0],
+        },
+        counts,
+    )
     met = [r["met"] for r in check_targets(bad, config)]
     assert met == [False, False, False]  # 6.0 > 1.25 * 4.5; 4.3 > 1.05 * 4.0; 4.0 > 3.0 at 8 steps
 
@@ -87,15 +113,24 @@ def test_bad_settings_are_user_errors() -> None:
 @pytest.mark.slow
 def test_tiny_digits_run_writes_labelled_report_and_reuses_runs(tmp_path) -> None:
     model = {"preset": "TiM-digits", "hidden_size": 16, "depth": 1, "num_heads": 2, "modulation_rank": 8}
-    config = QualityConfig(methods=("tim", "flow_matching"), seeds=(0,), train_steps=2, batch_size=8,
-                           step_counts=(1, 2), num_samples=20, model=model)
+    config = QualityConfig(
+        methods=("tim", "flow_matching"),
+        seeds=(0,),
+        train_steps=2,
+        batch_size=8,
+        step_counts=(1, 2),
+        num_samples=20,
+        model=model,
+    )
     report = run_quality(config, tmp_path, log=lambda _: None)
     on_disk = json.loads((tmp_path / "quality.json").read_text())
     assert on_disk["results"].keys() == {"tim", "flow_matching"}
     cell = on_disk["results"]["tim"]["1.5"]["2"]["frechet_distance"]
     assert cell["mean"] > 0 and len(cell["values"]) == 1
     assert on_disk["labels"]["num_samples"] == 20 and "classifier" in on_disk["labels"]["feature_extractor"]
-    assert (tmp_path / "quality.png").stat().st_size > 0 and "| tim | 1.0 |" in (tmp_path / "quality.md").read_text()
+    assert (tmp_path / "quality.png").stat().st_size > 0 and "| tim | 1.0 |" in (
+        tmp_path / "quality.md"
+    ).read_text()
     assert report["per_seed"]["flow_matching"][0]["1.0"]["2"]["nfe"] == 2
     assert report["per_seed"]["flow_matching"][0]["1.5"]["2"]["nfe"] == 4  # a CFG pair costs 2
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())

@@ -14,7 +14,15 @@ __all__ = ["PATH_IDS", "GaussianExact", "all_paths", "time_pairs"]
 
 
 def all_paths() -> list[Path]:
-    return [LinearPath(), TrigFlowPath(), EDMPath(sigma_d=0.5), EDMPath(sigma_d=1.0), EDMPath(sigma_d=1.7), VPPath(), VEPath()]
+    return [
+        LinearPath(),
+        TrigFlowPath(),
+        EDMPath(sigma_d=0.5),
+        EDMPath(sigma_d=1.0),
+        EDMPath(sigma_d=1.7),
+        VPPath(),
+        VEPath(),
+    ]
 
 
 PATH_IDS = ["linear", "trigflow", "edm0.5", "edm1", "edm1.7", "vp", "ve"]
@@ -75,15 +83,21 @@ class GaussianExact:
     def F(self, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Exact F for path times t, r of shape (B,) (r = t rows use the diffusion limit)."""
         same = r == t
-        r_safe = torch.where(same, r - 0.5 * (t - self.path.t_min) - 1e-3, r)  # any r < t; unused on same rows
+        r_safe = torch.where(
+            same, r - 0.5 * (t - self.path.t_min) - 1e-3, r
+        )  # any r < t; unused on same rows
         coeff = torch.where(same, self.g_diffusion(t), self.g(t, r_safe))
         return coeff.reshape(-1, *([1] * (x_t.ndim - 1))) * x_t
 
-    def network(self, x_t: torch.Tensor, c_t: torch.Tensor, c_r: torch.Tensor, **cond: object) -> torch.Tensor:
+    def network(
+        self, x_t: torch.Tensor, c_t: torch.Tensor, c_r: torch.Tensor, **cond: object
+    ) -> torch.Tensor:
         """The exact F as a network: F(x_t, c_noise(t), c_noise(r))."""
         return self.F(x_t, self.time_from_input(c_t), self.time_from_input(c_r))
 
-    def dF_dt_conditional(self, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def dF_dt_conditional(
+        self, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor
+    ) -> torch.Tensor:
         """d/dt F(x_t, t, r) at fixed x, z, r (dx_t/dt = v_t): dg/dt x_t + g v_t."""
         x_t, v_t = self.path.interpolate(x, z, t)
         e = lambda v: v.reshape(-1, *([1] * (x.ndim - 1)))  # noqa: E731

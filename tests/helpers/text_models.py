@@ -37,8 +37,14 @@ def tiny_bert(folder: Path, hidden: int = 32) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+    )
     return _save(BertModel(config), folder)
 
 
@@ -47,8 +53,16 @@ def tiny_t5(folder: Path, hidden: int = 24) -> Path:
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    config = T5Config(vocab_size=VOCAB, d_model=hidden, d_kv=8, d_ff=2 * hidden, num_layers=1,
-                      num_decoder_layers=1, num_heads=2, decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=VOCAB,
+        d_model=hidden,
+        d_kv=8,
+        d_ff=2 * hidden,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+    )
     return _save(T5ForConditionalGeneration(config), folder)
 
 
@@ -57,7 +71,16 @@ def tiny_decoder_lm(folder: Path, hidden: int = 16) -> Path:
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
-    config = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
-                              sliding_window=8, pad_token_id=0)
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=64,
+        sliding_window=8,
+        pad_token_id=0,
+    )
     return _save(Gemma3ForCausalLM(config), folder)

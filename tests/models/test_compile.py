@@ -29,10 +29,14 @@ def test_fullgraph_compile_of_forward_dde_and_backward_matches_eager() -> None:
     path = LinearPath()
     eager_dde = dde_derivative(model, path, x, z, t, r, {"y": y})
     compiled_dde = dde_derivative(compiled, path, x, z, t, r, {"y": y})
-    torch.testing.assert_close(compiled_dde, eager_dde, atol=1e-3, rtol=1e-3)  # a difference quotient: 1/(2 eps) x rounding
+    torch.testing.assert_close(
+        compiled_dde, eager_dde, atol=1e-3, rtol=1e-3
+    )  # a difference quotient: 1/(2 eps) x rounding
     out = model(x, t, r, y=y)
     out.square().mean().backward()
-    eager_grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]  # projector: unused
+    eager_grads = [
+        None if p.grad is None else p.grad.clone() for p in model.parameters()
+    ]  # projector: unused
     model.zero_grad(set_to_none=True)
     compiled_out = compiled(x, t, r, y=y)
     compiled_out.square().mean().backward()
@@ -50,4 +54,7 @@ def test_dynamo_explain_counts_no_breaks() -> None:
     x, z, t, r, y = _inputs()
     forward = torch._dynamo.explain(model)(x, t, r, y=y)
     dde = torch._dynamo.explain(lambda: dde_derivative(model, LinearPath(), x, z, t, r, {"y": y}))()
-    assert (forward.graph_break_count, dde.graph_break_count) == (0, 0), (forward.break_reasons, dde.break_reasons)
+    assert (forward.graph_break_count, dde.graph_break_count) == (0, 0), (
+        forward.break_reasons,
+        dde.break_reasons,
+    )

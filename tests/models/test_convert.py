@@ -15,10 +15,23 @@ from tim.models import TiM, build_model, load_released_checkpoint, released_conf
 from tim.models.convert import ours_to_released, released_to_ours
 
 REF_CONFIG = {
-    "input_size": 8, "patch_size": 2, "in_channels": 4, "hidden_size": 64, "depth": 2, "num_heads": 4,
-    "mlp_ratio": 4.0, "class_dropout_prob": 0.1, "num_classes": 10, "encoder_depth": 1, "z_dim": 32,
-    "projector_dim": 48, "qk_norm": True, "new_condition": "t-r", "use_new_embed": True,
-    "distance_aware": True, "lora_hidden_size": 24,
+    "input_size": 8,
+    "patch_size": 2,
+    "in_channels": 4,
+    "hidden_size": 64,
+    "depth": 2,
+    "num_heads": 4,
+    "mlp_ratio": 4.0,
+    "class_dropout_prob": 0.1,
+    "num_classes": 10,
+    "encoder_depth": 1,
+    "z_dim": 32,
+    "projector_dim": 48,
+    "qk_norm": True,
+    "new_condition": "t-r",
+    "use_new_embed": True,
+    "distance_aware": True,
+    "lora_hidden_size": 24,
 }
 
 
@@ -29,7 +42,12 @@ def released_state(specs: Path) -> dict[str, torch.Tensor]:
 
 def inputs() -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
-    return torch.randn(2, 4, 8, 8, generator=g), torch.tensor([0.9, 0.4]), torch.tensor([0.1, 0.4]), torch.tensor([3, 10])
+    return (
+        torch.randn(2, 4, 8, 8, generator=g),
+        torch.tensor([0.9, 0.4]),
+        torch.tensor([0.1, 0.4]),
+        torch.tensor([3, 10]),
+    )
 
 
 def test_renaming_is_invertible_on_all_released_keys(specs: Path) -> None:
@@ -44,8 +62,16 @@ def test_renaming_is_invertible_on_all_released_keys(specs: Path) -> None:
 def test_config_from_metadata(specs: Path) -> None:
     model = load_released_checkpoint(specs / "refs" / "tiny_c2i_weights.safetensors")
     config = model.config
-    assert (config.hidden_size, config.depth, config.modulation_rank, config.z_dim, config.projector_dim) == (64, 2, 24, 32, 48)
-    assert config.rope_positions == "wrapped" and config.decoupled_time_embedding and config.interval_attention
+    assert (config.hidden_size, config.depth, config.modulation_rank, config.z_dim, config.projector_dim) == (
+        64,
+        2,
+        24,
+        32,
+        48,
+    )
+    assert (
+        config.rope_positions == "wrapped" and config.decoupled_time_embedding and config.interval_attention
+    )
     assert released_config(REF_CONFIG) == config
     assert released_config({**REF_CONFIG, "lora_hidden_size": None}).modulation_rank == 48  # (64 // 4) * 3
     assert released_config({**REF_CONFIG, "new_condition": "t,r"}).time_condition == "t,r"
@@ -104,11 +130,15 @@ def test_strict_mismatch_names_keys(tmp_path: Path, released_state: dict) -> Non
 
 def test_text_model_round_trip_through_released_layout(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    ours = build_model("TiM-tiny", conditioning="text", text_dim=12, rope_positions="wrapped", mask_context=False)
+    ours = build_model(
+        "TiM-tiny", conditioning="text", text_dim=12, rope_positions="wrapped", mask_context=False
+    )
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    exported = {ours_to_released(k): v for k, v in ours.state_dict().items() if not k.endswith("null_context")}
+    exported = {
+        ours_to_released(k): v for k, v in ours.state_dict().items() if not k.endswith("null_context")
+    }
     assert "y_embedder.mlp.fc1_x.weight" in exported and "blocks.0.cross_attn.kv.weight" in exported
     torch.save({"ema": exported}, tmp_path / "t2i.bin")
     loaded = load_released_checkpoint(tmp_path / "t2i.bin", ours.config)

@@ -66,7 +66,9 @@ def test_rope_pairs_rotate_by_expected_angles() -> None:
     row, col = 1, 2
     n = row * 3 + col
     f = 10000.0 ** (-torch.arange(2, dtype=torch.float64) / 2)
-    expected = torch.tensor([row * f[0], row * f[0], row * f[1], row * f[1], col * f[0], col * f[0], col * f[1], col * f[1]])
+    expected = torch.tensor(
+        [row * f[0], row * f[0], row * f[1], row * f[1], col * f[0], col * f[0], col * f[1], col * f[1]]
+    )
     torch.testing.assert_close(theta[n], expected.double())
     x = torch.tensor([1.0, 0.0] * 4, dtype=torch.float64).view(1, 1, 1, 8).expand(1, 1, 6, 8)
     cos, sin = (v.double() for v in rope(2, 3, torch.device("cpu")))
@@ -110,7 +112,9 @@ def test_math_attention_matches_sdpa_and_closed_form() -> None:
     torch.testing.assert_close(attention(q, k, v, "sdpa"), reference)
     mask = torch.tensor([[True, True, False, True, False], [True] * 5]).view(2, 1, 1, 5)
     masked = math_attention(q, k, v, mask)
-    reference0 = torch.softmax(q[0] @ k[0, :, [0, 1, 3]].transpose(-1, -2) / math.sqrt(8), -1) @ v[0, :, [0, 1, 3]]
+    reference0 = (
+        torch.softmax(q[0] @ k[0, :, [0, 1, 3]].transpose(-1, -2) / math.sqrt(8), -1) @ v[0, :, [0, 1, 3]]
+    )
     torch.testing.assert_close(masked[0], reference0)
     torch.testing.assert_close(attention(q, k, v, "sdpa", mask), masked)
 
@@ -159,6 +163,10 @@ def test_sdpa_cpu_kernel_is_memory_efficient() -> None:
         ("math", False, True, False, True, "math"),
     ],
 )
-def test_kernel_selection(backend: str, differentiable: bool, cuda_half: bool, masked: bool, installed: bool, expected: str) -> None:
-    kernel = select_kernel(backend, differentiable=differentiable, cuda_half=cuda_half, masked=masked, flash_installed=installed)
+def test_kernel_selection(
+    backend: str, differentiable: bool, cuda_half: bool, masked: bool, installed: bool, expected: str
+) -> None:
+    kernel = select_kernel(
+        backend, differentiable=differentiable, cuda_half=cuda_half, masked=masked, flash_installed=installed
+    )
     assert kernel == expected

@@ -80,10 +80,15 @@ def recover_sample_labels(model: TiM, ref: dict[str, torch.Tensor]) -> torch.Ten
     """
     x, t, r = (ref[f"main.step0.model_in_{k}"] for k in "xtr")
     with torch.no_grad():
-        errors = torch.stack([
-            (model(x, t, r, y=torch.full((3,), label)) - ref["main.step0.model_out"]).flatten(1).abs().amax(1)
-            for label in range(11)
-        ])  # (11 labels, 3 rows)
+        errors = torch.stack(
+            [
+                (model(x, t, r, y=torch.full((3,), label)) - ref["main.step0.model_out"])
+                .flatten(1)
+                .abs()
+                .amax(1)
+                for label in range(11)
+            ]
+        )  # (11 labels, 3 rows)
     best = errors.min(dim=0)
     assert (best.values < FORWARD_TOL).all() and (errors.sort(dim=0).values[1] > 0.1).all()
     return best.indices
@@ -122,7 +127,9 @@ def test_dde_derivative(reference_model: TiM, specs: Path) -> None:
     torch.testing.assert_close(dF_dt, ref["OT_FM.dde"], atol=2e-3, rtol=1e-3)
     model64 = reference_model.double()
     with torch.no_grad():
-        dF_dt64 = objective.time_derivative(model64, ref["x"].double(), ref["z"].double(), t.double(), r.double(), {"y": ref["y"]})
+        dF_dt64 = objective.time_derivative(
+            model64, ref["x"].double(), ref["z"].double(), t.double(), r.double(), {"y": ref["y"]}
+        )
     # The published timestep features are computed in float32 even in a float64 model (s.float()),
     # an O(1e-7) input error that the 1/(2 eps) = 100 difference quotient lifts to O(1e-5).
     torch.testing.assert_close(dF_dt64, ref["OT_FM.dde_float64"].double(), atol=2e-5, rtol=1e-4)
@@ -163,8 +170,14 @@ def test_sampling_run(reference_model: TiM, specs: Path) -> None:
     y = recover_sample_labels(reference_model, ref)
     trajectory = ref["main.trajectory"]
     result = sample(
-        reference_model, trajectory[0], steps=4, cond={"y": y}, uncond=reference_model.null_cond({"y": y}),
-        guidance_scale=1.5, interval="strict", return_trajectory=True,
+        reference_model,
+        trajectory[0],
+        steps=4,
+        cond={"y": y},
+        uncond=reference_model.null_cond({"y": y}),
+        guidance_scale=1.5,
+        interval="strict",
+        return_trajectory=True,
     )
     torch.testing.assert_close(result.times.float(), ref["main.t_steps"])
     assert result.nfe == 1 + 3 * 2  # 1 unguided step + 3 guided steps (a CFG pair counts 2): 7, paper.md §12
@@ -180,5 +193,7 @@ def test_jvp_derivative_agrees_with_reference_dde(reference_model: TiM, specs: P
     ref = load(specs, "tiny_c2i_dde")
     assert reference_model.config.attention_backend == "auto"
     objective = TransitionLoss(derivative="jvp")
-    dF_dt = objective.time_derivative(reference_model, ref["x"], ref["z"], ref["t"], ref["r"], {"y": ref["y"]})
+    dF_dt = objective.time_derivative(
+        reference_model, ref["x"], ref["z"], ref["t"], ref["r"], {"y": ref["y"]}
+    )
     torch.testing.assert_close(dF_dt, ref["OT_FM.dde"], atol=2e-3, rtol=1e-3)

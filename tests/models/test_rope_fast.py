@@ -17,7 +17,9 @@ def test_rope_rotate_equals_apply_rope(dtype: torch.dtype) -> None:
     x = torch.randn(2, 15, 4, 16, generator=torch.Generator().manual_seed(0)).to(dtype)  # (B, N, heads, hd)
     reference = apply_rope(x.transpose(1, 2), cos, sin).transpose(1, 2)  # the (B, heads, N, hd) layout
     fast = rope_rotate(x, tables)
-    real = rope_rotate(x, type(tables)(tables.cos, tables.sin_signed, None))  # the form used under torch.compile
+    real = rope_rotate(
+        x, type(tables)(tables.cos, tables.sin_signed, None)
+    )  # the form used under torch.compile
     assert fast.dtype == dtype and real.dtype == dtype
     tolerance = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {}
     torch.testing.assert_close(fast, reference, **tolerance)

@@ -20,7 +20,11 @@ RELEASED_COUNTS = {  # preset: (total, without projector)
     "TiM-XL/1": (672_296_224, 664_164_896),
     "TiM-T2I": (873_109_408, 864_978_080),
 }
-RELEASED_LISTINGS = {"TiM-B/4": "c2i_tim_b_p4.txt", "TiM-XL/2": "c2i_tim_xl_p2_256.txt", "TiM-T2I": "t2i_tim_xl_p1_t2i.txt"}
+RELEASED_LISTINGS = {
+    "TiM-B/4": "c2i_tim_b_p4.txt",
+    "TiM-XL/2": "c2i_tim_xl_p2_256.txt",
+    "TiM-T2I": "t2i_tim_xl_p1_t2i.txt",
+}
 
 TINY = TIM_PRESETS["TiM-tiny"]
 
@@ -82,7 +86,9 @@ def test_output_is_exactly_zero_at_init(conditioning: str) -> None:
     assert out.shape == x.shape and out.abs().max().item() == 0.0
 
 
-@pytest.mark.parametrize(("H", "W", "p"), [(8, 8, 2), (4, 12, 2), (12, 4, 2), (16, 8, 2), (6, 10, 1), (2, 2, 2)])
+@pytest.mark.parametrize(
+    ("H", "W", "p"), [(8, 8, 2), (4, 12, 2), (12, 4, 2), (16, 8, 2), (6, 10, 1), (2, 2, 2)]
+)
 @pytest.mark.parametrize("positions", ["grid", "wrapped"])
 def test_any_resolution_and_aspect_ratio(H: int, W: int, p: int, positions: str) -> None:
     model = randomized(dataclasses.replace(TINY, patch_size=p, rope_positions=positions))
@@ -156,7 +162,9 @@ def test_forward_with_features() -> None:
     model = randomized(TINY)
     x, t, r, y = tiny_inputs(H=8, W=12)
     captured = {}
-    model.blocks[TINY.encoder_depth - 1].register_forward_hook(lambda m, i, o: captured.__setitem__("tokens", o))
+    model.blocks[TINY.encoder_depth - 1].register_forward_hook(
+        lambda m, i, o: captured.__setitem__("tokens", o)
+    )
     out, features = model.forward_with_features(x, t, r, y=y)
     torch.testing.assert_close(out, model(x, t, r, y=y))
     assert features.shape == (3, 4 * 6, TINY.z_dim)
@@ -192,7 +200,11 @@ def test_text_conditioning_null_drop_and_mask() -> None:
 
     model.set_null_context(torch.ones(1, 2, 12))
     null = model.null_cond({"context": context, "context_mask": mask})
-    assert null["context"].shape == (2, 5, 12) and null["context"][:, :2].eq(1).all() and null["context"][:, 2:].eq(0).all()
+    assert (
+        null["context"].shape == (2, 5, 12)
+        and null["context"][:, :2].eq(1).all()
+        and null["context"][:, 2:].eq(0).all()
+    )
     assert null["context_mask"].tolist() == [[True, True, False, False, False]] * 2
     assert set(model.null_cond({"context": context})) == {"context"}
     dropped = model.drop_cond({"context": context, "context_mask": mask}, 1.0)
@@ -236,8 +248,12 @@ def test_bad_inputs_raise_tim_error() -> None:
         model(x, t, r)
     # Labels: out of range (an IndexError, or a CUDA device-side assert, without the check),
     # floating, or a different batch size than x_t.
-    for bad_y, message in [(torch.tensor([0, 11, 1]), "outside"), (torch.tensor([0, -1, 1]), "outside"),
-                           (y.float(), "integer class labels"), (y[:2], "rows for a batch")]:
+    for bad_y, message in [
+        (torch.tensor([0, 11, 1]), "outside"),
+        (torch.tensor([0, -1, 1]), "outside"),
+        (y.float(), "integer class labels"),
+        (y[:2], "rows for a batch"),
+    ]:
         with pytest.raises(TimError, match=message):
             model(x, t, r, y=bad_y)
     with pytest.raises(TimError, match="x_t has shape"):
@@ -297,7 +313,9 @@ def test_cuda_matches_cpu_and_bf16_autocast_is_finite() -> None:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = cuda(*inputs[:3], y=inputs[3])
     assert torch.isfinite(out).all() and (out.float().cpu() - expected).abs().max() < 0.1
-    _, tangent = torch.func.jvp(lambda s: cuda(inputs[0], s, inputs[2], y=inputs[3]), (inputs[1],), (torch.ones_like(inputs[1]),))
+    _, tangent = torch.func.jvp(
+        lambda s: cuda(inputs[0], s, inputs[2], y=inputs[3]), (inputs[1],), (torch.ones_like(inputs[1]),)
+    )
     assert torch.isfinite(tangent).all()
 
 

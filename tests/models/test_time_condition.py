@@ -18,9 +18,20 @@ REF = "tiny_c2i_weights.safetensors"
 
 
 def tiny(condition: str, decoupled: bool = True) -> TiM:
-    config = TiMConfig(in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,
-                       modulation_rank=16, num_classes=10, encoder_depth=1, z_dim=0,
-                       decoupled_time_embedding=decoupled, time_condition=condition)
+    config = TiMConfig(
+        in_channels=4,
+        input_size=8,
+        patch_size=2,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        modulation_rank=16,
+        num_classes=10,
+        encoder_depth=1,
+        z_dim=0,
+        decoupled_time_embedding=decoupled,
+        time_condition=condition,
+    )
     torch.manual_seed(0)
     return TiM(config).eval()
 
@@ -30,8 +41,12 @@ def closed_form(model: TiM, condition: str, t: torch.Tensor, r: torch.Tensor) ->
     E_t = model.t_embedder
     E_d = model.dt_embedder if model.dt_embedder is not None else model.t_embedder
     terms = {
-        "t-r": [E_d(t - r)], "r": [E_d(r)], "t,r": [E_t(t), E_d(r)], "t,t-r": [E_t(t), E_d(t - r)],
-        "r,t-r": [E_t(r), E_d(t - r)], "t,r,t-r": [E_t(t), E_t(r), E_d(t - r)],
+        "t-r": [E_d(t - r)],
+        "r": [E_d(r)],
+        "t,r": [E_t(t), E_d(r)],
+        "t,t-r": [E_t(t), E_d(t - r)],
+        "r,t-r": [E_t(r), E_d(t - r)],
+        "t,r,t-r": [E_t(t), E_t(r), E_d(t - r)],
     }[condition]
     return torch.stack(terms).sum(0)
 

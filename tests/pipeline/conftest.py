@@ -21,10 +21,24 @@ def fake_autoencoder() -> PixelShuffleAutoencoder:
     return PixelShuffleAutoencoder()
 
 
-TINY_MODEL = ["model.patch_size=2", "model.hidden_size=32", "model.depth=1", "model.num_heads=2",
-              "model.modulation_rank=8", "model.encoder_depth=1"]
-TINY_TRAIN = ["train.steps=2", "train.batch_size=16", "train.checkpoint_every=2", "train.progress=false",
-              "optim.warmup_steps=0", "sample.num=0", "sample.steps=[1,3]", "sample.guidance_scale=1.5"]
+TINY_MODEL = [
+    "model.patch_size=2",
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "model.encoder_depth=1",
+]
+TINY_TRAIN = [
+    "train.steps=2",
+    "train.batch_size=16",
+    "train.checkpoint_every=2",
+    "train.progress=false",
+    "optim.warmup_steps=0",
+    "sample.num=0",
+    "sample.steps=[1,3]",
+    "sample.guidance_scale=1.5",
+]
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,11 @@ def test_overhead_and_the_4096_estimate() -> None:
     module = bench()
     tiny = dataclasses.replace(TIM_PRESETS["TiM-tiny"], in_channels=3)
     row = module.overhead("tiny", tiny, 4, 1, torch.device("cpu"))
-    assert row["output_type"] == "pt" and row["raw_images_per_s_median"] > 0 and 0 <= row["pipeline_own_share_of_call"] < 1
+    assert (
+        row["output_type"] == "pt"
+        and row["raw_images_per_s_median"] > 0
+        and 0 <= row["pipeline_own_share_of_call"] < 1
+    )
     estimate = module.estimate_4096(torch.device("cpu"), with_decode=False)
     assert estimate["tokens"] == 16384 and estimate["latent"] == [32, 128, 128]
     assert 1.5 < estimate["weights_GiB"] < 1.7  # 864.98M parameters without the projector, bf16

@@ -11,18 +11,19 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.pipeline import PixelShuffleAutoencoder, tiny_model
 from tim.errors import TimError
 from tim.pipeline import PipelineOutput, SamplingRecipe, TiMPipeline, estimate_generation_bytes, resolve_dtype
 from tim.timesteps import resolution_shift
-
-from helpers.pipeline import PixelShuffleAutoencoder, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def latent_pipeline(autoencoder: PixelShuffleAutoencoder, **recipe: object) -> TiMPipeline:
     """TiM-tiny (4 latent channels, patch 2) behind the stand-in autoencoder (factor 2 -> sides % 4)."""
-    defaults = dict(steps=2, guidance_scale=2.0, latent_scale=0.5, latent_shift=0.25, class_names=list("abcdefghij"))
+    defaults = dict(
+        steps=2, guidance_scale=2.0, latent_scale=0.5, latent_shift=0.25, class_names=list("abcdefghij")
+    )
     return TiMPipeline(tiny_model(), SamplingRecipe(**(defaults | recipe)), autoencoder=autoencoder)
 
 
@@ -32,12 +33,18 @@ def test_output_types_sizes_and_latent_decoding(fake_autoencoder: PixelShuffleAu
     assert isinstance(out, PipelineOutput) and len(out.images) == 4
     assert out.images[0].size == (24, 16) and out.images[0].mode == "L"
     assert out.labels == [1, 1, 2, 2] and out.seeds == [3, 4, 5, 6] and out.nfe == 4  # 2 steps x CFG pair
-    latents = pipe(class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="latent").images
+    latents = pipe(
+        class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="latent"
+    ).images
     assert latents.shape == (4, 4, 8, 12)
     # decode gets x / latent_scale + latent_shift (the inverse of the shards' normalisation).
     assert torch.allclose(fake_autoencoder.decoded[0], latents / 0.5 + 0.25)
-    pt = pipe(class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="pt").images
-    np_images = pipe(class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="np").images
+    pt = pipe(
+        class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="pt"
+    ).images
+    np_images = pipe(
+        class_labels=[1, 2], num_images_per_prompt=2, height=16, width=24, seed=3, output_type="np"
+    ).images
     assert pt.shape == (4, 1, 16, 24) and 0 <= pt.min() and pt.max() <= 1
     assert np_images.shape == (4, 16, 24, 1) and np.array_equal(np_images, pt.permute(0, 2, 3, 1).numpy())
     expected = (torch.tanh(torch.nn.functional.pixel_shuffle(latents / 0.5 + 0.25, 2)) + 1) / 2
@@ -85,7 +92,10 @@ def test_bad_requests_are_one_line_errors(fake_autoencoder: PixelShuffleAutoenco
         (dict(class_labels=[-1]), "out of range"),
         (dict(class_labels=[1.5]), "not integer ids"),
         (dict(), "needs class_labels"),
-        (dict(class_labels=[1], height=18, width=16), r"18x16 is not divisible by 4 \(autoencoder factor 2 x patch 2\)"),
+        (
+            dict(class_labels=[1], height=18, width=16),
+            r"18x16 is not divisible by 4 \(autoencoder factor 2 x patch 2\)",
+        ),
         (dict(class_labels=[1], output_type="gif"), "output_type"),
         (dict(class_labels=[1], steps=0), "steps=0"),
         (dict(class_labels=[1], batch_size=0), "batch_size=0"),
@@ -94,7 +104,9 @@ def test_bad_requests_are_one_line_errors(fake_autoencoder: PixelShuffleAutoenco
         with pytest.raises(TimError, match=message) as info:
             pipe(**kwargs)
         assert "\n" not in str(info.value)
-    text = TiMPipeline(tiny_model(conditioning="text", text_dim=12), SamplingRecipe(), autoencoder=fake_autoencoder)
+    text = TiMPipeline(
+        tiny_model(conditioning="text", text_dim=12), SamplingRecipe(), autoencoder=fake_autoencoder
+    )
     with pytest.raises(TimError, match="class labels were given but this is a text-conditioned model"):
         text(class_labels=[1])
     with pytest.raises(TimError, match="has no text encoder"):
@@ -107,12 +119,16 @@ def test_too_large_for_memory_is_refused_with_both_numbers(fake_autoencoder: Pix
     pipe = latent_pipeline(fake_autoencoder)
     one = estimate_generation_bytes(pipe.model.config, 1, 256, 256, guided=True)
     pipe.memory_limit = one // 2
-    with pytest.raises(TimError, match=r"generating one 512x512 image needs about .* MiB for the network .* available"):
+    with pytest.raises(
+        TimError, match=r"generating one 512x512 image needs about .* MiB for the network .* available"
+    ):
         pipe(class_labels=[1], height=512, width=512)
     pipe.memory_limit = int(1.5 * estimate_generation_bytes(pipe.model.config, 1, 4, 4, guided=True))
     with pytest.raises(TimError, match="batch_size=8 .* needs about"):
         pipe(class_labels=[1] * 8, height=8, width=8, batch_size=8)
-    assert len(pipe(class_labels=[1] * 3, height=8, width=8, output_type="latent").images) == 3  # batches of 1 fit
+    assert (
+        len(pipe(class_labels=[1] * 3, height=8, width=8, output_type="latent").images) == 3
+    )  # batches of 1 fit
 
 
 def test_memory_estimate_grows_with_tokens() -> None:
@@ -121,12 +137,18 @@ def test_memory_estimate_grows_with_tokens() -> None:
     assert 15 < large / small < 17  # linear in tokens for fused attention (16x the tokens)
     math_config = tiny_model(attention_backend="math").config
     assert estimate_generation_bytes(math_config, 1, 64, 64) > 2 * large  # + quadratic scores
-    assert 3 * small < estimate_generation_bytes(config, 2, 16, 16, guided=True) < 4 * small  # CFG: 4 network rows
+    assert (
+        3 * small < estimate_generation_bytes(config, 2, 16, 16, guided=True) < 4 * small
+    )  # CFG: 4 network rows
 
 
 def test_save_and_load_reproduce_images_bit_for_bit(tmp_path: Path) -> None:
-    pipe = TiMPipeline(tiny_model(in_channels=3), SamplingRecipe(steps=3, guidance_scale=1.5, stochasticity=0.2,
-                                                                class_names=[f"c{k}" for k in range(10)]))
+    pipe = TiMPipeline(
+        tiny_model(in_channels=3),
+        SamplingRecipe(
+            steps=3, guidance_scale=1.5, stochasticity=0.2, class_names=[f"c{k}" for k in range(10)]
+        ),
+    )
     folder = pipe.save_pretrained(tmp_path / "pipe")
     assert sorted(p.name for p in folder.iterdir()) == ["model", "pipeline.json", "recipe.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
@@ -173,7 +195,11 @@ def test_broken_pipeline_folders(tmp_path: Path) -> None:
 def test_from_run_builds_the_recipe_from_the_config(digits_run: Path) -> None:
     pipe = TiMPipeline.from_run(digits_run)
     recipe = pipe.recipe
-    assert (recipe.steps, recipe.guidance_scale, recipe.path) == (3, 1.5, "linear")  # sample.steps=[1,3], cfg 1.5
+    assert (recipe.steps, recipe.guidance_scale, recipe.path) == (
+        3,
+        1.5,
+        "linear",
+    )  # sample.steps=[1,3], cfg 1.5
     assert recipe.class_names == [str(k) for k in range(10)] and pipe.num_classes == 10
     out = pipe(class_labels=list(range(10)), seed=0)
     assert len(out.images) == 10 and out.images[0].size == (8, 8) and out.nfe == 6
@@ -186,7 +212,9 @@ def test_from_run_builds_the_recipe_from_the_config(digits_run: Path) -> None:
 
 
 def native_demo():  # noqa: ANN201 - the script as a module
-    spec = importlib.util.spec_from_file_location("native_resolution_demo", ROOT / "scripts" / "native_resolution_demo.py")
+    spec = importlib.util.spec_from_file_location(
+        "native_resolution_demo", ROOT / "scripts" / "native_resolution_demo.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -211,7 +239,9 @@ def test_recipe_validation_and_dtype_choice() -> None:
         SamplingRecipe(shift_rule="sqrt_area")
     with pytest.raises(TimError, match="guidance_interval"):
         SamplingRecipe(guidance_interval=(0.5, 0.1))
-    assert SamplingRecipe.from_dict(SamplingRecipe(base_size=(4, 4), shift_rule="sqrt_area").to_dict()).base_size == (4, 4)
+    assert SamplingRecipe.from_dict(
+        SamplingRecipe(base_size=(4, 4), shift_rule="sqrt_area").to_dict()
+    ).base_size == (4, 4)
     assert resolve_dtype(None, "cpu") == torch.float32 and resolve_dtype("fp32", "cpu") == torch.float32
     with pytest.raises(TimError, match="on the CPU is not supported"):
         resolve_dtype("bf16", "cpu")
@@ -240,8 +270,12 @@ class CountingTextEncoder:
 
 def test_text_prompts_and_the_null_caption(fake_autoencoder: PixelShuffleAutoencoder) -> None:
     encoder = CountingTextEncoder()
-    pipe = TiMPipeline(tiny_model(conditioning="text", text_dim=12), SamplingRecipe(guidance_scale=2.0, text_max_length=5),
-                       autoencoder=fake_autoencoder, text_encoder=encoder)
+    pipe = TiMPipeline(
+        tiny_model(conditioning="text", text_dim=12),
+        SamplingRecipe(guidance_scale=2.0, text_max_length=5),
+        autoencoder=fake_autoencoder,
+        text_encoder=encoder,
+    )
     out = pipe(prompt=["red", "blue"], num_images_per_prompt=2, output_type="latent")
     assert out.prompts == ["red", "red", "blue", "blue"] and encoder.calls == [["red", "red", "blue", "blue"]]
     alone = pipe(prompt="blue", output_type="latent", seed=2).images
@@ -251,18 +285,24 @@ def test_text_prompts_and_the_null_caption(fake_autoencoder: PixelShuffleAutoenc
     assert encoder.calls == [] and empty.shape == (2, 4, 8, 8)
 
 
-def test_unmasked_text_model_cuts_each_caption_to_its_length(fake_autoencoder: PixelShuffleAutoencoder) -> None:
+def test_unmasked_text_model_cuts_each_caption_to_its_length(
+    fake_autoencoder: PixelShuffleAutoencoder,
+) -> None:
     """The released T2I layout attends padding: captions are cut to their real tokens, batched by length."""
     from tim.samplers import sample
 
     encoder = CountingTextEncoder()
     model = tiny_model(conditioning="text", text_dim=12, mask_context=False)
-    pipe = TiMPipeline(model, SamplingRecipe(steps=2, text_max_length=5), autoencoder=fake_autoencoder, text_encoder=encoder)
+    pipe = TiMPipeline(
+        model, SamplingRecipe(steps=2, text_max_length=5), autoencoder=fake_autoencoder, text_encoder=encoder
+    )
     prompts = ["red", "a", "blue", "tan", ""]
     out = pipe(prompt=prompts, output_type="latent", seed=0, batch_size=4)
     assert out.prompts == prompts and out.seeds == [0, 1, 2, 3, 4]
     for i, p in enumerate(prompts):
-        assert torch.allclose(out.images[i], pipe(prompt=p, output_type="latent", seed=i).images[0], atol=1e-6)
+        assert torch.allclose(
+            out.images[i], pipe(prompt=p, output_type="latent", seed=i).images[0], atol=1e-6
+        )
     features = encoder(["blue"])
     noise = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(2))[None]
     cut = {"context": features["context"][:, :4], "context_mask": features["context_mask"][:, :4]}
@@ -275,7 +315,9 @@ def test_a_missing_relative_path_never_goes_to_the_hub(monkeypatch: pytest.Monke
     import types
 
     calls = []
-    fake = types.SimpleNamespace(snapshot_download=lambda repo: calls.append(repo) or (_ for _ in ()).throw(OSError("offline")))
+    fake = types.SimpleNamespace(
+        snapshot_download=lambda repo: calls.append(repo) or (_ for _ in ()).throw(OSError("offline"))
+    )
     monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
     with pytest.raises(TimError, match="pipelines/missing does not exist"):
         TiMPipeline.load("pipelines/missing")
@@ -295,7 +337,9 @@ def test_half_precision_path_runs_end_to_end(fake_autoencoder: PixelShuffleAutoe
     assert b.dtype == torch.float32 and torch.isfinite(b).all() and (a - b).abs().max() < 0.1
 
 
-def test_a_failed_save_leaves_the_old_folder_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_save_leaves_the_old_folder_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipe = TiMPipeline(tiny_model(in_channels=3), SamplingRecipe(steps=2))
     folder = pipe.save_pretrained(tmp_path / "pipe")
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))

@@ -24,7 +24,11 @@ def minilm() -> TextEncoder:
 @pytest.fixture(scope="module")
 def tiny_folders(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("text_models")
-    return {"bert": tiny_bert(root / "bert"), "t5": tiny_t5(root / "t5"), "decoder": tiny_decoder_lm(root / "gemma")}
+    return {
+        "bert": tiny_bert(root / "bert"),
+        "t5": tiny_t5(root / "t5"),
+        "decoder": tiny_decoder_lm(root / "gemma"),
+    }
 
 
 def test_minilm_shapes_mask_and_padding(minilm: TextEncoder) -> None:

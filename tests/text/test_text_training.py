@@ -30,12 +30,33 @@ def _one_thread():  # noqa: ANN202
 
 def tiny_t2i(bert: str, *overrides: str):  # noqa: ANN201
     """scenes_t2i shrunk to seconds: 24x24 scenes, a 2-block 32-wide TiM, the tiny BERT encoder."""
-    return load_config("scenes_t2i", [
-        f"data.text_encoder={bert}", "data.num_images=32", "data.image_size=24", "data.max_text_length=12",
-        "model.input_size=24", "model.hidden_size=32", "model.depth=2", "model.num_heads=2", "model.modulation_rank=16",
-        "model.encoder_depth=1", "model.text_dim=32", "train.batch_size=8", "train.steps=4",
-        "train.checkpoint_every=2", "train.log_every=1", "train.progress=false", "train.device=cpu",
-        "train.time_limit=0", "optim.warmup_steps=0", "sample.num=4", "sample.steps=1,2", *overrides])
+    return load_config(
+        "scenes_t2i",
+        [
+            f"data.text_encoder={bert}",
+            "data.num_images=32",
+            "data.image_size=24",
+            "data.max_text_length=12",
+            "model.input_size=24",
+            "model.hidden_size=32",
+            "model.depth=2",
+            "model.num_heads=2",
+            "model.modulation_rank=16",
+            "model.encoder_depth=1",
+            "model.text_dim=32",
+            "train.batch_size=8",
+            "train.steps=4",
+            "train.checkpoint_every=2",
+            "train.log_every=1",
+            "train.progress=false",
+            "train.device=cpu",
+            "train.time_limit=0",
+            "optim.warmup_steps=0",
+            "sample.num=4",
+            "sample.steps=1,2",
+            *overrides,
+        ],
+    )
 
 
 def test_text_run_trains_saves_null_prompt_and_samples_from_prompts(tmp_path: Path, bert: str) -> None:
@@ -78,20 +99,43 @@ def test_text_run_resumes_bit_identically(tmp_path: Path, bert: str) -> None:
         assert torch.equal(p, q), name
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["model.text_dim=48"], r"model.text_dim=48 but the text encoder .* gives 32-d features; set model.text_dim=32"),
-    (["model.preset=TiM-digits", "model.in_channels=3", "model.num_classes=0", "model.conditioning=class"],
-     r"the data carries caption features but model.conditioning='class'; set model.conditioning=text"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.text_dim=48"],
+            r"model.text_dim=48 but the text encoder .* gives 32-d features; set model.text_dim=32",
+        ),
+        (
+            [
+                "model.preset=TiM-digits",
+                "model.in_channels=3",
+                "model.num_classes=0",
+                "model.conditioning=class",
+            ],
+            r"the data carries caption features but model.conditioning='class'; set model.conditioning=text",
+        ),
+    ],
+)
 def test_model_and_captions_must_agree(tmp_path: Path, bert: str, overrides: list[str], message: str) -> None:
     with pytest.raises(TimError, match=message):
         train(tiny_t2i(bert, *overrides), tmp_path / "run")
 
 
 def test_text_model_without_captions(tmp_path: Path) -> None:
-    cfg = load_config("digits", ["model.conditioning=text", "model.text_dim=8", "train.steps=1", "train.device=cpu",
-                                 "model.num_classes=0"])
-    with pytest.raises(TimError, match=r"needs captions, but the data has none; set data.text_encoder=minilm"):
+    cfg = load_config(
+        "digits",
+        [
+            "model.conditioning=text",
+            "model.text_dim=8",
+            "train.steps=1",
+            "train.device=cpu",
+            "model.num_classes=0",
+        ],
+    )
+    with pytest.raises(
+        TimError, match=r"needs captions, but the data has none; set data.text_encoder=minilm"
+    ):
         train(cfg, tmp_path / "run")
 
 
@@ -109,11 +153,22 @@ def test_readme_text_to_image_block_runs() -> None:
 @pytest.mark.slow
 def test_scenes_t2i_preset_trains_with_minilm(tmp_path: Path) -> None:
     """The real preset (4,096 scenes, MiniLM, TiM-scenes at batch 64) for two steps; about a minute on 2 cores."""
-    cfg = load_config("scenes_t2i", ["train.steps=2", "train.progress=false", "train.time_limit=0", "sample.num=4",
-                                     "sample.steps=1", "train.device=cpu"])
+    cfg = load_config(
+        "scenes_t2i",
+        [
+            "train.steps=2",
+            "train.progress=false",
+            "train.time_limit=0",
+            "sample.num=4",
+            "sample.steps=1",
+            "train.device=cpu",
+        ],
+    )
     run = train(cfg, tmp_path / "run")
     model, loaded = load_run(run)
     encoder = run_text_encoder(loaded)
-    assert encoder.name == "minilm" and encoder.dim == model.config.text_dim == 384 and encoder.max_length == 16
+    assert (
+        encoder.name == "minilm" and encoder.dim == model.config.text_dim == 384 and encoder.max_length == 16
+    )
     torch.testing.assert_close(model.cond_embedder.null_context, encoder.null_context())
     assert (run / "samples" / GRID_PROMPTS_FILE).read_text().count("\n") == 2

@@ -11,10 +11,21 @@ from tim.training import RunConfig, load_config
 
 # A 2-D toy run with a 2-block, 32-wide TiMMLP: a few milliseconds per step on one CPU thread.
 TINY = [
-    "model.preset=MLP-toy", "model.hidden_size=32", "model.depth=2",
-    "data.name=checkerboard", "train.batch_size=32", "train.steps=6", "train.label_dropout=0",
-    "train.checkpoint_every=3", "train.log_every=1", "train.progress=false", "train.device=cpu",
-    "optim.lr=1e-3", "ema.decay=0.9", "sample.steps=1,2", "sample.num=0",
+    "model.preset=MLP-toy",
+    "model.hidden_size=32",
+    "model.depth=2",
+    "data.name=checkerboard",
+    "train.batch_size=32",
+    "train.steps=6",
+    "train.label_dropout=0",
+    "train.checkpoint_every=3",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "optim.lr=1e-3",
+    "ema.decay=0.9",
+    "sample.steps=1,2",
+    "sample.num=0",
 ]
 
 

@@ -42,9 +42,11 @@ def dde_on_sharded_module(out: Path) -> None:
     with torch.no_grad():
         on_shards = dde_derivative(sharded, path, x, z, t, r, cond)
         reference = dde_derivative(plain, path, x, z, t, r, cond)
-    report = {"max_abs_diff": (on_shards - reference).abs().max().item(),
-              "max_abs": reference.abs().max().item(),
-              "parameters_are_dtensors": sharded_params}
+    report = {
+        "max_abs_diff": (on_shards - reference).abs().max().item(),
+        "max_abs": reference.abs().max().item(),
+        "parameters_are_dtensors": sharded_params,
+    }
     (out / f"dde_rank{dist.get_rank()}.json").write_text(json.dumps(report))
 
 

@@ -24,8 +24,12 @@ def _parts(seed: int = 0) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     model(torch.randn(4, 3, generator=generator)).square().mean().backward()
     optimizer.step()
-    return {"model": model.state_dict(), "ema": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": {"torch_cpu": torch.get_rng_state()}}
+    return {
+        "model": model.state_dict(),
+        "ema": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {"torch_cpu": torch.get_rng_state()},
+    }
 
 
 def _equal(a, b) -> bool:
@@ -41,9 +45,12 @@ def _equal(a, b) -> bool:
 
 
 def test_flatten_round_trips_key_types_tuples_and_arrays() -> None:
-    state = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 2)}},
-             "param_groups": [{"betas": (0.9, 0.95), "params": [0, 1], "foreach": None, "lr": 1e-3}],
-             "numpy": np.arange(5, dtype=np.uint32), "nested": [1, "a", True, 2.5]}
+    state = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 2)}},
+        "param_groups": [{"betas": (0.9, 0.95), "params": [0, 1], "foreach": None, "lr": 1e-3}],
+        "numpy": np.arange(5, dtype=np.uint32),
+        "nested": [1, "a", True, 2.5],
+    }
     tensors, layout = ckpt.flatten_state(state)
     layout = json.loads(json.dumps(layout))  # what is on disk is JSON
     assert _equal(ckpt.unflatten_state(tensors, layout), state)
@@ -57,7 +64,12 @@ def test_optimizer_state_round_trip_gives_bitwise_equal_next_step(tmp_path: Path
         model(torch.randn(8, 4)).square().mean().backward()
         optimizer.step()
         optimizer.zero_grad()
-    parts = {"model": model.state_dict(), "ema": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": {}}
+    parts = {
+        "model": model.state_dict(),
+        "ema": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {},
+    }
     ckpt.save_checkpoint(tmp_path, 3, parts, {}, {}, keep_last=1)
     loaded = ckpt.load_latest(tmp_path)
     clone = torch.nn.Linear(4, 4)
@@ -79,7 +91,11 @@ def test_save_writes_manifest_and_only_safe_formats(tmp_path: Path) -> None:
     manifest = json.loads((path / "manifest.json").read_text())
     assert set(manifest["files"]) == {p.name for p in path.iterdir()} - {"manifest.json"}
     loaded = ckpt.load_latest(tmp_path)
-    assert loaded.step == 7 and loaded.state["images"] == 5 and _equal(loaded.parts["optimizer"], _parts()["optimizer"])
+    assert (
+        loaded.step == 7
+        and loaded.state["images"] == 5
+        and _equal(loaded.parts["optimizer"], _parts()["optimizer"])
+    )
 
 
 def test_keep_last_prunes_oldest(tmp_path: Path) -> None:

@@ -46,9 +46,19 @@ def test_resolved_json_round_trips(tmp_path: Path) -> None:
 
 
 def test_overrides_are_typed_by_the_dataclass_fields() -> None:
-    cfg = load_config(None, ["optim.lr=3e-4", "sample.steps=1,2,8", "train.deterministic=true",
-                             "model.depth=2", "objective.derivative=jvp", "optim.betas=[0.8, 0.9]",
-                             "sample.steps=4", "path.P_mean=-0.5"])
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=3e-4",
+            "sample.steps=1,2,8",
+            "train.deterministic=true",
+            "model.depth=2",
+            "objective.derivative=jvp",
+            "optim.betas=[0.8, 0.9]",
+            "sample.steps=4",
+            "path.P_mean=-0.5",
+        ],
+    )
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.sample.steps == (4,) and cfg.train.deterministic is True
     assert cfg.model.overrides == {"depth": 2} and cfg.objective.options == {"derivative": "jvp"}
@@ -77,13 +87,25 @@ BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ("unknown-section", ["trian.steps=3"], ("unknown config key 'trian'", "did you mean 'train'")),
     ("unknown-key", ["optim.lrr=0.1"], ("optim.lrr", "did you mean 'optim.lr'")),
     ("unknown-model-field", ["model.depthh=3"], ("model.depthh", "did you mean 'model.depth'")),
-    ("unknown-objective-option", ["objective.diffusion_ratio=0.5"], ("objective.diffusion_ratio", "valid keys")),
+    (
+        "unknown-objective-option",
+        ["objective.diffusion_ratio=0.5"],
+        ("objective.diffusion_ratio", "valid keys"),
+    ),
     ("negative-lr", ["optim.lr=-1"], ("optim.lr = -1", "greater than 0")),
     ("zero-lr", ["optim.lr=0"], ("optim.lr = 0", "greater than 0")),
     ("lr-text", ["optim.lr=fast"], ("optim.lr = 'fast'", "a number")),
     ("lr-nan", ["optim.lr=nan"], ("optim.lr", "not finite")),
-    ("diffusion-share-above-1", ["objective.diffusion_share=1.5"], ("objective.diffusion_share = 1.5 is outside [0, 1]", "between 0 and 1")),
-    ("consistency-share-negative", ["objective.consistency_share=-0.1"], ("objective.consistency_share", "between 0 and 1")),
+    (
+        "diffusion-share-above-1",
+        ["objective.diffusion_share=1.5"],
+        ("objective.diffusion_share = 1.5 is outside [0, 1]", "between 0 and 1"),
+    ),
+    (
+        "consistency-share-negative",
+        ["objective.consistency_share=-0.1"],
+        ("objective.consistency_share", "between 0 and 1"),
+    ),
     ("shares-sum-above-1", ["objective.diffusion_share=0.95"], ("exceeds 1", "at most 1")),
     ("epsilon-zero", ["objective.epsilon=0"], ("objective.epsilon = 0", "greater than 0")),
     ("epsilon-negative", ["objective.epsilon=-0.005"], ("objective.epsilon", "greater than 0")),
@@ -99,7 +121,11 @@ BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ("batch-bool", ["train.batch_size=true"], ("train.batch_size = True", "an integer")),
     ("batch-zero", ["train.batch_size=0"], ("train.batch_size = 0", "at least 1")),
     ("precision-fp16", ["train.precision=fp16"], ("train.precision = 'fp16'", "'bf16'")),
-    ("label-dropout-1", ["train.label_dropout=1.0"], ("train.label_dropout = 1 is outside [0, 1)", "between 0 and 1")),
+    (
+        "label-dropout-1",
+        ["train.label_dropout=1.0"],
+        ("train.label_dropout = 1 is outside [0, 1)", "between 0 and 1"),
+    ),
     ("ema-decay-1", ["ema.decay=1"], ("ema.decay = 1 is outside [0, 1)", "between 0 and 1")),
     ("weight-decay-negative", ["optim.weight_decay=-0.01"], ("optim.weight_decay", "at least 0")),
     ("betas-one-value", ["optim.betas=0.9"], ("optim.betas = 0.9", "a list of 2 values")),
@@ -114,7 +140,11 @@ BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ("data-unknown", ["data.name=mnist"], ("data.name='mnist'", "digits")),
     ("data-mistyped", ["data.hflip=maybe"], ("data.hflip = 'maybe'", "true or false")),
     ("override-without-equals", ["optim.lr"], ("'optim.lr' is not of the form", "optim.lr=3e-4")),
-    ("override-into-scalar", ["optim.lr.x=1"], ("inside 'optim.lr', which is not a section", "override 'optim.lr' itself")),
+    (
+        "override-into-scalar",
+        ["optim.lr.x=1"],
+        ("inside 'optim.lr', which is not a section", "override 'optim.lr' itself"),
+    ),
     ("section-not-mapping", "optim: 3\n", ("optim = 3", "a mapping")),
     ("top-level-list", "- 1\n- 2\n", ("must be a mapping", "top level")),
     ("bad-yaml", "optim:\n  lr: [1\n", ("not valid YAML", "fix the YAML syntax")),

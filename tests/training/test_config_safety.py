@@ -17,8 +17,13 @@ from tim.training import load_config
 from tim.training.config import MAX_YAML_NODES
 
 # Nine levels of nine aliases each: 9**9 = 387 million leaves once expanded.
-BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x]"] + [
-    f"{chr(98 + k)}: &{chr(98 + k)} [{', '.join([f'*{chr(97 + k)}'] * 9)}]" for k in range(8)]) + "\n"
+BOMB = (
+    "\n".join(
+        ["a: &a [x, x, x, x, x, x, x, x, x]"]
+        + [f"{chr(98 + k)}: &{chr(98 + k)} [{', '.join([f'*{chr(97 + k)}'] * 9)}]" for k in range(8)]
+    )
+    + "\n"
+)
 
 
 def _load(tmp_path: Path, text: str, name: str = "run.yaml"):
@@ -30,22 +35,31 @@ def _load(tmp_path: Path, text: str, name: str = "run.yaml"):
 def test_alias_bomb_fails_fast_in_little_memory(tmp_path: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    with pytest.raises(TimError, match=rf"expands to more than {MAX_YAML_NODES} YAML nodes.*without nested aliases"):
+    with pytest.raises(
+        TimError, match=rf"expands to more than {MAX_YAML_NODES} YAML nodes.*without nested aliases"
+    ):
         _load(tmp_path, BOMB)
     assert time.perf_counter() - started < 5.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: < 200 MB more at peak
 
 
 def test_alias_bomb_in_an_override_fails_too() -> None:
-    one_line = "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
-               "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+    one_line = (
+        "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+        "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+    )
     with pytest.raises(TimError, match="expands to more than"):
         load_config(None, [f"sample.steps={one_line}"])
 
 
 def test_ordinary_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
     cfg = _load(tmp_path, "train: {<<: {steps: 7, batch_size: 16}, log_every: &n 5, checkpoint_every: *n}\n")
-    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.log_every, cfg.train.checkpoint_every) == (7, 16, 5, 5)
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.train.log_every, cfg.train.checkpoint_every) == (
+        7,
+        16,
+        5,
+        5,
+    )
 
 
 def test_duplicate_keys_are_errors(tmp_path: Path) -> None:

@@ -71,8 +71,18 @@ def _bayes_error() -> float:
 
 def test_toy_run_learns(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    cfg = load_config("toy2d", ["train.steps=1000", "model.hidden_size=128", "optim.lr=2e-3", "train.progress=false",
-                                "train.checkpoint_every=1000", "sample.num=0", "train.device=cpu"])
+    cfg = load_config(
+        "toy2d",
+        [
+            "train.steps=1000",
+            "model.hidden_size=128",
+            "optim.lr=2e-3",
+            "train.progress=false",
+            "train.checkpoint_every=1000",
+            "sample.num=0",
+            "train.device=cpu",
+        ],
+    )
     run = train(cfg, tmp_path / "run")
     model, _ = load_run(run)
     untrained = build_model(model_config(cfg))  # zero output at initialisation: error = E||v_t||^2

@@ -30,27 +30,56 @@ pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-6  # float32, 3 steps; see the module docstring
 RUN = [
-    "model.preset=TiM-digits", "model.hidden_size=32", "model.depth=1", "model.num_heads=2",
-    "model.modulation_rank=8", "data.name=digits", "train.batch_size=32", "train.steps=3",
-    "train.checkpoint_every=3", "train.log_every=1", "train.progress=false", "train.device=cpu",
-    "optim.lr=1e-3", "ema.decay=0.9", "sample.num=0",
+    "model.preset=TiM-digits",
+    "model.hidden_size=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "model.modulation_rank=8",
+    "data.name=digits",
+    "train.batch_size=32",
+    "train.steps=3",
+    "train.checkpoint_every=3",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "optim.lr=1e-3",
+    "ema.decay=0.9",
+    "sample.num=0",
 ]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("distributed")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(out), *RUN]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=240,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(out),
+        *RUN,
+    ]
+    result = subprocess.run(
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     train(load_config(None, [*RUN, "optim.accumulation=2"]), out / "single")
     return out
 
 
 def _max_diff(a: Path, b: Path, part: str) -> float:
-    x, y = load_file(a / "checkpoints/step_00000003" / part), load_file(b / "checkpoints/step_00000003" / part)
+    x, y = (
+        load_file(a / "checkpoints/step_00000003" / part),
+        load_file(b / "checkpoints/step_00000003" / part),
+    )
     assert x.keys() == y.keys()
     return max((x[k].double() - y[k].double()).abs().max().item() for k in x)
 

@@ -35,17 +35,33 @@ KILLS = 6
 # Long enough that a quiet machine cannot finish the run before the sixth kill (40 was, in 2026-12).
 STEPS = 120
 RUN = [
-    "model.preset=MLP-toy", "model.hidden_size=64", "model.depth=2", "data.name=checkerboard",
-    "train.batch_size=64", f"train.steps={STEPS}", "train.label_dropout=0", "train.checkpoint_every=1",
-    "train.keep_last=2", "train.log_every=1", "train.progress=false", "train.device=cpu",
-    "optim.lr=1e-3", "ema.decay=0.99", "sample.num=0",
+    "model.preset=MLP-toy",
+    "model.hidden_size=64",
+    "model.depth=2",
+    "data.name=checkerboard",
+    "train.batch_size=64",
+    f"train.steps={STEPS}",
+    "train.label_dropout=0",
+    "train.checkpoint_every=1",
+    "train.keep_last=2",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "optim.lr=1e-3",
+    "ema.decay=0.99",
+    "sample.num=0",
 ]
 
 
 def _start(run_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(WORKER), str(run_dir), *RUN], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(run_dir), *RUN],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _run_to_end(run_dir: Path) -> None:

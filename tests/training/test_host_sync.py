@@ -14,8 +14,9 @@ from tim.training import loop, train
 READS = ("item", "tolist", "cpu", "__bool__", "__float__")
 
 
-def test_one_host_read_per_step_and_stats_only_at_log_steps(tiny_config, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_host_read_per_step_and_stats_only_at_log_steps(
+    tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, str]] = []
     inside = {"step": False}
 
@@ -42,7 +43,9 @@ def test_one_host_read_per_step_and_stats_only_at_log_steps(tiny_config, tmp_pat
             inside["step"] = False
 
     monkeypatch.setattr(loop, "_train_step", step)
-    run = train(tiny_config("train.steps=4", "train.log_every=2", "train.checkpoint_every=4"), tmp_path / "run")
+    run = train(
+        tiny_config("train.steps=4", "train.log_every=2", "train.checkpoint_every=4"), tmp_path / "run"
+    )
     # The CPU-only label range check in ClassConditioning is skipped on accelerators (no sync there).
     reads = [where for where in seen if where[0] not in ("conditioning.py", "optimizer.py")]
     # (AdamW reads its step counters, host tensors unless capturable: no device sync either.)
@@ -54,7 +57,11 @@ def test_one_host_read_per_step_and_stats_only_at_log_steps(tiny_config, tmp_pat
 @pytest.mark.slow
 def test_train_compile_runs_and_matches_eager_losses(tiny_config, tmp_path: Path) -> None:
     eager = train(tiny_config("train.steps=2", "train.log_every=1"), tmp_path / "eager")
-    compiled = train(tiny_config("train.steps=2", "train.log_every=1", "train.compile=true"), tmp_path / "compiled")
-    losses = [[json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-              for run in (eager, compiled)]
+    compiled = train(
+        tiny_config("train.steps=2", "train.log_every=1", "train.compile=true"), tmp_path / "compiled"
+    )
+    losses = [
+        [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in (eager, compiled)
+    ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)

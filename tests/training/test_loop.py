@@ -35,7 +35,10 @@ def test_run_writes_everything_and_load_run_returns_ema(tiny_config, tmp_path: P
     assert [p.name for p in list_checkpoints(run)] == ["step_00000003", "step_00000006"]
     assert [s for s, _ in _losses(run)] == [1, 2, 3, 4, 5, 6]
     assert (run / "metrics.csv").read_text().count("\n") == 7
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_00000006_nfe_1.png", "step_00000006_nfe_2.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_00000006_nfe_1.png",
+        "step_00000006_nfe_2.png",
+    ]
     model, cfg = load_run(run)
     assert cfg == tiny_config("sample.num=64") and not model.training
     assert _same(model.state_dict(), _weights(run, "ema"))
@@ -114,7 +117,9 @@ def test_non_finite_step_is_skipped_counted_and_logged(tiny_config, tmp_path: Pa
     run = train(cfg, tmp_path / "run", data=PoisonedSource(cfg, {3}))  # the 4th step sees NaN data
     before, after = list_checkpoints(run)[2:4]  # checkpoints of steps 3 and 4
     for part in ("model", "ema", "optimizer"):
-        assert _same(load_file(before / f"{part}.safetensors"), load_file(after / f"{part}.safetensors")), part
+        assert _same(load_file(before / f"{part}.safetensors"), load_file(after / f"{part}.safetensors")), (
+            part
+        )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     events = [row for row in rows if row.get("event") == "non_finite"]
     assert len(events) == 1 and events[0]["step"] == 4 and events[0]["loss"] == "nan"
@@ -125,7 +130,9 @@ def test_non_finite_step_is_skipped_counted_and_logged(tiny_config, tmp_path: Pa
 
 def test_too_many_bad_steps_stop_and_keep_last_good_checkpoint(tiny_config, tmp_path: Path) -> None:
     cfg = tiny_config("train.steps=20", "train.checkpoint_every=2", "train.max_bad_steps=3")
-    with pytest.raises(TimError, match=r"3 consecutive .*non-finite.*up to step 7.*step_00000006.*lower optim.lr"):
+    with pytest.raises(
+        TimError, match=r"3 consecutive .*non-finite.*up to step 7.*step_00000006.*lower optim.lr"
+    ):
         train(cfg, tmp_path / "run", data=PoisonedSource(cfg, set(range(4, 20))))  # steps 5, 6, 7 bad
     good, latest = list_checkpoints(tmp_path / "run")[-2:]
     assert (good.name, latest.name) == ("step_00000004", "step_00000006")
@@ -142,7 +149,9 @@ def test_accumulation_and_indivisible_batch(tiny_config, tmp_path: Path) -> None
 
 
 def test_model_that_does_not_fit_the_data_is_an_error(tiny_config, tmp_path: Path) -> None:
-    with pytest.raises(TimError, match=r"takes 3 input channels but data items have shape \(2,\); set model.dim=2"):
+    with pytest.raises(
+        TimError, match=r"takes 3 input channels but data items have shape \(2,\); set model.dim=2"
+    ):
         train(tiny_config("model.dim=3"), tmp_path / "run")
     with pytest.raises(TimError, match="expects 5 classes but the data has 0"):
         train(tiny_config("model.num_classes=5"), tmp_path / "run")

@@ -26,8 +26,16 @@ from tim.training.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
 # The tiny 2-D run of conftest.TINY (a few ms per step), on top of the toy2d preset.
 TINY = [
-    "model.hidden_size=32", "model.depth=2", "train.batch_size=32", "train.label_dropout=0",
-    "train.log_every=1", "train.progress=false", "train.device=cpu", "optim.lr=1e-3", "ema.decay=0.9", "sample.num=0",
+    "model.hidden_size=32",
+    "model.depth=2",
+    "train.batch_size=32",
+    "train.label_dropout=0",
+    "train.log_every=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "optim.lr=1e-3",
+    "ema.decay=0.9",
+    "sample.num=0",
 ]
 
 # Long enough never to finish by itself; checkpoints only when stopped (or at the very end).
@@ -35,9 +43,24 @@ ENDLESS = [*TINY, "train.steps=1000000", "train.checkpoint_every=1000000"]
 
 
 def _tim_train(run_dir: Path, overrides: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tim.cli.main", "train", "--config", "toy2d", "--out", str(run_dir), *overrides]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    command = [
+        sys.executable,
+        "-m",
+        "tim.cli.main",
+        "train",
+        "--config",
+        "toy2d",
+        "--out",
+        str(run_dir),
+        *overrides,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def _logged(run_dir: Path) -> list[dict]:
@@ -45,7 +68,9 @@ def _logged(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def _wait_until_training(process: subprocess.Popen, run_dir: Path, steps: int = 3, timeout: float = 120) -> None:
+def _wait_until_training(
+    process: subprocess.Popen, run_dir: Path, steps: int = 3, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while len(_logged(run_dir)) < steps:
         assert process.poll() is None, process.communicate()[1][-2000:]
@@ -55,9 +80,12 @@ def _wait_until_training(process: subprocess.Popen, run_dir: Path, steps: int = 
 
 # SIGINT takes the same path as SIGTERM; its run is slow-only to keep the default suite short
 # (each case starts a process that imports torch: 6-14 s on the shared 2-core machine).
-@pytest.mark.parametrize("number", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
-                         ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(number: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "number", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGINT"]
+)
+def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(
+    number: int, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     process = _tim_train(run, ENDLESS)
     _wait_until_training(process, run)
@@ -67,7 +95,9 @@ def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(numbe
     name = signal.Signals(number).name
     assert process.returncode == EXIT_PREEMPTED, stderr[-2000:]
     assert "Traceback" not in stderr
-    assert lines[-1].startswith(f"stopped on {name} after step ") and "rerun the same command" in lines[-1], lines
+    assert lines[-1].startswith(f"stopped on {name} after step ") and "rerun the same command" in lines[-1], (
+        lines
+    )
     assert all(line.startswith(("received ", "stopped on ")) for line in lines), lines
     stopped_at = int(lines[-1].split("after step ")[1].split(";")[0])
     (checkpoint,) = list_checkpoints(run)
@@ -77,7 +107,9 @@ def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(numbe
     further = [*TINY, f"train.steps={stopped_at + 2}", "train.checkpoint_every=1000000"]
     train(load_config("toy2d", further), run)
     straight = train(load_config("toy2d", further), tmp_path / "straight")
-    assert [(r["step"], r["loss"]) for r in _logged(run)] == [(r["step"], r["loss"]) for r in _logged(straight)]
+    assert [(r["step"], r["loss"]) for r in _logged(run)] == [
+        (r["step"], r["loss"]) for r in _logged(straight)
+    ]
 
 
 def test_second_signal_aborts_at_once_and_handlers_are_restored() -> None:
@@ -117,8 +149,10 @@ def test_two_processes_stop_after_the_same_step(tmp_path: Path) -> None:
     """SIGTERM to rank 1 only: the per-step all-reduce makes rank 0 stop after the same step."""
     run, port = tmp_path / "run", _free_port()
     common = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    ranks = [_tim_train(run, [*ENDLESS, "train.batch_size=32"], {**common, "RANK": str(k), "LOCAL_RANK": str(k)})
-             for k in range(2)]
+    ranks = [
+        _tim_train(run, [*ENDLESS, "train.batch_size=32"], {**common, "RANK": str(k), "LOCAL_RANK": str(k)})
+        for k in range(2)
+    ]
     try:
         _wait_until_training(ranks[0], run, steps=5, timeout=240)
         ranks[1].send_signal(signal.SIGTERM)

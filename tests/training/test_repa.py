@@ -18,7 +18,14 @@ from tim.errors import TimError
 from tim.models import TiM, TiMConfig
 from tim.objective import TransitionLoss
 from tim.training import load_config, train
-from tim.training.repa import IMAGENET_MEAN, IMAGENET_STD, RepaConfig, VisionEncoder, build_repa, repa_alignment
+from tim.training.repa import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RepaConfig,
+    VisionEncoder,
+    build_repa,
+    repa_alignment,
+)
 
 WIDTH = 16  # the tiny encoder's feature width = the model's z_dim
 WORKER = Path(__file__).with_name("repa_worker.py")
@@ -29,8 +36,15 @@ def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=WIDTH, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                          patch_size=2, image_size=8, num_channels=3)
+    config = Dinov2Config(
+        hidden_size=WIDTH,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        patch_size=2,
+        image_size=8,
+        num_channels=3,
+    )
     folder = tmp_path_factory.mktemp("dinov2-tiny")
     Dinov2Model(config).save_pretrained(folder)
     return folder
@@ -38,11 +52,26 @@ def encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(encoder_dir: Path, *extra: str) -> list[str]:
     return [
-        "model.preset=TiM-digits", "model.hidden_size=32", "model.depth=2", "model.num_heads=2",
-        "model.modulation_rank=8", "model.encoder_depth=1", f"model.z_dim={WIDTH}", "model.projector_dim=32",
-        "data.name=digits", "train.batch_size=16", "train.steps=2", "train.checkpoint_every=2",
-        "train.log_every=1", "train.progress=false", "train.device=cpu", "optim.lr=1e-3", "ema.decay=0.9",
-        "sample.num=0", f"repa.encoder={encoder_dir}", *extra,
+        "model.preset=TiM-digits",
+        "model.hidden_size=32",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.modulation_rank=8",
+        "model.encoder_depth=1",
+        f"model.z_dim={WIDTH}",
+        "model.projector_dim=32",
+        "data.name=digits",
+        "train.batch_size=16",
+        "train.steps=2",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.device=cpu",
+        "optim.lr=1e-3",
+        "ema.decay=0.9",
+        "sample.num=0",
+        f"repa.encoder={encoder_dir}",
+        *extra,
     ]
 
 
@@ -55,7 +84,9 @@ def test_encoder_gives_one_patch_feature_per_token(encoder_dir: Path) -> None:
     assert features.shape == (3, 4, WIDTH)
     reference = Dinov2Model.from_pretrained(encoder_dir).eval()
     x = functional.interpolate(images.expand(-1, 3, -1, -1), size=(4, 4), mode="bicubic", align_corners=False)
-    x = ((x + 1) / 2 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = ((x + 1) / 2 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         expected = reference(pixel_values=x).last_hidden_state[:, 1:]  # CLS dropped
     torch.testing.assert_close(features, expected)
@@ -77,13 +108,33 @@ def test_alignment_is_one_minus_cosine_averaged_over_tokens() -> None:
 
 def test_projector_is_trained_through_the_objective(encoder_dir: Path) -> None:
     torch.manual_seed(0)
-    model = TiM(TiMConfig(in_channels=1, input_size=8, patch_size=4, hidden_size=32, depth=2, num_heads=2,
-                          modulation_rank=8, num_classes=10, encoder_depth=1, z_dim=WIDTH, projector_dim=32))
+    model = TiM(
+        TiMConfig(
+            in_channels=1,
+            input_size=8,
+            patch_size=4,
+            hidden_size=32,
+            depth=2,
+            num_heads=2,
+            modulation_rank=8,
+            num_classes=10,
+            encoder_depth=1,
+            z_dim=WIDTH,
+            projector_dim=32,
+        )
+    )
     info = SimpleNamespace(kind="image", value_range=(-1.0, 1.0))
-    loss = TransitionLoss(alignment=build_repa(RepaConfig(str(encoder_dir)), model.config, info, torch.device("cpu")))
+    loss = TransitionLoss(
+        alignment=build_repa(RepaConfig(str(encoder_dir)), model.config, info, torch.device("cpu"))
+    )
     x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 3])
-    out = loss(model, x, cond={"y": y}, generator=torch.Generator().manual_seed(0),
-               features_fn=model.forward_with_features)
+    out = loss(
+        model,
+        x,
+        cond={"y": y},
+        generator=torch.Generator().manual_seed(0),
+        features_fn=model.forward_with_features,
+    )
     out.loss.backward()
     assert 0.0 < float(out.stats["alignment"]) < 2.0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.projector.parameters())
@@ -108,8 +159,12 @@ def test_bad_settings_are_one_line(encoder_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(TimError, match="no projector"):
         build_repa(RepaConfig(str(encoder_dir)), TiMConfig(z_dim=0), image, torch.device("cpu"))
     with pytest.raises(TimError, match="latents"):
-        build_repa(RepaConfig(str(encoder_dir)), config, SimpleNamespace(kind="image", value_range=None),
-                   torch.device("cpu"))
+        build_repa(
+            RepaConfig(str(encoder_dir)),
+            config,
+            SimpleNamespace(kind="image", value_range=None),
+            torch.device("cpu"),
+        )
     assert build_repa(RepaConfig(), config, image, torch.device("cpu")) is None
     (tmp_path / "config.json").write_text((encoder_dir / "config.json").read_text())  # weights missing
     with pytest.raises(TimError, match="could not be loaded") as error:
@@ -120,10 +175,25 @@ def test_bad_settings_are_one_line(encoder_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_with_repa_equals_one_process(encoder_dir: Path, tmp_path: Path) -> None:
     """2 processes (DDP, gloo) = 1 process with accumulation 2, projector included (as tests/training/test_distributed.py)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(tmp_path), *run(encoder_dir)]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=240,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path),
+        *run(encoder_dir),
+    ]
+    result = subprocess.run(
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     train(load_config(None, [*run(encoder_dir), "optim.accumulation=2"]), tmp_path / "single")
     for part in ("model.safetensors", "ema.safetensors"):
@@ -143,7 +213,9 @@ def test_runs_saved_before_the_repa_section_resume_unchanged() -> None:
     del saved["repa"]  # config.json of a run written before the section existed
     assert config_differences(saved, RunConfig()) == []
     changed = load_config(None, ["repa.encoder=/somewhere"])
-    assert config_differences(saved, changed) == ["repa.encoder: '' -> '/somewhere'"]  # a change, never resumed silently
+    assert config_differences(saved, changed) == [
+        "repa.encoder: '' -> '/somewhere'"
+    ]  # a change, never resumed silently
 
 
 def test_matches_the_published_proj_loss(specs_refs: Path) -> None:
@@ -155,9 +227,13 @@ def test_matches_the_published_proj_loss(specs_refs: Path) -> None:
     t, r = ref["dde.t"], ref["dde.r"]
     with torch.no_grad():
         _, features = model.forward_with_features(ref["dde.x_t"], t, r, y=ref["y"])
-    torch.testing.assert_close(features, ref["dde.h_proj"], atol=1e-4, rtol=0)  # forward tolerance (specs README)
+    torch.testing.assert_close(
+        features, ref["dde.h_proj"], atol=1e-4, rtol=0
+    )  # forward tolerance (specs README)
     hook = repa_alignment(lambda images, grid: ref["h_target"])
-    torch.testing.assert_close(hook(ref["dde.h_proj"], ref["x"], {}).mean(), ref["dde.proj_loss"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        hook(ref["dde.h_proj"], ref["x"], {}).mean(), ref["dde.proj_loss"], atol=1e-6, rtol=1e-6
+    )
 
     class Recorded(TransitionLoss):
         def time_derivative(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - replay the published derivative
@@ -166,8 +242,12 @@ def test_matches_the_published_proj_loss(specs_refs: Path) -> None:
     def features_fn(x_t, c_t, c_r, **cond):  # noqa: ANN001, ANN202 - replay the published forward
         return ref["dde.F_pred"].clone().requires_grad_(True), ref["dde.h_proj"]
 
-    out = Recorded(alignment=hook)(model, ref["x"], cond={"y": ref["y"]}, z=ref["z"], t=t, r=r, features_fn=features_fn)
-    torch.testing.assert_close(out.loss, ref["dde.weighted_loss"] + ref["dde.proj_loss"], atol=1e-5, rtol=1e-5)
+    out = Recorded(alignment=hook)(
+        model, ref["x"], cond={"y": ref["y"]}, z=ref["z"], t=t, r=r, features_fn=features_fn
+    )
+    torch.testing.assert_close(
+        out.loss, ref["dde.weighted_loss"] + ref["dde.proj_loss"], atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(out.stats["alignment"], ref["dde.proj_loss"], atol=1e-6, rtol=1e-6)
 
 

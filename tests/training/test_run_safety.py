@@ -28,7 +28,6 @@ from tim.training.lock import RunLock
 from tim.training.memory import check_training_memory
 
 
-
 def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -49,21 +48,45 @@ def _same_files(a: Path, b: Path, part: str) -> bool:
 @pytest.mark.slow  # ~15 s on the loaded 2-core machine: a second process imports torch
 def test_second_trainer_is_refused_with_the_holders_pid(tiny_config, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    endless = [sys.executable, "-m", "tim.cli.main", "train", "--config", "toy2d", "--out", str(run),
-               "train.steps=1000000", "train.checkpoint_every=1000000", "train.log_every=1", "train.progress=false",
-               "model.hidden_size=32", "train.batch_size=32", "sample.num=0", "train.device=cpu"]
-    first = subprocess.Popen(endless, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    endless = [
+        sys.executable,
+        "-m",
+        "tim.cli.main",
+        "train",
+        "--config",
+        "toy2d",
+        "--out",
+        str(run),
+        "train.steps=1000000",
+        "train.checkpoint_every=1000000",
+        "train.log_every=1",
+        "train.progress=false",
+        "model.hidden_size=32",
+        "train.batch_size=32",
+        "sample.num=0",
+        "train.device=cpu",
+    ]
+    first = subprocess.Popen(
+        endless,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
             time.sleep(0.05)
-        live = run / "checkpoints" / ".tmp-step_00000007-424242"  # stands for the first writer's checkpoint in progress
+        live = (
+            run / "checkpoints" / ".tmp-step_00000007-424242"
+        )  # stands for the first writer's checkpoint in progress
         live.mkdir(parents=True)
         rows_before = (run / "metrics.jsonl").read_text().count("\n")
-        with pytest.raises(TimError, match=rf"in use by another training process \(PID {first.pid}\).*another --out"):
-            train(load_config("toy2d", endless[endless.index("train.steps=1000000"):]), run)
+        with pytest.raises(
+            TimError, match=rf"in use by another training process \(PID {first.pid}\).*another --out"
+        ):
+            train(load_config("toy2d", endless[endless.index("train.steps=1000000") :]), run)
         assert live.is_dir(), "the refused trainer deleted the other writer's temporary"
         assert first.poll() is None and (run / "metrics.jsonl").read_text().count("\n") >= rows_before
     finally:
@@ -74,14 +97,26 @@ def test_second_trainer_is_refused_with_the_holders_pid(tiny_config, tmp_path: P
 def test_lock_is_released_by_the_os_when_the_holder_dies(tiny_config, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
-        "time.sleep(600)"), str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); "
+                "time.sleep(600)"
+            ),
+            str(run / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
     live = run / "checkpoints" / ".tmp-step_00000007-424242"  # the holder's checkpoint in progress
     live.mkdir(parents=True)
-    with pytest.raises(TimError, match=rf"'{run}' is in use by another training process \(PID {holder.pid}\)"):
+    with pytest.raises(
+        TimError, match=rf"'{run}' is in use by another training process \(PID {holder.pid}\)"
+    ):
         train(tiny_config(), run)
     assert live.is_dir(), "a trainer without the lock deleted the holder's temporary"
     holder.kill()  # kill -9: no clean-up code runs, the kernel drops the lock
@@ -114,7 +149,11 @@ def test_all_checkpoints_unusable_is_an_error_and_nothing_is_deleted(tiny_config
     with pytest.warns(UserWarning, match="is unusable"), pytest.raises(TimError) as raised:
         train(tiny_config("train.steps=8"), run)
     message = str(raised.value)
-    assert "all 2 checkpoint(s)" in message and "nothing was changed or deleted" in message and "--restart" in message
+    assert (
+        "all 2 checkpoint(s)" in message
+        and "nothing was changed or deleted" in message
+        and "--restart" in message
+    )
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
     # --restart: a fresh run from step 0, the old one set aside (not deleted).
@@ -132,8 +171,13 @@ def test_resume_with_a_changed_setting_lists_the_differences(tiny_config, tmp_pa
     with pytest.raises(TimError) as raised:
         train(changed, run)
     message = str(raised.value)
-    for fragment in ("optim.lr: 0.001 -> 0.0005", "train.seed: 0 -> 3", "data.name: 'checkerboard' -> 'moons'",
-                     "--allow-config-change", "config.json"):
+    for fragment in (
+        "optim.lr: 0.001 -> 0.0005",
+        "train.seed: 0 -> 3",
+        "data.name: 'checkerboard' -> 'moons'",
+        "--allow-config-change",
+        "config.json",
+    ):
         assert fragment in message, message
     assert "train.steps" not in message  # may change on resume
     assert load_latest(run).step == 3  # nothing trained
@@ -143,14 +187,24 @@ def test_resume_with_a_changed_setting_lists_the_differences(tiny_config, tmp_pa
 
 def test_resumable_keys_really_may_change(tiny_config) -> None:
     saved = tiny_config().to_dict()
-    later = tiny_config("train.steps=60", "train.time_limit=5", "train.checkpoint_every=7", "train.log_every=2",
-                        "train.progress=true", "logging.csv=false", "sample.num=4", "train.keep_last=9")
+    later = tiny_config(
+        "train.steps=60",
+        "train.time_limit=5",
+        "train.checkpoint_every=7",
+        "train.log_every=2",
+        "train.progress=true",
+        "logging.csv=false",
+        "sample.num=4",
+        "train.keep_last=9",
+    )
     assert config_differences(saved, later) == []
     assert config_differences(saved, tiny_config("train.batch_size=64")) == ["train.batch_size: 32 -> 64"]
     assert "train.steps" in RESUMABLE_KEYS and "optim" not in RESUMABLE_KEYS
 
 
-@pytest.mark.parametrize("edit", ["drop-size", "size-is-text", "files-is-list", "entry-is-number", "path-escape"])
+@pytest.mark.parametrize(
+    "edit", ["drop-size", "size-is-text", "files-is-list", "entry-is-number", "path-escape"]
+)
 def test_malformed_manifest_is_named_and_skipped(edit: str, tiny_config, tmp_path: Path) -> None:
     run = train(tiny_config(), tmp_path / "run")
     newest = list_checkpoints(run)[-1]
@@ -178,8 +232,10 @@ def test_state_json_that_does_not_fit_is_named_and_skipped(tiny_config, tmp_path
     newest = list_checkpoints(run)[-1]
     (newest / "state.json").write_text("[1, 2, 3]")  # valid JSON, matching manifest, wrong layout
     manifest = json.loads((newest / MANIFEST).read_text())
-    manifest["files"]["state.json"] = {"size": (newest / "state.json").stat().st_size,
-                                       "sha256": sha256_file(newest / "state.json")}
+    manifest["files"]["state.json"] = {
+        "size": (newest / "state.json").stat().st_size,
+        "sha256": sha256_file(newest / "state.json"),
+    }
     (newest / MANIFEST).write_text(json.dumps(manifest))
     with pytest.warns(UserWarning, match="contents cannot be read"):
         assert load_latest(run).step == 3
@@ -218,7 +274,9 @@ def test_memory_estimate_names_a_batch_that_fits() -> None:
 
 
 def test_seed_limits(tiny_config, tmp_path: Path) -> None:
-    with pytest.raises(TimError, match=r"train.seed = 18446744073709551616 is outside \[0, 9223372036854775807\]"):
+    with pytest.raises(
+        TimError, match=r"train.seed = 18446744073709551616 is outside \[0, 9223372036854775807\]"
+    ):
         tiny_config(f"train.seed={2**64}")
     with pytest.raises(TimError, match=r"sample.seed = -1 is outside"):
         tiny_config("sample.seed=-1")
@@ -229,7 +287,9 @@ def test_seed_limits(tiny_config, tmp_path: Path) -> None:
 # No global RNG in training
 
 
-def test_identical_runs_save_identical_rng_and_leave_the_callers_rng_alone(tiny_config, tmp_path: Path) -> None:
+def test_identical_runs_save_identical_rng_and_leave_the_callers_rng_alone(
+    tiny_config, tmp_path: Path
+) -> None:
     torch.manual_seed(123)
     caller = torch.get_rng_state()
     first = train(tiny_config(), tmp_path / "a")
@@ -248,13 +308,17 @@ def _with_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def build_with_dropout(*args, **kwargs):
         model = build(*args, **kwargs)
-        model.register_forward_hook(lambda module, inputs, out: torch.nn.functional.dropout(out, 0.3, module.training))
+        model.register_forward_hook(
+            lambda module, inputs, out: torch.nn.functional.dropout(out, 0.3, module.training)
+        )
         return model
 
     monkeypatch.setattr(loop, "_build_model", build_with_dropout)
 
 
-def test_model_with_dropout_resumes_bit_exact(tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_with_dropout_resumes_bit_exact(
+    tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _with_dropout(monkeypatch)
     resumed = tmp_path / "resumed"
     train(tiny_config("train.steps=4", "train.checkpoint_every=4"), resumed)
@@ -272,8 +336,19 @@ def test_command_line_restart_and_allow_config_change(tmp_path: Path, capsys: py
     from tim.cli.main import main
 
     run = tmp_path / "run"
-    base = ["train", "--config", "toy2d", "--out", str(run), "model.hidden_size=32", "train.batch_size=32",
-            "train.progress=false", "sample.num=0", "train.device=cpu", "train.steps=2"]
+    base = [
+        "train",
+        "--config",
+        "toy2d",
+        "--out",
+        str(run),
+        "model.hidden_size=32",
+        "train.batch_size=32",
+        "train.progress=false",
+        "sample.num=0",
+        "train.device=cpu",
+        "train.steps=2",
+    ]
     assert main(base) == 0
     assert main([*base, "optim.lr=5e-4"]) == 2
     assert "optim.lr: 0.001 -> 0.0005" in capsys.readouterr().err
@@ -289,14 +364,19 @@ def test_unusable_gpus_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(TimError, match=r"LOCAL_RANK=3 needs GPU 3 but only 2 GPU\(s\) are visible.*nproc_per_node"):
+    with pytest.raises(
+        TimError, match=r"LOCAL_RANK=3 needs GPU 3 but only 2 GPU\(s\) are visible.*nproc_per_node"
+    ):
         resolve_device("cuda", local_rank=3)
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: all CUDA-capable devices are busy or unavailable\nmore detail")
 
     monkeypatch.setattr(torch, "empty", broken)
-    with pytest.raises(TimError, match=r"cuda:1 is not usable \(CUDA error: all CUDA-capable devices are busy"
-                                       r" or unavailable\); .*train.device=cpu") as raised:
+    with pytest.raises(
+        TimError,
+        match=r"cuda:1 is not usable \(CUDA error: all CUDA-capable devices are busy"
+        r" or unavailable\); .*train.device=cpu",
+    ) as raised:
         resolve_device("auto", local_rank=1)
     assert "\n" not in str(raised.value)

@@ -33,7 +33,9 @@ def test_ema_update_is_the_convex_combination() -> None:
 
 def test_linear_warmup_then_constant() -> None:
     cfg = load_config(None, ["optim.lr=1e-3", "optim.warmup_steps=4"])
-    assert [learning_rate(cfg, n) for n in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert [learning_rate(cfg, n) for n in range(6)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
+    )
     assert learning_rate(load_config(None, ["optim.lr=1e-3"]), 0) == 1e-3  # paper: no warm-up
 
 
@@ -48,4 +50,4 @@ def test_step_generators_are_reproducible_and_distinct() -> None:
     assert torch.equal(draw(0, 5, 1), draw(0, 5, 1))
     keys = [(0, 5, 1), (0, 5, 0), (0, 6, 1), (1, 5, 1), (0, 1, 5)]
     samples = [draw(*key) for key in keys]
-    assert all(not torch.equal(a, b) for i, a in enumerate(samples) for b in samples[i + 1:])
+    assert all(not torch.equal(a, b) for i, a in enumerate(samples) for b in samples[i + 1 :])

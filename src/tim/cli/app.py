@@ -23,28 +23,53 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim app``."""
     parser = subparsers.add_parser(
-        "app", help="a local web page: pick a class or prompt, move the steps slider, compare step counts",
+        "app",
+        help="a local web page: pick a class or prompt, move the steps slider, compare step counts",
         description="Serve a local Gradio page for a trained model: class drop-down or prompt box, steps 1-128, "
-                    "a 1/2/4/8/16-step comparison from the same noise, guidance, stochasticity, seed, number "
-                    "of images and size; shows the grid, the time it took and a PNG download. Needs the [app] "
-                    "extra (pip install \"transition-models[app]\"). Stop it with Ctrl-C.",
-        formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="what `tim sample` takes: a run folder (tim train / tim demo), a pipeline folder "
-                             "(tim convert / save_pretrained) or a released .safetensors file (then also --preset "
-                             "and --autoencoder)")
-    parser.add_argument("--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2")
-    parser.add_argument("--autoencoder", default=None, metavar="DIR",
-                        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)")
-    parser.add_argument("--text-encoder", default=None, metavar="DIR",
-                        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training run")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind; anything but 127.0.0.1 makes the page reachable from other machines")
+        "a 1/2/4/8/16-step comparison from the same noise, guidance, stochasticity, seed, number "
+        "of images and size; shows the grid, the time it took and a PNG download. Needs the [app] "
+        'extra (pip install "transition-models[app]"). Stop it with Ctrl-C.',
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="what `tim sample` takes: a run folder (tim train / tim demo), a pipeline folder "
+        "(tim convert / save_pretrained) or a released .safetensors file (then also --preset "
+        "and --autoencoder)",
+    )
+    parser.add_argument(
+        "--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2"
+    )
+    parser.add_argument(
+        "--autoencoder",
+        default=None,
+        metavar="DIR",
+        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="DIR",
+        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)",
+    )
+    parser.add_argument(
+        "--weights", choices=("ema", "model"), default="ema", help="which weights of a training run"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind; anything but 127.0.0.1 makes the page reachable from other machines",
+    )
     parser.add_argument("--port", type=int, default=7860, help="TCP port of the page")
     parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu or cuda")
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -55,16 +80,21 @@ def check_port(host: str, port: int) -> None:
         raise TimError(f"--port {port} is not a TCP port", "pass a port in [1, 65535], e.g. --port 7860")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        probe.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as uvicorn binds: TIME_WAIT is no conflict
         try:
             probe.bind((host, port))
         except socket.gaierror:
-            raise TimError(f"--host {host!r} is not an address of this machine", "pass e.g. --host 127.0.0.1") from None
+            raise TimError(
+                f"--host {host!r} is not an address of this machine", "pass e.g. --host 127.0.0.1"
+            ) from None
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise TimError(f"port {port} on {host} is already in use", "pass another --port") from None
-            raise TimError(f"cannot listen on {host}:{port} ({error.strerror})",
-                           "pass another --host or --port") from None
+            raise TimError(
+                f"cannot listen on {host}:{port} ({error.strerror})", "pass another --host or --port"
+            ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,22 +107,37 @@ def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     device = check_device(args.device)
     if not Path(args.checkpoint).exists():
-        raise TimError(f"--checkpoint {args.checkpoint} does not exist",
-                       "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file")
+        raise TimError(
+            f"--checkpoint {args.checkpoint} does not exist",
+            "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file",
+        )
     from tim import app  # Gradio is imported inside; a missing [app] extra is a one-line error
+
     app._gradio()  # before the checkpoint loads: the missing-extra message should not wait for it
     from tim.pipeline import TiMPipeline
 
     if args.host not in LOCAL_HOSTS:
-        warnings.warn(f"--host {args.host} makes the page reachable from other machines (no password)", stacklevel=1)
-    pipe = TiMPipeline.load(args.checkpoint, preset=args.preset, autoencoder=args.autoencoder,
-                            text_encoder=args.text_encoder, device=device, dtype=args.dtype, weights=args.weights)
+        warnings.warn(
+            f"--host {args.host} makes the page reachable from other machines (no password)", stacklevel=1
+        )
+    pipe = TiMPipeline.load(
+        args.checkpoint,
+        preset=args.preset,
+        autoencoder=args.autoencoder,
+        text_encoder=args.text_encoder,
+        device=device,
+        dtype=args.dtype,
+        weights=args.weights,
+    )
     page = app.build_page(pipe, source=str(args.checkpoint))
     url = app.launch(page, host=args.host, port=args.port)
     if args.host in ("0.0.0.0", "::"):  # every interface: this machine reaches it as localhost
         url += f" (all interfaces; from this machine http://127.0.0.1:{args.port}/)"
-    print(f"tim app: serving {args.checkpoint} at {url}; ready in {time.perf_counter() - start:.1f} s; "
-          "Ctrl-C stops it", flush=True)
+    print(
+        f"tim app: serving {args.checkpoint} at {url}; ready in {time.perf_counter() - start:.1f} s; "
+        "Ctrl-C stops it",
+        flush=True,
+    )
     app.serve_until_interrupted(page)
     print("tim app: stopped", file=sys.stderr)
     return 0

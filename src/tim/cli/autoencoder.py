@@ -29,35 +29,64 @@ SYNTHETIC_HELDOUT = 256  # synthetic data: held-out images rendered from another
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim autoencoder`` (one action: ``train``)."""
     parser = subparsers.add_parser(
-        "autoencoder", help="train the small default autoencoder for latent TiM (offline)",
+        "autoencoder",
+        help="train the small default autoencoder for latent TiM (offline)",
         description="Train a small diffusers AutoencoderKL (4x down-sampling, 4 latent channels by default) with "
-                    "an L1 + small KL loss on an image folder or on synthetic data, set its latent scale/shift "
-                    "from the latents' statistics, save it with save_pretrained (atomically) and report the "
-                    "reconstruction PSNR on held-out images (printed and in DIR/train_report.json).",
-        formatter_class=HelpFormatter)
-    actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>",
-                                    parser_class=type(parser))
+        "an L1 + small KL loss on an image folder or on synthetic data, set its latent scale/shift "
+        "from the latents' statistics, save it with save_pretrained (atomically) and report the "
+        "reconstruction PSNR on held-out images (printed and in DIR/train_report.json).",
+        formatter_class=HelpFormatter,
+    )
+    actions = parser.add_subparsers(
+        title="actions", dest="action", metavar="<action>", parser_class=type(parser)
+    )
     actions.required = True
-    train = actions.add_parser("train", help="train and save an autoencoder", formatter_class=HelpFormatter,
-                               description="Train and save a small AutoencoderKL (see `tim autoencoder --help`).")
-    train.add_argument("--data", required=True, metavar="FOLDER|scenes|shapes",
-                       help="an image folder, or `scenes` / `shapes` for the synthetic data (rendered here)")
-    train.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the autoencoder")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing autoencoder folder in --out")
+    train = actions.add_parser(
+        "train",
+        help="train and save an autoencoder",
+        formatter_class=HelpFormatter,
+        description="Train and save a small AutoencoderKL (see `tim autoencoder --help`).",
+    )
+    train.add_argument(
+        "--data",
+        required=True,
+        metavar="FOLDER|scenes|shapes",
+        help="an image folder, or `scenes` / `shapes` for the synthetic data (rendered here)",
+    )
+    train.add_argument(
+        "--out", required=True, metavar="DIR", help="new (or empty) folder for the autoencoder"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an existing autoencoder folder in --out"
+    )
     train.add_argument("--steps", type=int, default=3000, help="maximum optimizer steps")
-    train.add_argument("--minutes", type=float, default=5.0,
-                       help="stop training after this many minutes (a few minutes reach ~26 dB on 32-px scenes on "
-                            "2 busy CPU cores; pass a large value to train for --steps)")
+    train.add_argument(
+        "--minutes",
+        type=float,
+        default=5.0,
+        help="stop training after this many minutes (a few minutes reach ~26 dB on 32-px scenes on "
+        "2 busy CPU cores; pass a large value to train for --steps)",
+    )
     train.add_argument("--batch-size", type=int, default=16, help="images per step")
     train.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (after a 50-step warm-up)")
-    train.add_argument("--image-size", type=int, default=32,
-                       help="side in pixels: synthetic data is rendered at it, folder images centre-cropped to it")
+    train.add_argument(
+        "--image-size",
+        type=int,
+        default=32,
+        help="side in pixels: synthetic data is rendered at it, folder images centre-cropped to it",
+    )
     train.add_argument("--num-images", type=int, default=4096, help="synthetic training images to render")
-    train.add_argument("--widths", default="16,32,32", metavar="C,C,...",
-                       help="channels per encoder/decoder block; the down-sampling factor is 2**(blocks - 1)")
+    train.add_argument(
+        "--widths",
+        default="16,32,32",
+        metavar="C,C,...",
+        help="channels per encoder/decoder block; the down-sampling factor is 2**(blocks - 1)",
+    )
     train.add_argument("--latent-channels", type=int, default=4, help="channels of the latent")
     train.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and synthetic data")
-    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: idle cores)")
+    train.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: idle cores)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=run)
     return parser
@@ -67,9 +96,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``tim autoencoder train``."""
     from tim.autoencoders import TrainSettings, check_train_settings, train_autoencoder
 
-    settings = TrainSettings(widths=_parse_widths(args.widths), latent_channels=args.latent_channels,
-                             steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, progress=not args.no_progress)
+    settings = TrainSettings(
+        widths=_parse_widths(args.widths),
+        latent_channels=args.latent_channels,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     check_train_settings(settings, args.image_size)
     if args.threads is not None and args.threads < 1:
         raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
@@ -78,16 +114,21 @@ def run(args: argparse.Namespace) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads or _idle_cores())
     try:
-        print(f"training an f{2 ** (len(settings.widths) - 1)} AutoencoderKL (widths {args.widths}, "
-              f"{settings.latent_channels} latent channels) on {len(images)} {source} images of "
-              f"{images.shape[-2]}x{images.shape[-1]} for up to {settings.steps} steps"
-              + (f" or {settings.minutes:g} min" if settings.minutes else ""), flush=True)
+        print(
+            f"training an f{2 ** (len(settings.widths) - 1)} AutoencoderKL (widths {args.widths}, "
+            f"{settings.latent_channels} latent channels) on {len(images)} {source} images of "
+            f"{images.shape[-2]}x{images.shape[-1]} for up to {settings.steps} steps"
+            + (f" or {settings.minutes:g} min" if settings.minutes else ""),
+            flush=True,
+        )
         report = train_autoencoder(images, heldout, out, settings, source=source)
     finally:
         torch.set_num_threads(previous)
-    print(f"held-out PSNR {report['heldout_psnr_db']:.2f} dB (min {report['heldout_psnr_db_min']:.2f}) on "
-          f"{report['heldout_images']} images after {report['steps']} steps ({report['seconds'] / 60:.1f} min); "
-          f"scaling_factor {report['latents']['scaling_factor']:.4f}, shift_factor {report['latents']['shift_factor']:.4f}")
+    print(
+        f"held-out PSNR {report['heldout_psnr_db']:.2f} dB (min {report['heldout_psnr_db_min']:.2f}) on "
+        f"{report['heldout_images']} images after {report['steps']} steps ({report['seconds'] / 60:.1f} min); "
+        f"scaling_factor {report['latents']['scaling_factor']:.4f}, shift_factor {report['latents']['shift_factor']:.4f}"
+    )
     print(f"wrote {out}/ (diffusers AutoencoderKL + train_report.json)")
     return 0
 
@@ -96,11 +137,14 @@ def _parse_widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise TimError(f"--widths {text!r} is not a comma-separated list of integers",
-                       "pass e.g. --widths 16,32,32") from None
+        raise TimError(
+            f"--widths {text!r} is not a comma-separated list of integers", "pass e.g. --widths 16,32,32"
+        ) from None
     if len(widths) < 2:
-        raise TimError(f"--widths {text!r} has {len(widths)} block(s), so the autoencoder would not down-sample",
-                       "pass at least two widths (three give 4x down-sampling)")
+        raise TimError(
+            f"--widths {text!r} has {len(widths)} block(s), so the autoencoder would not down-sample",
+            "pass at least two widths (three give 4x down-sampling)",
+        )
     return widths
 
 
@@ -121,16 +165,22 @@ def prepare_autoencoder_dir(out: str | Path, overwrite: bool) -> Path:
         raise TimError(f"--out {str(out)!r} is a file", "pass a folder path")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise TimError(f"--out {str(out)!r} is not empty", "pass a new folder, or --overwrite to replace it")
+            raise TimError(
+                f"--out {str(out)!r} is not empty", "pass a new folder, or --overwrite to replace it"
+            )
         if not (out / "config.json").is_file():
-            raise TimError(f"--out {str(out)!r} is not an autoencoder folder (no config.json), so --overwrite "
-                           "will not delete it", "move it away or pass another --out")
+            raise TimError(
+                f"--out {str(out)!r} is not an autoencoder folder (no config.json), so --overwrite "
+                "will not delete it",
+                "move it away or pass another --out",
+            )
         shutil.rmtree(out)
     return out
 
 
-def load_training_images(data: str, image_size: int, num_images: int, seed: int
-                         ) -> tuple[torch.Tensor, torch.Tensor, str]:
+def load_training_images(
+    data: str, image_size: int, num_images: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(training images, held-out images, description), both (N, 3, S, S) float in [-1, 1]."""
     if image_size < 8:
         raise TimError(f"--image-size {image_size} is too small", "pass 8 or more (a multiple of the factor)")
@@ -142,8 +192,10 @@ def load_training_images(data: str, image_size: int, num_images: int, seed: int
         return train, heldout, data
     folder = Path(data)
     if not folder.is_dir():
-        raise TimError(f"--data {data!r} is neither a folder nor one of {', '.join(SYNTHETIC)}",
-                       "pass an image folder, `scenes` or `shapes`")
+        raise TimError(
+            f"--data {data!r} is neither a folder nor one of {', '.join(SYNTHETIC)}",
+            "pass an image folder, `scenes` or `shapes`",
+        )
     from tim.data import DataConfig
     from tim.data.images import images_to_unit_range, load_image_items
 
@@ -164,7 +216,9 @@ def render_synthetic(name: str, num: int, size: int, seed: int) -> torch.Tensor:
         from tim.data.scenes import MIN_SIZE, render_scenes
 
         if size < MIN_SIZE:
-            raise TimError(f"--image-size {size} is below the scenes' minimum {MIN_SIZE}", f"pass {MIN_SIZE} or more")
+            raise TimError(
+                f"--image-size {size} is below the scenes' minimum {MIN_SIZE}", f"pass {MIN_SIZE} or more"
+            )
         images, _, _ = render_scenes(num, seed=seed, size=size)
         array = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     else:
@@ -180,4 +234,11 @@ def read_report(folder: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-__all__ = ["add_parser", "run", "load_training_images", "prepare_autoencoder_dir", "render_synthetic", "read_report"]
+__all__ = [
+    "add_parser",
+    "run",
+    "load_training_images",
+    "prepare_autoencoder_dir",
+    "render_synthetic",
+    "read_report",
+]

@@ -16,10 +16,14 @@ from tim.errors import TimError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim bench`` with its ``quality`` and ``cost`` subcommands."""
-    parser = subparsers.add_parser("bench", help="quality-vs-steps and training-cost benchmarks",
-                                   description="Benchmarks of TiM against flow matching and MeanFlow.")
-    commands = parser.add_subparsers(title="benchmarks", dest="bench_command", metavar="<benchmark>",
-                                     parser_class=type(parser))
+    parser = subparsers.add_parser(
+        "bench",
+        help="quality-vs-steps and training-cost benchmarks",
+        description="Benchmarks of TiM against flow matching and MeanFlow.",
+    )
+    commands = parser.add_subparsers(
+        title="benchmarks", dest="bench_command", metavar="<benchmark>", parser_class=type(parser)
+    )
     commands.required = True
     _add_quality(commands)
     _add_cost(commands)
@@ -33,29 +37,64 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
 
     default = GenevalConfig()
     parser = commands.add_parser(
-        "geneval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "geneval",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="text-to-image on synthetic scenes: GenEval in miniature at 1..128 steps for TiM, flow matching, MeanFlow",
         description="Train every method on the synthetic scenes (captions by the embedded MiniLM) with the same network, "
-                    "data, batch, optimizer and steps, then score each at every step count with GenEval in miniature "
-                    "(overall and per category), without and with CFG, on seen and held-out prompts. Writes "
-                    "geneval.json, geneval.md and geneval.png to --out; trained runs are reused from --out/runs.")
+        "data, batch, optimizer and steps, then score each at every step count with GenEval in miniature "
+        "(overall and per category), without and with CFG, on seen and held-out prompts. Writes "
+        "geneval.json, geneval.md and geneval.png to --out; trained runs are reused from --out/runs.",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated objectives")
-    parser.add_argument("--seed", type=int, default=default.seed, help="training seed (also the evaluation noise)")
-    parser.add_argument("--train-steps", type=int, default=default.train_steps, help="optimizer steps per method")
+    parser.add_argument(
+        "--seed", type=int, default=default.seed, help="training seed (also the evaluation noise)"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=default.train_steps, help="optimizer steps per method"
+    )
     parser.add_argument("--batch-size", type=int, default=default.batch_size, help="training batch")
     parser.add_argument("--lr", type=float, default=default.lr, help="AdamW learning rate")
-    parser.add_argument("--ema-decay", type=float, default=default.ema_decay, help="EMA decay of the evaluated weights")
+    parser.add_argument(
+        "--ema-decay", type=float, default=default.ema_decay, help="EMA decay of the evaluated weights"
+    )
     parser.add_argument("--num-images", type=int, default=default.num_images, help="training scenes rendered")
-    parser.add_argument("--sampling-steps", default=",".join(map(str, default.step_counts)), help="comma-separated step counts")
-    parser.add_argument("--per-category", type=int, default=default.per_category, help="seen prompts per category")
-    parser.add_argument("--heldout-per-category", type=int, default=default.heldout_per_category,
-                        help="held-out prompts per category (0 = skip the held-out split)")
-    parser.add_argument("--cfg", type=float, default=default.guidance_scale, help="CFG scale of the guided evaluation (1 = skip it)")
-    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config field on top of the scenes network, repeatable, e.g. --model-override depth=6")
-    parser.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="objective option for every method, repeatable")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one method each with one thread")
+    parser.add_argument(
+        "--sampling-steps",
+        default=",".join(map(str, default.step_counts)),
+        help="comma-separated step counts",
+    )
+    parser.add_argument(
+        "--per-category", type=int, default=default.per_category, help="seen prompts per category"
+    )
+    parser.add_argument(
+        "--heldout-per-category",
+        type=int,
+        default=default.heldout_per_category,
+        help="held-out prompts per category (0 = skip the held-out split)",
+    )
+    parser.add_argument(
+        "--cfg",
+        type=float,
+        default=default.guidance_scale,
+        help="CFG scale of the guided evaluation (1 = skip it)",
+    )
+    parser.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config field on top of the scenes network, repeatable, e.g. --model-override depth=6",
+    )
+    parser.add_argument(
+        "--objective-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="objective option for every method, repeatable",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes, one method each with one thread"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(run=run)
@@ -65,59 +104,94 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     from tim.evaluation.quality import METHODS
 
     parser = commands.add_parser(
-        "quality", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "quality",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train TiM, flow matching and MeanFlow alike; score each at 1..128 sampling steps",
         description="Train every method with the same network, data, batch, optimizer, steps and seeds, then "
-                    "score samples at each step count (uniform grid; without and with CFG). Writes quality.json, "
-                    "quality.md and quality.png to --out; trained runs are reused from --out/runs.")
-    parser.add_argument("--dataset", default="digits", help="digits, or a 2-D toy: checkerboard, 8gaussians, moons, spirals")
+        "score samples at each step count (uniform grid; without and with CFG). Writes quality.json, "
+        "quality.md and quality.png to --out; trained runs are reused from --out/runs.",
+    )
+    parser.add_argument(
+        "--dataset", default="digits", help="digits, or a 2-D toy: checkerboard, 8gaussians, moons, spirals"
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated objectives")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     parser.add_argument("--train-steps", type=int, default=500, help="optimizer steps per run")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the evaluated weights")
-    parser.add_argument("--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts")
+    parser.add_argument(
+        "--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts"
+    )
     parser.add_argument("--num-samples", type=int, default=300, help="samples per evaluation")
-    parser.add_argument("--cfg", type=float, default=1.5, help="CFG scale of the guided evaluation (1 = skip it)")
-    parser.add_argument("--model", default=None, help="model preset (default: a narrowed TiM-digits / MLP-toy)")
-    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config field, repeatable, e.g. --model-override hidden_size=128")
-    parser.add_argument("--objective-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="objective option for every method, repeatable, e.g. --objective-option epsilon=0.001; "
-                             "on 2-D toys TiM defaults to plain MSE (direction_loss=false, adaptive=false), "
-                             "which these override")
+    parser.add_argument(
+        "--cfg", type=float, default=1.5, help="CFG scale of the guided evaluation (1 = skip it)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="model preset (default: a narrowed TiM-digits / MLP-toy)"
+    )
+    parser.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config field, repeatable, e.g. --model-override hidden_size=128",
+    )
+    parser.add_argument(
+        "--objective-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="objective option for every method, repeatable, e.g. --objective-option epsilon=0.001; "
+        "on 2-D toys TiM defaults to plain MSE (direction_loss=false, adaptive=false), "
+        "which these override",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the (method, seed) runs, one thread each")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes for the (method, seed) runs, one thread each"
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(run=run)
 
 
 def _add_cost(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "cost", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "cost",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="training-step time/memory of flow matching, TiM-DDE, TiM-JVP; sampling time; FLOPs",
         description="Measure, side by side in one run, the training step of flow matching, TiM with DDE and TiM with "
-                    "JVP on the same network and batch; sampling time per image vs steps; FLOPs and achieved FLOP/s "
-                    "against a measured matmul peak. Prints JSON; writes cost.json and cost.md to --out.")
+        "JVP on the same network and batch; sampling time per image vs steps; FLOPs and achieved FLOP/s "
+        "against a measured matmul peak. Prints JSON; writes cost.json and cost.md to --out.",
+    )
     parser.add_argument("--model", default="TiM-digits", help="model preset")
-    parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="model config field, repeatable, e.g. --model-override z_dim=0")
+    parser.add_argument(
+        "--model-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config field, repeatable, e.g. --model-override z_dim=0",
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="training batch")
     parser.add_argument("--timed-steps", type=int, default=10, help="timed training steps per objective")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per objective first")
-    parser.add_argument("--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts")
+    parser.add_argument(
+        "--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts"
+    )
     parser.add_argument("--sampling-batch", type=int, default=32, help="images per sampling call")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
-    parser.add_argument("--attention", default="sdpa", help="comma-separated attention backends, e.g. sdpa,flash")
+    parser.add_argument(
+        "--attention", default="sdpa", help="comma-separated attention backends, e.g. sdpa,flash"
+    )
     parser.add_argument("--matmul-size", type=int, default=1024, help="side of the reference matmul")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (optional)")
     parser.set_defaults(run=run)
 
 
-def parse_overrides(items: list[str], flag: str = "--model-override", example: str = "hidden_size=64") -> dict:
+def parse_overrides(
+    items: list[str], flag: str = "--model-override", example: str = "hidden_size=64"
+) -> dict:
     """``["hidden_size=64", "qk_norm=false"]`` -> ``{"hidden_size": 64, "qk_norm": False}`` (JSON-typed values)."""
     overrides = {}
     for item in items:
@@ -151,10 +225,19 @@ def run_quality_command(args: argparse.Namespace) -> dict:
         default = "MLP-toy" if args.dataset != "digits" else "TiM-digits"
         model = {"preset": args.model or default, **parse_overrides(args.model_override)}
     config = QualityConfig(
-        dataset=args.dataset, methods=tuple(m for m in args.methods.split(",") if m), seeds=parse_int_list(args.seeds),
-        train_steps=args.train_steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-        step_counts=parse_int_list(args.sampling_steps), num_samples=args.num_samples, guidance_scale=args.cfg, model=model,
-        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"))
+        dataset=args.dataset,
+        methods=tuple(m for m in args.methods.split(",") if m),
+        seeds=parse_int_list(args.seeds),
+        train_steps=args.train_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema_decay=args.ema_decay,
+        step_counts=parse_int_list(args.sampling_steps),
+        num_samples=args.num_samples,
+        guidance_scale=args.cfg,
+        model=model,
+        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"),
+    )
     report = run_quality(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     Path(args.out, "quality.json").write_text(json.dumps(report, indent=1))
@@ -167,10 +250,18 @@ def run_cost_command(args: argparse.Namespace) -> dict:
     from tim.evaluation.quality import parse_int_list
 
     config = CostConfig(
-        model=args.model, model_overrides=parse_overrides(args.model_override), batch_size=args.batch_size,
-        timed_steps=args.timed_steps, warmup_steps=args.warmup_steps, sampling_steps=parse_int_list(args.sampling_steps),
-        sampling_batch=args.sampling_batch, device=args.device, precision=args.precision,
-        attention_backends=tuple(b for b in args.attention.split(",") if b), matmul_size=args.matmul_size)
+        model=args.model,
+        model_overrides=parse_overrides(args.model_override),
+        batch_size=args.batch_size,
+        timed_steps=args.timed_steps,
+        warmup_steps=args.warmup_steps,
+        sampling_steps=parse_int_list(args.sampling_steps),
+        sampling_batch=args.sampling_batch,
+        device=args.device,
+        precision=args.precision,
+        attention_backends=tuple(b for b in args.attention.split(",") if b),
+        matmul_size=args.matmul_size,
+    )
     report = run_cost(config, log=_log)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     if args.out:
@@ -183,16 +274,35 @@ def run_cost_command(args: argparse.Namespace) -> dict:
 
 def run_geneval_command(args: argparse.Namespace) -> dict:
     """``tim bench geneval``: build the config from flags, run, write files; returns the report."""
-    from tim.evaluation.geneval_bench import SCENES_MODEL, GenevalConfig, markdown_report, run_geneval, write_atomic
+    from tim.evaluation.geneval_bench import (
+        SCENES_MODEL,
+        GenevalConfig,
+        markdown_report,
+        run_geneval,
+        write_atomic,
+    )
     from tim.evaluation.quality import parse_int_list
 
-    model = {**SCENES_MODEL, **parse_overrides(args.model_override, example="depth=6")} if args.model_override else None
+    model = (
+        {**SCENES_MODEL, **parse_overrides(args.model_override, example="depth=6")}
+        if args.model_override
+        else None
+    )
     config = GenevalConfig(
-        methods=tuple(m for m in args.methods.split(",") if m), seed=args.seed, train_steps=args.train_steps,
-        batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay, num_images=args.num_images,
-        step_counts=parse_int_list(args.sampling_steps), per_category=args.per_category,
-        heldout_per_category=args.heldout_per_category, guidance_scale=args.cfg, model=model,
-        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"))
+        methods=tuple(m for m in args.methods.split(",") if m),
+        seed=args.seed,
+        train_steps=args.train_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        ema_decay=args.ema_decay,
+        num_images=args.num_images,
+        step_counts=parse_int_list(args.sampling_steps),
+        per_category=args.per_category,
+        heldout_per_category=args.heldout_per_category,
+        guidance_scale=args.cfg,
+        model=model,
+        objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"),
+    )
     report = run_geneval(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     write_atomic(Path(args.out, "geneval.json"), json.dumps(report, indent=1))

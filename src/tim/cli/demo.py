@@ -71,7 +71,9 @@ class DemoDefaults:
     count_reason: str = "metrics need several samples"
 
 
-DIGITS_DEFAULTS = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 10.0, 2.0)
+DIGITS_DEFAULTS = DemoDefaults(
+    DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 10.0, 2.0
+)
 
 
 def demo_options(args: argparse.Namespace, defaults: DemoDefaults) -> tuple[list[int], int, float]:
@@ -81,15 +83,29 @@ def demo_options(args: argparse.Namespace, defaults: DemoDefaults) -> tuple[list
         (step counts, samples per class or prompt, minutes of the wall-time budget).
     """
     args.out = args.out or defaults.out
-    steps_list = parse_steps(args.steps if args.steps is not None else (defaults.quick_steps if args.quick else defaults.steps))
-    count = args.per_class if args.per_class is not None else (defaults.quick_count if args.quick else defaults.count)
-    minutes = args.minutes if args.minutes is not None else (defaults.quick_minutes if args.quick else defaults.minutes)
+    steps_list = parse_steps(
+        args.steps if args.steps is not None else (defaults.quick_steps if args.quick else defaults.steps)
+    )
+    count = (
+        args.per_class
+        if args.per_class is not None
+        else (defaults.quick_count if args.quick else defaults.count)
+    )
+    minutes = (
+        args.minutes
+        if args.minutes is not None
+        else (defaults.quick_minutes if args.quick else defaults.minutes)
+    )
     if not minutes > 0:
-        raise TimError(f"--minutes {args.minutes} is not positive",
-                       f"pass a time budget in minutes, e.g. --minutes {defaults.minutes:g}")
+        raise TimError(
+            f"--minutes {args.minutes} is not positive",
+            f"pass a time budget in minutes, e.g. --minutes {defaults.minutes:g}",
+        )
     if count < defaults.min_count:
-        raise TimError(f"--per-class {count} is < {defaults.min_count}",
-                       f"pass --per-class {defaults.min_count} or more ({defaults.count_reason})")
+        raise TimError(
+            f"--per-class {count} is < {defaults.min_count}",
+            f"pass --per-class {defaults.min_count} or more ({defaults.count_reason})",
+        )
     if args.threads is not None and args.threads < 1:
         raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
     return steps_list, count, minutes
@@ -112,37 +128,68 @@ def torch_threads(count: int | None):
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim demo``."""
     parser = subparsers.add_parser(
-        "demo", help="train on the bundled digits in minutes, then compare 1..128 sampling steps",
+        "demo",
+        help="train on the bundled digits in minutes, then compare 1..128 sampling steps",
         description="The main job on the embedded default, no download: trains a class-conditional TiM on "
-                    "scikit-learn's 8x8 digits (<= 10 minutes on 2 CPU cores), samples it with 1, 2, 4 ... 128 "
-                    "steps and writes one grid per step count, a montage comparing them, a quality-vs-steps "
-                    "plot, metrics.json (class accuracy, Frechet and kernel distance per step count), "
-                    "report.md and the checkpoint. KEY=VALUE overrides change the training config "
-                    "(see configs/digits.yaml), e.g. train.time_limit=3 optim.lr=5e-4.",
-        formatter_class=HelpFormatter)
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help=f"output folder (must be new or empty; default: {DEFAULT_OUT}, "
-                             "outputs/demo_t2i for `tim demo t2i`, outputs/demo_latent for `tim demo latent`)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="reuse a non-empty --out: replace its files and train a fresh run/")
-    parser.add_argument("--quick", action="store_true", help="about one minute in total (smoke test; blurry digits)")
-    parser.add_argument("--steps", default=None, metavar="K,K,...",
-                        help=f"sampling step counts to compare (default: {DEMO_STEPS}, or {QUICK_STEPS} with --quick)")
-    parser.add_argument("--per-class", type=int, default=None,
-                        help=f"samples per class for the metrics (default: {DEFAULT_PER_CLASS}, "
-                             f"or {QUICK_PER_CLASS} with --quick); for `tim demo t2i`: samples per prompt in each grid")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-time budget of the whole demo; training stops early enough to leave time for "
-                             "sampling and evaluation, as measured on this machine (default: 10, or 2 with --quick; "
-                             "a train.time_limit=MIN override replaces this rule)")
+        "scikit-learn's 8x8 digits (<= 10 minutes on 2 CPU cores), samples it with 1, 2, 4 ... 128 "
+        "steps and writes one grid per step count, a montage comparing them, a quality-vs-steps "
+        "plot, metrics.json (class accuracy, Frechet and kernel distance per step count), "
+        "report.md and the checkpoint. KEY=VALUE overrides change the training config "
+        "(see configs/digits.yaml), e.g. train.time_limit=3 optim.lr=5e-4.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"output folder (must be new or empty; default: {DEFAULT_OUT}, "
+        "outputs/demo_t2i for `tim demo t2i`, outputs/demo_latent for `tim demo latent`)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="reuse a non-empty --out: replace its files and train a fresh run/",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="about one minute in total (smoke test; blurry digits)"
+    )
+    parser.add_argument(
+        "--steps",
+        default=None,
+        metavar="K,K,...",
+        help=f"sampling step counts to compare (default: {DEMO_STEPS}, or {QUICK_STEPS} with --quick)",
+    )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        help=f"samples per class for the metrics (default: {DEFAULT_PER_CLASS}, "
+        f"or {QUICK_PER_CLASS} with --quick); for `tim demo t2i`: samples per prompt in each grid",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-time budget of the whole demo; training stops early enough to leave time for "
+        "sampling and evaluation, as measured on this machine (default: 10, or 2 with --quick; "
+        "a train.time_limit=MIN override replaces this rule)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of training and of the sampling noise")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
-                             "average, at least 1)")
-    parser.add_argument("overrides", nargs="*", metavar="[t2i|latent] KEY=VALUE",
-                        help="optional first word `t2i` (text-to-image on synthetic scenes) or `latent` (a small "
-                             "autoencoder + TiM in its latent space) picks another demo; then dotted "
-                             "training-config overrides")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
+        "average, at least 1)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[t2i|latent] KEY=VALUE",
+        help="optional first word `t2i` (text-to-image on synthetic scenes) or `latent` (a small "
+        "autoencoder + TiM in its latent space) picks another demo; then dotted "
+        "training-config overrides",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -174,7 +221,9 @@ def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minute
     if not any(item.startswith("train.time_limit=") for item in args.overrides):
         cfg = _fit_time_limit(cfg, minutes, steps_list, per_class)
     train_info = _train(cfg, run_dir)
-    print(f"sampling with {', '.join(map(str, steps_list))} steps, {per_class} images per class ...", flush=True)
+    print(
+        f"sampling with {', '.join(map(str, steps_list))} steps, {per_class} images per class ...", flush=True
+    )
     sample_started = time.perf_counter()
     generated, path = _sample(run_dir, steps_list, per_class, args.seed)
     sample_seconds = time.perf_counter() - sample_started
@@ -184,20 +233,32 @@ def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minute
     summary = {
         "command": "tim demo " + " ".join(_argv_of(args)),
         "train": train_info,
-        "sampling": {"path": type(path).__name__, "per_class": per_class, "classes": list(range(10)),
-                     "guidance_scale": 1.0, "noise_seed": args.seed, "seconds": round(sample_seconds, 1)},
+        "sampling": {
+            "path": type(path).__name__,
+            "per_class": per_class,
+            "classes": list(range(10)),
+            "guidance_scale": 1.0,
+            "noise_seed": args.seed,
+            "seconds": round(sample_seconds, 1),
+        },
         "quality_vs_steps": metrics["steps"],
         "real_digits_reference": metrics["real"],
         "wall_seconds": round(total_seconds, 1),
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_pictures(out, generated, metrics)
     (out / "report.md").write_text(render_report(summary))
     _print_table(summary)
-    print(f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, run/ "
-          f"({total_seconds / 60:.1f} min)")
+    print(
+        f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, run/ "
+        f"({total_seconds / 60:.1f} min)"
+    )
     return 0
 
 
@@ -234,8 +295,11 @@ def _fit_time_limit(cfg: Any, minutes: float, steps_list: list[int], per_class: 
     sampling_minutes = 1.5 * call * sum(steps_list) / 60
     fixed_minutes = 0.5  # data and model set-up, evaluation, pictures (measured: ~25 s on a busy machine)
     limit = max(0.1, minutes - sampling_minutes - fixed_minutes)
-    print(f"time budget {minutes:g} min: sampling needs ~{sampling_minutes:.1f} min here, so training gets "
-          f"at most {limit:.1f} min", flush=True)
+    print(
+        f"time budget {minutes:g} min: sampling needs ~{sampling_minutes:.1f} min here, so training gets "
+        f"at most {limit:.1f} min",
+        flush=True,
+    )
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_limit=round(limit, 2)))
 
 
@@ -258,8 +322,10 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
 def _remove_previous_run(run_dir: Path) -> None:
     """--overwrite: delete the previous demo's run folder, but only if it is one."""
     if not ((run_dir / "config.json").exists() or (run_dir / "checkpoints").exists()):
-        raise TimError(f"{run_dir} exists but is not a training run, so --overwrite will not delete it",
-                       "move it away or pass another --out")
+        raise TimError(
+            f"{run_dir} exists but is not a training run, so --overwrite will not delete it",
+            "move it away or pass another --out",
+        )
     shutil.rmtree(run_dir)
 
 
@@ -269,19 +335,32 @@ def _train(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from tim.training.loop import total_steps
 
     params = sum(p.numel() for p in _model_for_count(cfg).parameters())
-    print(f"training {cfg.model.preset} ({params / 1e6:.2f}M parameters) on the bundled digits for up to "
-          f"{total_steps(cfg)} steps or {cfg.train.time_limit:g} minutes ({torch.get_num_threads()} CPU thread(s))",
-          flush=True)
+    print(
+        f"training {cfg.model.preset} ({params / 1e6:.2f}M parameters) on the bundled digits for up to "
+        f"{total_steps(cfg)} steps or {cfg.train.time_limit:g} minutes ({torch.get_num_threads()} CPU thread(s))",
+        flush=True,
+    )
     started = time.perf_counter()
     train(cfg, run_dir)
     seconds = time.perf_counter() - started
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = (
+        json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    )
     steps = int(summary.get("steps", 0))
-    return {"model": cfg.model.preset, "parameters": params, "steps": steps, "planned_steps": total_steps(cfg),
-            "images_seen": int(summary.get("images", 0)), "batch_size": cfg.train.batch_size,
-            "lr": cfg.optim.lr, "ema_decay": cfg.ema.decay, "time_limit_minutes": cfg.train.time_limit,
-            "stopped_by_time_limit": steps < total_steps(cfg), "seconds": round(seconds, 1),
-            "run_dir": str(run_dir)}
+    return {
+        "model": cfg.model.preset,
+        "parameters": params,
+        "steps": steps,
+        "planned_steps": total_steps(cfg),
+        "images_seen": int(summary.get("images", 0)),
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "ema_decay": cfg.ema.decay,
+        "time_limit_minutes": cfg.train.time_limit,
+        "stopped_by_time_limit": steps < total_steps(cfg),
+        "seconds": round(seconds, 1),
+        "run_dir": str(run_dir),
+    }
 
 
 def _model_for_count(cfg: Any) -> torch.nn.Module:
@@ -299,8 +378,15 @@ def _sample(run_dir: Path, steps_list: list[int], per_class: int, seed: int) -> 
     generated = []
     for steps in steps_list:  # one call per count (same seed, so same noise) to report progress
         started = time.perf_counter()
-        generated += generate(model, info.path, info.data_shape, [steps], class_ids=list(range(info.num_classes)),
-                              per_class=per_class, seed=seed)
+        generated += generate(
+            model,
+            info.path,
+            info.data_shape,
+            [steps],
+            class_ids=list(range(info.num_classes)),
+            per_class=per_class,
+            seed=seed,
+        )
         print(f"  {steps:4d} steps: {time.perf_counter() - started:6.1f} s", flush=True)
     return generated, info.path
 
@@ -339,20 +425,37 @@ def _write_pictures(out: Path, generated: list[Generated], metrics: dict[str, An
         viz.save_grid(grid, out / f"steps_{item.steps:03d}.png", nrow=GRID_COLUMNS, scale=4)
         panels.append(viz.grid_array(grid, nrow=GRID_COLUMNS, scale=3))
         accuracy = metrics["steps"][str(item.steps)].get("class_accuracy")
-        captions.append(f"{item.steps} step{'s' if item.steps > 1 else ''}"
-                        + (f" (acc {accuracy:.0%})" if accuracy is not None else ""))
-    viz.montage(panels, captions, out / "montage.png", ncol=3 if len(panels) > 4 else len(panels),
-                title="TiM on 8x8 digits: one model, any number of steps (rows = classes 0-9; same noise in every panel)")
+        captions.append(
+            f"{item.steps} step{'s' if item.steps > 1 else ''}"
+            + (f" (acc {accuracy:.0%})" if accuracy is not None else "")
+        )
+    viz.montage(
+        panels,
+        captions,
+        out / "montage.png",
+        ncol=3 if len(panels) > 4 else len(panels),
+        title="TiM on 8x8 digits: one model, any number of steps (rows = classes 0-9; same noise in every panel)",
+    )
     steps = [item.steps for item in generated]
     rows = metrics["steps"]
-    viz.line_plot(steps, {"class accuracy": [rows[str(k)]["class_accuracy"] for k in steps],
-                          "Frechet distance": [rows[str(k)]["frechet_distance"] for k in steps]},
-                  out / "quality_vs_steps.png", xlabel="sampling steps (NFE)",
-                  ylabels={"class accuracy": "accuracy (higher is better)",
-                           "Frechet distance": "FD in classifier features (lower is better)"},
-                  title="Quality vs sampling steps (dashed: real digits)",
-                  reference={"class accuracy": metrics["real"]["class_accuracy"],
-                             "Frechet distance": metrics["real"]["frechet_distance"]})
+    viz.line_plot(
+        steps,
+        {
+            "class accuracy": [rows[str(k)]["class_accuracy"] for k in steps],
+            "Frechet distance": [rows[str(k)]["frechet_distance"] for k in steps],
+        },
+        out / "quality_vs_steps.png",
+        xlabel="sampling steps (NFE)",
+        ylabels={
+            "class accuracy": "accuracy (higher is better)",
+            "Frechet distance": "FD in classifier features (lower is better)",
+        },
+        title="Quality vs sampling steps (dashed: real digits)",
+        reference={
+            "class accuracy": metrics["real"]["class_accuracy"],
+            "Frechet distance": metrics["real"]["frechet_distance"],
+        },
+    )
 
 
 def _grid_images(item: Generated) -> torch.Tensor:
@@ -376,28 +479,40 @@ def render_report(summary: dict[str, Any]) -> str:
     lines = [
         "# TiM demo: one model, any number of sampling steps",
         "",
-        (f"Command: `{summary['command']}` ({summary['wall_seconds'] / 60:.1f} min wall time, "
-         f"{summary['machine']['cpu_threads']} CPU thread(s))."),
+        (
+            f"Command: `{summary['command']}` ({summary['wall_seconds'] / 60:.1f} min wall time, "
+            f"{summary['machine']['cpu_threads']} CPU thread(s))."
+        ),
         "",
-        (f"Trained `{train['model']}` ({train['parameters'] / 1e6:.2f}M parameters) on scikit-learn's 1,797 8x8 "
-         f"digits for {train['steps']} steps ({train['images_seen']:,} images, batch {train['batch_size']}, "
-         f"lr {train['lr']:g}, EMA {train['ema_decay']:g}) in {train['seconds'] / 60:.1f} min"
-         + (" (stopped by the time limit)." if train["stopped_by_time_limit"] else ".")),
+        (
+            f"Trained `{train['model']}` ({train['parameters'] / 1e6:.2f}M parameters) on scikit-learn's 1,797 8x8 "
+            f"digits for {train['steps']} steps ({train['images_seen']:,} images, batch {train['batch_size']}, "
+            f"lr {train['lr']:g}, EMA {train['ema_decay']:g}) in {train['seconds'] / 60:.1f} min"
+            + (" (stopped by the time limit)." if train["stopped_by_time_limit"] else ".")
+        ),
         "",
-        (f"Samples: {summary['sampling']['per_class']} per class from the EMA weights, the same noise for every "
-         "step count, no guidance. Metrics from `tim.evaluation.digits.evaluate_digits` (a classifier trained on "
-         "the real digits; distances in its penultimate features, against all 1,797 real digits)."),
+        (
+            f"Samples: {summary['sampling']['per_class']} per class from the EMA weights, the same noise for every "
+            "step count, no guidance. Metrics from `tim.evaluation.digits.evaluate_digits` (a classifier trained on "
+            "the real digits; distances in its penultimate features, against all 1,797 real digits)."
+        ),
         "",
         "| steps (NFE) | class accuracy | Frechet distance | KID |",
         "|---:|---:|---:|---:|",
     ]
     for steps, row in rows.items():
-        lines.append(f"| {steps} | {row['class_accuracy']:.3f} | {row['frechet_distance']:.3f} | {row['kid']:.4f} |")
-    lines.append(f"| real digits ({real['num_images']}) | {real['class_accuracy']:.3f} | "
-                 f"{real['frechet_distance']:.3f} | {real['kid']:.4f} |")
-    files = ("Files: `steps_<k>.png` (rows = classes 0-9), `metrics.json`, `run/` (checkpoints, config.json, "
-             "metrics.jsonl, `pretrained/`). Sample again with "
-             f"`tim sample --checkpoint {train['run_dir']} --steps 1,4 --out DIR`.")
+        lines.append(
+            f"| {steps} | {row['class_accuracy']:.3f} | {row['frechet_distance']:.3f} | {row['kid']:.4f} |"
+        )
+    lines.append(
+        f"| real digits ({real['num_images']}) | {real['class_accuracy']:.3f} | "
+        f"{real['frechet_distance']:.3f} | {real['kid']:.4f} |"
+    )
+    files = (
+        "Files: `steps_<k>.png` (rows = classes 0-9), `metrics.json`, `run/` (checkpoints, config.json, "
+        "metrics.jsonl, `pretrained/`). Sample again with "
+        f"`tim sample --checkpoint {train['run_dir']} --steps 1,4 --out DIR`."
+    )
     lines += ["", "![montage](montage.png)", "", "![quality vs steps](quality_vs_steps.png)", "", files, ""]
     return "\n".join(lines)
 
@@ -408,4 +523,3 @@ def _print_table(summary: dict[str, Any]) -> None:
         print(f"{steps:>6} {row['class_accuracy']:9.3f} {row['frechet_distance']:9.3f} {row['kid']:8.4f}")
     real = summary["real_digits_reference"]
     print(f"{'real':>6} {real['class_accuracy']:9.3f} {real['frechet_distance']:9.3f} {real['kid']:8.4f}")
-

@@ -54,8 +54,14 @@ QUICK_AE_STEPS = 120
 # 4x4 patches (4 tokens). Measured with the full demo on the busy 2-core machine: 2x2 patches (16
 # tokens) got 676 steps in 6.3 min and 14-17% detector accuracy at every step count; 4x4 patches
 # 4,732 steps in 8.8 min and 24% (1 step) -> 70% (64 steps). No periodic sample grids.
-TIM_OVERRIDES = ["model.in_channels=4", "model.patch_size=4", "data.name=latents", "data.patch_multiple=4",
-                 "train.sample_every=0", "sample.num=0"]  # no training-time grids: latents are not pictures
+TIM_OVERRIDES = [
+    "model.in_channels=4",
+    "model.patch_size=4",
+    "data.name=latents",
+    "data.patch_multiple=4",
+    "train.sample_every=0",
+    "sample.num=0",
+]  # no training-time grids: latents are not pictures
 QUICK_TIM_OVERRIDES = ["train.steps=150", "optim.warmup_steps=20", "train.checkpoint_every=150"]
 FIXED_MINUTES = 1.0  # data rendering/encoding, model set-up, metrics, pictures (measured ~40 s busy)
 
@@ -64,7 +70,9 @@ def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Run ``tim demo latent`` with the shared ``tim demo`` options (see tim.cli.demo)."""
     from tim.cli.demo import DemoDefaults, demo_options, torch_threads
 
-    defaults = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 15.0, 2.0)
+    defaults = DemoDefaults(
+        DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_PER_CLASS, QUICK_PER_CLASS, 15.0, 2.0
+    )
     steps_list, per_class, minutes = demo_options(args, defaults)
     ae_overrides = [item for item in overrides if item.startswith("autoencoder.")]
     tim_overrides = [item for item in overrides if not item.startswith("autoencoder.")]
@@ -72,30 +80,45 @@ def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
         return _run(args, steps_list, per_class, minutes, ae_overrides, tim_overrides)
 
 
-def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minutes: float,
-         ae_overrides: list[str], tim_overrides: list[str]) -> int:
+def _run(
+    args: argparse.Namespace,
+    steps_list: list[int],
+    per_class: int,
+    minutes: float,
+    ae_overrides: list[str],
+    tim_overrides: list[str],
+) -> int:
     from tim.cli.sample import prepare_output_dir
     from tim.training import load_config
 
     started = time.perf_counter()
     settings = _ae_settings(args, minutes, ae_overrides)
     specs = _class_specs()
-    overrides = TIM_OVERRIDES + (QUICK_TIM_OVERRIDES if args.quick else []) + [
-        f"model.num_classes={len(specs)}", f"train.seed={args.seed}"]
+    overrides = (
+        TIM_OVERRIDES
+        + (QUICK_TIM_OVERRIDES if args.quick else [])
+        + [f"model.num_classes={len(specs)}", f"train.seed={args.seed}"]
+    )
     root = Path(args.out) / "latents"
     cfg = load_config("digits", overrides + [f"data.root={root}"] + tim_overrides)  # checked before writing
     out = prepare_output_dir(args.out, args.overwrite)
     _clear_previous(out, args.overwrite)
 
     ae_report, ae = _train_autoencoder(out, settings, args.seed)
-    real, labels = _render_class_data(specs, QUICK_IMAGES_PER_CLASS if args.quick else IMAGES_PER_CLASS, args.seed)
+    real, labels = _render_class_data(
+        specs, QUICK_IMAGES_PER_CLASS if args.quick else IMAGES_PER_CLASS, args.seed
+    )
     _encode_to_shards(ae, real, labels, specs, root)
     if not any(item.startswith("train.time_limit=") for item in tim_overrides):
-        cfg = _fit_time_limit(cfg, minutes - (time.perf_counter() - started) / 60, steps_list, per_class, len(specs), ae)
+        cfg = _fit_time_limit(
+            cfg, minutes - (time.perf_counter() - started) / 60, steps_list, per_class, len(specs), ae
+        )
     train_info = _train_tim(cfg, out / "run")
 
-    print(f"sampling with {', '.join(map(str, steps_list))} steps, {per_class} images per class, decoding ...",
-          flush=True)
+    print(
+        f"sampling with {', '.join(map(str, steps_list))} steps, {per_class} images per class, decoding ...",
+        flush=True,
+    )
     sample_started = time.perf_counter()
     generated = _sample_and_decode(out / "run", ae, steps_list, per_class, args.seed)
     sample_seconds = time.perf_counter() - sample_started
@@ -103,27 +126,52 @@ def _run(args: argparse.Namespace, steps_list: list[int], per_class: int, minute
     total_seconds = time.perf_counter() - started
     summary = {
         "command": "tim demo latent " + " ".join(_argv_of(args, ae_overrides + tim_overrides)),
-        "autoencoder": {key: ae_report[key] for key in ("architecture", "steps", "planned_steps", "seconds",
-                                                        "train_images", "heldout_images", "heldout_psnr_db",
-                                                        "heldout_psnr_db_min", "latents")},
-        "data": {"classes": [spec.caption for spec in specs], "images_per_class": len(real) // len(specs),
-                 "image_size": IMAGE_SIZE, "latent_shape": list(ae.encode(real[:1]).shape[1:])},
+        "autoencoder": {
+            key: ae_report[key]
+            for key in (
+                "architecture",
+                "steps",
+                "planned_steps",
+                "seconds",
+                "train_images",
+                "heldout_images",
+                "heldout_psnr_db",
+                "heldout_psnr_db_min",
+                "latents",
+            )
+        },
+        "data": {
+            "classes": [spec.caption for spec in specs],
+            "images_per_class": len(real) // len(specs),
+            "image_size": IMAGE_SIZE,
+            "latent_shape": list(ae.encode(real[:1]).shape[1:]),
+        },
         "train": train_info,
-        "sampling": {"per_class": per_class, "guidance_scale": 1.0, "noise_seed": args.seed,
-                     "seconds_with_decoding": round(sample_seconds, 1)},
+        "sampling": {
+            "per_class": per_class,
+            "guidance_scale": 1.0,
+            "noise_seed": args.seed,
+            "seconds_with_decoding": round(sample_seconds, 1),
+        },
         "quality_vs_steps": metrics["steps"],
         "real_images_reference": metrics["real"],
         "autoencoder_reconstruction_reference": metrics["reconstructed"],
         "wall_seconds": round(total_seconds, 1),
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_pictures(out, generated, metrics, real, ae, specs)
     (out / "report.md").write_text(render_report(summary))
     _print_table(summary)
-    print(f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, autoencoder/, "
-          f"latents/, run/ ({total_seconds / 60:.1f} min)")
+    print(
+        f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, autoencoder/, "
+        f"latents/, run/ ({total_seconds / 60:.1f} min)"
+    )
     return 0
 
 
@@ -139,10 +187,12 @@ def _ae_settings(args: argparse.Namespace, minutes: float, overrides: list[str])
         settings = dataclasses.replace(settings, steps=QUICK_AE_STEPS)
     fields = {field.name: field for field in dataclasses.fields(TrainSettings)}
     for item in overrides:
-        key, sep, value = item[len("autoencoder."):].partition("=")
+        key, sep, value = item[len("autoencoder.") :].partition("=")
         if not sep or key not in fields:
-            raise TimError(f"override {item!r} is not autoencoder.FIELD=VALUE with a known field",
-                           f"use one of autoencoder.{', autoencoder.'.join(fields)}")
+            raise TimError(
+                f"override {item!r} is not autoencoder.FIELD=VALUE with a known field",
+                f"use one of autoencoder.{', autoencoder.'.join(fields)}",
+            )
         current = getattr(settings, key)
         try:
             if key == "widths":
@@ -156,8 +206,10 @@ def _ae_settings(args: argparse.Namespace, minutes: float, overrides: list[str])
             else:
                 parsed = type(current)(value)
         except ValueError:
-            raise TimError(f"override {item!r}: {value!r} is not a valid {key}",
-                           f"pass a value like autoencoder.{key}={current}") from None
+            raise TimError(
+                f"override {item!r}: {value!r} is not a valid {key}",
+                f"pass a value like autoencoder.{key}={current}",
+            ) from None
         settings = dataclasses.replace(settings, **{key: parsed})
     return settings
 
@@ -178,11 +230,16 @@ def _clear_previous(out: Path, overwrite: bool) -> None:
         folder = out / name
         if not folder.exists():
             continue
-        ours = any((folder / m).exists() for m in markers) if markers else all(
-            p.suffix == ".safetensors" for p in folder.iterdir())
+        ours = (
+            any((folder / m).exists() for m in markers)
+            if markers
+            else all(p.suffix == ".safetensors" for p in folder.iterdir())
+        )
         if not ours:
-            raise TimError(f"{folder} exists but is not this demo's {name} folder, so --overwrite will not delete it",
-                           "move it away or pass another --out")
+            raise TimError(
+                f"{folder} exists but is not this demo's {name} folder, so --overwrite will not delete it",
+                "move it away or pass another --out",
+            )
         shutil.rmtree(folder)
 
 
@@ -192,9 +249,11 @@ def _train_autoencoder(out: Path, settings: Any, seed: int) -> tuple[dict[str, A
 
     images = render_synthetic("scenes", AE_TRAIN_IMAGES, IMAGE_SIZE, seed)
     heldout = render_synthetic("scenes", SYNTHETIC_HELDOUT, IMAGE_SIZE, seed + 1_000_003)
-    print(f"1/3 autoencoder: training an f{2 ** (len(settings.widths) - 1)} AutoencoderKL on {len(images)} scenes "
-          f"for up to {settings.steps} steps or {settings.minutes:g} min ({torch.get_num_threads()} thread(s))",
-          flush=True)
+    print(
+        f"1/3 autoencoder: training an f{2 ** (len(settings.widths) - 1)} AutoencoderKL on {len(images)} scenes "
+        f"for up to {settings.steps} steps or {settings.minutes:g} min ({torch.get_num_threads()} thread(s))",
+        flush=True,
+    )
     report = train_autoencoder(images, heldout, out / "autoencoder", settings, source="scenes")
     print(f"    held-out PSNR {report['heldout_psnr_db']:.2f} dB after {report['steps']} steps", flush=True)
     return report, Autoencoder.from_pretrained(out / "autoencoder")
@@ -214,18 +273,30 @@ def _render_class_data(specs: list[Any], per_class: int, seed: int) -> tuple[tor
     return torch.from_numpy(array).float() * (2 / 255) - 1, torch.tensor(labels)
 
 
-def _encode_to_shards(ae: Any, images: torch.Tensor, labels: torch.Tensor, specs: list[Any], root: Path) -> None:
+def _encode_to_shards(
+    ae: Any, images: torch.Tensor, labels: torch.Tensor, specs: list[Any], root: Path
+) -> None:
     from tim.data.latents import write_latent_shards
 
     latents = torch.cat([ae.encode(chunk) for chunk in images.split(256)])
-    write_latent_shards(root, latents, labels, scale=ae.scaling_factor, shift=ae.shift_factor,
-                        autoencoder=str(ae.folder.resolve()), class_names=[spec.caption for spec in specs])
-    print(f"2/3 latents: {len(latents)} scenes of {len(specs)} classes -> {tuple(latents.shape[1:])} latents in {root}",
-          flush=True)
+    write_latent_shards(
+        root,
+        latents,
+        labels,
+        scale=ae.scaling_factor,
+        shift=ae.shift_factor,
+        autoencoder=str(ae.folder.resolve()),
+        class_names=[spec.caption for spec in specs],
+    )
+    print(
+        f"2/3 latents: {len(latents)} scenes of {len(specs)} classes -> {tuple(latents.shape[1:])} latents in {root}",
+        flush=True,
+    )
 
 
-def _fit_time_limit(cfg: Any, minutes_left: float, steps_list: list[int], per_class: int, classes: int,
-                    ae: Any) -> Any:
+def _fit_time_limit(
+    cfg: Any, minutes_left: float, steps_list: list[int], per_class: int, classes: int, ae: Any
+) -> Any:
     """Set ``train.time_limit`` so that TiM training, sampling, decoding and metrics fit the budget.
 
     One network call on a sampling batch and one decode are timed here, under this machine's load.
@@ -242,8 +313,11 @@ def _fit_time_limit(cfg: Any, minutes_left: float, steps_list: list[int], per_cl
         decode = min(_timed(lambda: ae.decode(torch.zeros(n, ae.latent_channels, 8, 8))) for _ in range(2))
     sampling = 1.5 * (call * sum(steps_list) + decode * len(steps_list)) / 60  # 50% margin (as tim demo)
     limit = max(0.1, minutes_left - sampling - FIXED_MINUTES)
-    print(f"    {minutes_left:.1f} min left: sampling + decoding need ~{sampling:.1f} min here, so TiM trains for "
-          f"at most {limit:.1f} min", flush=True)
+    print(
+        f"    {minutes_left:.1f} min left: sampling + decoding need ~{sampling:.1f} min here, so TiM trains for "
+        f"at most {limit:.1f} min",
+        flush=True,
+    )
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_limit=round(limit, 2)))
 
 
@@ -260,18 +334,33 @@ def _train_tim(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from tim.training.loop import total_steps
 
     params = sum(p.numel() for p in build_model(model_config(cfg)).parameters())
-    print(f"3/3 TiM: training {cfg.model.preset} ({params / 1e6:.2f}M parameters, 4-channel 8x8 latents, "
-          f"{cfg.model.overrides.get('num_classes')} classes) for up to {total_steps(cfg)} steps or "
-          f"{cfg.train.time_limit:g} min", flush=True)
+    print(
+        f"3/3 TiM: training {cfg.model.preset} ({params / 1e6:.2f}M parameters, 4-channel 8x8 latents, "
+        f"{cfg.model.overrides.get('num_classes')} classes) for up to {total_steps(cfg)} steps or "
+        f"{cfg.train.time_limit:g} min",
+        flush=True,
+    )
     started = time.perf_counter()
     train(cfg, run_dir)
     seconds = time.perf_counter() - started
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = (
+        json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    )
     steps = int(summary.get("steps", 0))
-    return {"model": cfg.model.preset, "parameters": params, "steps": steps, "planned_steps": total_steps(cfg),
-            "images_seen": int(summary.get("images", 0)), "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr,
-            "ema_decay": cfg.ema.decay, "time_limit_minutes": cfg.train.time_limit,
-            "stopped_by_time_limit": steps < total_steps(cfg), "seconds": round(seconds, 1), "run_dir": str(run_dir)}
+    return {
+        "model": cfg.model.preset,
+        "parameters": params,
+        "steps": steps,
+        "planned_steps": total_steps(cfg),
+        "images_seen": int(summary.get("images", 0)),
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "ema_decay": cfg.ema.decay,
+        "time_limit_minutes": cfg.train.time_limit,
+        "stopped_by_time_limit": steps < total_steps(cfg),
+        "seconds": round(seconds, 1),
+        "run_dir": str(run_dir),
+    }
 
 
 def _sample_and_decode(run_dir: Path, ae: Any, steps_list: list[int], per_class: int, seed: int) -> list[Any]:
@@ -282,8 +371,15 @@ def _sample_and_decode(run_dir: Path, ae: Any, steps_list: list[int], per_class:
     decoded = []
     for steps in steps_list:
         started = time.perf_counter()
-        (item,) = generate(model, info.path, info.data_shape, [steps], class_ids=list(range(info.num_classes)),
-                           per_class=per_class, seed=seed)
+        (item,) = generate(
+            model,
+            info.path,
+            info.data_shape,
+            [steps],
+            class_ids=list(range(info.num_classes)),
+            per_class=per_class,
+            seed=seed,
+        )
         images = torch.cat([ae.decode(ae.denormalize(chunk)) for chunk in item.samples.split(256)])
         decoded.append(Generated(item.steps, images, item.labels, item.nfe))
         print(f"  {steps:4d} steps: {time.perf_counter() - started:6.1f} s", flush=True)
@@ -300,14 +396,21 @@ def _evaluate(generated: list[Any], specs: list[Any], ae: Any, per_class: int, s
 
     def judge(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         scores = score_images(to_uint8_images(images), [specs[int(k)] for k in labels])
-        return {"detector_accuracy": round(float(scores["overall"]), 4),
-                "energy_distance": round(energy_distance(images.flatten(1).numpy().astype(np.float64), flat_reference), 4)}
+        return {
+            "detector_accuracy": round(float(scores["overall"]), 4),
+            "energy_distance": round(
+                energy_distance(images.flatten(1).numpy().astype(np.float64), flat_reference), 4
+            ),
+        }
 
     rows = {str(item.steps): {"nfe": item.nfe, **judge(item.samples, item.labels)} for item in generated}
     real, labels = _render_class_data(specs, per_class, seed + 2)
     reconstructed = torch.cat([ae.decode(ae.encode(chunk)) for chunk in real.split(256)])
-    return {"steps": rows, "real": {"num_images": len(real), **judge(real, labels)},
-            "reconstructed": {"num_images": len(real), **judge(reconstructed, labels)}}
+    return {
+        "steps": rows,
+        "real": {"num_images": len(real), **judge(real, labels)},
+        "reconstructed": {"num_images": len(real), **judge(reconstructed, labels)},
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -320,8 +423,9 @@ def _grid(images: torch.Tensor, classes: int) -> tuple[torch.Tensor, int]:
     return images[[c * per_class + j for c in range(classes) for j in range(columns)]], columns
 
 
-def _write_pictures(out: Path, generated: list[Any], metrics: dict[str, Any], real: torch.Tensor, ae: Any,
-                    specs: list[Any]) -> None:
+def _write_pictures(
+    out: Path, generated: list[Any], metrics: dict[str, Any], real: torch.Tensor, ae: Any, specs: list[Any]
+) -> None:
     from tim import viz
 
     classes = len(specs)
@@ -336,19 +440,35 @@ def _write_pictures(out: Path, generated: list[Any], metrics: dict[str, Any], re
         panels.append(viz.grid_array(grid, nrow=columns, scale=2))
         accuracy = metrics["steps"][str(item.steps)]["detector_accuracy"]
         captions.append(f"{item.steps} step{'s' if item.steps > 1 else ''} ({accuracy:.0%})")
-    viz.montage(panels, captions, out / "montage.png", ncol=5 if len(panels) > 5 else len(panels),
-                title="Latent TiM on 32x32 scenes, decoded by a 4x autoencoder trained here (rows: "
-                      + ", ".join(spec.caption.removeprefix("a ") for spec in specs[:3]) + " ...; same noise in every panel)")
+    viz.montage(
+        panels,
+        captions,
+        out / "montage.png",
+        ncol=5 if len(panels) > 5 else len(panels),
+        title="Latent TiM on 32x32 scenes, decoded by a 4x autoencoder trained here (rows: "
+        + ", ".join(spec.caption.removeprefix("a ") for spec in specs[:3])
+        + " ...; same noise in every panel)",
+    )
     steps = [item.steps for item in generated]
     rows = metrics["steps"]
-    viz.line_plot(steps, {"detector accuracy": [rows[str(k)]["detector_accuracy"] for k in steps],
-                          "energy distance": [rows[str(k)]["energy_distance"] for k in steps]},
-                  out / "quality_vs_steps.png", xlabel="sampling steps (NFE)",
-                  ylabels={"detector accuracy": "right shape + colour (higher is better)",
-                           "energy distance": "pixel energy distance (lower is better)"},
-                  title="Latent TiM: quality vs sampling steps (dashed: autoencoder reconstructions)",
-                  reference={"detector accuracy": metrics["reconstructed"]["detector_accuracy"],
-                             "energy distance": metrics["reconstructed"]["energy_distance"]})
+    viz.line_plot(
+        steps,
+        {
+            "detector accuracy": [rows[str(k)]["detector_accuracy"] for k in steps],
+            "energy distance": [rows[str(k)]["energy_distance"] for k in steps],
+        },
+        out / "quality_vs_steps.png",
+        xlabel="sampling steps (NFE)",
+        ylabels={
+            "detector accuracy": "right shape + colour (higher is better)",
+            "energy distance": "pixel energy distance (lower is better)",
+        },
+        title="Latent TiM: quality vs sampling steps (dashed: autoencoder reconstructions)",
+        reference={
+            "detector accuracy": metrics["reconstructed"]["detector_accuracy"],
+            "energy distance": metrics["reconstructed"]["energy_distance"],
+        },
+    )
 
 
 def render_report(summary: dict[str, Any]) -> str:
@@ -382,15 +502,25 @@ def render_report(summary: dict[str, Any]) -> str:
         "| steps (NFE) | detector accuracy | energy distance |",
         "|---:|---:|---:|",
     ]
-    lines += [f"| {steps} | {row['detector_accuracy']:.3f} | {row['energy_distance']:.2f} |" for steps, row in rows.items()]
-    lines += [f"| autoencoder reconstructions ({recon['num_images']}) | {recon['detector_accuracy']:.3f} | "
-              f"{recon['energy_distance']:.2f} |",
-              f"| real scenes ({real['num_images']}) | {real['detector_accuracy']:.3f} | {real['energy_distance']:.2f} |",
-              "", "![montage](montage.png)", "", "![quality vs steps](quality_vs_steps.png)", "",
-              "Files: `steps_<k>.png` (rows = classes), `metrics.json`, `autoencoder/` (diffusers AutoencoderKL + "
-              "train_report.json), `latents/` (shards), `run/` (checkpoints, config.json, logs). Sample again, decoded to "
-              f"PNGs: `tim sample --checkpoint {summary['train']['run_dir']} --class 0,6 --steps 8 --out DIR` (the run "
-              "records the autoencoder's folder).", ""]
+    lines += [
+        f"| {steps} | {row['detector_accuracy']:.3f} | {row['energy_distance']:.2f} |"
+        for steps, row in rows.items()
+    ]
+    lines += [
+        f"| autoencoder reconstructions ({recon['num_images']}) | {recon['detector_accuracy']:.3f} | "
+        f"{recon['energy_distance']:.2f} |",
+        f"| real scenes ({real['num_images']}) | {real['detector_accuracy']:.3f} | {real['energy_distance']:.2f} |",
+        "",
+        "![montage](montage.png)",
+        "",
+        "![quality vs steps](quality_vs_steps.png)",
+        "",
+        "Files: `steps_<k>.png` (rows = classes), `metrics.json`, `autoencoder/` (diffusers AutoencoderKL + "
+        "train_report.json), `latents/` (shards), `run/` (checkpoints, config.json, logs). Sample again, decoded to "
+        f"PNGs: `tim sample --checkpoint {summary['train']['run_dir']} --class 0,6 --steps 8 --out DIR` (the run "
+        "records the autoencoder's folder).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -398,15 +528,22 @@ def _print_table(summary: dict[str, Any]) -> None:
     print(f"{'steps':>14} {'detector':>9} {'energy':>8}")
     for steps, row in summary["quality_vs_steps"].items():
         print(f"{steps:>14} {row['detector_accuracy']:9.3f} {row['energy_distance']:8.2f}")
-    for name, key in (("reconstructed", "autoencoder_reconstruction_reference"), ("real", "real_images_reference")):
+    for name, key in (
+        ("reconstructed", "autoencoder_reconstruction_reference"),
+        ("real", "real_images_reference"),
+    ):
         row = summary[key]
         print(f"{name:>14} {row['detector_accuracy']:9.3f} {row['energy_distance']:8.2f}")
 
 
 def _argv_of(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
-    for flag, value in (("--steps", args.steps), ("--per-class", args.per_class), ("--minutes", args.minutes),
-                        ("--threads", args.threads)):
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--per-class", args.per_class),
+        ("--minutes", args.minutes),
+        ("--threads", args.threads),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     if args.seed:

@@ -57,9 +57,18 @@ QUICK_SEEN, QUICK_HELDOUT = 2, 1
 # src/tim/evaluation/geneval_bench.py): 8x8 patches 192 wide (16 tokens; fewer multiply-adds than
 # 4x4 patches), 12 caption tokens, batch 32 and lr 2e-3 (more, larger steps beat bigger batches when
 # the budget is CPU minutes, as for the digits demo).
-DEMO_OVERRIDES = ["train.sample_every=0", "sample.num=0", "train.checkpoint_every=100000",
-                  "model.patch_size=8", "model.hidden_size=192", "data.max_text_length=12", "train.batch_size=32",
-                  "optim.lr=2e-3", "data.num_images=20000", "train.steps=20000"]
+DEMO_OVERRIDES = [
+    "train.sample_every=0",
+    "sample.num=0",
+    "train.checkpoint_every=100000",
+    "model.patch_size=8",
+    "model.hidden_size=192",
+    "data.max_text_length=12",
+    "train.batch_size=32",
+    "optim.lr=2e-3",
+    "data.num_images=20000",
+    "train.steps=20000",
+]
 QUICK_OVERRIDES = ["train.steps=30", "optim.warmup_steps=5", "data.num_images=256", "train.log_every=10"]
 GUIDANCE_SCALE = 1.0  # the demo's sampling CFG scale; `tim bench geneval` reports both with and without
 
@@ -68,14 +77,25 @@ def run_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     """Run ``tim demo t2i`` (options shared with ``tim demo``, see :mod:`tim.cli.demo`)."""
     from tim.cli.demo import DemoDefaults, demo_options, torch_threads
 
-    defaults = DemoDefaults(DEFAULT_OUT, DEMO_STEPS, QUICK_STEPS, DEFAULT_COLUMNS, QUICK_COLUMNS, 15.0, 3.0,
-                            min_count=1, count_reason="images per prompt in each grid")
+    defaults = DemoDefaults(
+        DEFAULT_OUT,
+        DEMO_STEPS,
+        QUICK_STEPS,
+        DEFAULT_COLUMNS,
+        QUICK_COLUMNS,
+        15.0,
+        3.0,
+        min_count=1,
+        count_reason="images per prompt in each grid",
+    )
     steps_list, columns, minutes = demo_options(args, defaults)
     with torch_threads(args.threads):
         return _run(args, overrides, steps_list, columns, minutes)
 
 
-def _run(args: argparse.Namespace, overrides: list[str], steps_list: list[int], columns: int, minutes: float) -> int:
+def _run(
+    args: argparse.Namespace, overrides: list[str], steps_list: list[int], columns: int, minutes: float
+) -> int:
     from tim.cli.demo import _remove_previous_run
     from tim.cli.sample import prepare_output_dir
     from tim.training import load_config
@@ -84,7 +104,9 @@ def _run(args: argparse.Namespace, overrides: list[str], steps_list: list[int], 
     base = DEMO_OVERRIDES + (QUICK_OVERRIDES if args.quick else []) + [f"train.seed={args.seed}"]
     cfg = load_config("scenes_t2i", base + list(overrides))  # validated before anything is written
     if cfg.data.name != "scenes" or not cfg.data.text_encoder:
-        raise TimError("tim demo t2i trains on the captioned scenes", "do not override data.name or data.text_encoder")
+        raise TimError(
+            "tim demo t2i trains on the captioned scenes", "do not override data.name or data.text_encoder"
+        )
     out = prepare_output_dir(args.out, args.overwrite)
     run_dir = out / "run"
     if args.overwrite and run_dir.exists():
@@ -108,24 +130,39 @@ def _run(args: argparse.Namespace, overrides: list[str], steps_list: list[int], 
     summary = {
         "command": "tim demo t2i " + " ".join(_argv_of(args, overrides)),
         "train": train_info,
-        "text_encoder": {"name": cfg.data.text_encoder, "max_length": cfg.data.max_text_length,
-                         "dim": source.info.text.dim, "captions_encoded": len(source.info.text.captions),
-                         "encode_seconds": round(encode_seconds, 2),
-                         "share_of_wall_time": round(encode_seconds / total_seconds, 4)},
-        "sampling": {"guidance_scale": GUIDANCE_SCALE, "noise_seed": args.seed, "grid_prompts": grid_rows,
-                     "per_prompt": columns, "eval_prompts": {k: len(v) for k, v in specs.items()},
-                     "seconds": round(sample_seconds, 1)},
+        "text_encoder": {
+            "name": cfg.data.text_encoder,
+            "max_length": cfg.data.max_text_length,
+            "dim": source.info.text.dim,
+            "captions_encoded": len(source.info.text.captions),
+            "encode_seconds": round(encode_seconds, 2),
+            "share_of_wall_time": round(encode_seconds / total_seconds, 4),
+        },
+        "sampling": {
+            "guidance_scale": GUIDANCE_SCALE,
+            "noise_seed": args.seed,
+            "grid_prompts": grid_rows,
+            "per_prompt": columns,
+            "eval_prompts": {k: len(v) for k, v in specs.items()},
+            "seconds": round(sample_seconds, 1),
+        },
         "geneval_vs_steps": generated["scores"],
         "wall_seconds": round(total_seconds, 1),
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
     }
     _write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     _write_pictures(out, generated, grid_rows, columns, steps_list)
     _write_text(out / "report.md", render_report(summary))
     _print_table(summary)
-    print(f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, run/ "
-          f"({total_seconds / 60:.1f} min)")
+    print(
+        f"wrote {out}/: montage.png, quality_vs_steps.png, steps_*.png, metrics.json, report.md, run/ "
+        f"({total_seconds / 60:.1f} min)"
+    )
     return 0
 
 
@@ -139,8 +176,10 @@ def _data_source(cfg: Any) -> Any:
     """The training scenes with their captions encoded once (the cost is in ``info.text``)."""
     from tim.data import build_data_source
 
-    print(f"rendering {cfg.data.num_images} scenes and encoding their captions with {cfg.data.text_encoder} ...",
-          flush=True)
+    print(
+        f"rendering {cfg.data.num_images} scenes and encoding their captions with {cfg.data.text_encoder} ...",
+        flush=True,
+    )
     return build_data_source(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed)
 
 
@@ -167,8 +206,10 @@ def _fit_time_limit(cfg: Any, minutes: float, steps_list: list[int], num_images:
     model = _model_for_count(cfg).eval()
     c = model.config
     x, t = torch.zeros(num_images, c.in_channels, c.input_size, c.input_size), torch.ones(num_images)
-    cond = {"context": torch.zeros(num_images, cfg.data.max_text_length, c.text_dim),
-            "context_mask": torch.ones(num_images, cfg.data.max_text_length, dtype=torch.bool)}
+    cond = {
+        "context": torch.zeros(num_images, cfg.data.max_text_length, c.text_dim),
+        "context_mask": torch.ones(num_images, cfg.data.max_text_length, dtype=torch.bool),
+    }
     timings = []
     with torch.no_grad():
         model(x, t, t, **cond)  # warm-up: first calls allocate
@@ -182,8 +223,10 @@ def _fit_time_limit(cfg: Any, minutes: float, steps_list: list[int], num_images:
     sampling_minutes = min(timings) * calls / 60
     fixed_minutes = 0.75  # model loading, GenEval scoring, pictures (measured ~20 s on a busy machine)
     limit = max(0.1, minutes - sampling_minutes - fixed_minutes)
-    print(f"time budget: sampling needs ~{sampling_minutes:.1f} min here, so training gets at most {limit:.1f} min",
-          flush=True)
+    print(
+        f"time budget: sampling needs ~{sampling_minutes:.1f} min here, so training gets at most {limit:.1f} min",
+        flush=True,
+    )
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, time_limit=round(limit, 2)))
 
 
@@ -193,24 +236,48 @@ def _train(cfg: Any, run_dir: Path, source: Any) -> dict[str, Any]:
     from tim.training.loop import total_steps
 
     params = sum(p.numel() for p in _model_for_count(cfg).parameters())
-    print(f"training {cfg.model.preset} ({params / 1e6:.2f}M parameters) on {len(source.info.text.captions)} "
-          f"distinct captions for up to {total_steps(cfg)} steps or {cfg.train.time_limit:g} minutes "
-          f"({torch.get_num_threads()} CPU thread(s))", flush=True)
+    print(
+        f"training {cfg.model.preset} ({params / 1e6:.2f}M parameters) on {len(source.info.text.captions)} "
+        f"distinct captions for up to {total_steps(cfg)} steps or {cfg.train.time_limit:g} minutes "
+        f"({torch.get_num_threads()} CPU thread(s))",
+        flush=True,
+    )
     started = time.perf_counter()
     train(cfg, run_dir, data=source)
     seconds = time.perf_counter() - started
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = (
+        json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    )
     steps = int(summary.get("steps", 0))
-    return {"model": cfg.model.preset, "model_overrides": dict(cfg.model.overrides), "parameters": params,
-            "steps": steps, "planned_steps": total_steps(cfg), "images_seen": int(summary.get("images", 0)),
-            "batch_size": cfg.train.batch_size, "lr": cfg.optim.lr, "ema_decay": cfg.ema.decay,
-            "objective": cfg.objective.name, "caption_dropout": cfg.train.label_dropout,
-            "training_scenes": cfg.data.num_images, "time_limit_minutes": cfg.train.time_limit,
-            "stopped_by_time_limit": steps < total_steps(cfg), "seconds": round(seconds, 1), "run_dir": str(run_dir)}
+    return {
+        "model": cfg.model.preset,
+        "model_overrides": dict(cfg.model.overrides),
+        "parameters": params,
+        "steps": steps,
+        "planned_steps": total_steps(cfg),
+        "images_seen": int(summary.get("images", 0)),
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "ema_decay": cfg.ema.decay,
+        "objective": cfg.objective.name,
+        "caption_dropout": cfg.train.label_dropout,
+        "training_scenes": cfg.data.num_images,
+        "time_limit_minutes": cfg.train.time_limit,
+        "stopped_by_time_limit": steps < total_steps(cfg),
+        "seconds": round(seconds, 1),
+        "run_dir": str(run_dir),
+    }
 
 
-def _sample(run_dir: Path, source: Any, grid_rows: list[str], columns: int, specs: dict[str, list],
-            steps_list: list[int], seed: int) -> dict[str, Any]:
+def _sample(
+    run_dir: Path,
+    source: Any,
+    grid_rows: list[str],
+    columns: int,
+    specs: dict[str, list],
+    steps_list: list[int],
+    seed: int,
+) -> dict[str, Any]:
     """Grid images and GenEval scores for every step count, all from one noise tensor."""
     from tim.data.scenes import parse_caption
     from tim.evaluation.geneval import score_images
@@ -226,8 +293,13 @@ def _sample(run_dir: Path, source: Any, grid_rows: list[str], columns: int, spec
     cond = encoder(captions + eval_captions)  # cache hits for training captions
     encode_seconds = time.perf_counter() - begun
     c = model.config
-    noise = torch.randn(len(captions) + len(eval_captions), c.in_channels, c.input_size, c.input_size,
-                        generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(
+        len(captions) + len(eval_captions),
+        c.in_channels,
+        c.input_size,
+        c.input_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     grids, scores = {}, {}
     n_grid, n_seen = len(captions), len(specs["seen"])
     grid_specs = [parse_caption(p) for p in captions]
@@ -242,9 +314,12 @@ def _sample(run_dir: Path, source: Any, grid_rows: list[str], columns: int, spec
                 row[split] = {k: round(v, 4) for k, v in score_images(part, specs[split]).items()}
         row["grid_prompts"] = round(score_images(x[:n_grid], grid_specs)["overall"], 4)
         scores[str(steps)] = row
-        print(f"  {steps:4d} steps: GenEval seen {row['seen']['overall']:.3f}"
-              + (f", held-out {row['heldout']['overall']:.3f}" if "heldout" in row else "") + f" ({seconds:.1f} s)",
-              flush=True)
+        print(
+            f"  {steps:4d} steps: GenEval seen {row['seen']['overall']:.3f}"
+            + (f", held-out {row['heldout']['overall']:.3f}" if "heldout" in row else "")
+            + f" ({seconds:.1f} s)",
+            flush=True,
+        )
     return {"grids": grids, "scores": scores, "encode_seconds": encode_seconds}
 
 
@@ -263,7 +338,9 @@ def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: 
 
     grid = viz.grid_array(images, nrow=columns, scale=scale)  # (H, W, 3) uint8, 1 px padding per cell
     font = ImageFont.load_default()
-    label_width = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font)) for t in labels)
+    label_width = 8 + max(
+        int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font)) for t in labels
+    )
     canvas = Image.new("RGB", (label_width + grid.shape[1], grid.shape[0]), "white")
     canvas.paste(Image.fromarray(grid), (label_width, 0))
     draw = ImageDraw.Draw(canvas)
@@ -279,8 +356,9 @@ def _save(image: Any, path: Path) -> None:
     temporary.replace(path)
 
 
-def _write_pictures(out: Path, generated: dict[str, Any], grid_rows: list[str], columns: int,
-                    steps_list: list[int]) -> None:
+def _write_pictures(
+    out: Path, generated: dict[str, Any], grid_rows: list[str], columns: int, steps_list: list[int]
+) -> None:
     """Labelled grids per step count, the montage and the GenEval-vs-steps plot."""
     labels = [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in grid_rows]
     for steps in steps_list:
@@ -289,8 +367,13 @@ def _write_pictures(out: Path, generated: dict[str, Any], grid_rows: list[str], 
     _plot_categories(out / "quality_vs_steps.png", steps_list, generated["scores"])
 
 
-def montage(generated: dict[str, Any], labels: list[str], columns: int, steps_list: list[int],
-            shown: int = MONTAGE_COLUMNS) -> Any:
+def montage(
+    generated: dict[str, Any],
+    labels: list[str],
+    columns: int,
+    steps_list: list[int],
+    shown: int = MONTAGE_COLUMNS,
+) -> Any:
     """One picture: prompt labels on the left, then ``shown`` samples per prompt for every step count."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -308,8 +391,13 @@ def montage(generated: dict[str, Any], labels: list[str], columns: int, steps_li
     width = label_width + sum(b.shape[1] + gap for b in blocks)
     canvas = Image.new("RGB", (width, header + height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 2), "TiM text-to-image on synthetic scenes: one model, any number of steps (same noise in every "
-                      "column block)", fill="black", font=font)
+    draw.text(
+        (4, 2),
+        "TiM text-to-image on synthetic scenes: one model, any number of steps (same noise in every "
+        "column block)",
+        fill="black",
+        font=font,
+    )
     for k, text in enumerate(labels):
         draw.text((4, header + int((k + 0.5) * height / len(labels)) - 6), text, fill="black", font=font)
     left = label_width
@@ -334,10 +422,20 @@ def _plot_categories(path: Path, steps_list: list[int], scores: dict[str, Any]) 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("seen", "-o"), ("heldout", "--s")):
         if split in scores[str(steps_list[0])]:
-            left.plot(steps_list, [scores[str(k)][split]["overall"] for k in steps_list], style, label=f"{split} prompts")
+            left.plot(
+                steps_list,
+                [scores[str(k)][split]["overall"] for k in steps_list],
+                style,
+                label=f"{split} prompts",
+            )
     for category in CATEGORIES:
-        right.plot(steps_list, [scores[str(k)]["seen"].get(category, float("nan")) for k in steps_list], "-o",
-                   label=category, markersize=3)
+        right.plot(
+            steps_list,
+            [scores[str(k)]["seen"].get(category, float("nan")) for k in steps_list],
+            "-o",
+            label=category,
+            markersize=3,
+        )
     for axis, title in ((left, "GenEval overall"), (right, "per category (seen prompts)")):
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
@@ -356,8 +454,12 @@ def _plot_categories(path: Path, steps_list: list[int], scores: dict[str, Any]) 
 
 def _argv_of(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
-    for flag, value in (("--steps", args.steps), ("--per-class", args.per_class), ("--minutes", args.minutes),
-                        ("--threads", args.threads)):
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--per-class", args.per_class),
+        ("--minutes", args.minutes),
+        ("--threads", args.threads),
+    ):
         if value is not None:
             argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if args.seed:
@@ -371,31 +473,45 @@ def render_report(summary: dict[str, Any]) -> str:
 
     train, text, rows = summary["train"], summary["text_encoder"], summary["geneval_vs_steps"]
     lines = [
-        "# TiM text-to-image demo: synthetic scenes, one model, any number of steps", "",
+        "# TiM text-to-image demo: synthetic scenes, one model, any number of steps",
+        "",
         f"Command: `{summary['command']}` ({summary['wall_seconds'] / 60:.1f} min wall time, "
-        f"{summary['machine']['cpu_threads']} CPU thread(s)).", "",
+        f"{summary['machine']['cpu_threads']} CPU thread(s)).",
+        "",
         f"Trained `{train['model']}` {train['model_overrides'] or ''} ({train['parameters'] / 1e6:.2f}M parameters, "
         f"objective `{train['objective']}`) on {train['training_scenes']:,} rendered scenes for {train['steps']} steps "
         f"({train['images_seen']:,} images, batch {train['batch_size']}, lr {train['lr']:g}, EMA {train['ema_decay']:g}, "
         f"caption dropout {train['caption_dropout']:g}) in {train['seconds'] / 60:.1f} min"
-        + (" (stopped by the time limit)." if train["stopped_by_time_limit"] else "."), "",
+        + (" (stopped by the time limit)." if train["stopped_by_time_limit"] else "."),
+        "",
         f"Captions: {text['captions_encoded']} distinct training captions encoded once by `{text['name']}` "
         f"({text['dim']}-d tokens, {text['max_length']} per caption): {text['encode_seconds']:.1f} s in all, "
-        f"{100 * text['share_of_wall_time']:.1f}% of the wall time.", "",
+        f"{100 * text['share_of_wall_time']:.1f}% of the wall time.",
+        "",
         f"Scores: GenEval in miniature (`tim.evaluation.geneval`) on {summary['sampling']['eval_prompts']['seen']} seen "
         f"and {summary['sampling']['eval_prompts']['heldout']} held-out prompts (colour-shape pairs never drawn in "
-        f"training), EMA weights, CFG {summary['sampling']['guidance_scale']:g}, the same noise for every step count.", "",
+        f"training), EMA weights, CFG {summary['sampling']['guidance_scale']:g}, the same noise for every step count.",
+        "",
         "| steps (NFE) | seen overall | held-out overall | " + " | ".join(CATEGORIES) + " |",
         "|---:|---:|---:|" + "---:|" * len(CATEGORIES),
     ]
     for steps, row in rows.items():
         held = f"{row['heldout']['overall']:.3f}" if "heldout" in row else "-"
         cells = [f"{row['seen'][c]:.2f}" if c in row["seen"] else "-" for c in CATEGORIES]
-        lines.append(f"| {steps} ({row['nfe']}) | {row['seen']['overall']:.3f} | {held} | " + " | ".join(cells) + " |")
-    lines += ["", "![montage](montage.png)", "", "![quality vs steps](quality_vs_steps.png)", "",
-              "Files: `steps_<k>.png` (rows = prompts), `metrics.json`, `run/` (checkpoints, config.json, metrics.jsonl, "
-              "`pretrained/`). Sample again with "
-              f"`tim sample --checkpoint {train['run_dir']} --prompt \"a red circle\" --steps 1,4 --out DIR`.", ""]
+        lines.append(
+            f"| {steps} ({row['nfe']}) | {row['seen']['overall']:.3f} | {held} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "![montage](montage.png)",
+        "",
+        "![quality vs steps](quality_vs_steps.png)",
+        "",
+        "Files: `steps_<k>.png` (rows = prompts), `metrics.json`, `run/` (checkpoints, config.json, metrics.jsonl, "
+        "`pretrained/`). Sample again with "
+        f'`tim sample --checkpoint {train["run_dir"]} --prompt "a red circle" --steps 1,4 --out DIR`.',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -405,4 +521,6 @@ def _print_table(summary: dict[str, Any]) -> None:
         held = f"{row['heldout']['overall']:9.3f}" if "heldout" in row else f"{'-':>9}"
         print(f"{steps:>6} {row['seen']['overall']:6.3f} {held}")
     text = summary["text_encoder"]
-    print(f"caption encoding: {text['encode_seconds']:.1f} s ({100 * text['share_of_wall_time']:.1f}% of the wall time)")
+    print(
+        f"caption encoding: {text['encode_seconds']:.1f} s ({100 * text['share_of_wall_time']:.1f}% of the wall time)"
+    )

@@ -52,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tim",
         description="Transition Models (TiM): train one network that samples with 1, 2, 4 ... or 500 steps.",
         epilog="Run `tim <command> --help` for the options of each command (defaults are shown there). "
-               "User errors print one line `error: <problem>; <fix>` and exit with status 2.",
+        "User errors print one line `error: <problem>; <fix>` and exit with status 2.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tim {__version__}")
-    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="<command>",
-                                       parser_class=OneLineParser)
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="<command>", parser_class=OneLineParser
+    )
     subparsers.required = True
     for name in COMMANDS:
         module = _command_module(name)
@@ -76,7 +77,9 @@ def _command_module(name: str):
         raise
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> str:
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> str:
     """Warnings for users (e.g. a corrupt checkpoint that is skipped) as ``warning: ...``, without source lines."""
     return f"warning: {message}\n"
 

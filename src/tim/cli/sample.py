@@ -64,13 +64,16 @@ def parse_steps(text: str, max_steps: int = MAX_STEPS) -> list[int]:
         try:
             value = int(item)
         except ValueError:
-            raise TimError(f"--steps value {item!r} is not an integer",
-                           "pass whole step counts such as --steps 1,2,4") from None
+            raise TimError(
+                f"--steps value {item!r} is not an integer", "pass whole step counts such as --steps 1,2,4"
+            ) from None
         if value < 1:
             raise TimError(f"--steps value {value} is < 1", "every step count must be at least 1")
         if value > max_steps:
-            raise TimError(f"--steps value {value} is above the maximum of {max_steps}",
-                           f"pass step counts in [1, {max_steps}] (quality stops improving long before)")
+            raise TimError(
+                f"--steps value {value} is above the maximum of {max_steps}",
+                f"pass step counts in [1, {max_steps}] (quality stops improving long before)",
+            )
         if value not in steps:
             steps.append(value)
     return steps
@@ -92,17 +95,22 @@ def parse_class_ids(text: str | None, num_classes: int) -> list[int]:
         raise TimError("--class was given but the model is unconditional", "drop --class")
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise TimError(f"--class is empty ({text!r})", f"pass class ids in [0, {num_classes - 1}] such as --class 3,7")
+        raise TimError(
+            f"--class is empty ({text!r})", f"pass class ids in [0, {num_classes - 1}] such as --class 3,7"
+        )
     ids: list[int] = []
     for item in items:
         try:
             value = int(item)
         except ValueError:
-            raise TimError(f"--class value {item!r} is not an integer",
-                           f"pass class ids in [0, {num_classes - 1}]") from None
+            raise TimError(
+                f"--class value {item!r} is not an integer", f"pass class ids in [0, {num_classes - 1}]"
+            ) from None
         if not 0 <= value < num_classes:
-            raise TimError(f"--class id {value} is out of range for a model with {num_classes} classes",
-                           f"pass class ids in [0, {num_classes - 1}]")
+            raise TimError(
+                f"--class id {value} is out of range for a model with {num_classes} classes",
+                f"pass class ids in [0, {num_classes - 1}]",
+            )
         ids.append(value)
     return ids
 
@@ -118,10 +126,13 @@ def check_guidance_scale(scale: float, num_classes: int) -> float:
         ``scale`` unchanged.
     """
     if not np.isfinite(scale) or scale < 0:
-        raise TimError(f"--cfg {scale} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)")
+        raise TimError(
+            f"--cfg {scale} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)"
+        )
     if scale != 1.0 and num_classes == 0:
-        raise TimError(f"--cfg {scale} needs a class-conditional model but this one is unconditional",
-                       "use --cfg 1")
+        raise TimError(
+            f"--cfg {scale} needs a class-conditional model but this one is unconditional", "use --cfg 1"
+        )
     return scale
 
 
@@ -142,8 +153,10 @@ def check_image_size(height: int, width: int, patch_size: int, factor: int = 1) 
         raise TimError(f"image size {height}x{width} is not positive", "pass --height and --width >= 1")
     if height % multiple or width % multiple:
         what = f"the patch size {patch_size}" + (f" x the autoencoder factor {factor}" if factor > 1 else "")
-        raise TimError(f"image size {height}x{width} is not divisible by {what}",
-                       f"pass --height and --width that are multiples of {multiple}")
+        raise TimError(
+            f"image size {height}x{width} is not divisible by {what}",
+            f"pass --height and --width that are multiples of {multiple}",
+        )
     return height, width
 
 
@@ -161,8 +174,10 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise TimError(f"--out {out} exists and is a file", "pass a folder path with --out")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise TimError(f"--out {out} already exists and is not empty",
-                       "pass another --out folder or add --overwrite to replace its files")
+        raise TimError(
+            f"--out {out} already exists and is not empty",
+            "pass another --out folder or add --overwrite to replace its files",
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -182,25 +197,36 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
     """
     found = [text.strip() for text in prompts or []]
     if any(not text for text in found):
-        raise TimError("--prompt is empty", "pass a caption such as --prompt \"a red circle\"")
+        raise TimError("--prompt is empty", 'pass a caption such as --prompt "a red circle"')
     if prompts_file is not None:
         path = Path(prompts_file)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
-            raise TimError(f"--prompts file {path} does not exist", "pass a text file with one prompt per line") from None
+            raise TimError(
+                f"--prompts file {path} does not exist", "pass a text file with one prompt per line"
+            ) from None
         except (OSError, UnicodeDecodeError) as error:
-            reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error.strerror})"
-            raise TimError(f"--prompts file {path} {reason}", "pass a UTF-8 text file with one prompt per line") from None
+            reason = (
+                "is not UTF-8 text"
+                if isinstance(error, UnicodeDecodeError)
+                else f"cannot be read ({error.strerror})"
+            )
+            raise TimError(
+                f"--prompts file {path} {reason}", "pass a UTF-8 text file with one prompt per line"
+            ) from None
         from_file = [line.strip() for line in lines if line.strip()]
         if not from_file:
-            raise TimError(f"--prompts file {path} has no prompts (only blank lines)", "write one prompt per line")
+            raise TimError(
+                f"--prompts file {path} has no prompts (only blank lines)", "write one prompt per line"
+            )
         found += from_file
     return found
 
 
-def resolve_counts(num: int | None, per_class: int | None, per_prompt: int | None, conditioning: str,
-                   num_conditions: int) -> tuple[int, ...]:
+def resolve_counts(
+    num: int | None, per_class: int | None, per_prompt: int | None, conditioning: str, num_conditions: int
+) -> tuple[int, ...]:
     """Samples per condition from ``--num`` (total) or ``--per-class`` / ``--per-prompt``.
 
     Args:
@@ -216,15 +242,28 @@ def resolve_counts(num: int | None, per_class: int | None, per_prompt: int | Non
     """
     from tim.cli.sample_job import split_count
 
-    given = [name for name, value in (("--num", num), ("--per-class", per_class), ("--per-prompt", per_prompt))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("--num", num), ("--per-class", per_class), ("--per-prompt", per_prompt))
+        if value is not None
+    ]
     if len(given) > 1:
-        raise TimError(f"{' and '.join(given)} were both given", "pass --num (the total) or the per-condition count, not both")
-    wrong = {"class": ("--per-prompt", "--per-class"), "text": ("--per-class", "--per-prompt")}.get(conditioning)
+        raise TimError(
+            f"{' and '.join(given)} were both given",
+            "pass --num (the total) or the per-condition count, not both",
+        )
+    wrong = {"class": ("--per-prompt", "--per-class"), "text": ("--per-class", "--per-prompt")}.get(
+        conditioning
+    )
     if conditioning == "none" and (per_class is not None or per_prompt is not None):
-        raise TimError(f"{given[0]} was given but the model is unconditional", "pass --num (the number of samples)")
+        raise TimError(
+            f"{given[0]} was given but the model is unconditional", "pass --num (the number of samples)"
+        )
     if wrong and given and given[0] == wrong[0]:
-        raise TimError(f"{wrong[0]} was given but this is a {conditioning}-conditioned model", f"pass {wrong[1]} or --num")
+        raise TimError(
+            f"{wrong[0]} was given but this is a {conditioning}-conditioned model",
+            f"pass {wrong[1]} or --num",
+        )
     value = next((v for v in (num, per_class, per_prompt) if v is not None), None)
     if value is not None and value < 1:
         raise TimError(f"{given[0]} {value} is < 1", f"pass {given[0]} >= 1")
@@ -234,36 +273,52 @@ def resolve_counts(num: int | None, per_class: int | None, per_prompt: int | Non
     if num is None:
         counts = (value or DEFAULT_PER_CONDITION,) * groups
         if sum(counts) > MAX_SAMPLES:
-            raise TimError(f"{given[0]} {value} x {groups} conditions is above the maximum of {MAX_SAMPLES:,} samples",
-                           "pass a smaller count")
+            raise TimError(
+                f"{given[0]} {value} x {groups} conditions is above the maximum of {MAX_SAMPLES:,} samples",
+                "pass a smaller count",
+            )
         return counts
     if num < groups:
         what = "classes" if conditioning == "class" else "prompts"
-        raise TimError(f"--num {num} is fewer than the {groups} requested {what}",
-                       f"pass --num >= {groups}, or fewer {what}")
+        raise TimError(
+            f"--num {num} is fewer than the {groups} requested {what}",
+            f"pass --num >= {groups}, or fewer {what}",
+        )
     return split_count(num, groups)
 
 
 def check_seed(seed: int, total: int) -> int:
     """Check ``--seed``: sample i uses seed + i, which must fit a 64-bit generator seed."""
     if seed < 0 or seed + total - 1 > MAX_SEED:
-        raise TimError(f"--seed {seed} is outside [0, 2^63 - 1 - N] for N = {total} samples",
-                       "pass a seed such as --seed 0")
+        raise TimError(
+            f"--seed {seed} is outside [0, 2^63 - 1 - N] for N = {total} samples",
+            "pass a seed such as --seed 0",
+        )
     return seed
 
 
 def check_sampler_options(cfg: float | None, stochasticity: float | None) -> None:
     """Range checks of ``--cfg`` and ``--stochasticity`` (before any loading; the interval: _parse_interval)."""
     if cfg is not None and not (math.isfinite(cfg) and cfg >= 0):
-        raise TimError(f"--cfg {cfg} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)")
+        raise TimError(
+            f"--cfg {cfg} is negative or not finite", "pass a guidance scale >= 0 (1 = no guidance)"
+        )
     if cfg is not None and cfg > MAX_GUIDANCE_SCALE:
-        raise TimError(f"--cfg {cfg} is above the maximum of {MAX_GUIDANCE_SCALE:g}",
-                       f"pass a guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] such as --cfg 1.5")
+        raise TimError(
+            f"--cfg {cfg} is above the maximum of {MAX_GUIDANCE_SCALE:g}",
+            f"pass a guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] such as --cfg 1.5",
+        )
     if stochasticity is not None and stochasticity < 0:
-        raise TimError(f"--stochasticity {stochasticity} is negative", "pass a value >= 0 (0 = deterministic)")
-    if stochasticity is not None and not (math.isfinite(stochasticity) and stochasticity <= MAX_STOCHASTICITY):
-        raise TimError(f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
-                       "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic")
+        raise TimError(
+            f"--stochasticity {stochasticity} is negative", "pass a value >= 0 (0 = deterministic)"
+        )
+    if stochasticity is not None and not (
+        math.isfinite(stochasticity) and stochasticity <= MAX_STOCHASTICITY
+    ):
+        raise TimError(
+            f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
+            "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic",
+        )
 
 
 def check_device(name: str) -> torch.device:
@@ -271,13 +326,19 @@ def check_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise TimError(f"--device {name!r} is not a torch device", "pass e.g. --device cpu or --device cuda") from None
+        raise TimError(
+            f"--device {name!r} is not a torch device", "pass e.g. --device cpu or --device cuda"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise TimError(f"--device {name} was requested but no CUDA device is available", "pass --device cpu")
+            raise TimError(
+                f"--device {name} was requested but no CUDA device is available", "pass --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TimError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
-                           f"pass --device cuda:0 ... cuda:{torch.cuda.device_count() - 1}")
+            raise TimError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                f"pass --device cuda:0 ... cuda:{torch.cuda.device_count() - 1}",
+            )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise TimError(f"--device {name} was requested but MPS is not available", "pass --device cpu")
@@ -289,8 +350,10 @@ def check_device(name: str) -> torch.device:
 def check_dtype(name: str, device: torch.device) -> str:
     """``--dtype``: auto (bf16/fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 (half only on a GPU)."""
     if name in ("bf16", "fp16") and device.type != "cuda":
-        raise TimError(f"--dtype {name} needs a CUDA GPU but --device is {device}",
-                       "use --dtype fp32 (or auto) on the CPU")
+        raise TimError(
+            f"--dtype {name} needs a CUDA GPU but --device is {device}",
+            "use --dtype fp32 (or auto) on the CPU",
+        )
     return name
 
 
@@ -328,29 +391,58 @@ class PipelineBackend:
         pipe = self.pipe
         h, w = height // pipe.factor, width // pipe.factor
         context = pipe.recipe.text_max_length if self.conditioning == "text" else 0
-        net = estimate_generation_bytes(pipe.model.config, batch_size, h, w, guided=guided, context_length=context,
-                                        dtype_bytes=torch.finfo(pipe.dtype).bits // 8)
+        net = estimate_generation_bytes(
+            pipe.model.config,
+            batch_size,
+            h,
+            w,
+            guided=guided,
+            context_length=context,
+            dtype_bytes=torch.finfo(pipe.dtype).bits // 8,
+        )
         decode = 0
         if pipe.autoencoder is not None and hasattr(pipe.autoencoder, "decode_bytes"):
-            decode = int(pipe.autoencoder.decode_bytes(height, width))  # the pipeline decodes one image at a time
+            decode = int(
+                pipe.autoencoder.decode_bytes(height, width)
+            )  # the pipeline decodes one image at a time
         return max(net, decode)
 
-    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
-                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> Any:
+    def generate(
+        self,
+        indices: range,
+        *,
+        seed: int,
+        labels: torch.Tensor | None,
+        prompts: list[str] | None,
+        steps: int,
+        height: int | None,
+        width: int | None,
+        options: dict[str, Any],
+    ) -> Any:
         """One batch through the pipeline: latents, then (unclipped) pixels in [-1, 1]."""
         from tim.cli.sample_job import BatchOutput
 
         pipe = self.pipe
-        out = pipe(class_labels=None if labels is None else labels.tolist(), prompt=prompts,
-                   num_images_per_prompt=1 if labels is not None or prompts is not None else len(indices),
-                   steps=steps, height=height, width=width, seed=seed + indices.start, batch_size=len(indices),
-                   output_type="latent", **options)
+        out = pipe(
+            class_labels=None if labels is None else labels.tolist(),
+            prompt=prompts,
+            num_images_per_prompt=1 if labels is not None or prompts is not None else len(indices),
+            steps=steps,
+            height=height,
+            width=width,
+            seed=seed + indices.start,
+            batch_size=len(indices),
+            output_type="latent",
+            **options,
+        )
         x = out.images.float()  # model units; pixels for a pixel-space model
         latents = None
         if pipe.autoencoder is not None:  # decode as TiMPipeline does, but keep values outside the range
             latents = x
             with torch.no_grad():
-                decoded = pipe.autoencoder.decode((x / pipe.recipe.latent_scale + pipe.recipe.latent_shift).to(pipe.device))
+                decoded = pipe.autoencoder.decode(
+                    (x / pipe.recipe.latent_scale + pipe.recipe.latent_shift).to(pipe.device)
+                )
             x = decoded.float().cpu()
         low, high = pipe.recipe.value_range
         if (low, high) != (-1.0, 1.0):
@@ -368,7 +460,9 @@ class VectorBackend:
         self.conditioning = "class" if info.num_classes else "none"
         self.num_classes = info.num_classes
         # Half precision through autocast (the sampler keeps its state in float64 anyway).
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) if device.type == "cuda" else None
+        self.autocast = (
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype) if device.type == "cuda" else None
+        )
 
     def default_size(self) -> None:
         """Vectors have no size."""
@@ -389,8 +483,18 @@ class VectorBackend:
         return rows * 4 * config.hidden_size * (config.depth + 2) * 4
 
     @torch.no_grad()
-    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
-                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> Any:
+    def generate(
+        self,
+        indices: range,
+        *,
+        seed: int,
+        labels: torch.Tensor | None,
+        prompts: list[str] | None,
+        steps: int,
+        height: int | None,
+        width: int | None,
+        options: dict[str, Any],
+    ) -> Any:
         """One batch from per-sample seeded noise (the rule of tim.pipeline)."""
         from tim.cli.sample_job import BatchOutput, sample_generators
         from tim.samplers import sample
@@ -400,8 +504,16 @@ class VectorBackend:
         scale = options.get("guidance_scale", 1.0)
         uncond = self.model.null_cond(cond) if cond and scale != 1.0 else None
         with torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
-            result = sample(self.model, noise.to(self.device), path=self.info.path, steps=steps, cond=cond,
-                            uncond=uncond, generator=generators, **options)
+            result = sample(
+                self.model,
+                noise.to(self.device),
+                path=self.info.path,
+                steps=steps,
+                cond=cond,
+                uncond=uncond,
+                generator=generators,
+                **options,
+            )
         return BatchOutput(samples=result.x.float().cpu(), latents=None, nfe=result.nfe)
 
 
@@ -417,7 +529,9 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     with torch.no_grad():
         for name, tensor in sorted(model.state_dict().items()):
             values = tensor.detach().double()
-            digest.update(f"{name}:{tuple(tensor.shape)}:{values.sum().item():.9e}:{values.abs().sum().item():.9e}".encode())
+            digest.update(
+                f"{name}:{tuple(tensor.shape)}:{values.sum().item():.9e}:{values.abs().sum().item():.9e}".encode()
+            )
     return digest.hexdigest()[:16]
 
 
@@ -438,8 +552,10 @@ def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
     """The backend for ``--checkpoint`` (see the module docstring)."""
     source = Path(args.checkpoint)
     if not source.exists():
-        raise TimError(f"--checkpoint {source} does not exist",
-                       "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file")
+        raise TimError(
+            f"--checkpoint {source} does not exist",
+            "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file",
+        )
     is_run = source.is_dir() and (source / "checkpoints").is_dir()
     if not is_run and args.weights != "ema":
         raise TimError("--weights model applies to training runs only", "drop --weights")
@@ -447,14 +563,23 @@ def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
         raise TimError("--preset applies to released .safetensors files only", "drop --preset")
     if is_run and _is_vector_run(source):
         if args.autoencoder or args.text_encoder:
-            raise TimError("the run trained the vector MLP; it has no autoencoder or text encoder",
-                           "drop --autoencoder and --text-encoder")
+            raise TimError(
+                "the run trained the vector MLP; it has no autoencoder or text encoder",
+                "drop --autoencoder and --text-encoder",
+            )
         model, info = load_for_sampling(source, weights=args.weights, device=str(device))
         return VectorBackend(model, info, device, args.dtype)
     from tim.pipeline import TiMPipeline
 
-    pipe = TiMPipeline.load(source, preset=args.preset, autoencoder=args.autoencoder, text_encoder=args.text_encoder,
-                            device=device, dtype=args.dtype, weights=args.weights)
+    pipe = TiMPipeline.load(
+        source,
+        preset=args.preset,
+        autoencoder=args.autoencoder,
+        text_encoder=args.text_encoder,
+        device=device,
+        dtype=args.dtype,
+        weights=args.weights,
+    )
     return PipelineBackend(pipe.compile() if getattr(args, "compile", False) else pipe)
 
 
@@ -473,9 +598,19 @@ class Generated:
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, path, data_shape: Sequence[int], steps_list: Sequence[int], *,
-             class_ids: Sequence[int], per_class: int, guidance_scale: float = 1.0, seed: int = 0,
-             batch_size: int = 500, **sampler_options) -> list[Generated]:
+def generate(
+    model: torch.nn.Module,
+    path,
+    data_shape: Sequence[int],
+    steps_list: Sequence[int],
+    *,
+    class_ids: Sequence[int],
+    per_class: int,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 500,
+    **sampler_options,
+) -> list[Generated]:
     """Sample ``per_class`` items for each class with every step count, from the same noise, in memory.
 
     Sample ``i`` (class-major order) starts from noise seeded ``seed + i``, as in ``tim sample`` and
@@ -500,25 +635,39 @@ def generate(model: torch.nn.Module, path, data_shape: Sequence[int], steps_list
     from tim.samplers import sample
 
     device = next(model.parameters()).device
-    labels = (torch.tensor(class_ids, dtype=torch.long).repeat_interleave(per_class) if class_ids
-              else torch.full((per_class,), -1, dtype=torch.long))
+    labels = (
+        torch.tensor(class_ids, dtype=torch.long).repeat_interleave(per_class)
+        if class_ids
+        else torch.full((per_class,), -1, dtype=torch.long)
+    )
     results = []
     for steps in steps_list:
         chunks, nfe = [], 0
         for start in range(0, len(labels), batch_size):
             batch = range(start, min(len(labels), start + batch_size))
             noise, generators = sample_generators(batch, data_shape, seed)
-            y = labels[batch.start:batch.stop].to(device)
+            y = labels[batch.start : batch.stop].to(device)
             cond = {"y": y} if class_ids else {}
             uncond = model.null_cond(cond) if class_ids and guidance_scale != 1.0 else None
-            result = sample(model, noise.to(device), path=path, steps=steps, cond=cond, uncond=uncond,
-                            guidance_scale=guidance_scale, generator=generators, **sampler_options)
+            result = sample(
+                model,
+                noise.to(device),
+                path=path,
+                steps=steps,
+                cond=cond,
+                uncond=uncond,
+                guidance_scale=guidance_scale,
+                generator=generators,
+                **sampler_options,
+            )
             chunks.append(result.x.float().cpu())
             nfe = result.nfe
         samples = torch.cat(chunks)
         if not torch.isfinite(samples).all():
-            raise TimError(f"sampling with {steps} steps produced NaN or Inf",
-                           "check the checkpoint (was training stable?) and the guidance scale")
+            raise TimError(
+                f"sampling with {steps} steps produced NaN or Inf",
+                "check the checkpoint (was training stable?) and the guidance scale",
+            )
         results.append(Generated(steps, samples, labels.clone(), nfe))
     return results
 
@@ -534,7 +683,9 @@ class RunInfo:
     default_steps: tuple[int, ...] = ()  # the run's sample.steps
 
 
-def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "cpu") -> tuple[torch.nn.Module, RunInfo]:
+def load_for_sampling(
+    run_dir: str | Path, weights: str = "ema", device: str = "cpu"
+) -> tuple[torch.nn.Module, RunInfo]:
     """Load a run's network (eval mode) and the facts sampling needs.
 
     Args:
@@ -549,7 +700,9 @@ def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "
     from tim.training import load_run
 
     if not Path(run_dir).is_dir():
-        raise TimError(f"--checkpoint {run_dir} is not a folder", "pass the run folder written by `tim train`")
+        raise TimError(
+            f"--checkpoint {run_dir} is not a folder", "pass the run folder written by `tim train`"
+        )
     model, cfg = load_run(run_dir, which=weights, device=device)
     config = model.config
     conditional = getattr(config, "conditioning", "class") == "class"
@@ -558,8 +711,9 @@ def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "
         shape, patch = (config.in_channels, config.input_size, config.input_size), config.patch_size
     else:  # TiMMLP: vectors (D,)
         shape, patch = (config.dim,), 1
-    return model, RunInfo(build_path(cfg.path.name, **cfg.path.options), num_classes, shape, patch,
-                          tuple(cfg.sample.steps))
+    return model, RunInfo(
+        build_path(cfg.path.name, **cfg.path.options), num_classes, shape, patch, tuple(cfg.sample.steps)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -569,72 +723,166 @@ def load_for_sampling(run_dir: str | Path, weights: str = "ema", device: str = "
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim sample``."""
     parser = subparsers.add_parser(
-        "sample", help="generate images from a run, a pipeline folder or a released checkpoint",
+        "sample",
+        help="generate images from a run, a pipeline folder or a released checkpoint",
         description="Generate samples with every given step count, all from the same noise. For each k it writes "
-                    "steps_<k>.npz (samples (N,C,H,W) float32 in the data range [-1, 1], NOT clipped; labels (N,) "
-                    "int64, -1 when not class-conditioned; prompts (N,) for text models; index (N,) sample numbers; "
-                    "latents for latent models), numbered shards steps_<k>-<j>.npz instead when N exceeds "
-                    "--shard-size, one PNG per sample in steps_<k>/ (clipped to [-1, 1]), a preview grid "
-                    "steps_<k>.png and index.json. Work runs in batches and is written as it goes: memory is "
-                    "bounded, and rerunning the same command after an interruption resumes where it stopped.",
-        formatter_class=HelpFormatter)
+        "steps_<k>.npz (samples (N,C,H,W) float32 in the data range [-1, 1], NOT clipped; labels (N,) "
+        "int64, -1 when not class-conditioned; prompts (N,) for text models; index (N,) sample numbers; "
+        "latents for latent models), numbered shards steps_<k>-<j>.npz instead when N exceeds "
+        "--shard-size, one PNG per sample in steps_<k>/ (clipped to [-1, 1]), a preview grid "
+        "steps_<k>.png and index.json. Work runs in batches and is written as it goes: memory is "
+        "bounded, and rerunning the same command after an interruption resumes where it stopped.",
+        formatter_class=HelpFormatter,
+    )
     source = parser.add_argument_group("model")
-    source.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="a run folder (tim train --out), a pipeline folder (tim convert / save_pretrained) or a "
-                             "released .safetensors file (then also --preset and --autoencoder)")
-    source.add_argument("--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2")
-    source.add_argument("--autoencoder", default=None, metavar="DIR",
-                        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)")
-    source.add_argument("--text-encoder", default=None, metavar="DIR",
-                        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)")
-    source.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights of a training run")
+    source.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="a run folder (tim train --out), a pipeline folder (tim convert / save_pretrained) or a "
+        "released .safetensors file (then also --preset and --autoencoder)",
+    )
+    source.add_argument(
+        "--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2"
+    )
+    source.add_argument(
+        "--autoencoder",
+        default=None,
+        metavar="DIR",
+        help="local diffusers autoencoder folder (required for a released file; replaces a stored one)",
+    )
+    source.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="DIR",
+        help="local transformers text-encoder folder or 'minilm' (text models; replaces a stored one)",
+    )
+    source.add_argument(
+        "--weights", choices=("ema", "model"), default="ema", help="which weights of a training run"
+    )
     source.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
-    source.add_argument("--compile", action="store_true",
-                        help="sample through torch.compile (each batch shape compiles once; pays off for long jobs)")
-    source.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU; half "
-                             "precision needs a GPU")
+    source.add_argument(
+        "--compile",
+        action="store_true",
+        help="sample through torch.compile (each batch shape compiles once; pays off for long jobs)",
+    )
+    source.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="inference precision: auto = bf16 (fp16 without bf16) on CUDA, fp32 on CPU; half "
+        "precision needs a GPU",
+    )
     what = parser.add_argument_group("what to generate")
-    what.add_argument("--steps", default=None, metavar="K,K,...",
-                      help=f"comma-separated step counts in [1, {MAX_STEPS}], e.g. 1,2,4,8 (default: the model's "
-                           "recipe, or the run's largest sample.steps)")
-    what.add_argument("--class", dest="class_ids", default=None, metavar="ID,ID,...",
-                      help="class ids to sample (class models; default: every class)")
-    what.add_argument("--prompt", action="append", default=None, metavar="TEXT",
-                      help="a caption (text models); repeat for several")
-    what.add_argument("--prompts", dest="prompts_file", default=None, metavar="FILE",
-                      help="text file with one caption per line (blank lines ignored); after any --prompt")
+    what.add_argument(
+        "--steps",
+        default=None,
+        metavar="K,K,...",
+        help=f"comma-separated step counts in [1, {MAX_STEPS}], e.g. 1,2,4,8 (default: the model's "
+        "recipe, or the run's largest sample.steps)",
+    )
+    what.add_argument(
+        "--class",
+        dest="class_ids",
+        default=None,
+        metavar="ID,ID,...",
+        help="class ids to sample (class models; default: every class)",
+    )
+    what.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="a caption (text models); repeat for several",
+    )
+    what.add_argument(
+        "--prompts",
+        dest="prompts_file",
+        default=None,
+        metavar="FILE",
+        help="text file with one caption per line (blank lines ignored); after any --prompt",
+    )
     count = what.add_mutually_exclusive_group()
-    count.add_argument("--num", type=int, default=None, metavar="N",
-                       help="TOTAL samples per step count, spread evenly over the classes or prompts (the first ones "
-                            "get one more when N does not divide). Give --num, --per-class or --per-prompt; with none of "
-                            f"them: {DEFAULT_PER_CONDITION} per class or prompt ({DEFAULT_PER_CONDITION} in all when "
-                            "unconditional)")
-    count.add_argument("--per-class", type=int, default=None, metavar="M", help="samples per class (class models)")
-    count.add_argument("--per-prompt", type=int, default=None, metavar="M", help="samples per prompt (text models)")
+    count.add_argument(
+        "--num",
+        type=int,
+        default=None,
+        metavar="N",
+        help="TOTAL samples per step count, spread evenly over the classes or prompts (the first ones "
+        "get one more when N does not divide). Give --num, --per-class or --per-prompt; with none of "
+        f"them: {DEFAULT_PER_CONDITION} per class or prompt ({DEFAULT_PER_CONDITION} in all when "
+        "unconditional)",
+    )
+    count.add_argument(
+        "--per-class", type=int, default=None, metavar="M", help="samples per class (class models)"
+    )
+    count.add_argument(
+        "--per-prompt", type=int, default=None, metavar="M", help="samples per prompt (text models)"
+    )
     what.add_argument("--seed", type=int, default=0, help="sample i starts from noise seeded seed + i")
-    what.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's size)")
-    what.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's size)")
+    what.add_argument(
+        "--height", type=int, default=None, help="image height in pixels (default: the model's size)"
+    )
+    what.add_argument(
+        "--width", type=int, default=None, help="image width in pixels (default: the model's size)"
+    )
     sampler = parser.add_argument_group("sampler (defaults: the model's recipe)")
-    sampler.add_argument("--cfg", type=float, default=None,
-                         help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] (1 = none)")
-    sampler.add_argument("--guidance-interval", default=None, metavar="LO,HI",
-                         help="guide only when LO <= t <= HI (fractions of t_max, 0 <= LO <= HI <= 1)")
-    sampler.add_argument("--stochasticity", type=float, default=None,
-                         help=f"rho in [0, {MAX_STOCHASTICITY:g}] of the stochastic sampler (0 = deterministic)")
+    sampler.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help=f"classifier-free guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] (1 = none)",
+    )
+    sampler.add_argument(
+        "--guidance-interval",
+        default=None,
+        metavar="LO,HI",
+        help="guide only when LO <= t <= HI (fractions of t_max, 0 <= LO <= HI <= 1)",
+    )
+    sampler.add_argument(
+        "--stochasticity",
+        type=float,
+        default=None,
+        help=f"rho in [0, {MAX_STOCHASTICITY:g}] of the stochastic sampler (0 = deterministic)",
+    )
     output = parser.add_argument_group("output")
-    output.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder: new or empty, or the folder of an interrupted run of the SAME command "
-                             "(then it resumes)")
-    output.add_argument("--overwrite", action="store_true",
-                        help="start again in a non-empty --out (its files of the same names are replaced)")
-    output.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="samples per network batch (bounds memory; checked against free memory before starting)")
-    output.add_argument("--shard-size", type=int, default=None, metavar="N",
-                        help="samples per .npz file (default: as many as fit in 256 MiB of float32, at most 1000)")
-    output.add_argument("--no-png", dest="png", action="store_false", help="do not write one PNG per sample (default: write them)")
-    output.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar (default: a bar over batches with the ETA, on stderr)")
+    output.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder: new or empty, or the folder of an interrupted run of the SAME command "
+        "(then it resumes)",
+    )
+    output.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a non-empty --out (its files of the same names are replaced)",
+    )
+    output.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="samples per network batch (bounds memory; checked against free memory before starting)",
+    )
+    output.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="samples per .npz file (default: as many as fit in 256 MiB of float32, at most 1000)",
+    )
+    output.add_argument(
+        "--no-png",
+        dest="png",
+        action="store_false",
+        help="do not write one PNG per sample (default: write them)",
+    )
+    output.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (default: a bar over batches with the ETA, on stderr)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -672,7 +920,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompt, args.prompts_file)
     for name, value in (("--height", args.height), ("--width", args.width)):
         if value is not None and not 1 <= value <= MAX_SIDE:
-            raise TimError(f"{name} {value} is outside [1, {MAX_SIDE}]", f"pass {name} between 1 and {MAX_SIDE} pixels")
+            raise TimError(
+                f"{name} {value} is outside [1, {MAX_SIDE}]", f"pass {name} between 1 and {MAX_SIDE} pixels"
+            )
     device = check_device(args.device)
     check_dtype(args.dtype, device)
     out = Path(args.out)
@@ -687,22 +937,49 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed, total)
     numel = math.prod((3, height, width)) if height else math.prod(backend.noise_shape(None, None))
     shard_size = args.shard_size or default_shard_size(numel)
-    identity = {"checkpoint": str(Path(args.checkpoint).resolve()), "weights": args.weights, "preset": args.preset,
-                "autoencoder": args.autoencoder, "text_encoder": args.text_encoder, "dtype": args.dtype,
-                "fingerprint": backend.fingerprint(), "steps": list(steps_list), "conditions": list(conditions),
-                "counts": list(counts), "seed": args.seed, "height": height, "width": width,
-                "batch_size": min(batch_size, total), "shard_size": shard_size, "png": args.png,
-                **{key: list(value) if isinstance(value, tuple) else value for key, value in options.items()}}
-    job = Job(steps=tuple(steps_list), conditions=tuple(conditions), counts=counts, seed=args.seed,
-              batch_size=min(batch_size, total), shard_size=shard_size, height=height, width=width, options=options,
-              png=args.png, identity=identity)
+    identity = {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "weights": args.weights,
+        "preset": args.preset,
+        "autoencoder": args.autoencoder,
+        "text_encoder": args.text_encoder,
+        "dtype": args.dtype,
+        "fingerprint": backend.fingerprint(),
+        "steps": list(steps_list),
+        "conditions": list(conditions),
+        "counts": list(counts),
+        "seed": args.seed,
+        "height": height,
+        "width": width,
+        "batch_size": min(batch_size, total),
+        "shard_size": shard_size,
+        "png": args.png,
+        **{key: list(value) if isinstance(value, tuple) else value for key, value in options.items()},
+    }
+    job = Job(
+        steps=tuple(steps_list),
+        conditions=tuple(conditions),
+        counts=counts,
+        seed=args.seed,
+        batch_size=min(batch_size, total),
+        shard_size=shard_size,
+        height=height,
+        width=width,
+        options=options,
+        png=args.png,
+        identity=identity,
+    )
     stop = _StopOnSignal()
     try:
         with stop:
-            result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+            result = run_job(
+                backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device
+            )
     except KeyboardInterrupt:
-        print(f"{stop.name or 'interrupted'}: the finished shards in {out} are kept; rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            f"{stop.name or 'interrupted'}: the finished shards in {out} are kept; rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 143 if stop.name == "SIGTERM" else 130  # 128 + the signal number, the shell convention
     _report(result, job, out)
     return 0
@@ -743,14 +1020,20 @@ def _conditions(args: argparse.Namespace, backend: Any, prompts: list[str]) -> l
     kind = backend.conditioning
     if prompts and kind != "text":
         fix = "use --class ID,ID,... instead" if kind == "class" else "drop --prompt/--prompts"
-        raise TimError(f"--prompt/--prompts was given but the model is {'class-conditioned' if kind == 'class' else 'unconditional'}",
-                       fix)
+        raise TimError(
+            f"--prompt/--prompts was given but the model is {'class-conditioned' if kind == 'class' else 'unconditional'}",
+            fix,
+        )
     if kind == "text":
         if args.class_ids is not None:
-            raise TimError("--class was given but this is a text-to-image model", "pass --prompt TEXT or --prompts FILE")
+            raise TimError(
+                "--class was given but this is a text-to-image model", "pass --prompt TEXT or --prompts FILE"
+            )
         if not prompts:
-            raise TimError("this is a text-to-image model and no prompt was given",
-                           "pass --prompt \"a red circle\" (repeatable) or --prompts FILE")
+            raise TimError(
+                "this is a text-to-image model and no prompt was given",
+                'pass --prompt "a red circle" (repeatable) or --prompts FILE',
+            )
         return prompts
     return parse_class_ids(args.class_ids, backend.num_classes)
 
@@ -759,28 +1042,38 @@ def _size(backend: Any, height: int | None, width: int | None) -> tuple[int | No
     """Output size in pixels (None for vectors), checked against the model's size multiple."""
     if backend.kind == "vector":
         if height is not None or width is not None:
-            raise TimError("--height/--width were given but the model generates vectors", "drop --height and --width")
+            raise TimError(
+                "--height/--width were given but the model generates vectors", "drop --height and --width"
+            )
         return None, None
     default_h, default_w = backend.default_size()
     height, width = default_h if height is None else height, default_w if width is None else width
     return check_image_size(height, width, backend.pipe.model.config.patch_size, backend.pipe.factor)
 
 
-def _sampler_options(backend: Any, args: argparse.Namespace, interval: tuple[float, float] | None,
-                     steps_list: list[int] | None) -> tuple[dict[str, Any], list[int]]:
+def _sampler_options(
+    backend: Any, args: argparse.Namespace, interval: tuple[float, float] | None, steps_list: list[int] | None
+) -> tuple[dict[str, Any], list[int]]:
     """Sampler options with the model's defaults filled in, and the step counts."""
     if backend.kind == "image":
         recipe = backend.pipe.recipe
-        defaults = {"guidance_scale": recipe.guidance_scale, "guidance_interval": tuple(recipe.guidance_interval),
-                    "stochasticity": recipe.stochasticity}
+        defaults = {
+            "guidance_scale": recipe.guidance_scale,
+            "guidance_interval": tuple(recipe.guidance_interval),
+            "stochasticity": recipe.stochasticity,
+        }
         default_steps = [recipe.steps]
     else:
         defaults = {"guidance_scale": 1.0, "guidance_interval": (0.0, 1.0), "stochasticity": 0.0}
         default_steps = [max(backend.info.default_steps)] if backend.info.default_steps else [1]
     given = {"guidance_scale": args.cfg, "guidance_interval": interval, "stochasticity": args.stochasticity}
     options = {key: defaults[key] if value is None else value for key, value in given.items()}
-    check_guidance_scale(options["guidance_scale"], backend.num_classes if backend.conditioning == "class" else
-                         (1 if backend.conditioning == "text" else 0))
+    check_guidance_scale(
+        options["guidance_scale"],
+        backend.num_classes
+        if backend.conditioning == "class"
+        else (1 if backend.conditioning == "text" else 0),
+    )
     return options, steps_list or default_steps
 
 
@@ -788,7 +1081,11 @@ def _report(result: Any, job: Any, out: Path) -> None:
     """Print one line per step count and a summary."""
     for steps in job.steps:
         record = result.index["steps"][str(steps)]
-        files = job.npz_name(steps, 0) if job.num_shards == 1 else f"steps_{steps:03d}-*.npz ({job.num_shards} shards)"
+        files = (
+            job.npz_name(steps, 0)
+            if job.num_shards == 1
+            else f"steps_{steps:03d}-*.npz ({job.num_shards} shards)"
+        )
         print(f"{steps:4d} steps (NFE {record['nfe']}): {out / record['grid']}, {files}")
     resumed = f", resumed after {result.resumed} finished shard(s)" if result.resumed else ""
     if result.generated == 0 and result.resumed:

@@ -84,8 +84,18 @@ class Backend(Protocol):
     def batch_bytes(self, batch_size: int, height: int | None, width: int | None, guided: bool) -> int:
         """Estimated peak bytes on the device for one batch (network passes, and the decoder)."""
 
-    def generate(self, indices: range, *, seed: int, labels: torch.Tensor | None, prompts: list[str] | None,
-                 steps: int, height: int | None, width: int | None, options: dict[str, Any]) -> BatchOutput:
+    def generate(
+        self,
+        indices: range,
+        *,
+        seed: int,
+        labels: torch.Tensor | None,
+        prompts: list[str] | None,
+        steps: int,
+        height: int | None,
+        width: int | None,
+        options: dict[str, Any],
+    ) -> BatchOutput:
         """Sample ``indices`` (noise seeded ``seed + i``, see :func:`sample_generators`) with ``steps`` steps."""
 
 
@@ -169,7 +179,9 @@ def default_shard_size(sample_numel: int) -> int:
     return max(1, min(MAX_SHARD_SAMPLES, SHARD_BYTES // max(1, 4 * sample_numel)))
 
 
-def sample_generators(indices: range, shape: Sequence[int], seed: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+def sample_generators(
+    indices: range, shape: Sequence[int], seed: int
+) -> tuple[torch.Tensor, list[torch.Generator]]:
     """The starting noise of samples ``indices`` and their generators (seeded ``seed + i``).
 
     Returns:
@@ -177,8 +189,11 @@ def sample_generators(indices: range, shape: Sequence[int], seed: int) -> tuple[
         drawn its sample's noise and continues from there (stochastic steps draw from it).
     """
     generators = [torch.Generator().manual_seed(seed + index) for index in indices]
-    noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]) if generators else \
-        torch.empty((0, *shape))
+    noise = (
+        torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
+        if generators
+        else torch.empty((0, *shape))
+    )
     return noise, generators
 
 
@@ -217,17 +232,24 @@ def check_memory(job: Job, backend: Backend, device: torch.device) -> int:
     size = f"{job.height}x{job.width}" if job.height else "vector"
     if needed > MEMORY_HEADROOM * free:
         single = backend.batch_bytes(1, job.height, job.width, guided)
-        hint = (f"lower --batch-size (a batch of 1 needs about {format_bytes(single)})"
-                if single + (host if device.type == "cpu" else 0) <= MEMORY_HEADROOM * free
-                else "lower --height/--width or use a device with more memory")
-        raise TimError(f"sampling {job.batch_size} {size} samples per batch needs about {format_bytes(needed)} "
-                       f"but only {format_bytes(free)} is available ({source})", hint)
+        hint = (
+            f"lower --batch-size (a batch of 1 needs about {format_bytes(single)})"
+            if single + (host if device.type == "cpu" else 0) <= MEMORY_HEADROOM * free
+            else "lower --height/--width or use a device with more memory"
+        )
+        raise TimError(
+            f"sampling {job.batch_size} {size} samples per batch needs about {format_bytes(needed)} "
+            f"but only {format_bytes(free)} is available ({source})",
+            hint,
+        )
     if device.type != "cpu":
         host_free, host_source = available_memory(torch.device("cpu"))
         if host > MEMORY_HEADROOM * host_free:
-            raise TimError(f"holding a shard of {job.shard_size} {size} samples needs about {format_bytes(host)} "
-                           f"but only {format_bytes(host_free)} is available ({host_source})",
-                           "lower --shard-size")
+            raise TimError(
+                f"holding a shard of {job.shard_size} {size} samples needs about {format_bytes(host)} "
+                f"but only {format_bytes(host_free)} is available ({host_source})",
+                "lower --shard-size",
+            )
     return needed
 
 
@@ -276,8 +298,10 @@ def check_job_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TimError(f"--out {out} exists and is a file", "pass a folder path with --out")
     if out.is_dir() and not overwrite and not (out / INDEX_NAME).is_file() and any(out.iterdir()):
-        raise TimError(f"--out {out} already exists and is not empty (and holds no tim sample job to resume)",
-                       "pass another --out folder or add --overwrite to replace its files")
+        raise TimError(
+            f"--out {out} already exists and is not empty (and holds no tim sample job to resume)",
+            "pass another --out folder or add --overwrite to replace its files",
+        )
 
 
 def make_job_dir(out: Path) -> None:
@@ -297,9 +321,15 @@ def read_index(out: Path) -> dict | None:
         index = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         index = None
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT or not isinstance(index.get("steps"), dict):
-        raise TimError(f"{path} is not a readable tim sample index",
-                       "pass another --out folder, or --overwrite to start that job again")
+    if (
+        not isinstance(index, dict)
+        or index.get("format") != INDEX_FORMAT
+        or not isinstance(index.get("steps"), dict)
+    ):
+        raise TimError(
+            f"{path} is not a readable tim sample index",
+            "pass another --out folder, or --overwrite to start that job again",
+        )
     return index
 
 
@@ -311,7 +341,11 @@ def write_index(out: Path, index: dict) -> None:
 def identity_differences(saved: dict, wanted: dict) -> list[str]:
     """``["seed 0 -> 1", ...]``: every identity field that differs between two jobs."""
     keys = sorted(set(saved) | set(wanted))
-    return [f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in keys if saved.get(key) != wanted.get(key)]
+    return [
+        f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}"
+        for key in keys
+        if saved.get(key) != wanted.get(key)
+    ]
 
 
 def start_index(out: Path, job: Job, overwrite: bool) -> dict:
@@ -324,13 +358,24 @@ def start_index(out: Path, job: Job, overwrite: bool) -> dict:
     if saved is not None:
         differences = identity_differences(saved.get("command", {}), job.identity)
         if differences:
-            shown = "; ".join(differences[:4]) + (f" (+{len(differences) - 4} more)" if len(differences) > 4 else "")
-            raise TimError(f"--out {out} holds a sampling job with other settings ({shown})",
-                           "rerun the original command to resume it, or pass another --out or --overwrite")
+            shown = "; ".join(differences[:4]) + (
+                f" (+{len(differences) - 4} more)" if len(differences) > 4 else ""
+            )
+            raise TimError(
+                f"--out {out} holds a sampling job with other settings ({shown})",
+                "rerun the original command to resume it, or pass another --out or --overwrite",
+            )
         return saved
-    return {"format": INDEX_FORMAT, "command": job.identity, "total": job.total, "shard_size": job.shard_size,
-            "conditions": list(job.conditions), "counts": list(job.counts), "complete": False,
-            "steps": {str(k): {"nfe": None, "shards": [], "grid": None} for k in job.steps}}
+    return {
+        "format": INDEX_FORMAT,
+        "command": job.identity,
+        "total": job.total,
+        "shard_size": job.shard_size,
+        "conditions": list(job.conditions),
+        "counts": list(job.counts),
+        "complete": False,
+        "steps": {str(k): {"nfe": None, "shards": [], "grid": None} for k in job.steps},
+    }
 
 
 def _non_empty(path: Path) -> bool:
@@ -345,8 +390,9 @@ def _shard_done(out: Path, job: Job, steps: int, entry: dict) -> bool:
     try:
         if (out / entry["npz"]).stat().st_size != entry["bytes"]:
             return False
-        return not entry.get("png") or all(_non_empty(out / job.png_name(steps, i))
-                                           for i in range(entry["start"], entry["stop"]))
+        return not entry.get("png") or all(
+            _non_empty(out / job.png_name(steps, i)) for i in range(entry["start"], entry["stop"])
+        )
     except (OSError, KeyError, TypeError):
         return False
 
@@ -364,8 +410,15 @@ class JobResult:
     resumed: int  # shards found finished and skipped
 
 
-def run_job(backend: Backend, job: Job, out: Path, *, overwrite: bool = False, progress: bool = True,
-            device: torch.device | None = None) -> JobResult:
+def run_job(
+    backend: Backend,
+    job: Job,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: torch.device | None = None,
+) -> JobResult:
     """Run (or resume) a sampling job into ``out``.
 
     Args:
@@ -450,12 +503,22 @@ def _run_shard(backend: Backend, job: Job, out: Path, index: dict, steps: int, s
     for start in range(indices.start, indices.stop, job.batch_size):
         batch = range(start, min(indices.stop, start + job.batch_size))
         labels, prompts = _conditions(job, batch)
-        output = backend.generate(batch, seed=job.seed, labels=labels, prompts=prompts, steps=steps,
-                                  height=job.height, width=job.width, options=job.options)
+        output = backend.generate(
+            batch,
+            seed=job.seed,
+            labels=labels,
+            prompts=prompts,
+            steps=steps,
+            height=job.height,
+            width=job.width,
+            options=job.options,
+        )
         if not torch.isfinite(output.samples).all():
-            raise TimError(f"sampling with {steps} steps produced NaN or Inf (samples {batch.start}-{batch.stop - 1}; "
-                           f"{len(index['steps'][str(steps)]['shards'])} finished shards are kept)",
-                           "check the checkpoint (was training stable?), the guidance scale and the stochasticity")
+            raise TimError(
+                f"sampling with {steps} steps produced NaN or Inf (samples {batch.start}-{batch.stop - 1}; "
+                f"{len(index['steps'][str(steps)]['shards'])} finished shards are kept)",
+                "check the checkpoint (was training stable?), the guidance scale and the stochasticity",
+            )
         chunks.append(output.samples.float().cpu())
         if output.latents is not None:
             latents.append(output.latents.float().cpu())
@@ -472,8 +535,16 @@ def _run_shard(backend: Backend, job: Job, out: Path, index: dict, steps: int, s
     atomic_write(out / name, lambda file: np.savez(file, **arrays))
     record = index["steps"][str(steps)]
     record["nfe"] = nfe
-    record["shards"].append({"shard": shard, "start": indices.start, "stop": indices.stop, "npz": name,
-                             "bytes": (out / name).stat().st_size, "png": job.png and backend.kind == "image"})
+    record["shards"].append(
+        {
+            "shard": shard,
+            "start": indices.start,
+            "stop": indices.stop,
+            "npz": name,
+            "bytes": (out / name).stat().st_size,
+            "png": job.png and backend.kind == "image",
+        }
+    )
     record["shards"].sort(key=lambda entry: entry["shard"])
     return len(indices)
 
@@ -488,7 +559,9 @@ def _conditions(job: Job, batch: range) -> tuple[torch.Tensor | None, list[str] 
     return torch.tensor([job.conditions[i] for i in which], dtype=torch.long), None
 
 
-def _npz_arrays(job: Job, indices: range, samples: np.ndarray, latents: np.ndarray | None) -> dict[str, np.ndarray]:
+def _npz_arrays(
+    job: Job, indices: range, samples: np.ndarray, latents: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """The arrays of one shard: samples, labels, index (+ prompts, latents)."""
     which = job.condition_of(indices)
     text = bool(job.conditions) and isinstance(job.conditions[0], str)
@@ -496,8 +569,11 @@ def _npz_arrays(job: Job, indices: range, samples: np.ndarray, latents: np.ndarr
         labels = np.asarray(job.conditions, dtype=np.int64)[which]
     else:
         labels = np.full(len(indices), -1, dtype=np.int64)
-    arrays = {"samples": samples.astype(np.float32), "labels": labels,
-              "index": np.arange(indices.start, indices.stop, dtype=np.int64)}
+    arrays = {
+        "samples": samples.astype(np.float32),
+        "labels": labels,
+        "index": np.arange(indices.start, indices.stop, dtype=np.int64),
+    }
     if text:
         arrays["prompts"] = np.asarray([job.conditions[i] for i in which], dtype=str)
     if latents is not None:

@@ -10,7 +10,12 @@ from tim.data.buckets import BucketedSource, bucket_batch_size, round_down_size,
 from tim.data.build import build_data_source
 from tim.data.config import BUCKETABLE, DATA_NAMES, TOY_NAMES, DataConfig, DataInfo
 from tim.data.digits import digits_to_unit_range, load_digits_tensors
-from tim.data.latents import encode_images_to_latents, load_autoencoder, read_latent_shards, write_latent_shards
+from tim.data.latents import (
+    encode_images_to_latents,
+    load_autoencoder,
+    read_latent_shards,
+    write_latent_shards,
+)
 from tim.data.shapes import SHAPE_NAMES, render_shapes, shape_sizes
 from tim.data.sources import DataSource, TensorSource, derived_generator
 from tim.data.toy import TOY_BOX, TOYS, ToySource, sample_toy

@@ -80,12 +80,23 @@ class BucketedSource:
 
     @classmethod
     def from_config(
-        cls, buckets: dict[Size, tuple[Tensor, Tensor | None]], info: DataInfo, cfg: DataConfig, *,
-        batch_size: int, **options: Any,
+        cls,
+        buckets: dict[Size, tuple[Tensor, Tensor | None]],
+        info: DataInfo,
+        cfg: DataConfig,
+        *,
+        batch_size: int,
+        **options: Any,
     ) -> BucketedSource:
         """A source with ``cfg``'s token budget and patch multiple; ``options`` from ``stream_options``."""
-        return cls(buckets, info, token_budget=cfg.token_budget, batch_size=batch_size,
-                   patch_multiple=cfg.patch_multiple, **options)
+        return cls(
+            buckets,
+            info,
+            token_budget=cfg.token_budget,
+            batch_size=batch_size,
+            patch_multiple=cfg.patch_multiple,
+            **options,
+        )
 
     def __init__(
         self,

@@ -36,11 +36,15 @@ def build_data_source(
     if cfg.name == "image_folder" and cfg.text_encoder:
         from tim.data.captions import build_captioned_folder_source
 
-        return build_captioned_folder_source(cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+        return build_captioned_folder_source(
+            cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed
+        )
     if cfg.name == "image_folder":
         from tim.data.images import build_image_folder_source
 
-        return build_image_folder_source(cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+        return build_image_folder_source(
+            cfg, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed
+        )
     if cfg.name == "latents":
         from tim.data.latents import build_latent_source
 

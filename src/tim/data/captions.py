@@ -46,7 +46,9 @@ from tim.errors import TimError
 
 CAPTIONS_FILE = "captions.jsonl"
 DEFAULT_SCENE_SIZE = 32  # issue 10: scenes are RGB 32x32 by default
-SCENE_SEED = 0  # the training scenes are render_scenes(..., seed=0): the dataset is fixed, train.seed orders it
+SCENE_SEED = (
+    0  # the training scenes are render_scenes(..., seed=0): the dataset is fixed, train.seed orders it
+)
 _SHOWN = 60  # characters of a caption or line shown in a message
 
 
@@ -128,23 +130,38 @@ def make_text_encoder(cfg: DataConfig) -> Any:
     return TextEncoder(cfg.text_encoder, max_length=cfg.max_text_length)
 
 
-def captioned(inner: Any, captions: list[str], cfg: DataConfig, info: DataInfo, encoder: Any = None) -> CaptionedSource:
+def captioned(
+    inner: Any, captions: list[str], cfg: DataConfig, info: DataInfo, encoder: Any = None
+) -> CaptionedSource:
     """Encode every distinct caption once and wrap ``inner`` (whose ``y`` are ids into ``captions``)."""
     encoder = encoder or make_text_encoder(cfg)
     started = time.perf_counter()
     encoder(captions)  # fills the cache: training batches are cache hits from here on
     seconds = time.perf_counter() - started
-    text = CaptionInfo(encoder=cfg.text_encoder, max_length=encoder.max_length, dim=encoder.dim,
-                       captions=tuple(captions), null_context=encoder.null_context().cpu(), encode_seconds=seconds,
-                       encode=encoder)
+    text = CaptionInfo(
+        encoder=cfg.text_encoder,
+        max_length=encoder.max_length,
+        dim=encoder.dim,
+        captions=tuple(captions),
+        null_context=encoder.null_context().cpu(),
+        encode_seconds=seconds,
+        encode=encoder,
+    )
     return CaptionedSource(inner, captions, encoder, dataclasses.replace(info, text=text))
 
 
 # ------------------------------------------------------------------------------------------ scenes
 
 
-def build_scenes_source(cfg: DataConfig, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
-                        encoder: Any = None) -> Any:
+def build_scenes_source(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    encoder: Any = None,
+) -> Any:
     """The "scenes" source: ``data.num_images`` synthetic scenes (:mod:`tim.data.scenes`) with captions.
 
     With ``data.text_encoder`` empty the scenes come without captions (an unconditional image source).
@@ -157,8 +174,9 @@ def build_scenes_source(cfg: DataConfig, *, batch_size: int, rank: int = 0, worl
     distinct, ids = caption_ids(captions)
     info = DataInfo(kind="image", shape=(3, size, size), num_items=len(x))
     # uint8 -> [-1, 1]: x * 2/255 - 1.
-    common = stream_options(cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0,
-                            value_offset=-1.0)
+    common = stream_options(
+        cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0, value_offset=-1.0
+    )
     if not cfg.text_encoder:
         return TensorSource(x, None, info, batch_size=batch_size, **common)
     inner = TensorSource(x, torch.tensor(ids, dtype=torch.int64), info, batch_size=batch_size, **common)
@@ -182,10 +200,14 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
     Raises:
         TimError: a line that is not a JSON object with string ``file`` and ``caption``.
     """
-    fix = 'write one JSON object per line: {"file": "<image path relative to data.root>", "caption": "<text>"}'
+    fix = (
+        'write one JSON object per line: {"file": "<image path relative to data.root>", "caption": "<text>"}'
+    )
     pairs, missing = [], []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM from Windows editors is not JSON
+        lines = path.read_text(
+            encoding="utf-8-sig"
+        ).splitlines()  # -sig: a BOM from Windows editors is not JSON
     except (OSError, UnicodeDecodeError) as error:
         raise TimError(f"cannot read '{path}' ({type(error).__name__})", "save it as UTF-8 text") from None
     for number, line in enumerate(lines, start=1):
@@ -194,11 +216,18 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            raise TimError(f"'{path}' line {number} is not JSON ({error.msg}): {_shown(line.strip())!r}", fix) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
-                or not isinstance(entry.get("caption"), str):
-            raise TimError(f"'{path}' line {number} needs string \"file\" and \"caption\" keys: "
-                           f"{_shown(line.strip())!r}", fix)
+            raise TimError(
+                f"'{path}' line {number} is not JSON ({error.msg}): {_shown(line.strip())!r}", fix
+            ) from None
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("file"), str)
+            or not isinstance(entry.get("caption"), str)
+        ):
+            raise TimError(
+                f'\'{path}\' line {number} needs string "file" and "caption" keys: {_shown(line.strip())!r}',
+                fix,
+            )
         file = root / entry["file"]
         if not file.is_file():
             missing.append((file, f"named on line {number} of {CAPTIONS_FILE} but does not exist"))
@@ -226,20 +255,31 @@ def caption_pairs(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
         pairs, skipped = [], []
         for file in scan.files:
             sidecar = file.with_suffix(".txt")
-            caption = sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar.is_file() else ""
+            caption = (
+                sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar.is_file() else ""
+            )
             if caption:
                 pairs.append((file, caption))
             else:
                 skipped.append((file, f"no caption ({sidecar.name} is missing or empty)"))
         if not pairs:
-            raise TimError(f"no image under '{root}' has a caption",
-                           f"write {root / CAPTIONS_FILE} (lines of {{\"file\": ..., \"caption\": ...}}) "
-                           "or a .txt file beside each image")
+            raise TimError(
+                f"no image under '{root}' has a caption",
+                f'write {root / CAPTIONS_FILE} (lines of {{"file": ..., "caption": ...}}) '
+                "or a .txt file beside each image",
+            )
     return pairs, skipped, len(pairs) + len(skipped)
 
 
-def build_captioned_folder_source(cfg: DataConfig, *, batch_size: int, rank: int = 0, world_size: int = 1,
-                                  seed: int = 0, encoder: Any = None) -> CaptionedSource:
+def build_captioned_folder_source(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    encoder: Any = None,
+) -> CaptionedSource:
     """The "image_folder" source with captions (see module docstring); class sub-folders are ignored."""
     root = Path(cfg.root)
     pairs, skipped, total = caption_pairs(root)
@@ -249,13 +289,16 @@ def build_captioned_folder_source(cfg: DataConfig, *, batch_size: int, rank: int
     loaded.skipped = skipped + loaded.skipped
     check_skipped(loaded, total, cfg)
     if not loaded.images:
-        raise TimError(f"none of the {total} captioned images under {cfg.root!r} could be used",
-                       "check that the files are valid images")
+        raise TimError(
+            f"none of the {total} captioned images under {cfg.root!r} could be used",
+            "check that the files are valid images",
+        )
     used, ids = caption_ids([distinct[k] for k in loaded.labels])  # captions of unreadable images drop out
     groups = group_by_size(list(zip(loaded.images, ids, strict=True)))
     info = DataInfo(kind="image", shape=(cfg.channels, 0, 0), num_items=len(loaded.images))
-    common = stream_options(cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0,
-                            value_offset=-1.0)
+    common = stream_options(
+        cfg, rank=rank, world_size=world_size, seed=seed, value_scale=2.0 / 255.0, value_offset=-1.0
+    )
     if cfg.bucketed:
         inner: Any = BucketedSource.from_config(groups, info, cfg, batch_size=batch_size, **common)
         info = inner.info

@@ -32,24 +32,14 @@ class DataConfig:
     """
 
     name: str = "digits"  # one of DATA_NAMES: "digits" (default, sklearn 8x8), "image_folder", "latents", "shapes", "scenes" (captioned), or a 2-D toy
-    root: str = (
-        ""  # folder of images (class per sub-folder) for "image_folder"; folder of *.safetensors shards for "latents"
-    )
+    root: str = ""  # folder of images (class per sub-folder) for "image_folder"; folder of *.safetensors shards for "latents"
     image_size: int = 0  # fixed side in pixels (centre-crop + resize); 0 = the data's own size (digits 8, shapes 16, scenes 32, folders: must all match)
-    channels: int = (
-        3  # image channels for "image_folder" (1 = grey, 3 = RGB); an image with another channel count is an error
-    )
+    channels: int = 3  # image channels for "image_folder" (1 = grey, 3 = RGB); an image with another channel count is an error
     hflip: bool = False  # random horizontal flip (p = 0.5); wrong for digits and toys, so off by default
-    bucketed: bool = (
-        False  # keep every item at its own size (rounded down to patch_multiple) and batch by resolution bucket
-    )
-    patch_multiple: int = (
-        2  # sides are rounded down to a multiple of this: autoencoder factor x patch size, in the stored data's units
-    )
+    bucketed: bool = False  # keep every item at its own size (rounded down to patch_multiple) and batch by resolution bucket
+    patch_multiple: int = 2  # sides are rounded down to a multiple of this: autoencoder factor x patch size, in the stored data's units
     token_budget: int = 0  # bucketed only: tokens per rank per step, tokens = (H/patch_multiple)(W/patch_multiple); 0 = (batch_size // world_size) x tokens of the largest bucket
-    max_pixels: int = (
-        0  # bucketed image folders: downscale (aspect kept) any image with more than this many pixels; 0 = no cap
-    )
+    max_pixels: int = 0  # bucketed image folders: downscale (aspect kept) any image with more than this many pixels; 0 = no cap
     max_bad_fraction: float = (
         0.01  # image folders: unreadable files are skipped and counted; fail if more than this share is bad
     )
@@ -78,7 +68,8 @@ class DataConfig:
             )
         if not self.max_aspect >= 1.0 or math.isinf(self.max_aspect):
             raise TimError(
-                f"data.max_aspect={self.max_aspect} must be a finite ratio >= 1", "set e.g. data.max_aspect=3.0"
+                f"data.max_aspect={self.max_aspect} must be a finite ratio >= 1",
+                "set e.g. data.max_aspect=3.0",
             )
         if self.bucketed and self.name not in BUCKETABLE:
             raise TimError(
@@ -92,13 +83,17 @@ class DataConfig:
             )
         if self.hflip and self.name == "digits":
             raise TimError(
-                "data.hflip=true mirrors digits into shapes that are not digits", "set data.hflip=false for digits"
+                "data.hflip=true mirrors digits into shapes that are not digits",
+                "set data.hflip=false for digits",
             )
         if self.hflip and self.name in TOY_NAMES:
-            raise TimError(f"data.hflip=true has no meaning for the 2-D toy {self.name!r}", "set data.hflip=false")
+            raise TimError(
+                f"data.hflip=true has no meaning for the 2-D toy {self.name!r}", "set data.hflip=false"
+            )
         if self.name == "digits" and self.image_size not in (0, 8):
             raise TimError(
-                f"data.image_size={self.image_size} but the digits are 8x8", "set data.image_size=0 or 8 for digits"
+                f"data.image_size={self.image_size} but the digits are 8x8",
+                "set data.image_size=0 or 8 for digits",
             )
         if self.image_size and self.image_size % self.patch_multiple:
             raise TimError(
@@ -118,13 +113,17 @@ class DataConfig:
 
     def _check_text(self) -> None:
         if self.text_encoder and self.name not in CAPTIONED:
-            raise TimError(f"data.text_encoder={self.text_encoder!r} needs captioned data, not data.name={self.name!r}",
-                           f"use data.name={' or '.join(CAPTIONED)}, or set data.text_encoder=''")
+            raise TimError(
+                f"data.text_encoder={self.text_encoder!r} needs captioned data, not data.name={self.name!r}",
+                f"use data.name={' or '.join(CAPTIONED)}, or set data.text_encoder=''",
+            )
         if self.name == "scenes" and self.channels != 3:
             raise TimError(f"data.channels={self.channels} but the scenes are RGB", "set data.channels=3")
         if self.name == "scenes" and self.hflip:
-            raise TimError("data.hflip=true mirrors scenes and breaks their 'left of' / 'right of' captions",
-                           "set data.hflip=false for scenes")
+            raise TimError(
+                "data.hflip=true mirrors scenes and breaks their 'left of' / 'right of' captions",
+                "set data.hflip=false for scenes",
+            )
 
     def _check_ints(self) -> None:
         positive = {
@@ -137,11 +136,16 @@ class DataConfig:
         for key, value in positive.items():
             if value < 1:
                 raise TimError(f"data.{key}={value} must be >= 1", f"set data.{key} to a positive integer")
-        non_negative = {"image_size": self.image_size, "token_budget": self.token_budget, "max_pixels": self.max_pixels}
+        non_negative = {
+            "image_size": self.image_size,
+            "token_budget": self.token_budget,
+            "max_pixels": self.max_pixels,
+        }
         for key, value in non_negative.items():
             if value < 0:
                 raise TimError(
-                    f"data.{key}={value} must be >= 0", f"set data.{key} to 0 (automatic) or a positive integer"
+                    f"data.{key}={value} must be >= 0",
+                    f"set data.{key} to 0 (automatic) or a positive integer",
                 )
 
 

@@ -69,7 +69,8 @@ def scan_image_folder(root: str | Path) -> FolderScan:
     root = Path(root)
     if not root.is_dir():
         raise TimError(
-            f"data.root={str(root)!r} is not a folder", "set data.root to a folder of images (one sub-folder per class)"
+            f"data.root={str(root)!r} is not a folder",
+            "set data.root to a folder of images (one sub-folder per class)",
         )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
@@ -189,7 +190,9 @@ def decode_to_8bit(image: Any) -> Any:
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         pixels = np.asarray(image, dtype=np.int64)
         if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-            raise ValueError(f"mode {mode} pixels span {pixels.min()}..{pixels.max()}, outside the 16-bit range")
+            raise ValueError(
+                f"mode {mode} pixels span {pixels.min()}..{pixels.max()}, outside the 16-bit range"
+            )
         scaled = (pixels * 255 + 65535 // 2) // 65535  # round(p / 257), exact integer arithmetic
         return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8 -> mode L
     if mode == "F":

@@ -94,7 +94,8 @@ def read_latent_shards(root: str | Path) -> tuple[dict[Size, tuple[Tensor, Tenso
     root = Path(root)
     if not root.is_dir():
         raise TimError(
-            f"data.root={str(root)!r} is not a folder", "set data.root to the folder of latent *.safetensors shards"
+            f"data.root={str(root)!r} is not a folder",
+            "set data.root to the folder of latent *.safetensors shards",
         )
     files = sorted(root.glob("*.safetensors"))
     if not files:
@@ -120,13 +121,18 @@ def read_latent_shards(root: str | Path) -> tuple[dict[Size, tuple[Tensor, Tenso
         _check_agrees(file, metadata, reference, latents, labels, parts)
         parts.setdefault(tuple(latents.shape[-2:]), []).append((latents, labels))
     groups = {
-        size: (torch.cat([x for x, _ in chunks]), None if chunks[0][1] is None else torch.cat([y for _, y in chunks]))
+        size: (
+            torch.cat([x for x, _ in chunks]),
+            None if chunks[0][1] is None else torch.cat([y for _, y in chunks]),
+        )
         for size, chunks in parts.items()
     }
     return groups, reference or {}
 
 
-def _check_shard(file: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> tuple[Tensor, Tensor | None]:
+def _check_shard(
+    file: Path, tensors: dict[str, Tensor], metadata: dict[str, str]
+) -> tuple[Tensor, Tensor | None]:
     if metadata.get("format") != SHARD_FORMAT or "latents" not in tensors:
         raise TimError(
             f"{str(file)!r} is not a tim latent shard (needs tensor 'latents' and metadata format={SHARD_FORMAT})",
@@ -139,7 +145,9 @@ def _check_shard(file: Path, tensors: dict[str, Tensor], metadata: dict[str, str
             "rewrite the shard",
         )
     if labels is not None and (
-        labels.shape != (len(latents),) or labels.is_floating_point() or (len(labels) and int(labels.min()) < 0)
+        labels.shape != (len(latents),)
+        or labels.is_floating_point()
+        or (len(labels) and int(labels.min()) < 0)
     ):
         raise TimError(
             f"{str(file)!r}: 'labels' has shape {tuple(labels.shape)} / dtype {labels.dtype}, expected non-negative int ({len(latents)},)",
@@ -301,7 +309,9 @@ def encode_images_to_latents(
     for size in sorted(by_size):
         members = by_size[size]
         for start in range(0, len(members), batch_size):
-            batch = torch.stack([images_to_unit_range(loaded.images[i]) for i in members[start : start + batch_size]])
+            batch = torch.stack(
+                [images_to_unit_range(loaded.images[i]) for i in members[start : start + batch_size]]
+            )
             latents += list(encoder(batch).unbind(0))
     labels = [loaded.labels[i] for i in order] if class_names else None
     return write_latent_shards(

@@ -127,15 +127,16 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def make_caption(category: str, objects: tuple[tuple[str, str | None], ...], relation: str | None = None,
-                 count: int = 1) -> str:
+def make_caption(
+    category: str, objects: tuple[tuple[str, str | None], ...], relation: str | None = None, count: int = 1
+) -> str:
     """The caption of a prompt (the templates of the module docstring)."""
     if category == "single_object":
         return f"a {objects[0][0]}"
     if category == "two_objects":
         return f"a {objects[0][0]} and a {objects[1][0]}"
     if category == "counting":
-        (shape, color), = objects
+        ((shape, color),) = objects
         noun = shape if count == 1 else _plural(shape)
         return f"{NUMBERS[count - 1]} {color} {noun}"
     if category == "colors":
@@ -145,10 +146,13 @@ def make_caption(category: str, objects: tuple[tuple[str, str | None], ...], rel
     return f"a {c0} {s0} {joiner} a {c1} {s1}"
 
 
-def make_spec(category: str, objects: tuple[tuple[str, str | None], ...], relation: str | None = None,
-              count: int = 1) -> SceneSpec:
+def make_spec(
+    category: str, objects: tuple[tuple[str, str | None], ...], relation: str | None = None, count: int = 1
+) -> SceneSpec:
     """A :class:`SceneSpec` with its caption filled in."""
-    return SceneSpec(category, make_caption(category, objects, relation, count), tuple(objects), relation, count)
+    return SceneSpec(
+        category, make_caption(category, objects, relation, count), tuple(objects), relation, count
+    )
 
 
 _SHAPE = "|".join(SHAPES)
@@ -213,8 +217,14 @@ def _all_specs() -> list[SceneSpec]:
     specs += [make_spec("two_objects", ((a, None), (b, None))) for a in SHAPES for b in SHAPES if a != b]
     specs += [make_spec("counting", ((s, c),), count=n) for n in range(1, 5) for c in COLORS for s in SHAPES]
     specs += [make_spec("colors", ((s, c),)) for c in COLORS for s in SHAPES]
-    pairs = [((s0, c0), (s1, c1)) for c0 in COLORS for s0 in SHAPES for c1 in COLORS for s1 in SHAPES
-             if s0 != s1 and c0 != c1]
+    pairs = [
+        ((s0, c0), (s1, c1))
+        for c0 in COLORS
+        for s0 in SHAPES
+        for c1 in COLORS
+        for s1 in SHAPES
+        if s0 != s1 and c0 != c1
+    ]
     specs += [make_spec("position", pair, relation=rel) for rel in RELATIONS for pair in pairs]
     specs += [make_spec("color_attr", pair) for pair in pairs]
     return specs
@@ -290,7 +300,12 @@ def _separated(box: tuple[int, int, int], others: list[PlacedObject]) -> bool:
     top, left, side = box
     for other in others:
         t, l, s = other.box
-        if top < t + s + GAP_PX and t < top + side + GAP_PX and left < l + s + GAP_PX and l < left + side + GAP_PX:
+        if (
+            top < t + s + GAP_PX
+            and t < top + side + GAP_PX
+            and left < l + s + GAP_PX
+            and l < left + side + GAP_PX
+        ):
             return False
     return True
 
@@ -325,8 +340,9 @@ def _object_kinds(spec: SceneSpec, rng: np.random.Generator, split: str) -> list
     return kinds * spec.count if spec.category == "counting" else kinds
 
 
-def _place(kinds: list[tuple[str, str]], low: int, high: int, size: int,
-           generator: np.random.Generator) -> list[PlacedObject] | None:
+def _place(
+    kinds: list[tuple[str, str]], low: int, high: int, size: int, generator: np.random.Generator
+) -> list[PlacedObject] | None:
     """One random layout attempt: each object gets up to _POSITION_TRIES positions, else None."""
     placed: list[PlacedObject] = []
     for shape, color in kinds:
@@ -334,15 +350,18 @@ def _place(kinds: list[tuple[str, str]], low: int, high: int, size: int,
         for _ in range(_POSITION_TRIES):
             top, left = (int(v) for v in generator.integers(0, size - side + 1, size=2))
             if _separated((top, left, side), placed):
-                placed.append(PlacedObject(shape, color, (top, left, side), _centroid(shape, top, left, side)))
+                placed.append(
+                    PlacedObject(shape, color, (top, left, side), _centroid(shape, top, left, side))
+                )
                 break
         else:
             return None
     return placed
 
 
-def layout_scene(spec: SceneSpec, *, size: int = 32, generator: np.random.Generator,
-                 split: str = "train") -> list[PlacedObject]:
+def layout_scene(
+    spec: SceneSpec, *, size: int = 32, generator: np.random.Generator, split: str = "train"
+) -> list[PlacedObject]:
     """Where every object of a scene goes (rejection sampling of sides and positions).
 
     Args:
@@ -362,13 +381,17 @@ def layout_scene(spec: SceneSpec, *, size: int = 32, generator: np.random.Genera
     margin = MIN_RELATION_PX * max(1.0, size / 32)  # 4 px at 32; scaled up on larger canvases
     for _ in range(_MAX_LAYOUT_TRIES):
         placed = _place(kinds, low, high, size, generator)
-        if placed is not None and (spec.relation is None or (
-            relation_holds(placed[0].centroid, placed[1].centroid, spec.relation, margin)
-            and _dominant(placed[0].centroid, placed[1].centroid, spec.relation)
-        )):
+        if placed is not None and (
+            spec.relation is None
+            or (
+                relation_holds(placed[0].centroid, placed[1].centroid, spec.relation, margin)
+                and _dominant(placed[0].centroid, placed[1].centroid, spec.relation)
+            )
+        ):
             return placed
-    raise TimError(f"could not lay out {spec.caption!r} on a {size} px canvas",
-                   f"use a canvas of at least {MIN_SIZE} px")
+    raise TimError(
+        f"could not lay out {spec.caption!r} on a {size} px canvas", f"use a canvas of at least {MIN_SIZE} px"
+    )
 
 
 def draw_scene(objects: list[PlacedObject], size: int) -> np.ndarray:
@@ -381,8 +404,9 @@ def draw_scene(objects: list[PlacedObject], size: int) -> np.ndarray:
     return image
 
 
-def render_scene(spec: SceneSpec, *, size: int = 32, generator: np.random.Generator,
-                 split: str = "train") -> np.ndarray:
+def render_scene(
+    spec: SceneSpec, *, size: int = 32, generator: np.random.Generator, split: str = "train"
+) -> np.ndarray:
     """One image of a prompt: uint8 (size, size, 3), black background (see :func:`layout_scene`)."""
     return draw_scene(layout_scene(spec, size=size, generator=generator, split=split), size)
 
@@ -395,8 +419,9 @@ def sample_spec(rng: np.random.Generator, split: str = "train") -> SceneSpec:
     return specs[int(rng.integers(len(specs)))]
 
 
-def render_scenes(num_images: int, *, seed: int = 0, size: int = 32, split: str = "train"
-                  ) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
+def render_scenes(
+    num_images: int, *, seed: int = 0, size: int = 32, split: str = "train"
+) -> tuple[np.ndarray, list[str], list[SceneSpec]]:
     """A dataset of scenes: a pure function of ``(num_images, seed, size, split)``.
 
     Image ``k`` draws its prompt (:func:`sample_spec`: a category uniformly among those the split

@@ -58,8 +58,14 @@ def stream_options(
 
     Stored values map to float32 as ``x * value_scale + value_offset``; ``hflip`` comes from ``cfg``.
     """
-    return {"rank": rank, "world_size": world_size, "seed": seed, "hflip": cfg.hflip,
-            "value_scale": value_scale, "value_offset": value_offset}
+    return {
+        "rank": rank,
+        "world_size": world_size,
+        "seed": seed,
+        "hflip": cfg.hflip,
+        "value_scale": value_scale,
+        "value_offset": value_offset,
+    }
 
 
 def check_distributed(batch_size: int, rank: int, world_size: int, seed: int) -> None:

@@ -113,7 +113,9 @@ class ToySource:
     independent of the number of processes.
     """
 
-    def __init__(self, name: str, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, name: str, *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0
+    ) -> None:
         check_distributed(batch_size, rank, world_size, seed)
         if batch_size % world_size:
             raise TimError(

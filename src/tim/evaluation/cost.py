@@ -76,8 +76,11 @@ class CostConfig:
             raise TimError(f"unknown precision {self.precision!r}", "use fp32 or bf16")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise TimError(f"device {self.device!r} requested but CUDA is not available", "use --device cpu")
-        for name, value in (("batch_size (--batch-size)", self.batch_size), ("timed_steps (--timed-steps)", self.timed_steps),
-                            ("sampling_batch (--sampling-batch)", self.sampling_batch)):
+        for name, value in (
+            ("batch_size (--batch-size)", self.batch_size),
+            ("timed_steps (--timed-steps)", self.timed_steps),
+            ("sampling_batch (--sampling-batch)", self.sampling_batch),
+        ):
             if value < 1:
                 raise TimError(f"{name} = {value} is below 1", "pass a value of at least 1")
 
@@ -105,7 +108,9 @@ def build_network(config: CostConfig, backend: str, device: torch.device) -> nn.
         return build_model(config.model, **overrides).to(device)
 
 
-def _batch(model: nn.Module, batch_size: int, device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+def _batch(
+    model: nn.Module, batch_size: int, device: torch.device, generator: torch.Generator
+) -> tuple[torch.Tensor, dict]:
     """Synthetic data of the network's input shape (the cost does not depend on pixel values)."""
     cfg = model.config
     shape = (cfg.dim,) if hasattr(cfg, "dim") else (cfg.in_channels, cfg.input_size, cfg.input_size)
@@ -166,7 +171,9 @@ def _cpu_peak_memory(step: Callable[[], None]) -> int | None:
     try:  # private API (torch.profiler._memory_profiler): degrade to "unmeasured", never guess
         from torch.profiler._memory_profiler import Action
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+        ) as prof:
             step()
         live = peak = 0
         for _, action, _, size in prof._memory_profile().timeline:
@@ -208,8 +215,10 @@ def training_costs(config: CostConfig, backend: str, device: torch.device) -> di
     """
     steps = {variant: TrainingStep(config, variant, backend, device) for variant in VARIANTS}
     n = config.matmul_size
-    operands = {name: [torch.randn(n, n, device=device, dtype=dtype) for _ in range(2)]
-                for name, dtype in MATMUL_DTYPES.items()}
+    operands = {
+        name: [torch.randn(n, n, device=device, dtype=dtype) for _ in range(2)]
+        for name, dtype in MATMUL_DTYPES.items()
+    }
     for _ in range(config.warmup_steps):
         for step in steps.values():
             step()
@@ -222,16 +231,27 @@ def training_costs(config: CostConfig, backend: str, device: torch.device) -> di
             times[variant].append(time_call(step, device))
         for name, (a, b) in operands.items():
             matmul_times[name].append(time_call(lambda a=a, b=b: a @ b, device))
-    peaks = {name: {"size": n, "dtype": str(MATMUL_DTYPES[name]), "seconds_median": statistics.median(values),
-                    "flops_per_second": 2 * n**3 / statistics.median(values)} for name, values in matmul_times.items()}
+    peaks = {
+        name: {
+            "size": n,
+            "dtype": str(MATMUL_DTYPES[name]),
+            "seconds_median": statistics.median(values),
+            "flops_per_second": 2 * n**3 / statistics.median(values),
+        }
+        for name, values in matmul_times.items()
+    }
     results = {}
     for variant, step in steps.items():
         seconds = statistics.median(times[variant])
         flops = count_flops(step)
         step.optimizer.zero_grad(set_to_none=True)  # gradients are part of the step's peak, not its baseline
-        results[variant] = {"step_seconds_median": seconds, "step_seconds_all": times[variant],
-                            "peak_memory_bytes": peak_step_memory(step, device),
-                            "flops_per_step": flops, "achieved_flops_per_second": flops / seconds}
+        results[variant] = {
+            "step_seconds_median": seconds,
+            "step_seconds_all": times[variant],
+            "peak_memory_bytes": peak_step_memory(step, device),
+            "flops_per_step": flops,
+            "achieved_flops_per_second": flops / seconds,
+        }
     return results | {"ratios": cost_ratios(results), "matmul_peak": peaks}
 
 
@@ -240,20 +260,35 @@ def cost_ratios(results: dict) -> dict:
     base = results["flow_matching"]
     ratios = {}
     for variant in ("tim_dde", "tim_jvp"):
-        ratios[f"{variant}_time_vs_flow_matching"] = results[variant]["step_seconds_median"] / base["step_seconds_median"]
+        ratios[f"{variant}_time_vs_flow_matching"] = (
+            results[variant]["step_seconds_median"] / base["step_seconds_median"]
+        )
         if results[variant]["peak_memory_bytes"] and base["peak_memory_bytes"]:
-            ratios[f"{variant}_memory_vs_flow_matching"] = results[variant]["peak_memory_bytes"] / base["peak_memory_bytes"]
-    ratios["tim_dde_time_vs_tim_jvp"] = results["tim_dde"]["step_seconds_median"] / results["tim_jvp"]["step_seconds_median"]
+            ratios[f"{variant}_memory_vs_flow_matching"] = (
+                results[variant]["peak_memory_bytes"] / base["peak_memory_bytes"]
+            )
+    ratios["tim_dde_time_vs_tim_jvp"] = (
+        results["tim_dde"]["step_seconds_median"] / results["tim_jvp"]["step_seconds_median"]
+    )
     return ratios
 
 
 def cost_targets(ratios: dict) -> list[dict]:
     """The issue's cost targets, evaluated on the measured ratios."""
-    checks = [("TiM-DDE step time <= 1.75 x flow matching", "tim_dde_time_vs_flow_matching", 1.75),
-              ("TiM-DDE step time <= 0.8 x TiM-JVP", "tim_dde_time_vs_tim_jvp", 0.8),
-              ("TiM-DDE peak memory <= 1.15 x flow matching", "tim_dde_memory_vs_flow_matching", 1.15)]
-    return [{"target": text, "value": ratios.get(key), "threshold": limit,
-             "met": None if ratios.get(key) is None else ratios[key] <= limit} for text, key, limit in checks]
+    checks = [
+        ("TiM-DDE step time <= 1.75 x flow matching", "tim_dde_time_vs_flow_matching", 1.75),
+        ("TiM-DDE step time <= 0.8 x TiM-JVP", "tim_dde_time_vs_tim_jvp", 0.8),
+        ("TiM-DDE peak memory <= 1.15 x flow matching", "tim_dde_memory_vs_flow_matching", 1.15),
+    ]
+    return [
+        {
+            "target": text,
+            "value": ratios.get(key),
+            "threshold": limit,
+            "met": None if ratios.get(key) is None else ratios[key] <= limit,
+        }
+        for text, key, limit in checks
+    ]
 
 
 def sampling_costs(config: CostConfig, backend: str, device: torch.device) -> dict:
@@ -269,10 +304,15 @@ def sampling_costs(config: CostConfig, backend: str, device: torch.device) -> di
         per_steps = {}
         for steps in config.sampling_steps:
             seconds = time_call(lambda steps=steps: run(steps), device)
-            per_steps[str(steps)] = {"seconds_per_image": seconds / config.sampling_batch,
-                                     "achieved_flops_per_second": flops_per_step * steps / seconds}
-    return {"batch": config.sampling_batch, "flops_per_step_per_image": flops_per_step / config.sampling_batch,
-            "by_steps": per_steps}
+            per_steps[str(steps)] = {
+                "seconds_per_image": seconds / config.sampling_batch,
+                "achieved_flops_per_second": flops_per_step * steps / seconds,
+            }
+    return {
+        "batch": config.sampling_batch,
+        "flops_per_step_per_image": flops_per_step / config.sampling_batch,
+        "by_steps": per_steps,
+    }
 
 
 def run_cost(config: CostConfig, log: Callable[[str], None] = print) -> dict:
@@ -282,17 +322,33 @@ def run_cost(config: CostConfig, log: Callable[[str], None] = print) -> dict:
     device = torch.device(config.device)
     started = time.perf_counter()
     peak = matmul_peak(config, device)  # before the steps, kept for comparison with older reports
-    report = {"benchmark": "cost", "config": asdict(config), "machine": machine_info() | _device_name(device),
-              "matmul_peak": peak, "threads": torch.get_num_threads(), "backends": {}}
+    report = {
+        "benchmark": "cost",
+        "config": asdict(config),
+        "machine": machine_info() | _device_name(device),
+        "matmul_peak": peak,
+        "threads": torch.get_num_threads(),
+        "backends": {},
+    }
     for backend in config.attention_backends:
         training = training_costs(config, backend, device)
         sampling = sampling_costs(config, backend, device)
-        same_process = training["matmul_peak"][config.precision]["flops_per_second"]  # interleaved with the steps
+        same_process = training["matmul_peak"][config.precision][
+            "flops_per_second"
+        ]  # interleaved with the steps
         for variant in VARIANTS:
-            training[variant]["fraction_of_matmul_peak"] = training[variant]["achieved_flops_per_second"] / same_process
-        report["backends"][backend] = {"training": training, "sampling": sampling, "targets": cost_targets(training["ratios"])}
+            training[variant]["fraction_of_matmul_peak"] = (
+                training[variant]["achieved_flops_per_second"] / same_process
+            )
+        report["backends"][backend] = {
+            "training": training,
+            "sampling": sampling,
+            "targets": cost_targets(training["ratios"]),
+        }
         log(f"{backend}: {training['ratios']}")
-    report["parameters"] = sum(p.numel() for p in build_network(config, config.attention_backends[0], device).parameters())
+    report["parameters"] = sum(
+        p.numel() for p in build_network(config, config.attention_backends[0], device).parameters()
+    )
     report["wall_seconds"] = time.perf_counter() - started
     return report
 
@@ -308,23 +364,36 @@ def markdown_cost(report: dict) -> str:
         training = data["training"]
         peaks = training.get("matmul_peak", {})
         peak_text = ", ".join(f"{name} {row['flops_per_second'] / 1e9:.1f}" for name, row in peaks.items())
-        lines += [f"Attention backend `{backend}`, batch {report['config']['batch_size']}, {report['config']['precision']}"
-                  + (f"; same-process matmul peak (GFLOP/s, interleaved): {peak_text}" if peak_text else "") + ":", "",
-                  "| objective | step time (ms) | vs flow matching | peak memory (MiB) | vs flow matching | GFLOP/step | % of matmul peak |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"Attention backend `{backend}`, batch {report['config']['batch_size']}, {report['config']['precision']}"
+            + (f"; same-process matmul peak (GFLOP/s, interleaved): {peak_text}" if peak_text else "")
+            + ":",
+            "",
+            "| objective | step time (ms) | vs flow matching | peak memory (MiB) | vs flow matching | GFLOP/step | % of matmul peak |",
+            "|---|---|---|---|---|---|---|",
+        ]
         base = training["flow_matching"]
         for variant in VARIANTS:
             row = training[variant]
             memory = row["peak_memory_bytes"]
-            mem_ratio = f"{memory / base['peak_memory_bytes']:.2f}" if memory and base["peak_memory_bytes"] else "n/a"
-            lines.append(f"| {variant} | {1e3 * row['step_seconds_median']:.1f} | {row['step_seconds_median'] / base['step_seconds_median']:.2f} | "
-                         f"{memory / 2**20 if memory else float('nan'):.1f} | {mem_ratio} | {row['flops_per_step'] / 1e9:.2f} | "
-                         f"{100 * row['fraction_of_matmul_peak']:.1f} |")
+            mem_ratio = (
+                f"{memory / base['peak_memory_bytes']:.2f}" if memory and base["peak_memory_bytes"] else "n/a"
+            )
+            lines.append(
+                f"| {variant} | {1e3 * row['step_seconds_median']:.1f} | {row['step_seconds_median'] / base['step_seconds_median']:.2f} | "
+                f"{memory / 2**20 if memory else float('nan'):.1f} | {mem_ratio} | {row['flops_per_step'] / 1e9:.2f} | "
+                f"{100 * row['fraction_of_matmul_peak']:.1f} |"
+            )
         lines += ["", "| sampling steps | ms per image | GFLOP/s achieved |", "|---|---|---|"]
         for steps, row in data["sampling"]["by_steps"].items():
-            lines.append(f"| {steps} | {1e3 * row['seconds_per_image']:.3f} | {row['achieved_flops_per_second'] / 1e9:.1f} |")
+            lines.append(
+                f"| {steps} | {1e3 * row['seconds_per_image']:.3f} | {row['achieved_flops_per_second'] / 1e9:.1f} |"
+            )
         lines += ["", "| target | value | threshold | met |", "|---|---|---|---|"]
-        lines += [f"| {t['target']} | {_format(t['value'])} | {t['threshold']} | {t['met']} |" for t in data["targets"]]
+        lines += [
+            f"| {t['target']} | {_format(t['value'])} | {t['threshold']} | {t['met']} |"
+            for t in data["targets"]
+        ]
         lines.append("")
     return "\n".join(lines)
 

@@ -54,13 +54,17 @@ class DigitsClassifier(nn.Module):
         self.config = config
         width = config.width
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.GELU(),  # (N, w, 8, 8)
-            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),  # (N, w, 8, 8)
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.GELU(),  # (N, w, 8, 8)
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GELU(),  # (N, w, 8, 8)
             nn.AvgPool2d(2),  # (N, w, 4, 4)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GELU(),  # (N, 2w, 4, 4)
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.GELU(),  # (N, 2w, 4, 4)
             nn.AvgPool2d(2),  # (N, 2w, 2, 2)
             nn.Flatten(),  # (N, 8w)
-            nn.Linear(8 * width, config.feature_dim), nn.GELU(),  # (N, feature_dim)
+            nn.Linear(8 * width, config.feature_dim),
+            nn.GELU(),  # (N, feature_dim)
         )
         self.head = nn.Linear(config.feature_dim, config.num_classes)
 
@@ -106,12 +110,17 @@ def load_digits_classifier(path: str | Path | None = None) -> tuple[DigitsClassi
 
     path = Path(path) if path is not None else default_asset_path()
     if not path.is_file():
-        raise TimError(f"digits classifier weights not found at {path}", "run scripts/train_digits_classifier.py")
+        raise TimError(
+            f"digits classifier weights not found at {path}", "run scripts/train_digits_classifier.py"
+        )
     with safe_open(str(path), framework="pt") as handle:
         metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
     if "config" not in metadata:
-        raise TimError(f"{path} has no '{METADATA_KEY}' config metadata", "re-create it with scripts/train_digits_classifier.py")
+        raise TimError(
+            f"{path} has no '{METADATA_KEY}' config metadata",
+            "re-create it with scripts/train_digits_classifier.py",
+        )
     model = DigitsClassifier(DigitsClassifierConfig(**metadata["config"]))
     model.load_state_dict(tensors, strict=True)
     metadata["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -149,7 +158,10 @@ def _check_samples(samples: torch.Tensor, labels: torch.Tensor | None) -> None:
     if not torch.isfinite(samples).all():
         raise TimError("digits samples contain NaN or Inf", "check the model or sampler that produced them")
     if labels is not None and tuple(labels.shape) != (len(samples),):
-        raise TimError(f"labels have shape {tuple(labels.shape)}", f"pass one class index per sample, shape ({len(samples)},)")
+        raise TimError(
+            f"labels have shape {tuple(labels.shape)}",
+            f"pass one class index per sample, shape ({len(samples)},)",
+        )
 
 
 def evaluate_digits(
@@ -186,7 +198,9 @@ def evaluate_digits(
     model, metadata = _cached_classifier(path_key)
     reference_features, reference_name = _reference_features(path_key, reference)
     features = digits_features(model, samples)
-    kid, kid_std = kernel_distance(features, reference_features, subset_size=kid_subset_size, num_subsets=kid_subsets, seed=seed)
+    kid, kid_std = kernel_distance(
+        features, reference_features, subset_size=kid_subset_size, num_subsets=kid_subsets, seed=seed
+    )
     result = {
         "frechet_distance": frechet_distance(features, reference_features),
         "kid": kid,

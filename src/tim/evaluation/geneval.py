@@ -182,8 +182,16 @@ def detect_objects(image: np.ndarray) -> list[Detection]:
         top, left, bottom, right = rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
         shape, iou = classify_shape(mask[top:bottom, left:right])
         color = COLOR_NAMES[int(labels[rows[0], cols[0]]) - 1]
-        found.append(Detection(shape, color, area, (int(top), int(left), int(bottom), int(right)),
-                               (float(rows.mean()) + 0.5, float(cols.mean()) + 0.5), iou))
+        found.append(
+            Detection(
+                shape,
+                color,
+                area,
+                (int(top), int(left), int(bottom), int(right)),
+                (float(rows.mean()) + 0.5, float(cols.mean()) + 0.5),
+                iou,
+            )
+        )
     return found
 
 
@@ -201,8 +209,12 @@ def score_detections(detections: Sequence[Detection], spec: SceneSpec, size: int
         margin = RELATION_MARGIN_PX * max(1.0, size / 32)
         firsts = [d for d in detections if _matches(d, kinds[0])]
         seconds = [d for d in detections if _matches(d, kinds[1])]
-        return any(relation_holds(a.centroid, b.centroid, spec.relation, margin)
-                   for a in firsts for b in seconds if a is not b)
+        return any(
+            relation_holds(a.centroid, b.centroid, spec.relation, margin)
+            for a in firsts
+            for b in seconds
+            if a is not b
+        )
     # single_object, two_objects, colors, color_attr: every named kind at least once. For colors
     # GenEval checks the colour of the detected object of that class: the same test here.
     return all(any(_matches(d, kind) for d in detections) for kind in kinds)

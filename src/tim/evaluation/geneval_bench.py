@@ -83,15 +83,22 @@ class GenevalConfig:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise TimError(f"unknown methods {unknown or '(none)'}", f"choose from {', '.join(METHODS)}")
-        bounds = (("--train-steps", self.train_steps, 2), ("--batch-size", self.batch_size, 2),
-                  ("--sampling-steps", min(self.step_counts, default=0), 1), ("--per-category", self.per_category, 1),
-                  ("--heldout-per-category", self.heldout_per_category, 0), ("--num-images", self.num_images, 1),
-                  ("--seed", self.seed, 0))
+        bounds = (
+            ("--train-steps", self.train_steps, 2),
+            ("--batch-size", self.batch_size, 2),
+            ("--sampling-steps", min(self.step_counts, default=0), 1),
+            ("--per-category", self.per_category, 1),
+            ("--heldout-per-category", self.heldout_per_category, 0),
+            ("--num-images", self.num_images, 1),
+            ("--seed", self.seed, 0),
+        )
         for name, value, least in bounds:
             if value < least:
                 raise TimError(f"{name} {value} is below {least}", f"pass a value of at least {least}")
         if not self.guidance_scale >= 0:
-            raise TimError(f"--cfg {self.guidance_scale} is negative or not a number", "pass a scale >= 0 (1 = none)")
+            raise TimError(
+                f"--cfg {self.guidance_scale} is negative or not a number", "pass a scale >= 0 (1 = none)"
+            )
 
     @property
     def guidance_scales(self) -> tuple[float, ...]:
@@ -128,13 +135,26 @@ def run_config_dict(config: GenevalConfig, method: str) -> dict:
     return {
         "model": dict(config.model or SCENES_MODEL),
         "objective": {"name": method, **config.objective_options},
-        "data": {"name": "scenes", "text_encoder": "minilm", "max_text_length": TEXT_LENGTH,
-                 "num_images": config.num_images},
+        "data": {
+            "name": "scenes",
+            "text_encoder": "minilm",
+            "max_text_length": TEXT_LENGTH,
+            "num_images": config.num_images,
+        },
         "optim": {"lr": config.lr, "warmup_steps": min(100, steps // 10)},
         "ema": {"decay": config.ema_decay},
-        "train": {"steps": steps, "batch_size": config.batch_size, "seed": config.seed, "device": "cpu",
-                  "label_dropout": 0.1, "checkpoint_every": steps, "log_every": max(1, steps // 20),
-                  "progress": False, "keep_last": 1, "sample_every": 0},
+        "train": {
+            "steps": steps,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "device": "cpu",
+            "label_dropout": 0.1,
+            "checkpoint_every": steps,
+            "log_every": max(1, steps // 20),
+            "progress": False,
+            "keep_last": 1,
+            "sample_every": 0,
+        },
         "sample": {"steps": [1], "num": 0},
     }
 
@@ -144,8 +164,16 @@ def sampler_of(method: str) -> str:
     return "euler" if method == "flow_matching" else "transition"
 
 
-def generate(model: torch.nn.Module, cond: dict, steps: int, noise: torch.Tensor, *, guidance_scale: float = 1.0,
-             method: str = "transition", batch_size: int = 256) -> tuple[torch.Tensor, int]:
+def generate(
+    model: torch.nn.Module,
+    cond: dict,
+    steps: int,
+    noise: torch.Tensor,
+    *,
+    guidance_scale: float = 1.0,
+    method: str = "transition",
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, int]:
     """Samples of a text model for encoded prompts: ((N, C, H, W) in [-1, 1], NFE per image).
 
     Args:
@@ -164,16 +192,31 @@ def generate(model: torch.nn.Module, cond: dict, steps: int, noise: torch.Tensor
         part = {key: value[start : start + batch_size] for key, value in cond.items()}
         uncond = model.null_cond(part) if guidance_scale != 1.0 else None
         with torch.no_grad():
-            result = sample(model, noise[start : start + batch_size], steps=steps, cond=part, uncond=uncond,
-                            guidance_scale=guidance_scale, method=method)
+            result = sample(
+                model,
+                noise[start : start + batch_size],
+                steps=steps,
+                cond=part,
+                uncond=uncond,
+                guidance_scale=guidance_scale,
+                method=method,
+            )
         outputs.append(result.x)
         nfe = result.nfe
     return torch.cat(outputs), nfe
 
 
-def score_steps(model: torch.nn.Module, encoder: Any, specs: Sequence, step_counts: Sequence[int], *,
-                guidance_scale: float = 1.0, method: str = "transition", noise_seed: int = EVAL_NOISE_SEED,
-                keep: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, dict]:
+def score_steps(
+    model: torch.nn.Module,
+    encoder: Any,
+    specs: Sequence,
+    step_counts: Sequence[int],
+    *,
+    guidance_scale: float = 1.0,
+    method: str = "transition",
+    noise_seed: int = EVAL_NOISE_SEED,
+    keep: Callable[[int, torch.Tensor], None] | None = None,
+) -> dict[str, dict]:
     """GenEval scores of one model on ``specs`` at every step count, from the same noise.
 
     Returns:
@@ -192,7 +235,9 @@ def score_steps(model: torch.nn.Module, encoder: Any, specs: Sequence, step_coun
         if keep is not None:
             keep(steps, x)
         rows[str(steps)] = {key: round(value, 4) for key, value in score_images(x, specs).items()} | {
-            "nfe": nfe, "seconds": round(seconds, 2)}
+            "nfe": nfe,
+            "seconds": round(seconds, 2),
+        }
     return rows
 
 
@@ -208,7 +253,9 @@ def load_scene_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
     return model.eval(), encoder
 
 
-def train_or_reuse(config: GenevalConfig, method: str, runs_dir: Path, log: Callable[[str], None]) -> tuple[Path, float]:
+def train_or_reuse(
+    config: GenevalConfig, method: str, runs_dir: Path, log: Callable[[str], None]
+) -> tuple[Path, float]:
     """Train one method (or reuse a finished run with the identical config); returns (run_dir, seconds)."""
     from tim.training import config_from_dict, train
 
@@ -230,10 +277,20 @@ def evaluate_method(config: GenevalConfig, method: str, run_dir: Path, log: Call
         specs = eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category)
         results[split] = {}
         for scale in config.guidance_scales:
-            rows = score_steps(model, encoder, specs, config.step_counts, guidance_scale=scale,
-                               method=sampler_of(method), noise_seed=EVAL_NOISE_SEED + config.seed)
+            rows = score_steps(
+                model,
+                encoder,
+                specs,
+                config.step_counts,
+                guidance_scale=scale,
+                method=sampler_of(method),
+                noise_seed=EVAL_NOISE_SEED + config.seed,
+            )
             results[split][str(scale)] = rows
-            log(f"{method} {split} cfg {scale:g}: " + " ".join(f"{k}:{v['overall']:.2f}" for k, v in rows.items()))
+            log(
+                f"{method} {split} cfg {scale:g}: "
+                + " ".join(f"{k}:{v['overall']:.2f}" for k, v in rows.items())
+            )
     return results
 
 
@@ -241,11 +298,18 @@ def check_targets(results: dict, config: GenevalConfig) -> list[dict]:
     """Issue 10's targets on the seen prompts, for every guidance scale evaluated."""
     targets = []
     for scale in map(str, config.guidance_scales):
-        curve = {int(k): v["overall"] for k, v in results.get("tim", {}).get("seen", {}).get(scale, {}).items()}
+        curve = {
+            int(k): v["overall"] for k, v in results.get("tim", {}).get("seen", {}).get(scale, {}).items()
+        }
         if not curve:
             continue
-        row = lambda name, value, threshold, met: {"target": name, "guidance_scale": float(scale),  # noqa: E731
-                                                    "value": round(value, 4), "threshold": threshold, "met": bool(met)}
+        row = lambda name, value, threshold, met: {
+            "target": name,
+            "guidance_scale": float(scale),  # noqa: E731
+            "value": round(value, 4),
+            "threshold": threshold,
+            "met": bool(met),
+        }
         if 1 in curve:
             targets.append(row("TiM >= 0.70 at 1 NFE", curve[1], 0.70, curve[1] >= 0.70))
         if 8 in curve:
@@ -261,20 +325,32 @@ def check_targets(results: dict, config: GenevalConfig) -> list[dict]:
     return targets
 
 
-def train_and_evaluate(config: GenevalConfig, method: str, runs_dir: Path, threads: int = 0,
-                       log: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+def train_and_evaluate(
+    config: GenevalConfig,
+    method: str,
+    runs_dir: Path,
+    threads: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict, dict]:
     """One method: train or reuse, then score; returns (results, timings). Picklable for worker processes."""
     if threads > 0:
         torch.set_num_threads(threads)
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))  # stdout carries the JSON report
+    log = log or (
+        lambda message: print(message, file=sys.stderr, flush=True)
+    )  # stdout carries the JSON report
     run_dir, train_seconds = train_or_reuse(config, method, runs_dir, log)
     started = time.perf_counter()
     results = evaluate_method(config, method, run_dir, log)
-    return results, {"train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
-                     "run_dir": str(run_dir)}
+    return results, {
+        "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        "run_dir": str(run_dir),
+    }
 
 
-def run_geneval(config: GenevalConfig, out_dir: str | Path, *, log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+def run_geneval(
+    config: GenevalConfig, out_dir: str | Path, *, log: Callable[[str], None] = print, jobs: int = 1
+) -> dict:
     """Train, sample and score every method; write ``geneval.json``, ``geneval.md`` and ``geneval.png``.
 
     Args:
@@ -300,17 +376,30 @@ def run_geneval(config: GenevalConfig, out_dir: str | Path, *, log: Callable[[st
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(jobs, len(config.methods)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {m: pool.submit(train_and_evaluate, config, m, out_dir / "runs", 1) for m in config.methods}
+        with ProcessPoolExecutor(
+            min(jobs, len(config.methods)), mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = {
+                m: pool.submit(train_and_evaluate, config, m, out_dir / "runs", 1) for m in config.methods
+            }
             for method, future in futures.items():
                 results[method], timings[method] = future.result()
                 log(f"{method}: {timings[method]}")
     report = {
-        "benchmark": "geneval", "config": asdict(config), "model": config.model or SCENES_MODEL,
-        "machine": machine_info(), "results": results, "targets": check_targets(results, config),
-        "timings": timings, "wall_seconds": round(time.perf_counter() - started, 1),
-        "prompts": {split: len(eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category))
-                    for split in config.splits},
+        "benchmark": "geneval",
+        "config": asdict(config),
+        "model": config.model or SCENES_MODEL,
+        "machine": machine_info(),
+        "results": results,
+        "targets": check_targets(results, config),
+        "timings": timings,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "prompts": {
+            split: len(
+                eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category)
+            )
+            for split in config.splits
+        },
     }
     write_atomic(out_dir / "geneval.json", json.dumps(report, indent=1))
     write_atomic(out_dir / "geneval.md", markdown_report(report, config))
@@ -329,25 +418,43 @@ def markdown_report(report: dict, config: GenevalConfig) -> str:
     from tim.data.scenes import CATEGORIES
 
     counts = [str(s) for s in config.step_counts]
-    lines = [f"Machine: {report['machine']}", "", "**GenEval overall** by number of sampling steps", "",
-             "| method | prompts | CFG | " + " | ".join(counts) + " |", "|---|---|---|" + "---|" * len(counts)]
+    lines = [
+        f"Machine: {report['machine']}",
+        "",
+        "**GenEval overall** by number of sampling steps",
+        "",
+        "| method | prompts | CFG | " + " | ".join(counts) + " |",
+        "|---|---|---|" + "---|" * len(counts),
+    ]
     for method, by_split in report["results"].items():
         for split, by_scale in by_split.items():
             for scale, rows in by_scale.items():
-                lines.append(f"| {method} | {split} | {scale} | " + " | ".join(f"{rows[c]['overall']:.3f}" for c in counts) + " |")
+                lines.append(
+                    f"| {method} | {split} | {scale} | "
+                    + " | ".join(f"{rows[c]['overall']:.3f}" for c in counts)
+                    + " |"
+                )
     for steps in [c for c in ("1", "8") if c in counts]:
-        lines += ["", f"**Per category at {steps} step{'s' if steps != '1' else ''}**", "",
-                  "| method | prompts | CFG | overall | " + " | ".join(CATEGORIES) + " |",
-                  "|---|---|---|---|" + "---|" * len(CATEGORIES)]
+        lines += [
+            "",
+            f"**Per category at {steps} step{'s' if steps != '1' else ''}**",
+            "",
+            "| method | prompts | CFG | overall | " + " | ".join(CATEGORIES) + " |",
+            "|---|---|---|---|" + "---|" * len(CATEGORIES),
+        ]
         for method, by_split in report["results"].items():
             for split, by_scale in by_split.items():
                 for scale, rows in by_scale.items():
                     row = rows[steps]
                     cells = [f"{row[c]:.2f}" if c in row else "-" for c in CATEGORIES]
-                    lines.append(f"| {method} | {split} | {scale} | {row['overall']:.3f} | " + " | ".join(cells) + " |")
+                    lines.append(
+                        f"| {method} | {split} | {scale} | {row['overall']:.3f} | " + " | ".join(cells) + " |"
+                    )
     lines += ["", "| target (seen prompts) | CFG | value | threshold | met |", "|---|---|---|---|---|"]
-    lines += [f"| {t['target']} | {t['guidance_scale']:g} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
-              for t in report["targets"]]
+    lines += [
+        f"| {t['target']} | {t['guidance_scale']:g} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
+        for t in report["targets"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -364,7 +471,12 @@ def plot_geneval(report: dict, config: GenevalConfig, path: Path) -> None:
     for axis, (split, scale) in zip(axes[0], panels):
         for method, by_split in report["results"].items():
             rows = by_split[split][scale]
-            axis.plot(config.step_counts, [rows[str(s)]["overall"] for s in config.step_counts], marker="o", label=method)
+            axis.plot(
+                config.step_counts,
+                [rows[str(s)]["overall"] for s in config.step_counts],
+                marker="o",
+                label=method,
+            )
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
         axis.set_ylim(0, 1)

@@ -80,7 +80,9 @@ class InceptionB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch3x3(x), branch3x3dbl, functional.max_pool2d(x, kernel_size=3, stride=2)], 1)
+        return torch.cat(
+            [self.branch3x3(x), branch3x3dbl, functional.max_pool2d(x, kernel_size=3, stride=2)], 1
+        )
 
 
 class InceptionC(nn.Module):
@@ -148,7 +150,9 @@ class InceptionE(nn.Module):
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], 1)
         # FID variant: the last block max-pools (a quirk of the TF graph), the one before averages.
-        pooled = functional.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
+        pooled = (
+            functional.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _avg_pool(x)
+        )
         return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, self.branch_pool(pooled)], 1)
 
 
@@ -165,7 +169,11 @@ class FIDInceptionV3(nn.Module):
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
         self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
         self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
-        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
+        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = (
+            InceptionA(192, 32),
+            InceptionA(256, 64),
+            InceptionA(288, 64),
+        )
         self.Mixed_6a = InceptionB(288)
         self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
         self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
@@ -187,8 +195,19 @@ class FIDInceptionV3(nn.Module):
         x = functional.max_pool2d(x, kernel_size=3, stride=2)  # (N, 64, 73, 73)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # (N, 192, 71, 71)
         x = functional.max_pool2d(x, kernel_size=3, stride=2)  # (N, 192, 35, 35)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)  # ... (N, 2048, 8, 8)
         return functional.adaptive_avg_pool2d(x, 1).flatten(1)  # (N, 2048)
 
@@ -203,7 +222,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         return read_safetensors(path)[0]
     state = torch_load_weights_only(path)  # never unpickle arbitrary objects
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise TimError(f"{path} is not a flat state dict of tensors", "pass the pytorch-fid pt_inception weights")
+        raise TimError(
+            f"{path} is not a flat state dict of tensors", "pass the pytorch-fid pt_inception weights"
+        )
     return state
 
 
@@ -215,7 +236,10 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     """
     path = Path(path)
     if not path.is_file():
-        raise TimError(f"Inception weights not found at {path}", "download pt_inception-2015-12-05 weights yourself and pass the local file")
+        raise TimError(
+            f"Inception weights not found at {path}",
+            "download pt_inception-2015-12-05 weights yourself and pass the local file",
+        )
     state = _read_state_dict(path)
     model = FIDInceptionV3()
     expected = model.state_dict()
@@ -223,8 +247,11 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
-        raise TimError(f"{path} does not match the FID Inception-v3 layout (missing {missing[:3]}, unexpected "
-                       f"{unexpected[:3]}, wrong shape {wrong[:3]})", "pass the pytorch-fid pt_inception-2015-12-05 weights")
+        raise TimError(
+            f"{path} does not match the FID Inception-v3 layout (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, wrong shape {wrong[:3]})",
+            "pass the pytorch-fid pt_inception-2015-12-05 weights",
+        )
     model.load_state_dict({**expected, **state}, strict=True)
     return model.eval().requires_grad_(False)
 
@@ -244,18 +271,29 @@ def load_reference_stats(path: str | Path) -> GaussianStats:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data or "sigma" not in data:
-                raise TimError(f"{path} has no 'mu' and 'sigma' arrays", "pass FID reference statistics (.npz with mu, sigma)")
+                raise TimError(
+                    f"{path} has no 'mu' and 'sigma' arrays",
+                    "pass FID reference statistics (.npz with mu, sigma)",
+                )
             count = int(data["count"]) if "count" in data else -1
             return GaussianStats(data["mu"].astype(np.float64), data["sigma"].astype(np.float64), count)
     except TimError:
         raise
     except (OSError, ValueError, EOFError) as error:  # missing, empty, not an .npz, or pickled object arrays
-        raise TimError(f"cannot read reference statistics {path} ({first_line(error)})",
-                       "pass an .npz with float arrays mu and sigma (pickles are never loaded)") from None
+        raise TimError(
+            f"cannot read reference statistics {path} ({first_line(error)})",
+            "pass an .npz with float arrays mu and sigma (pickles are never loaded)",
+        ) from None
 
 
-def compute_fid(samples: Tensor, reference: Tensor | str | Path, weights: str | Path, *, reference_name: str = "",
-                batch_size: int = 50) -> dict:
+def compute_fid(
+    samples: Tensor,
+    reference: Tensor | str | Path,
+    weights: str | Path,
+    *,
+    reference_name: str = "",
+    batch_size: int = 50,
+) -> dict:
     """FID of ``samples`` against reference images or a reference-statistics .npz.
 
     Args:
@@ -278,7 +316,8 @@ def compute_fid(samples: Tensor, reference: Tensor | str | Path, weights: str | 
         reference_name = reference_name or f"statistics file {Path(reference).name}"
     return {
         "fid": frechet_distance_from_stats(stats.mu, stats.sigma, reference_stats.mu, reference_stats.sigma),
-        "num_samples": stats.count, "num_reference": reference_stats.count,
+        "num_samples": stats.count,
+        "num_reference": reference_stats.count,
         "feature_extractor": f"FID Inception-v3 pool3 (2048-d, bilinear 299x299), weights {Path(weights).name}",
         "reference_set": reference_name,
     }

@@ -60,7 +60,9 @@ class GaussianStats:
 def gaussian_stats(features: np.ndarray | torch.Tensor) -> GaussianStats:
     """Mean and unbiased covariance of ``features`` of shape (N, D), N >= 2."""
     array = _as_features(features, "features")
-    return GaussianStats(array.mean(axis=0), np.cov(array, rowvar=False).reshape(array.shape[1], -1), len(array))
+    return GaussianStats(
+        array.mean(axis=0), np.cov(array, rowvar=False).reshape(array.shape[1], -1), len(array)
+    )
 
 
 def _symmetric_sqrt(matrix: np.ndarray) -> np.ndarray:
@@ -90,7 +92,10 @@ def frechet_distance_from_stats(
     mu_1, mu_2 = _as_float64(mu_1, "mu_1"), _as_float64(mu_2, "mu_2")
     sigma_1, sigma_2 = _as_float64(sigma_1, "sigma_1"), _as_float64(sigma_2, "sigma_2")
     if mu_1.shape != mu_2.shape or sigma_1.shape != sigma_2.shape or sigma_1.shape != mu_1.shape * 2:
-        raise TimError("Fréchet distance statistics have mismatched shapes", "compute both from the same feature extractor")
+        raise TimError(
+            "Fréchet distance statistics have mismatched shapes",
+            "compute both from the same feature extractor",
+        )
     root_1 = _symmetric_sqrt(sigma_1)
     eigenvalues = np.linalg.eigvalsh(root_1 @ sigma_2 @ root_1)
     trace_sqrt = np.sqrt(np.clip(eigenvalues, 0.0, None)).sum()
@@ -153,7 +158,9 @@ def kernel_distance(
     """
     a, b = _as_features(features_1, "features_1"), _as_features(features_2, "features_2")
     if a.shape[1] != b.shape[1]:
-        raise TimError("KID feature sets have different dimensions", "use the same feature extractor for both")
+        raise TimError(
+            "KID feature sets have different dimensions", "use the same feature extractor for both"
+        )
     if subset_size is None or (len(a) <= subset_size and len(b) <= subset_size):
         return mmd2_unbiased(a, b), 0.0
     size = min(subset_size, len(a), len(b))

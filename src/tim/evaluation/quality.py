@@ -37,7 +37,14 @@ STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # the issue's grid
 # Default digits network: the TiM-digits preset narrowed (width 64, depth 3) and with 4x4 patches
 # (4 tokens instead of 16, ~3x cheaper on CPU) so that three methods x two seeds train and are
 # scored within the ~20 min budget of the default run on the 2-core machine (docs/benchmarks.md).
-DIGITS_MODEL = {"preset": "TiM-digits", "hidden_size": 64, "depth": 3, "num_heads": 4, "modulation_rank": 32, "patch_size": 4}
+DIGITS_MODEL = {
+    "preset": "TiM-digits",
+    "hidden_size": 64,
+    "depth": 3,
+    "num_heads": 4,
+    "modulation_rank": 32,
+    "patch_size": 4,
+}
 TOY_MODEL = {"preset": "MLP-toy", "hidden_size": 128, "depth": 3}
 SAMPLE_NOISE_SEED = 10_000  # evaluation noise seed offset: disjoint from every training stream
 # TiM's objective on 2-D toys: plain MSE, the recipe of the ``toy2d`` run preset. The image recipe's
@@ -86,19 +93,27 @@ class QualityConfig:
 
     def __post_init__(self) -> None:
         if self.dataset != "digits" and self.dataset not in TOY_NAMES:
-            raise TimError(f"unknown quality dataset {self.dataset!r}", f"use 'digits' or one of {', '.join(TOY_NAMES)}")
+            raise TimError(
+                f"unknown quality dataset {self.dataset!r}", f"use 'digits' or one of {', '.join(TOY_NAMES)}"
+            )
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise TimError(f"unknown methods {unknown or '(none)'}", f"choose from {', '.join(METHODS)}")
-        lower_bounds = (("sampling step count (--sampling-steps)", min(self.step_counts, default=0), 1),
-                        ("number of seeds (--seeds)", len(self.seeds), 1), ("train_steps (--train-steps)", self.train_steps, 2),
-                        ("batch_size (--batch-size)", self.batch_size, 2), ("num_samples (--num-samples)", self.num_samples, 2))
+        lower_bounds = (
+            ("sampling step count (--sampling-steps)", min(self.step_counts, default=0), 1),
+            ("number of seeds (--seeds)", len(self.seeds), 1),
+            ("train_steps (--train-steps)", self.train_steps, 2),
+            ("batch_size (--batch-size)", self.batch_size, 2),
+            ("num_samples (--num-samples)", self.num_samples, 2),
+        )
         for name, value, least in lower_bounds:
             if value < least:
                 raise TimError(f"{name} = {value} is below {least}", f"pass a value of at least {least}")
         if not self.guidance_scale >= 0:  # also catches NaN
-            raise TimError(f"guidance_scale (--cfg) = {self.guidance_scale} is negative or not a number",
-                           "pass a guidance scale >= 0 (1 = no guidance)")
+            raise TimError(
+                f"guidance_scale (--cfg) = {self.guidance_scale} is negative or not a number",
+                "pass a guidance scale >= 0 (1 = no guidance)",
+            )
 
     @property
     def is_toy(self) -> bool:
@@ -133,15 +148,23 @@ def run_config_dict(config: QualityConfig, method: str, seed: int) -> dict:
         "optim": {"lr": config.lr, "warmup_steps": min(100, steps // 10)},
         "ema": {"decay": config.ema_decay},
         "train": {
-            "steps": steps, "batch_size": config.batch_size, "seed": seed, "device": "cpu",
-            "label_dropout": 0.0 if config.is_toy else 0.1, "checkpoint_every": steps,
-            "log_every": max(1, steps // 10), "progress": False, "keep_last": 1,
+            "steps": steps,
+            "batch_size": config.batch_size,
+            "seed": seed,
+            "device": "cpu",
+            "label_dropout": 0.0 if config.is_toy else 0.1,
+            "checkpoint_every": steps,
+            "log_every": max(1, steps // 10),
+            "progress": False,
+            "keep_last": 1,
         },
         "sample": {"steps": [1], "num": 16},
     }
 
 
-def train_or_reuse(config: QualityConfig, method: str, seed: int, runs_dir: Path) -> tuple[torch.nn.Module, float]:
+def train_or_reuse(
+    config: QualityConfig, method: str, seed: int, runs_dir: Path
+) -> tuple[torch.nn.Module, float]:
     """Train one run (or reuse a finished one with the identical config); returns (EMA model, seconds)."""
     from tim.training import config_from_dict, load_run, train
 
@@ -155,7 +178,9 @@ def train_or_reuse(config: QualityConfig, method: str, seed: int, runs_dir: Path
     return model, time.perf_counter() - started
 
 
-def _conditions(model: torch.nn.Module, config: QualityConfig) -> tuple[dict, dict | None, torch.Tensor | None]:
+def _conditions(
+    model: torch.nn.Module, config: QualityConfig
+) -> tuple[dict, dict | None, torch.Tensor | None]:
     if config.is_toy:
         return {}, None, None
     labels = torch.arange(config.num_samples) % model.config.num_classes  # balanced classes
@@ -176,20 +201,31 @@ def _score(config: QualityConfig, x: torch.Tensor, labels: torch.Tensor | None) 
     return evaluate_digits(x, labels)
 
 
-def evaluate_run(model: torch.nn.Module, config: QualityConfig, method: str, seed: int) -> dict[str, dict[str, dict]]:
+def evaluate_run(
+    model: torch.nn.Module, config: QualityConfig, method: str, seed: int
+) -> dict[str, dict[str, dict]]:
     """Scores of one trained model: ``{guidance_scale: {steps: metrics}}`` (string keys, JSON-ready)."""
     from tim.samplers import sample
 
     shape = (2,) if config.is_toy else (1, 8, 8)
-    noise = torch.randn((config.num_samples, *shape), generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED + seed))
+    noise = torch.randn(
+        (config.num_samples, *shape), generator=torch.Generator().manual_seed(SAMPLE_NOISE_SEED + seed)
+    )
     cond, uncond, labels = _conditions(model, config)
     sampler = "euler" if method == "flow_matching" else "transition"
     results: dict[str, dict[str, dict]] = {}
     for scale in config.guidance_scales:
         results[str(scale)] = {}
         for steps in config.step_counts:
-            out = sample(model, noise, steps=steps, cond=cond, uncond=uncond if scale != 1.0 else None,
-                         guidance_scale=scale, method=sampler)
+            out = sample(
+                model,
+                noise,
+                steps=steps,
+                cond=cond,
+                uncond=uncond if scale != 1.0 else None,
+                guidance_scale=scale,
+                method=sampler,
+            )
             results[str(scale)][str(steps)] = _score(config, out.x, labels) | {"nfe": out.nfe}
     return results
 
@@ -200,7 +236,13 @@ def summarise(values: list[float | None]) -> dict:
     if not finite:
         return {"mean": None, "std": None, "min": None, "max": None, "values": values}
     std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-    return {"mean": float(np.mean(finite)), "std": std, "min": min(finite), "max": max(finite), "values": values}
+    return {
+        "mean": float(np.mean(finite)),
+        "std": std,
+        "min": min(finite),
+        "max": max(finite),
+        "values": values,
+    }
 
 
 def aggregate(per_seed: dict[str, list[dict]], config: QualityConfig, metrics: tuple[str, ...]) -> dict:
@@ -212,43 +254,73 @@ def aggregate(per_seed: dict[str, list[dict]], config: QualityConfig, metrics: t
             table[method][scale] = {}
             for steps in map(str, config.step_counts):
                 cells = [run[scale][steps] for run in runs]
-                table[method][scale][steps] = {name: summarise([cell.get(name) for cell in cells]) for name in metrics}
+                table[method][scale][steps] = {
+                    name: summarise([cell.get(name) for cell in cells]) for name in metrics
+                }
     return table
 
 
 def check_targets(table: dict, config: QualityConfig, scale: str = "1.0") -> list[dict]:
     """The issue's quality targets, evaluated on seed means of the headline metric (lower = better)."""
-    mean = lambda method, steps: table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
+    mean = lambda method, steps: (
+        table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
+    )
     counts = list(config.step_counts)
     results = []
     tim_1, fm_last = mean("tim", counts[0]), mean("flow_matching", counts[-1])
     if tim_1 is not None and fm_last is not None:
-        results.append({"target": f"TiM at {counts[0]} step <= 1.25 x flow matching at {counts[-1]} steps",
-                        "value": tim_1 / fm_last, "threshold": 1.25, "met": tim_1 <= 1.25 * fm_last})
+        results.append(
+            {
+                "target": f"TiM at {counts[0]} step <= 1.25 x flow matching at {counts[-1]} steps",
+                "value": tim_1 / fm_last,
+                "threshold": 1.25,
+                "met": tim_1 <= 1.25 * fm_last,
+            }
+        )
     tim_curve = [mean("tim", steps) for steps in counts]
     if all(value is not None for value in tim_curve):
         ratios = [b / a for a, b in itertools.pairwise(tim_curve)]
-        results.append({"target": "TiM non-increasing in steps (each value <= 1.05 x the previous)",
-                        "value": max(ratios, default=1.0), "threshold": 1.05, "met": max(ratios, default=1.0) <= 1.05})
+        results.append(
+            {
+                "target": "TiM non-increasing in steps (each value <= 1.05 x the previous)",
+                "value": max(ratios, default=1.0),
+                "threshold": 1.05,
+                "met": max(ratios, default=1.0) <= 1.05,
+            }
+        )
     pairs = [(mean("tim", s), mean("meanflow", s)) for s in counts if s >= 8]
     if pairs and all(a is not None and b is not None for a, b in pairs):
         worst = max(a / b for a, b in pairs)
-        results.append({"target": "TiM better than MeanFlow at every step count >= 8",
-                        "value": worst, "threshold": 1.0, "met": worst < 1.0})
+        results.append(
+            {
+                "target": "TiM better than MeanFlow at every step count >= 8",
+                "value": worst,
+                "threshold": 1.0,
+                "met": worst < 1.0,
+            }
+        )
     return [result | {"metric": config.metric, "guidance_scale": float(scale)} for result in results]
 
 
-def train_and_evaluate(config: QualityConfig, method: str, seed: int, runs_dir: Path, threads: int = 0) -> tuple[dict, dict]:
+def train_and_evaluate(
+    config: QualityConfig, method: str, seed: int, runs_dir: Path, threads: int = 0
+) -> tuple[dict, dict]:
     """One (method, seed) cell: train or reuse, then score; returns (scores, timing). Picklable for worker processes."""
     if threads > 0:
         torch.set_num_threads(threads)
     model, train_seconds = train_or_reuse(config, method, seed, runs_dir)
     started = time.perf_counter()
     scores = evaluate_run(model, config, method, seed)
-    return scores, {"seed": seed, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started}
+    return scores, {
+        "seed": seed,
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - started,
+    }
 
 
-def _run_cells(config: QualityConfig, runs_dir: Path, jobs: int, log: Callable[[str], None]) -> dict[tuple[str, int], tuple[dict, dict]]:
+def _run_cells(
+    config: QualityConfig, runs_dir: Path, jobs: int, log: Callable[[str], None]
+) -> dict[tuple[str, int], tuple[dict, dict]]:
     """Every (method, seed) cell, sequentially or in ``jobs`` worker processes (one thread each)."""
     cells = [(method, seed) for method in config.methods for seed in config.seeds]
     results = {}
@@ -269,7 +341,10 @@ def _run_cells(config: QualityConfig, runs_dir: Path, jobs: int, log: Callable[[
 
 
 def run_quality(
-    config: QualityConfig, out_dir: str | Path, log: Callable[[str], None] = print, runs_dir: str | Path | None = None,
+    config: QualityConfig,
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    runs_dir: str | Path | None = None,
     jobs: int = 1,
 ) -> dict:
     """Train, sample and score every (method, seed); write ``quality.json``, ``quality.md``, ``quality.png``.
@@ -291,14 +366,28 @@ def run_quality(
     cells = _run_cells(config, Path(runs_dir or out_dir / "runs"), jobs, log)
     per_seed = {method: [cells[(method, seed)][0] for seed in config.seeds] for method in config.methods}
     timings = {method: [cells[(method, seed)][1] for seed in config.seeds] for method in config.methods}
-    metrics = ("energy_distance", "sliced_wasserstein") if config.is_toy else ("frechet_distance", "kid", "class_accuracy")
+    metrics = (
+        ("energy_distance", "sliced_wasserstein")
+        if config.is_toy
+        else ("frechet_distance", "kid", "class_accuracy")
+    )
     table = aggregate(per_seed, config, metrics)
     first = per_seed[config.methods[0]][0]["1.0"][str(config.step_counts[0])]
     report = {
-        "benchmark": "quality", "config": asdict(config) | {"model": config.model or (TOY_MODEL if config.is_toy else DIGITS_MODEL)},
+        "benchmark": "quality",
+        "config": asdict(config) | {"model": config.model or (TOY_MODEL if config.is_toy else DIGITS_MODEL)},
         "objectives": {method: objective_dict(config, method) for method in config.methods},
-        "metric": config.metric, "labels": {key: first.get(key) for key in ("feature_extractor", "reference_set", "num_samples", "num_reference")},
-        "machine": machine_info(), "jobs": jobs, "results": table, "targets": [], "per_seed": per_seed, "timings": timings,
+        "metric": config.metric,
+        "labels": {
+            key: first.get(key)
+            for key in ("feature_extractor", "reference_set", "num_samples", "num_reference")
+        },
+        "machine": machine_info(),
+        "jobs": jobs,
+        "results": table,
+        "targets": [],
+        "per_seed": per_seed,
+        "timings": timings,
     }
     for scale in map(str, config.guidance_scales):
         report["targets"] += check_targets(table, config, scale)
@@ -323,8 +412,13 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass  # not Linux: keep platform's answer
-    return {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def _cell(summary: dict, digits: int = 3) -> str:
@@ -337,18 +431,32 @@ def markdown_report(report: dict, config: QualityConfig) -> str:
     """Markdown tables (one per metric): rows = method x guidance, columns = step counts; plus targets."""
     counts = [str(steps) for steps in config.step_counts]
     digits = 4 if config.is_toy else 3  # toy distances of good samples are ~1e-3: 3 decimals would hide them
-    lines = [f"Labels: {report['labels']}", "", f"Objectives (options beyond each method's defaults): {report.get('objectives')}", ""]
+    lines = [
+        f"Labels: {report['labels']}",
+        "",
+        f"Objectives (options beyond each method's defaults): {report.get('objectives')}",
+        "",
+    ]
     for name in next(iter(next(iter(report["results"].values())).values()))[counts[0]]:
-        lines += [f"**{name}** by number of sampling steps (mean ± std over seeds {list(config.seeds)})", "",
-                  "| method | CFG | " + " | ".join(counts) + " |",
-                  "|---|---|" + "---|" * len(counts)]
+        lines += [
+            f"**{name}** by number of sampling steps (mean ± std over seeds {list(config.seeds)})",
+            "",
+            "| method | CFG | " + " | ".join(counts) + " |",
+            "|---|---|" + "---|" * len(counts),
+        ]
         for method, by_scale in report["results"].items():
             for scale, row in by_scale.items():
-                lines.append(f"| {method} | {scale} | " + " | ".join(_cell(row[c][name], digits) for c in counts) + " |")
+                lines.append(
+                    f"| {method} | {scale} | "
+                    + " | ".join(_cell(row[c][name], digits) for c in counts)
+                    + " |"
+                )
         lines.append("")
     lines += ["| target | CFG | value | threshold | met |", "|---|---|---|---|---|"]
-    lines += [f"| {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
-              for t in report["targets"]]
+    lines += [
+        f"| {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
+        for t in report["targets"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -365,7 +473,11 @@ def plot_quality(report: dict, config: QualityConfig, path: Path) -> None:
     for axis, scale in zip(axes[0], scales):
         for method, by_scale in report["results"].items():
             rows = [by_scale[scale][str(steps)][config.metric] for steps in config.step_counts]
-            points = [(s, r["mean"], r["min"], r["max"]) for s, r in zip(config.step_counts, rows) if r["mean"] is not None]
+            points = [
+                (s, r["mean"], r["min"], r["max"])
+                for s, r in zip(config.step_counts, rows)
+                if r["mean"] is not None
+            ]
             if not points:
                 continue
             steps, mean, low, high = map(np.array, zip(*points))

@@ -39,7 +39,9 @@ def evaluate_toy(
     reference = sample_toy(name, num_reference, torch.Generator().manual_seed(seed))
     return {
         "energy_distance": energy_distance(samples, reference),
-        "sliced_wasserstein": sliced_wasserstein(samples, reference, num_projections=num_projections, seed=seed),
+        "sliced_wasserstein": sliced_wasserstein(
+            samples, reference, num_projections=num_projections, seed=seed
+        ),
         "num_samples": len(samples),
         "num_reference": num_reference,
         "feature_extractor": "raw 2-D coordinates",

@@ -35,8 +35,14 @@ TIM_PRESETS: dict[str, TiMConfig] = {
     # Released configs (released-architecture.md §6.1), our default RoPE grid; the converter
     # switches to the released "wrapped" positions.
     "TiM-B/4": TiMConfig(
-        in_channels=4, input_size=32, patch_size=4, hidden_size=768, depth=12, num_heads=12,
-        modulation_rank=256, encoder_depth=4,
+        in_channels=4,
+        input_size=32,
+        patch_size=4,
+        hidden_size=768,
+        depth=12,
+        num_heads=12,
+        modulation_rank=256,
+        encoder_depth=4,
     ),
     "TiM-XL/2": TiMConfig(in_channels=4, input_size=32, patch_size=2),
     "TiM-XL/1": TiMConfig(in_channels=32, input_size=16, patch_size=1),
@@ -45,18 +51,45 @@ TIM_PRESETS: dict[str, TiMConfig] = {
     # Small presets. TiM-digits: 16 tokens, 1.39M parameters, 0.08 GFLOP per image for forward +
     # backward (benchmarks/bench_model.py), i.e. well under a second per batch of 64 on one core.
     "TiM-digits": TiMConfig(
-        in_channels=1, input_size=8, patch_size=2, hidden_size=128, depth=4, num_heads=4,
-        modulation_rank=64, num_classes=10, encoder_depth=2, z_dim=0,
+        in_channels=1,
+        input_size=8,
+        patch_size=2,
+        hidden_size=128,
+        depth=4,
+        num_heads=4,
+        modulation_rank=64,
+        num_classes=10,
+        encoder_depth=2,
+        z_dim=0,
     ),
     # TiM-scenes: 64 tokens (32x32 RGB, 4x4 patches), cross-attention to all-MiniLM-L6-v2 token
     # features (tim.text's default, 384-d); 2.22M parameters.
     "TiM-scenes": TiMConfig(
-        in_channels=3, input_size=32, patch_size=4, hidden_size=128, depth=4, num_heads=4,
-        modulation_rank=64, conditioning="text", num_classes=0, text_dim=384, encoder_depth=2, z_dim=0,
+        in_channels=3,
+        input_size=32,
+        patch_size=4,
+        hidden_size=128,
+        depth=4,
+        num_heads=4,
+        modulation_rank=64,
+        conditioning="text",
+        num_classes=0,
+        text_dim=384,
+        encoder_depth=2,
+        z_dim=0,
     ),
     "TiM-tiny": TiMConfig(
-        in_channels=4, input_size=8, patch_size=2, hidden_size=32, depth=2, num_heads=2,
-        modulation_rank=16, num_classes=10, encoder_depth=1, z_dim=16, projector_dim=32,
+        in_channels=4,
+        input_size=8,
+        patch_size=2,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        modulation_rank=16,
+        num_classes=10,
+        encoder_depth=1,
+        z_dim=16,
+        projector_dim=32,
     ),
 }
 

@@ -78,7 +78,8 @@ class Conditioned:
         rows = {len(v) for v in (embedded.pooled, embedded.context) if v is not None}
         if rows - {batch}:
             raise TimError(
-                f"the condition has {sorted(rows)} rows for a batch of {batch}", "pass one condition per sample"
+                f"the condition has {sorted(rows)} rows for a batch of {batch}",
+                "pass one condition per sample",
             )
         return embedded
 
@@ -122,7 +123,11 @@ class ClassConditioning(nn.Module):
         # accelerator it would cost a device sync per forward pass (several per training step), so
         # there the data sources and `tim sample` validate class ids before they reach the model.
         # Skipped while torch.compile traces (a data-dependent branch is a graph break).
-        if y.device.type == "cpu" and not torch.compiler.is_compiling() and bool(((y < 0) | (y > self.num_classes)).any()):
+        if (
+            y.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and bool(((y < 0) | (y > self.num_classes)).any())
+        ):
             raise TimError(
                 f"labels y lie outside [0, {self.num_classes}]",
                 f"use class ids 0..{self.num_classes - 1} (or {self.num_classes}, the CFG null class)",

@@ -80,9 +80,13 @@ def released_config(released: dict) -> TiMConfig:
     """
     condition = released.get("new_condition", "t-r")
     if condition not in TIME_CONDITIONS:  # the published code raises NotImplementedError here
-        raise TimError(f"released new_condition={condition!r} is unknown", f"use one of {list(TIME_CONDITIONS)}")
+        raise TimError(
+            f"released new_condition={condition!r} is unknown", f"use one of {list(TIME_CONDITIONS)}"
+        )
     if "cap_feat_dim" not in released and released.get("class_dropout_prob", 0.1) <= 0:
-        raise TimError("released model has no null class (class_dropout_prob <= 0)", "convert a CFG-trained checkpoint")
+        raise TimError(
+            "released model has no null class (class_dropout_prob <= 0)", "convert a CFG-trained checkpoint"
+        )
     D = released.get("hidden_size", 1152)
     text = "cap_feat_dim" in released
     return TiMConfig(
@@ -121,13 +125,19 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = True) -> tuple[dict[str
     elif path.suffix in PICKLE_SUFFIXES:
         state = torch_load_weights_only(path)
     else:
-        raise TimError(f"checkpoint {path} has an unknown suffix", f"use .safetensors or one of {PICKLE_SUFFIXES}")
+        raise TimError(
+            f"checkpoint {path} has an unknown suffix", f"use .safetensors or one of {PICKLE_SUFFIXES}"
+        )
     return strip_prefixes(unnest(state, prefer_ema, path)), metadata
 
 
 def unnest(state: object, prefer_ema: bool, path: Path) -> dict[str, Tensor]:
     """Descend into ``{"ema": {...}}``-style wrappers until a flat name -> tensor dict remains."""
-    order = NESTING_KEYS if prefer_ema else tuple(k for k in NESTING_KEYS if "ema" not in k) + ("ema", "ema_model")
+    order = (
+        NESTING_KEYS
+        if prefer_ema
+        else tuple(k for k in NESTING_KEYS if "ema" not in k) + ("ema", "ema_model")
+    )
     while isinstance(state, dict) and not all(isinstance(v, Tensor) for v in state.values()):
         key = next((k for k in order if isinstance(state.get(k), dict)), None)
         if key is None:
@@ -153,7 +163,9 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
-def resolve_config(config_or_preset: TiMConfig | str | None, metadata: dict[str, str], path: Path) -> TiMConfig:
+def resolve_config(
+    config_or_preset: TiMConfig | str | None, metadata: dict[str, str], path: Path
+) -> TiMConfig:
     """The config to convert into: given, a preset name, or the file's ``config`` metadata."""
     if config_or_preset is None:
         if "config" not in metadata:

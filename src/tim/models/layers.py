@@ -214,8 +214,12 @@ class RotaryEmbedding2D(nn.Module):
 
 def _rope_tables(cos: Tensor, sin: Tensor, *, with_rotation: bool) -> RopeTables:
     """Fused tables from the (N, hd) cos/sin tables (each pair's value repeated)."""
-    signed = torch.stack([-sin[:, 0::2], sin[:, 1::2]], dim=-1).flatten(-2)  # (N, hd): [-s0, s0, -s1, s1, ...]
-    rotation = torch.complex(cos[:, 0::2], sin[:, 0::2])[:, None] if with_rotation else None  # e^{i theta}, same rounding
+    signed = torch.stack([-sin[:, 0::2], sin[:, 1::2]], dim=-1).flatten(
+        -2
+    )  # (N, hd): [-s0, s0, -s1, s1, ...]
+    rotation = (
+        torch.complex(cos[:, 0::2], sin[:, 0::2])[:, None] if with_rotation else None
+    )  # e^{i theta}, same rounding
     return RopeTables(cos[:, None], signed[:, None], rotation)
 
 
@@ -331,8 +335,13 @@ def select_kernel(
 
 
 def attention(
-    q: Tensor, k: Tensor, v: Tensor, backend: AttentionBackend, mask: Tensor | None = None,
-    *, flash_installed: bool | None = None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    backend: AttentionBackend,
+    mask: Tensor | None = None,
+    *,
+    flash_installed: bool | None = None,
 ) -> Tensor:
     """Scaled dot-product attention with the kernel of :func:`select_kernel`.
 
@@ -375,7 +384,7 @@ class _AttentionKernel(nn.Module):
 
     @property
     def backend(self) -> AttentionBackend:
-        """"auto" | "sdpa" | "flash" | "math" (set by :meth:`tim.models.TiM.set_attention_backend`)."""
+        """ "auto" | "sdpa" | "flash" | "math" (set by :meth:`tim.models.TiM.set_attention_backend`)."""
         return self._backend
 
     @backend.setter
@@ -437,7 +446,9 @@ class CrossAttention(_AttentionKernel):
         """``u`` (B, N, D) attends to ``context`` (B, M, D); ``mask`` (B, M) bool or None; returns (B, N, D)."""
         B, N, D = u.shape
         M = context.shape[1]
-        q = rope_rotate(self.q_norm(self.q(u).view(B, N, self.num_heads, self.head_dim)), rope)  # (B, N, nh, hd)
+        q = rope_rotate(
+            self.q_norm(self.q(u).view(B, N, self.num_heads, self.head_dim)), rope
+        )  # (B, N, nh, hd)
         k, v = self.kv(context).view(B, M, 2, self.num_heads, self.head_dim).unbind(2)  # (B, M, nh, hd)
         attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M)
         o = self._attend(q.transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2), attn_mask)

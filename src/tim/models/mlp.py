@@ -40,9 +40,14 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         sizes = (self.dim, self.hidden_size, self.depth, self.num_classes)
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes) or min(sizes[:3]) < 1 or sizes[3] < 0:
+        if (
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes)
+            or min(sizes[:3]) < 1
+            or sizes[3] < 0
+        ):
             raise TimError(
-                "MLPConfig sizes must be positive integers", "check dim, hidden_size, depth and num_classes >= 0"
+                "MLPConfig sizes must be positive integers",
+                "check dim, hidden_size, depth and num_classes >= 0",
             )
 
     def to_dict(self) -> dict:
@@ -61,7 +66,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * hidden_size))
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
@@ -80,7 +87,9 @@ class TiMMLP(Conditioned, nn.Module):
         self.input = nn.Linear(config.dim, H)
         self.t_embedder = TimestepEmbedder(H)
         self.dt_embedder = TimestepEmbedder(H) if config.decoupled_time_embedding else None
-        self.cond_embedder = ClassConditioning(config.num_classes, H) if config.num_classes > 0 else NoConditioning()
+        self.cond_embedder = (
+            ClassConditioning(config.num_classes, H) if config.num_classes > 0 else NoConditioning()
+        )
         self.blocks = nn.ModuleList(ResidualBlock(H) for _ in range(config.depth))
         self.output = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, config.dim))
         if config.zero_init_output:
@@ -100,7 +109,8 @@ class TiMMLP(Conditioned, nn.Module):
         """Same as :meth:`forward`; an MLP has no alignment features, so the second item is None."""
         if x_t.ndim != 2 or x_t.shape[1] != self.config.dim or not x_t.is_floating_point():
             raise TimError(
-                f"x_t has shape {tuple(x_t.shape)} and dtype {x_t.dtype}", f"pass float (B, {self.config.dim}) vectors"
+                f"x_t has shape {tuple(x_t.shape)} and dtype {x_t.dtype}",
+                f"pass float (B, {self.config.dim}) vectors",
             )
         t, r = batch_times(x_t, t, r)
         dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder

@@ -131,9 +131,22 @@ class TiMConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise TimError(f"TiMConfig.{name}={getattr(self, name)!r} is unknown", f"use one of {allowed}")
-        sizes = {"in_channels": 1, "input_size": 1, "patch_size": 1, "hidden_size": 1, "depth": 1, "num_heads": 1,
-                 "modulation_rank": 1, "num_classes": 0, "text_dim": 1, "z_dim": 0, "projector_dim": 1}
+                raise TimError(
+                    f"TiMConfig.{name}={getattr(self, name)!r} is unknown", f"use one of {allowed}"
+                )
+        sizes = {
+            "in_channels": 1,
+            "input_size": 1,
+            "patch_size": 1,
+            "hidden_size": 1,
+            "depth": 1,
+            "num_heads": 1,
+            "modulation_rank": 1,
+            "num_classes": 0,
+            "text_dim": 1,
+            "z_dim": 0,
+            "projector_dim": 1,
+        }
         for name, least in sizes.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -141,8 +154,11 @@ class TiMConfig:
                     f"TiMConfig.{name}={value!r} is below {least} or not an integer", f"set {name} >= {least}"
                 )
         if not self.mlp_ratio > 0 or not self.rope_theta > 0 or not self.rope_scale > 0:
-            raise TimError(f"TiMConfig mlp_ratio={self.mlp_ratio}, rope_theta={self.rope_theta}, "
-                           f"rope_scale={self.rope_scale} must all be > 0", "set positive values")
+            raise TimError(
+                f"TiMConfig mlp_ratio={self.mlp_ratio}, rope_theta={self.rope_theta}, "
+                f"rope_scale={self.rope_scale} must all be > 0",
+                "set positive values",
+            )
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 4:
             raise TimError(
                 f"hidden_size {self.hidden_size} / num_heads {self.num_heads} is not a multiple-of-4 head dim",
@@ -219,7 +235,9 @@ class TiMBlock(nn.Module):
 
     def forward(self, x: Tensor, inputs: BlockInputs) -> Tensor:
         """Update tokens x (B, N, D)."""
-        mods = self.modulation(inputs.c).chunk(9 if self.cross_attn is not None else 6, dim=-1)  # each (B, 1, D)
+        mods = self.modulation(inputs.c).chunk(
+            9 if self.cross_attn is not None else 6, dim=-1
+        )  # each (B, 1, D)
         shift, scale, gate = mods[:3]
         x = x + gate * self.attn(modulate(self.norm1(x), shift, scale), inputs.dt_emb, inputs.rope)
         if self.cross_attn is not None:
@@ -280,7 +298,9 @@ class TiM(Conditioned, nn.Module):
         self.t_embedder = TimestepEmbedder(D)
         self.dt_embedder = TimestepEmbedder(D) if config.decoupled_time_embedding else None
         self.cond_embedder = build_conditioning(config)
-        self.rope = RotaryEmbedding2D(config.head_dim, config.rope_theta, config.rope_positions, config.rope_scale)
+        self.rope = RotaryEmbedding2D(
+            config.head_dim, config.rope_theta, config.rope_positions, config.rope_scale
+        )
         self.blocks = nn.ModuleList(TiMBlock(config) for _ in range(config.depth))
         self.projector = build_projector(config)
         self.final_layer = FinalLayer(config)
@@ -323,10 +343,13 @@ class TiM(Conditioned, nn.Module):
     def set_attention_backend(self, backend: AttentionBackend) -> None:
         """Choose the attention kernel for every layer ("auto", "sdpa", "flash" or "math")."""
         if backend not in ("auto", "sdpa", "flash", "math"):
-            raise TimError(f"attention backend {backend!r} is unknown", "use 'auto', 'sdpa', 'flash' or 'math'")
+            raise TimError(
+                f"attention backend {backend!r} is unknown", "use 'auto', 'sdpa', 'flash' or 'math'"
+            )
         if backend == "flash" and not flash_attn_available():
             raise TimError(
-                "attention backend 'flash' needs the flash-attn package", "pip install flash-attn, or use 'auto'"
+                "attention backend 'flash' needs the flash-attn package",
+                "pip install flash-attn, or use 'auto'",
             )
         for module in self.modules():
             if isinstance(module, (SelfAttention, CrossAttention)):
@@ -339,7 +362,9 @@ class TiM(Conditioned, nn.Module):
         config is updated so that :func:`save_pretrained` records it.
         """
         if not scale > 0:
-            raise TimError(f"rope scale {scale} is not positive", "pass e.g. train_tokens_per_side / tokens_per_side")
+            raise TimError(
+                f"rope scale {scale} is not positive", "pass e.g. train_tokens_per_side / tokens_per_side"
+            )
         self.rope.scale = scale
         self.config = dataclasses.replace(self.config, rope_scale=scale)
 
@@ -353,7 +378,9 @@ class TiM(Conditioned, nn.Module):
     def set_null_context(self, features: Tensor) -> None:
         """Text models: set the null caption, e.g. the text encoder's features of ``""`` (M0, D_text)."""
         if not isinstance(self.cond_embedder, TextConditioning):
-            raise TimError("set_null_context needs a text-conditioned model", "build it with conditioning='text'")
+            raise TimError(
+                "set_null_context needs a text-conditioned model", "build it with conditioning='text'"
+            )
         self.cond_embedder.set_null_context(features)
 
     # ----------------------------------------------------------------------------- forward
@@ -408,7 +435,9 @@ class TiM(Conditioned, nn.Module):
             return t_emb, self.t_embedder(r) + dt_embedder(t - r)
         return t_emb, t_emb + self.t_embedder(r) + dt_embedder(t - r)  # "t,r,t-r"
 
-    def _embed(self, x_t: Tensor, t: Tensor, r: Tensor, cond: dict[str, Tensor]) -> tuple[Tensor, BlockInputs]:
+    def _embed(
+        self, x_t: Tensor, t: Tensor, r: Tensor, cond: dict[str, Tensor]
+    ) -> tuple[Tensor, BlockInputs]:
         """Patch tokens and the per-block inputs (conditioning vector, Δt embedding, RoPE tables)."""
         t, r = self._check_inputs(x_t, t, r)
         p = self.config.patch_size
@@ -424,9 +453,15 @@ class TiM(Conditioned, nn.Module):
 
     def _run_blocks(self, blocks: nn.ModuleList, tokens: Tensor, inputs: BlockInputs) -> Tensor:
         """Apply blocks; with ``checkpointing`` recompute activations in backward (gradient passes only)."""
-        remat = self.config.checkpointing and torch.is_grad_enabled() and not needs_differentiable_attention(tokens)
+        remat = (
+            self.config.checkpointing
+            and torch.is_grad_enabled()
+            and not needs_differentiable_attention(tokens)
+        )
         for block in blocks:
-            tokens = checkpoint(block, tokens, inputs, use_reentrant=False) if remat else block(tokens, inputs)
+            tokens = (
+                checkpoint(block, tokens, inputs, use_reentrant=False) if remat else block(tokens, inputs)
+            )
         return tokens
 
     def _output(self, tokens: Tensor, inputs: BlockInputs, shape: torch.Size) -> Tensor:
@@ -438,7 +473,13 @@ class TiM(Conditioned, nn.Module):
     def _check_inputs(self, x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
         """Validate shapes; a 0-d t or r is broadcast to the batch."""
         C, p = self.config.in_channels, self.config.patch_size
-        if x_t.ndim != 4 or x_t.shape[1] != C or x_t.shape[2] % p or x_t.shape[3] % p or not x_t.is_floating_point():
+        if (
+            x_t.ndim != 4
+            or x_t.shape[1] != C
+            or x_t.shape[2] % p
+            or x_t.shape[3] % p
+            or not x_t.is_floating_point()
+        ):
             raise TimError(
                 f"x_t has shape {tuple(x_t.shape)} and dtype {x_t.dtype}",
                 f"pass float (B, {C}, H, W) with H and W divisible by the patch size {p}",
@@ -452,7 +493,9 @@ def batch_times(x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     t, r = (torch.as_tensor(s, device=x_t.device) for s in (t, r))
     t, r = (s.expand(B) if s.ndim == 0 else s for s in (t, r))
     if t.shape != (B,) or r.shape != (B,):
-        raise TimError(f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs")
+        raise TimError(
+            f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs"
+        )
     return t, r
 
 

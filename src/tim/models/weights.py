@@ -34,7 +34,11 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"model_type": type(model).__name__, "config": model.config.to_dict(), "format_version": FORMAT_VERSION}
+    meta = {
+        "model_type": type(model).__name__,
+        "config": model.config.to_dict(),
+        "format_version": FORMAT_VERSION,
+    }
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -69,7 +73,9 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not config_path.is_file() or not weights_path.is_file():
-        raise TimError(f"{directory} has no {CONFIG_NAME} + {WEIGHTS_NAME}", "pass a folder written by save_pretrained")
+        raise TimError(
+            f"{directory} has no {CONFIG_NAME} + {WEIGHTS_NAME}", "pass a folder written by save_pretrained"
+        )
     model = model_from_config_json(read_config_json(config_path))
     load_state_dict_strict(model, read_safetensors(weights_path)[0], source=str(weights_path))
     return model.to(device).eval()
@@ -113,8 +119,10 @@ def read_config_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise TimError(f"{path} is not valid JSON ({first_line(error)})",
-                       "re-export the folder with save_pretrained or restore config.json") from None
+        raise TimError(
+            f"{path} is not valid JSON ({first_line(error)})",
+            "re-export the folder with save_pretrained or restore config.json",
+        ) from None
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -126,14 +134,18 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise TimError(f"{path} is not a valid safetensors file ({first_line(error)})",
-                       "re-download or re-export it (it is truncated, corrupt or in another format)") from None
+        raise TimError(
+            f"{path} is not a valid safetensors file ({first_line(error)})",
+            "re-download or re-export it (it is truncated, corrupt or in another format)",
+        ) from None
 
 
 def _refuse_empty(path: Path) -> None:
     """A zero-byte file (an interrupted download or copy) gets its own clear message."""
     if Path(path).is_file() and Path(path).stat().st_size == 0:
-        raise TimError(f"{path} is empty (0 bytes)", "re-download or copy it again (the transfer did not finish)")
+        raise TimError(
+            f"{path} is empty (0 bytes)", "re-download or copy it again (the transfer did not finish)"
+        )
 
 
 def torch_load_weights_only(path: Path) -> object:
@@ -144,9 +156,13 @@ def torch_load_weights_only(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise TimError(f"{path} holds Python objects that are unsafe to unpickle (torch.load weights_only=True "
-                       "refused them; nothing was executed)",
-                       "get the weights as .safetensors, or re-save only the state dict of tensors") from None
+        raise TimError(
+            f"{path} holds Python objects that are unsafe to unpickle (torch.load weights_only=True "
+            "refused them; nothing was executed)",
+            "get the weights as .safetensors, or re-save only the state dict of tensors",
+        ) from None
     except Exception as error:  # noqa: BLE001 - any other failure: not a readable checkpoint
-        raise TimError(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})",
-                       "re-download it or convert it to .safetensors") from None
+        raise TimError(
+            f"{path} is not a readable PyTorch checkpoint ({first_line(error)})",
+            "re-download it or convert it to .safetensors",
+        ) from None

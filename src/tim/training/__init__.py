@@ -18,5 +18,14 @@ from tim.training.loop import train
 from tim.training.preemption import EXIT_PREEMPTED, Preempted
 from tim.training.state import load_run
 
-__all__ = ["EXIT_PREEMPTED", "RUN_PRESETS", "Preempted", "RunConfig", "config_from_dict", "load_config", "load_run",
-           "save_config", "train"]
+__all__ = [
+    "EXIT_PREEMPTED",
+    "RUN_PRESETS",
+    "Preempted",
+    "RunConfig",
+    "config_from_dict",
+    "load_config",
+    "load_run",
+    "save_config",
+    "train",
+]

@@ -197,9 +197,9 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 def _step_of(path: Path) -> int | None:
     name = path.name
-    if not name.startswith(PREFIX) or not name[len(PREFIX):].isdigit():
+    if not name.startswith(PREFIX) or not name[len(PREFIX) :].isdigit():
         return None
-    return int(name[len(PREFIX):])
+    return int(name[len(PREFIX) :])
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -211,8 +211,15 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(run_dir: str | Path, step: int, parts: dict[str, Any], state: dict[str, Any],
-                    config: dict[str, Any], *, keep_last: int) -> Path:
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    parts: dict[str, Any],
+    state: dict[str, Any],
+    config: dict[str, Any],
+    *,
+    keep_last: int,
+) -> Path:
     """Write one checkpoint atomically and delete all but the newest ``keep_last``.
 
     Args:
@@ -241,11 +248,18 @@ def save_checkpoint(run_dir: str | Path, step: int, parts: dict[str, Any], state
         for name, part in parts.items():
             tensors, layouts[name] = flatten_state(part)
             _write_tensors(temporary / f"{name}.safetensors", tensors)
-        _write_bytes(temporary / "state.json", json.dumps({"step": step, **state, "layouts": layouts}).encode())
+        _write_bytes(
+            temporary / "state.json", json.dumps({"step": step, **state, "layouts": layouts}).encode()
+        )
         _write_bytes(temporary / "config.json", (json.dumps(config, indent=2) + "\n").encode())
         files = sorted(p.name for p in temporary.iterdir())
-        manifest = {"step": step, "files": {f: {"size": (temporary / f).stat().st_size,
-                                                  "sha256": sha256_file(temporary / f)} for f in files}}
+        manifest = {
+            "step": step,
+            "files": {
+                f: {"size": (temporary / f).stat().st_size, "sha256": sha256_file(temporary / f)}
+                for f in files
+            },
+        }
         _write_bytes(temporary / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(temporary)
         if final.exists():  # the same step written again (e.g. a rerun after a crash during cleanup)
@@ -274,13 +288,19 @@ def _discard(path: Path) -> None:
 
 def _disk_error(error: OSError, target: Path) -> TimError:
     if error.errno == errno.ENOSPC:
-        return TimError(f"the disk is full while writing checkpoint '{target}' (earlier checkpoints are intact)",
-                        "free disk space or lower train.keep_last, then rerun the same command to resume")
+        return TimError(
+            f"the disk is full while writing checkpoint '{target}' (earlier checkpoints are intact)",
+            "free disk space or lower train.keep_last, then rerun the same command to resume",
+        )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return TimError(f"cannot write checkpoint '{target}': {error.strerror}",
-                        "choose a writable run directory or fix its permissions")
-    return TimError(f"writing checkpoint '{target}' failed: {error.strerror or error}",
-                    "check the run directory's file system, then rerun the same command to resume")
+        return TimError(
+            f"cannot write checkpoint '{target}': {error.strerror}",
+            "choose a writable run directory or fix its permissions",
+        )
+    return TimError(
+        f"writing checkpoint '{target}' failed: {error.strerror or error}",
+        "check the run directory's file system, then rerun the same command to resume",
+    )
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -341,7 +361,11 @@ def read_checkpoint(path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkp
 
     state = json.loads((path / "state.json").read_text())
     config = json.loads((path / "config.json").read_text())
-    if not isinstance(state, dict) or not isinstance(state.get("layouts"), dict) or not isinstance(config, dict):
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("layouts"), dict)
+        or not isinstance(config, dict)
+    ):
         raise ValueError("state.json or config.json is not an object of the expected layout")
     if not isinstance(state.get("step"), int) or state["step"] != _step_of(path):
         raise ValueError(f"state.json says step {state.get('step')!r} in a folder named {path.name}")
@@ -350,7 +374,9 @@ def read_checkpoint(path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkp
     return Checkpoint(path=path, step=state["step"], parts=loaded, state=state, config=config)
 
 
-def load_latest(run_dir: str | Path, *, report: bool = True, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkpoint | None:
+def load_latest(
+    run_dir: str | Path, *, report: bool = True, parts: tuple[str, ...] = TENSOR_PARTS
+) -> Checkpoint | None:
     """Load the newest checkpoint that passes verification; report and skip broken ones.
 
     Args:
@@ -368,13 +394,22 @@ def load_latest(run_dir: str | Path, *, report: bool = True, parts: tuple[str, .
         if problem is None:
             try:
                 return read_checkpoint(path, parts)
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError, SafetensorError) as error:
+            except (
+                ValueError,
+                KeyError,
+                TypeError,
+                IndexError,
+                AttributeError,
+                OSError,
+                SafetensorError,
+            ) as error:
                 # The files match their manifest but do not hold what we write (edited by hand,
                 # or by another version): as unusable as a corrupt one.
                 problem = f"its contents cannot be read: {type(error).__name__}: {first_line(error)}"
         if report:
-            warnings.warn(f"checkpoint '{path}' is unusable ({problem}); falling back to the previous one",
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint '{path}' is unusable ({problem}); falling back to the previous one", stacklevel=2
+            )
     return None
 
 
@@ -402,17 +437,24 @@ def check_output_dir(run_dir: str | Path, needed_bytes: int) -> Path:
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise TimError(f"run directory '{run_dir}' exists and is a file", "choose a directory path for the run")
+        raise TimError(
+            f"run directory '{run_dir}' exists and is a file", "choose a directory path for the run"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
         _write_bytes(probe, b"ok")
         probe.unlink()
     except OSError as error:
-        raise TimError(f"run directory '{run_dir}' is not writable ({error.strerror or error})",
-                       "choose a writable run directory or fix its permissions") from None
+        raise TimError(
+            f"run directory '{run_dir}' is not writable ({error.strerror or error})",
+            "choose a writable run directory or fix its permissions",
+        ) from None
     free = shutil.disk_usage(run_dir).free
     if free < needed_bytes:
-        raise TimError(f"only {free / 2**20:.1f} MiB free at '{run_dir}' but checkpoints need about "
-                       f"{needed_bytes / 2**20:.1f} MiB", "free disk space, lower train.keep_last or choose another run directory")
+        raise TimError(
+            f"only {free / 2**20:.1f} MiB free at '{run_dir}' but checkpoints need about "
+            f"{needed_bytes / 2**20:.1f} MiB",
+            "free disk space, lower train.keep_last or choose another run directory",
+        )
     return run_dir

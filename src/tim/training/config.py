@@ -227,7 +227,11 @@ def _signature_schema(cls: type) -> dict[str, Any]:
     """Keyword -> annotation of ``cls.__init__`` (or of a dataclass's fields)."""
     hints = typing.get_type_hints(cls.__init__)
     params = inspect.signature(cls.__init__).parameters
-    return {n: hints.get(n, Any) for n, p in params.items() if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {
+        n: hints.get(n, Any)
+        for n, p in params.items()
+        if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,8 +251,10 @@ def _type_name(tp: Any) -> str:
 
 
 def _wrong_type(key: str, value: Any, expected: str) -> TimError:
-    return TimError(f"{key} = {value!r} has type {type(value).__name__}, expected {expected}",
-                    f"write {key} as {expected}")
+    return TimError(
+        f"{key} = {value!r} has type {type(value).__name__}, expected {expected}",
+        f"write {key} as {expected}",
+    )
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -284,8 +290,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _wrong_type(key, value, "a list" if variadic else f"a list of {len(args)} values")
         if not variadic and len(value) != len(args):
-            raise TimError(f"{key} = {list(value)!r} has {len(value)} entries, expected {len(args)}",
-                           f"give exactly {len(args)} values")
+            raise TimError(
+                f"{key} = {list(value)!r} has {len(value)} entries, expected {len(args)}",
+                f"give exactly {len(args)} values",
+            )
         item_types = [args[0] if args else Any] * len(value) if variadic else list(args)
         items = [_coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, item_types))]
         return tuple(items) if origin is tuple else items
@@ -341,21 +349,37 @@ def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
     """Raise a TimError when ``value`` violates the field's range metadata."""
     if value is None or not any(b in bounds for b in _BOUNDS):
         return
-    lo = _number(bounds["gt"] if "gt" in bounds else bounds["ge"]) if "gt" in bounds or "ge" in bounds else None
-    hi = _number(bounds["lt"] if "lt" in bounds else bounds["le"]) if "lt" in bounds or "le" in bounds else None
-    ok = (("gt" not in bounds or value > bounds["gt"]) and ("ge" not in bounds or value >= bounds["ge"])
-          and ("lt" not in bounds or value < bounds["lt"]) and ("le" not in bounds or value <= bounds["le"]))
+    lo = (
+        _number(bounds["gt"] if "gt" in bounds else bounds["ge"])
+        if "gt" in bounds or "ge" in bounds
+        else None
+    )
+    hi = (
+        _number(bounds["lt"] if "lt" in bounds else bounds["le"])
+        if "lt" in bounds or "le" in bounds
+        else None
+    )
+    ok = (
+        ("gt" not in bounds or value > bounds["gt"])
+        and ("ge" not in bounds or value >= bounds["ge"])
+        and ("lt" not in bounds or value < bounds["lt"])
+        and ("le" not in bounds or value <= bounds["le"])
+    )
     if ok:
         return
     shown = f"{value:g}" if isinstance(value, float) else value
     if lo is not None and hi is not None:
         left, right = "(" if "gt" in bounds else "[", ")" if "lt" in bounds else "]"
-        raise TimError(f"{key} = {shown} is outside {left}{lo}, {hi}{right}", f"set a value between {lo} and {hi}")
+        raise TimError(
+            f"{key} = {shown} is outside {left}{lo}, {hi}{right}", f"set a value between {lo} and {hi}"
+        )
     if "gt" in bounds:
         raise TimError(f"{key} = {shown} must be > {lo}", f"set a value greater than {lo}")
     if "ge" in bounds:
         raise TimError(f"{key} = {shown} must be >= {lo}", f"set a value of at least {lo}")
-    raise TimError(f"{key} = {shown} must be {'<' if 'lt' in bounds else '<='} {hi}", f"set a value below {hi}")
+    raise TimError(
+        f"{key} = {shown} must be {'<' if 'lt' in bounds else '<='} {hi}", f"set a value below {hi}"
+    )
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -380,8 +404,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 def _build_open(cls: type, data: dict[str, Any], prefix: str, hints: dict[str, Any]) -> Any:
     """Build an open section: its name field plus extra keys checked against the named class."""
     name_field, extra_field = _OPEN_SECTIONS[cls]
-    name = _coerce(f"{prefix}.{name_field}", data.get(name_field, getattr(cls(), name_field)),
-                   hints[name_field])
+    name = _coerce(
+        f"{prefix}.{name_field}", data.get(name_field, getattr(cls(), name_field)), hints[name_field]
+    )
     extra = {k: v for k, v in data.items() if k != name_field}
     if isinstance(extra.get(extra_field), dict):  # JSON written by to_dict is flat; accept nesting too
         extra = extra.pop(extra_field) | extra
@@ -420,8 +445,10 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         The validated run configuration.
     """
     if not isinstance(data, dict):
-        raise TimError(f"the config must be a mapping of sections, got {type(data).__name__}",
-                       "write sections like 'train:' and 'optim:' at the top level")
+        raise TimError(
+            f"the config must be a mapping of sections, got {type(data).__name__}",
+            "write sections like 'train:' and 'optim:' at the top level",
+        )
     config = _build(RunConfig, data, "")
     _check_consistency(config)
     return config
@@ -432,20 +459,28 @@ def _check_consistency(config: RunConfig) -> None:
     options = config.objective.options
     shares = options.get("diffusion_share", 0.5) + options.get("consistency_share", 0.1)
     if config.objective.name == "tim" and shares > 1.0:
-        raise TimError(f"objective.diffusion_share + objective.consistency_share = {shares:g} exceeds 1",
-                       "lower one of them so that their sum is at most 1")
+        raise TimError(
+            f"objective.diffusion_share + objective.consistency_share = {shares:g} exceeds 1",
+            "lower one of them so that their sum is at most 1",
+        )
     build_objective_from_config(config)
     model_config(config)
     if not config.sample.steps or any(s < 1 for s in config.sample.steps):
-        raise TimError(f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
-                       "use e.g. sample.steps=1,2,4")
+        raise TimError(
+            f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
+            "use e.g. sample.steps=1,2,4",
+        )
     if not all(0.0 <= beta < 1.0 for beta in config.optim.betas):
-        raise TimError(f"optim.betas = {list(config.optim.betas)} must both lie in [0, 1)",
-                       "use e.g. optim.betas=[0.9,0.95] (paper.md §5.3)")
+        raise TimError(
+            f"optim.betas = {list(config.optim.betas)} must both lie in [0, 1)",
+            "use e.g. optim.betas=[0.9,0.95] (paper.md §5.3)",
+        )
     low, high = config.sample.guidance_interval
     if not 0.0 <= low <= high <= 1.0:
-        raise TimError(f"sample.guidance_interval = ({low}, {high}) is not an interval of fractions of t_max",
-                       "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (paper.md §7)")
+        raise TimError(
+            f"sample.guidance_interval = ({low}, {high}) is not an interval of fractions of t_max",
+            "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (paper.md §7)",
+        )
 
 
 # What may differ between a run's saved config and the config it is resumed with: how long it
@@ -454,9 +489,22 @@ def _check_consistency(config: RunConfig) -> None:
 # the data order then differs). Everything else (data, seed, optimizer, objective, path, model,
 # global batch, precision, EMA) changes the trajectory.
 RESUMABLE_KEYS = (
-    "train.steps", "train.images", "train.time_limit", "train.checkpoint_every", "train.keep_last",
-    "train.sample_every", "train.log_every", "train.max_bad_steps", "train.progress", "train.device",
-    "train.parallel", "train.deterministic", "train.compile", "optim.accumulation", "logging", "sample",
+    "train.steps",
+    "train.images",
+    "train.time_limit",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.sample_every",
+    "train.log_every",
+    "train.max_bad_steps",
+    "train.progress",
+    "train.device",
+    "train.parallel",
+    "train.deterministic",
+    "train.compile",
+    "optim.accumulation",
+    "logging",
+    "sample",
 )
 
 
@@ -486,8 +534,11 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
     old, new = _flat(saved), _flat(current.to_dict())
     allowed = lambda key: any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)  # noqa: E731
     missing = object()
-    return [f"{key}: {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}" for key in sorted(old.keys() | new.keys())
-            if not allowed(key) and old.get(key, missing) != new.get(key, missing)]
+    return [
+        f"{key}: {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}"
+        for key in sorted(old.keys() | new.keys())
+        if not allowed(key) and old.get(key, missing) != new.get(key, missing)
+    ]
 
 
 def _prefixed(section: str, build: Callable[[], Any]) -> Any:
@@ -512,7 +563,9 @@ def build_objective_from_config(config: RunConfig) -> Any:
     from tim.paths import build_path
 
     path = _prefixed("path", lambda: build_path(config.path.name, **config.path.options))
-    return _prefixed("objective", lambda: build_objective(config.objective.name, path, **config.objective.options))
+    return _prefixed(
+        "objective", lambda: build_objective(config.objective.name, path, **config.objective.options)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,8 +580,10 @@ def _merge(base: dict[str, Any], dotted: str, raw: str) -> None:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             outer = ".".join(parts[: depth + 1])
-            raise TimError(f"override '{dotted}' goes inside '{outer}', which is not a section",
-                           f"override '{outer}' itself, e.g. {outer}=VALUE")
+            raise TimError(
+                f"override '{dotted}' goes inside '{outer}', which is not a section",
+                f"override '{outer}' itself, e.g. {outer}=VALUE",
+            )
         node = child
     node[parts[-1]] = raw
 
@@ -559,8 +614,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("--")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise TimError(f"override '{item}' is not of the form key.sub=value",
-                           "write overrides like optim.lr=3e-4")
+            raise TimError(
+                f"override '{item}' is not of the form key.sub=value", "write overrides like optim.lr=3e-4"
+            )
         _merge(merged, key, _parse_override_value(raw.strip()))
     return merged
 
@@ -570,8 +626,10 @@ def _unique_keys(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in pairs:
         if key in data:
-            raise TimError(f"config file '{path}' has the key '{key}' twice in one object",
-                           "keep one of them (JSON would silently use the last)")
+            raise TimError(
+                f"config file '{path}' has the key '{key}' twice in one object",
+                "keep one of them (JSON would silently use the last)",
+            )
         data[key] = value
     return data
 
@@ -582,15 +640,21 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise TimError(f"config file '{path}' is not a text file", "pass a YAML or JSON config file") from None
+        raise TimError(
+            f"config file '{path}' is not a text file", "pass a YAML or JSON config file"
+        ) from None
     if path.suffix == ".json":
         try:
             return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
         except json.JSONDecodeError as error:
-            raise TimError(f"config file '{path}' is not valid JSON ({error.msg}, line {error.lineno})",
-                           "fix the JSON syntax") from None
+            raise TimError(
+                f"config file '{path}' is not valid JSON ({error.msg}, line {error.lineno})",
+                "fix the JSON syntax",
+            ) from None
         except RecursionError:
-            raise TimError(f"config file '{path}' is nested too deeply", "write a flat config of sections and keys") from None
+            raise TimError(
+                f"config file '{path}' is nested too deeply", "write a flat config of sections and keys"
+            ) from None
     import yaml
 
     try:
@@ -600,8 +664,10 @@ def _read_file(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise TimError(f"config file '{path}' is not valid YAML{where}", "fix the YAML syntax") from None
     if data is None:
-        raise TimError(f"config file '{path}' is empty (nothing but blank lines or comments)",
-                       "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset such as --config digits")
+        raise TimError(
+            f"config file '{path}' is empty (nothing but blank lines or comments)",
+            "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset such as --config digits",
+        )
     return data
 
 
@@ -630,7 +696,9 @@ def safe_yaml(text: str, what: str) -> Any:
         try:
             node = loader.get_single_node()
         except RecursionError:
-            raise TimError(f"{what} is nested too deeply", "write a flat config of sections and keys") from None
+            raise TimError(
+                f"{what} is nested too deeply", "write a flat config of sections and keys"
+            ) from None
         if node is None:
             return None
         _check_yaml_nodes(node, what)
@@ -650,8 +718,10 @@ def _check_yaml_nodes(root: Any, what: str) -> None:
         if id(node) in sizes:
             return sizes[id(node)]
         if id(node) in in_progress:
-            raise TimError(f"{what} has a recursive YAML alias (line {node.start_mark.line + 1})",
-                           "write the values out instead of referring to an enclosing node")
+            raise TimError(
+                f"{what} has a recursive YAML alias (line {node.start_mark.line + 1})",
+                "write the values out instead of referring to an enclosing node",
+            )
         in_progress.add(id(node))
         total = 1
         if isinstance(node, yaml.MappingNode):
@@ -659,9 +729,11 @@ def _check_yaml_nodes(root: Any, what: str) -> None:
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode) and key.value != "<<":
                     if (key.tag, key.value) in seen:
-                        raise TimError(f"{what} has the key '{key.value}' twice in one mapping (lines "
-                                       f"{seen[key.tag, key.value] + 1} and {key.start_mark.line + 1})",
-                                       "keep one of them (YAML would silently use the last)")
+                        raise TimError(
+                            f"{what} has the key '{key.value}' twice in one mapping (lines "
+                            f"{seen[key.tag, key.value] + 1} and {key.start_mark.line + 1})",
+                            "keep one of them (YAML would silently use the last)",
+                        )
                     seen[key.tag, key.value] = key.start_mark.line
                 total += size(key) + size(value)
         elif isinstance(node, yaml.SequenceNode):
@@ -669,8 +741,10 @@ def _check_yaml_nodes(root: Any, what: str) -> None:
         in_progress.discard(id(node))
         sizes[id(node)] = total
         if total > MAX_YAML_NODES:
-            raise TimError(f"{what} expands to more than {MAX_YAML_NODES} YAML nodes through its aliases (*name)",
-                           "write the config out without nested aliases; a run config has a few hundred entries")
+            raise TimError(
+                f"{what} expands to more than {MAX_YAML_NODES} YAML nodes through its aliases (*name)",
+                "write the config out without nested aliases; a run config has a few hundred entries",
+            )
         return total
 
     try:
@@ -732,8 +806,14 @@ RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {
         data={"name": "scenes", "text_encoder": "minilm", "max_text_length": 16, "num_images": 4096},
         optim={"lr": 1e-3, "warmup_steps": 100},
         ema={"decay": 0.999},
-        train={"steps": 4000, "batch_size": 64, "label_dropout": 0.1, "time_limit": 12.0, "checkpoint_every": 500,
-               "log_every": 25},
+        train={
+            "steps": 4000,
+            "batch_size": 64,
+            "label_dropout": 0.1,
+            "time_limit": 12.0,
+            "checkpoint_every": 500,
+            "log_every": 25,
+        },
         sample={"steps": [1, 2, 4, 8], "num": 64, "guidance_scale": 2.0},
     ),
     "toy2d": _preset(

@@ -73,19 +73,27 @@ class DistEnv:
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a TimError."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise TimError("train.device = 'cuda' but no CUDA device is available", "set train.device=cpu or auto")
+        raise TimError(
+            "train.device = 'cuda' but no CUDA device is available", "set train.device=cpu or auto"
+        )
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     count = torch.cuda.device_count()
     if local_rank >= count:
-        raise TimError(f"process with LOCAL_RANK={local_rank} needs GPU {local_rank} but only {count} GPU(s) are visible",
-                       "start at most one process per GPU (torchrun --nproc_per_node) or fix CUDA_VISIBLE_DEVICES")
+        raise TimError(
+            f"process with LOCAL_RANK={local_rank} needs GPU {local_rank} but only {count} GPU(s) are visible",
+            "start at most one process per GPU (torchrun --nproc_per_node) or fix CUDA_VISIBLE_DEVICES",
+        )
     device = torch.device("cuda", local_rank)
     try:
-        torch.empty(1, device=device)  # a GPU that is busy, broken or in exclusive use by another process fails here
+        torch.empty(
+            1, device=device
+        )  # a GPU that is busy, broken or in exclusive use by another process fails here
     except RuntimeError as error:
-        raise TimError(f"{device} is not usable ({first_line(error)})",
-                       "free or reset the GPU, pick another with CUDA_VISIBLE_DEVICES, or set train.device=cpu") from None
+        raise TimError(
+            f"{device} is not usable ({first_line(error)})",
+            "free or reset the GPU, pick another with CUDA_VISIBLE_DEVICES, or set train.device=cpu",
+        ) from None
     return device
 
 
@@ -106,9 +114,14 @@ def init(device: str = "auto") -> DistEnv:
     owns_group = world_size > 1 and not dist.is_initialized()
     if owns_group:
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
-                                device_id=resolved if resolved.type == "cuda" else None)
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved, owns_group=owns_group)
+        dist.init_process_group(
+            backend,
+            timeout=datetime.timedelta(minutes=30),
+            device_id=resolved if resolved.type == "cuda" else None,
+        )
+    return DistEnv(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=resolved, owns_group=owns_group
+    )
 
 
 def cleanup(env: DistEnv) -> None:
@@ -157,7 +170,11 @@ def on_main(env: DistEnv, action: Callable[[], T]) -> T | None:
         except TimError as raised:
             error = raised
     if any_process(error is not None, env):  # also the barrier: nobody runs ahead of rank 0
-        raise error if error is not None else TimError("rank 0 stopped with an error", "see rank 0's message above")
+        raise (
+            error
+            if error is not None
+            else TimError("rank 0 stopped with an error", "see rank 0's message above")
+        )
     return result
 
 
@@ -244,7 +261,9 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
 
 
-def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     """Load a complete optimizer state (scattered to shards under FSDP)."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 

@@ -37,14 +37,18 @@ class RunLock:
         TimError: another process holds the lock (its PID is named).
     """
 
-    def __init__(self, run_dir: str | Path, *, name: str | None = None, holder: str = "training process") -> None:
+    def __init__(
+        self, run_dir: str | Path, *, name: str | None = None, holder: str = "training process"
+    ) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
-            warnings.warn(f"file locks are not available here: nothing stops a second {holder} on '{run_dir}'",
-                          stacklevel=2)
+            warnings.warn(
+                f"file locks are not available here: nothing stops a second {holder} on '{run_dir}'",
+                stacklevel=2,
+            )
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -52,8 +56,10 @@ class RunLock:
         except OSError:
             pid = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise TimError(f"{name or f'run directory {str(run_dir)!r}'} is in use by another {holder} (PID {pid})",
-                           "wait for it to finish or stop it, or pass another --out directory") from None
+            raise TimError(
+                f"{name or f'run directory {str(run_dir)!r}'} is in use by another {holder} (PID {pid})",
+                "wait for it to finish or stop it, or pass another --out directory",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -67,6 +73,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.release()

@@ -44,10 +44,17 @@ def _truncate_jsonl(path: Path, after_step: int) -> None:
             continue
         if step <= after_step:
             kept.append(line)
-    if len(dropped) > 1 or (dropped and dropped[-1] != number):  # a single cut last line is the normal kill case
-        shown = ", ".join(map(str, dropped[:5])) + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else "")
-        warnings.warn(f"{path}: dropped {len(dropped)} line(s) that are not metric rows (a JSON object with an "
-                      f"integer 'step'): line {shown}", stacklevel=3)
+    if len(dropped) > 1 or (
+        dropped and dropped[-1] != number
+    ):  # a single cut last line is the normal kill case
+        shown = ", ".join(map(str, dropped[:5])) + (
+            f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else ""
+        )
+        warnings.warn(
+            f"{path}: dropped {len(dropped)} line(s) that are not metric rows (a JSON object with an "
+            f"integer 'step'): line {shown}",
+            stacklevel=3,
+        )
     _rewrite(path, "".join(f"{line}\n" for line in kept))
 
 
@@ -62,7 +69,11 @@ def _truncate_csv(path: Path, after_step: int) -> None:
     kept = [lines[0]]
     for line in lines[1:]:
         cells = line.split(",")
-        if len(cells) == len(header) and cells[step_column].isdigit() and int(cells[step_column]) <= after_step:
+        if (
+            len(cells) == len(header)
+            and cells[step_column].isdigit()
+            and int(cells[step_column]) <= after_step
+        ):
             kept.append(line)
     _rewrite(path, "".join(f"{line}\n" for line in kept))
 
@@ -85,8 +96,16 @@ class MetricsLogger:
         resume_step: drop rows with a larger step (written after the checkpoint resumed from).
     """
 
-    def __init__(self, run_dir: Path, *, jsonl: bool, csv_file: bool, tensorboard: bool, enabled: bool,
-                 resume_step: int) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        jsonl: bool,
+        csv_file: bool,
+        tensorboard: bool,
+        enabled: bool,
+        resume_step: int,
+    ) -> None:
         self.enabled = enabled
         self.jsonl = run_dir / JSONL if jsonl else None
         self.csv = run_dir / CSV if csv_file else None
@@ -100,8 +119,10 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise TimError("logging.tensorboard=true needs the tensorboard package",
-                               "pip install tensorboard, or set logging.tensorboard=false") from None
+                raise TimError(
+                    "logging.tensorboard=true needs the tensorboard package",
+                    "pip install tensorboard, or set logging.tensorboard=false",
+                ) from None
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, row: dict[str, Any]) -> None:
@@ -161,7 +182,9 @@ class Progress:
             return
         self.bar.update(1)
         if loss is not None:
-            self.bar.set_postfix(mse=f"{loss:.4f}", images=f"{images:,}", refresh=False)  # tqdm prints ints as 1e+4
+            self.bar.set_postfix(
+                mse=f"{loss:.4f}", images=f"{images:,}", refresh=False
+            )  # tqdm prints ints as 1e+4
 
     def write(self, message: str) -> None:
         """Print a line above the bar (rank 0)."""

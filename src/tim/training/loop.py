@@ -100,8 +100,11 @@ def _micro_batch(cfg: RunConfig, env: distributed.DistEnv) -> int:
     """Global rows per micro-step (all processes); the data source gives each its share."""
     parts = cfg.optim.accumulation * env.world_size
     if cfg.train.batch_size % parts:
-        raise TimError(f"train.batch_size = {cfg.train.batch_size} is not divisible by optim.accumulation x "
-                       f"processes = {parts}", f"choose a batch size that is a multiple of {parts}")
+        raise TimError(
+            f"train.batch_size = {cfg.train.batch_size} is not divisible by optim.accumulation x "
+            f"processes = {parts}",
+            f"choose a batch size that is a multiple of {parts}",
+        )
     return cfg.train.batch_size // cfg.optim.accumulation
 
 
@@ -121,18 +124,25 @@ def _build_model(cfg: RunConfig, info: Any, device: torch.device) -> nn.Module:
     config = model_config(cfg)
     channels = getattr(config, "in_channels", getattr(config, "dim", None))
     if channels != info.shape[0]:
-        raise TimError(f"the model takes {channels} input channels but data items have shape {tuple(info.shape)}",
-                       f"set model.{'in_channels' if hasattr(config, 'in_channels') else 'dim'}={info.shape[0]}")
+        raise TimError(
+            f"the model takes {channels} input channels but data items have shape {tuple(info.shape)}",
+            f"set model.{'in_channels' if hasattr(config, 'in_channels') else 'dim'}={info.shape[0]}",
+        )
     patch = getattr(config, "patch_size", 1)
     sizes = info.sizes or ([tuple(info.shape[1:])] if info.kind == "image" else [])
     if any(side % patch for size in sizes for side in size):
-        raise TimError(f"data items of size {'x'.join(map(str, sizes[0]))} are not divisible by model.patch_size={patch}",
-                       f"choose a model.patch_size that divides the image sides, or data.image_size a multiple of {patch}")
+        raise TimError(
+            f"data items of size {'x'.join(map(str, sizes[0]))} are not divisible by model.patch_size={patch}",
+            f"choose a model.patch_size that divides the image sides, or data.image_size a multiple of {patch}",
+        )
     check_text_model(config, info)
     conditional = getattr(config, "conditioning", "class") == "class" and config.num_classes > 0
     if conditional and info.num_classes != config.num_classes:
-        raise TimError(f"the model expects {config.num_classes} classes but the data has {info.num_classes}",
-                       f"set model.num_classes={info.num_classes}" + (" and model.conditioning=none" if not info.num_classes else ""))
+        raise TimError(
+            f"the model expects {config.num_classes} classes but the data has {info.num_classes}",
+            f"set model.num_classes={info.num_classes}"
+            + (" and model.conditioning=none" if not info.num_classes else ""),
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         model = build_model(config).to(device)
@@ -142,7 +152,8 @@ def _build_model(cfg: RunConfig, info: Any, device: torch.device) -> nn.Module:
 def _is_conditional(model: nn.Module) -> bool:
     config = model.config
     return is_text_model(config) or (
-        getattr(config, "conditioning", "class") != "none" and getattr(config, "num_classes", 1) > 0)
+        getattr(config, "conditioning", "class") != "none" and getattr(config, "num_classes", 1) > 0
+    )
 
 
 def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool) -> dict[str, Tensor]:
@@ -150,7 +161,9 @@ def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool
     return {key: value.to(device) for key, value in batch.items() if key != "x"} if conditional else {}
 
 
-def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, parts: dict[str, Any]) -> dict[str, Any]:
+def _train_step(
+    cfg: RunConfig, env: distributed.DistEnv, state: TrainState, parts: dict[str, Any]
+) -> dict[str, Any]:
     """One optimizer step over ``optim.accumulation`` micro-batches; returns its metrics."""
     F, F_nograd, model, ema = parts["F"], parts["F_nograd"], parts["model"], parts["ema"]
     objective, optimizer, source = parts["objective"], parts["optimizer"], parts["source"]
@@ -164,12 +177,22 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
         x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts["conditional"])
         generator = step_generator(cfg.train.seed, state.step, env.rank * accumulation + micro, env.device)
         dropped = model.drop_cond(cond, cfg.train.label_dropout, generator) if cond else cond
-        teacher = {} if not objective.uses_teacher else {
-            "teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
+        teacher = (
+            {}
+            if not objective.uses_teacher
+            else {"teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
+        )
         with distributed.no_sync(F, active=micro < accumulation - 1):
             with parts["autocast"]:
-                out = objective(F_nograd if parts["features_fn"] else F, x, cond=dropped, generator=generator,
-                                F_nograd=F_nograd, features_fn=parts["features_fn"], **teacher)
+                out = objective(
+                    F_nograd if parts["features_fn"] else F,
+                    x,
+                    cond=dropped,
+                    generator=generator,
+                    F_nograd=F_nograd,
+                    features_fn=parts["features_fn"],
+                    **teacher,
+                )
             (out.loss / accumulation).backward()
         losses.append(out.loss.detach().float())  # stays on the device: no host sync per micro-batch
         for key, value in out.stats.items():
@@ -178,9 +201,15 @@ def _train_step(cfg: RunConfig, env: distributed.DistEnv, state: TrainState, par
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP DTensor
     # Loss, gradient norm and stats stay on the device until the loop logs (_read_metrics).
-    values = torch.stack([torch.stack(losses).mean(), grad_norm.detach().float().reshape(()), *stats.values()])
+    values = torch.stack(
+        [torch.stack(losses).mean(), grad_norm.detach().float().reshape(()), *stats.values()]
+    )
     finite, images = _step_outcome(values[:2], rows, env)
-    metrics = {"images": images, "lr": learning_rate(cfg, state.step), "pending": (["loss", "grad_norm", *stats], values)}
+    metrics = {
+        "images": images,
+        "lr": learning_rate(cfg, state.step),
+        "pending": (["loss", "grad_norm", *stats], values),
+    }
     if not finite:
         optimizer.zero_grad(set_to_none=True)  # sg: the weights and the EMA stay untouched
         return metrics | {"finite": False}
@@ -203,7 +232,9 @@ def _step_outcome(loss_and_norm: Tensor, rows: int, env: distributed.DistEnv) ->
     bad = (~torch.isfinite(loss_and_norm).all()).float()
     if not env.distributed:
         return not bool(bad), rows
-    counts = distributed.all_reduce_mean(torch.stack([bad, torch.tensor(float(rows), device=bad.device)]), env)
+    counts = distributed.all_reduce_mean(
+        torch.stack([bad, torch.tensor(float(rows), device=bad.device)]), env
+    )
     bad_share, rows_mean = (counts * env.world_size).tolist()
     return bad_share == 0, round(rows_mean)
 
@@ -219,8 +250,14 @@ def _read_metrics(metrics: dict[str, Any], env: distributed.DistEnv) -> dict[str
     return {key: value for key, value in metrics.items() if key != "pending"} | means
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None, restart: bool = False,
-          allow_config_change: bool = False) -> Path:
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    data: DataSource | None = None,
+    restart: bool = False,
+    allow_config_change: bool = False,
+) -> Path:
     """Train (or resume) a run described by ``cfg`` in ``run_dir``.
 
     Args:
@@ -251,23 +288,41 @@ def train(cfg: RunConfig, run_dir: str | Path, *, data: DataSource | None = None
             torch.use_deterministic_algorithms(True)
         # fork_rng: the per-step re-seeding of the global RNG must not leak into the caller.
         with StopRequest() as stop, torch.random.fork_rng(devices=devices), contextlib.ExitStack() as held:
-            return _run(cfg, run_dir, env, data, stop=stop, held=held, restart=restart,
-                        allow_config_change=allow_config_change)
+            return _run(
+                cfg,
+                run_dir,
+                env,
+                data,
+                stop=stop,
+                held=held,
+                restart=restart,
+                allow_config_change=allow_config_change,
+            )
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # leave the caller's process as it was
         distributed.cleanup(env)
 
 
-def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSource | None, *, stop: StopRequest,
-         held: contextlib.ExitStack, restart: bool, allow_config_change: bool) -> Path:
+def _run(
+    cfg: RunConfig,
+    run_dir: Path,
+    env: distributed.DistEnv,
+    data: DataSource | None,
+    *,
+    stop: StopRequest,
+    held: contextlib.ExitStack,
+    restart: bool,
+    allow_config_change: bool,
+) -> Path:
     micro_batch = _micro_batch(cfg, env)
     needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * parameter_count(model_config(cfg))
     # The lock first: a second trainer fails at once, before loading any data.
     lock = distributed.on_main(env, lambda: _prepare_run_dir(run_dir, needed, restart))
     if lock is not None:
         held.callback(lock.release)
-    source = data or build_data_source(cfg.data, batch_size=micro_batch, rank=env.rank,
-                                       world_size=env.world_size, seed=cfg.train.seed)
+    source = data or build_data_source(
+        cfg.data, batch_size=micro_batch, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed
+    )
     _check_memory(cfg, source.info, micro_batch // env.world_size, env)
     model = _build_model(cfg, source.info, env.device)
     ema = make_ema(model)
@@ -275,19 +330,41 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     F, F_nograd, features_fn, objective = _wrap(cfg, env, model, ema, objective, source.info)
     if cfg.train.compile:
         F, F_nograd, features_fn = _compile(F, F_nograd, features_fn, objective)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        weight_decay=cfg.optim.weight_decay,
+        eps=cfg.optim.eps,
+    )
     checkpoint = _latest_checkpoint(run_dir, env)
     state = TrainState()
     if checkpoint is not None:
-        state = restore_state(checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change)
+        state = restore_state(
+            checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change
+        )
     distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))  # after the resume check
-    parts = {"F": F, "F_nograd": F_nograd, "model": model, "ema": ema, "objective": objective,
-             "optimizer": optimizer, "source": source, "autocast": _autocast(cfg, env.device),
-             "conditional": _is_conditional(model), "features_fn": features_fn}
+    parts = {
+        "F": F,
+        "F_nograd": F_nograd,
+        "model": model,
+        "ema": ema,
+        "objective": objective,
+        "optimizer": optimizer,
+        "source": source,
+        "autocast": _autocast(cfg, env.device),
+        "conditional": _is_conditional(model),
+        "features_fn": features_fn,
+    }
     total, fsdp = total_steps(cfg), env.distributed and cfg.train.parallel == "fsdp"
-    logger = MetricsLogger(run_dir, jsonl=cfg.logging.jsonl, csv_file=cfg.logging.csv,
-                           tensorboard=cfg.logging.tensorboard, enabled=env.is_main, resume_step=state.step)
+    logger = MetricsLogger(
+        run_dir,
+        jsonl=cfg.logging.jsonl,
+        csv_file=cfg.logging.csv,
+        tensorboard=cfg.logging.tensorboard,
+        enabled=env.is_main,
+        resume_step=state.step,
+    )
     progress = Progress(total, state.step, enabled=env.is_main and cfg.train.progress)
     if checkpoint is not None:
         progress.write(f"resuming from {checkpoint.path} (step {state.step}, {state.images} images)")
@@ -304,8 +381,15 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
                 state.bad_streak = 0
                 if state.step % cfg.train.log_every == 0 or state.step == total:
                     metrics = _read_metrics(metrics, env)
-                    logger.log({"step": state.step, "images": state.images, **metrics, "skipped": state.skipped,
-                                "seconds": round(time.perf_counter() - started, 3)})
+                    logger.log(
+                        {
+                            "step": state.step,
+                            "images": state.images,
+                            **metrics,
+                            "skipped": state.skipped,
+                            "seconds": round(time.perf_counter() - started, 3),
+                        }
+                    )
                     shown = metrics.get("mse", metrics["loss"])  # the weighted loss is ~constant by design
             progress.update(shown, state.images)
             if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
@@ -315,12 +399,19 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
                 sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
             late, stopping = _stop_flags(cfg, started, stop, env)  # every process stops after the same step
             if (late or stopping) and state.step < total:
-                where = save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env) \
-                    if saved != state.step else _newest(run_dir, env)
+                where = (
+                    save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
+                    if saved != state.step
+                    else _newest(run_dir, env)
+                )
                 if stopping:
-                    preempted = Preempted(stop.signal_name or "a stop signal (to another process)", state.step, where)
+                    preempted = Preempted(
+                        stop.signal_name or "a stop signal (to another process)", state.step, where
+                    )
                 else:
-                    progress.write(f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}")
+                    progress.write(
+                        f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}"
+                    )
                 break
     finally:
         progress.close()
@@ -333,8 +424,9 @@ def _run(cfg: RunConfig, run_dir: Path, env: distributed.DistEnv, data: DataSour
     return run_dir
 
 
-def _wrap(cfg: RunConfig, env: distributed.DistEnv, model: nn.Module, ema: nn.Module, objective: Any,
-          info: Any) -> tuple[nn.Module, nn.Module, nn.Module | None, Any]:
+def _wrap(
+    cfg: RunConfig, env: distributed.DistEnv, model: nn.Module, ema: nn.Module, objective: Any, info: Any
+) -> tuple[nn.Module, nn.Module, nn.Module | None, Any]:
     """``(F, F_nograd, features_fn, objective)``; with REPA the gradient pass is ``WithFeatures(model)``.
 
     DDP synchronises gradients only through ``forward``, so with REPA it wraps
@@ -345,21 +437,30 @@ def _wrap(cfg: RunConfig, env: distributed.DistEnv, model: nn.Module, ema: nn.Mo
     from tim.training.repa import build_repa
 
     alignment = build_repa(cfg.repa, model.config, info, env.device)
-    ddp, fsdp = env.distributed and cfg.train.parallel == "ddp", env.distributed and cfg.train.parallel == "fsdp"
+    ddp, fsdp = (
+        env.distributed and cfg.train.parallel == "ddp",
+        env.distributed and cfg.train.parallel == "fsdp",
+    )
     if alignment is None:
         if ddp and getattr(model.config, "z_dim", 0) > 0:
-            raise TimError(f"model.z_dim = {model.config.z_dim} adds a projector that nothing trains without REPA, "
-                           "and DDP requires a gradient for every parameter", "set model.z_dim=0, or set repa.encoder")
+            raise TimError(
+                f"model.z_dim = {model.config.z_dim} adds a projector that nothing trains without REPA, "
+                "and DDP requires a gradient for every parameter",
+                "set model.z_dim=0, or set repa.encoder",
+            )
         return (*distributed.wrap(model, ema, env, cfg.train.parallel), None, objective)
     if fsdp:
-        raise TimError("REPA under FSDP is not wired (the feature pass bypasses the root module's hooks)",
-                       "use train.parallel=ddp, or leave repa.encoder empty")
+        raise TimError(
+            "REPA under FSDP is not wired (the feature pass bypasses the root module's hooks)",
+            "use train.parallel=ddp, or leave repa.encoder empty",
+        )
     features_fn, _ = distributed.wrap(WithFeatures(model), ema, env, cfg.train.parallel)
     return features_fn, model, features_fn, dataclasses.replace(objective, alignment=alignment)
 
 
-def _compile(F: nn.Module, F_nograd: nn.Module, features_fn: nn.Module | None,
-             objective: Any) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+def _compile(
+    F: nn.Module, F_nograd: nn.Module, features_fn: nn.Module | None, objective: Any
+) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     """``train.compile``: ``torch.compile`` the gradient pass and, for DDE, the derivative passes.
 
     The compiled modules share the parameters of ``model`` (checkpoints and the EMA keep using
@@ -402,8 +503,16 @@ def _prepare_run_dir(run_dir: Path, needed_bytes: int, restart: bool) -> RunLock
     return lock
 
 
-_RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.csv", "samples", "pretrained", "summary.json",
-                "config.json", "tensorboard")
+_RUN_OUTPUTS = (
+    "checkpoints",
+    "metrics.jsonl",
+    "metrics.csv",
+    "samples",
+    "pretrained",
+    "summary.json",
+    "config.json",
+    "tensorboard",
+)
 
 
 def _set_aside(run_dir: Path) -> Path | None:
@@ -427,10 +536,12 @@ def _latest_checkpoint(run_dir: Path, env: distributed.DistEnv) -> Any:
     checkpoint = load_latest(run_dir, report=env.is_main)
     found = list_checkpoints(run_dir)
     if checkpoint is None and found:
-        raise TimError(f"all {len(found)} checkpoint(s) in '{run_dir / 'checkpoints'}' are unusable (each one is named "
-                       "in a warning above); nothing was changed or deleted",
-                       "restore a checkpoint folder from a backup, or start again from step 0 with "
-                       "`tim train ... --restart` (train(..., restart=True)), which moves the old run aside")
+        raise TimError(
+            f"all {len(found)} checkpoint(s) in '{run_dir / 'checkpoints'}' are unusable (each one is named "
+            "in a warning above); nothing was changed or deleted",
+            "restore a checkpoint folder from a backup, or start again from step 0 with "
+            "`tim train ... --restart` (train(..., restart=True)), which moves the old run aside",
+        )
     return checkpoint
 
 
@@ -440,25 +551,45 @@ def _newest(run_dir: Path, env: distributed.DistEnv) -> Path | None:
     return found[-1] if found else None
 
 
-def _stop_flags(cfg: RunConfig, started: float, stop: StopRequest, env: distributed.DistEnv) -> tuple[bool, bool]:
+def _stop_flags(
+    cfg: RunConfig, started: float, stop: StopRequest, env: distributed.DistEnv
+) -> tuple[bool, bool]:
     """``(out of train.time_limit, stop signal received)``, agreed by every process with one all-reduce."""
     late = cfg.train.time_limit > 0 and time.perf_counter() - started > 60.0 * cfg.train.time_limit
     late, stopping = distributed.any_process_each([late, stop.requested], env)
     return late, stopping
 
 
-def _skip(cfg: RunConfig, run_dir: Path, state: TrainState, metrics: dict[str, Any], logger: MetricsLogger,
-          progress: Progress) -> None:
+def _skip(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: TrainState,
+    metrics: dict[str, Any],
+    logger: MetricsLogger,
+    progress: Progress,
+) -> None:
     """Count and log a non-finite step; stop after ``train.max_bad_steps`` in a row."""
     state.skipped += 1
     state.bad_streak += 1
-    logger.log({"step": state.step, "event": "non_finite", "loss": metrics["loss"],
-                "grad_norm": metrics["grad_norm"], "skipped": state.skipped, "bad_streak": state.bad_streak})
-    progress.write(f"step {state.step}: non-finite loss or gradient (loss={metrics['loss']}, "
-                   f"grad_norm={metrics['grad_norm']}); step skipped ({state.skipped} so far)")
+    logger.log(
+        {
+            "step": state.step,
+            "event": "non_finite",
+            "loss": metrics["loss"],
+            "grad_norm": metrics["grad_norm"],
+            "skipped": state.skipped,
+            "bad_streak": state.bad_streak,
+        }
+    )
+    progress.write(
+        f"step {state.step}: non-finite loss or gradient (loss={metrics['loss']}, "
+        f"grad_norm={metrics['grad_norm']}); step skipped ({state.skipped} so far)"
+    )
     if state.bad_streak >= cfg.train.max_bad_steps:
         last = load_latest(run_dir, report=False, parts=())
         kept = f"the last good checkpoint '{last.path}' is kept" if last else "no checkpoint was written yet"
-        raise TimError(f"{state.bad_streak} consecutive training steps had non-finite loss or gradients "
-                       f"(up to step {state.step}); {kept}",
-                       "lower optim.lr, keep optim.grad_clip > 0, or check the data for NaN/Inf")
+        raise TimError(
+            f"{state.bad_streak} consecutive training steps had non-finite loss or gradients "
+            f"(up to step {state.step}); {kept}",
+            "lower optim.lr, keep optim.grad_clip > 0, or check the data for NaN/Inf",
+        )

@@ -59,7 +59,9 @@ def activation_bytes_per_sample(config: Any, item_shape: tuple[int, ...]) -> int
         item_shape: ``(C, H, W)`` or ``(D,)``.
     """
     patch = getattr(config, "patch_size", None)
-    tokens = math.prod(max(1, side // patch) for side in item_shape[1:]) if patch and len(item_shape) == 3 else 1
+    tokens = (
+        math.prod(max(1, side // patch) for side in item_shape[1:]) if patch and len(item_shape) == 3 else 1
+    )
     width, depth = getattr(config, "hidden_size", 1), getattr(config, "depth", 1)
     blocks = tokens * width * depth * SAVED_PER_BLOCK["transformer" if patch else "mlp"] * 4
     return blocks + BATCH_COPIES * 4 * math.prod(item_shape)
@@ -71,8 +73,14 @@ def available_bytes(device: torch.device) -> int | None:
     return None if value >= UNKNOWN_MEMORY else value
 
 
-def check_training_memory(config: Any, item_shape: tuple[int, ...], rows_per_process: int, batch_size: int,
-                          device: torch.device, available: int | None = None) -> int:
+def check_training_memory(
+    config: Any,
+    item_shape: tuple[int, ...],
+    rows_per_process: int,
+    batch_size: int,
+    device: torch.device,
+    available: int | None = None,
+) -> int:
     """Refuse a step that cannot fit in memory; return the estimated bytes.
 
     Args:
@@ -94,12 +102,16 @@ def check_training_memory(config: Any, item_shape: tuple[int, ...], rows_per_pro
         return needed
     where = f"{device.type} (free memory)"
     if state > available:
-        raise TimError(f"the model's training state alone needs at least {_size(state)} but only "
-                       f"{_size(available)} is available on {where}",
-                       "choose a smaller model (model.preset, model.hidden_size, model.depth) or a larger device")
+        raise TimError(
+            f"the model's training state alone needs at least {_size(state)} but only "
+            f"{_size(available)} is available on {where}",
+            "choose a smaller model (model.preset, model.hidden_size, model.depth) or a larger device",
+        )
     fits = max(1, (available - state) // per_row)
-    raise TimError(f"train.batch_size = {batch_size} needs at least {_size(needed)} per process for one "
-                   f"training step ({rows_per_process} rows x {per_row / 2**10:.1f} KiB + {_size(state)} "
-                   f"model state) but only {_size(available)} is available on {where}",
-                   f"lower train.batch_size, or raise optim.accumulation so that each micro-batch has at most "
-                   f"about {fits} rows")
+    raise TimError(
+        f"train.batch_size = {batch_size} needs at least {_size(needed)} per process for one "
+        f"training step ({rows_per_process} rows x {per_row / 2**10:.1f} KiB + {_size(state)} "
+        f"model state) but only {_size(available)} is available on {where}",
+        f"lower train.batch_size, or raise optim.accumulation so that each micro-batch has at most "
+        f"about {fits} rows",
+    )

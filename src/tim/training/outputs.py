@@ -16,8 +16,15 @@ from tim.training.state import TrainState
 from tim.training.text import grid_condition
 
 
-def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objective: Any, info: Any,
-                  env: distributed.DistEnv) -> None:
+def sample_grids(
+    cfg: RunConfig,
+    run_dir: Path,
+    step: int,
+    ema: nn.Module,
+    objective: Any,
+    info: Any,
+    env: distributed.DistEnv,
+) -> None:
     """Draw the EMA model's samples with each ``sample.steps`` count and save a grid per count."""
     if cfg.sample.num == 0:
         return
@@ -30,16 +37,31 @@ def sample_grids(cfg: RunConfig, run_dir: Path, step: int, ema: nn.Module, objec
     noise = torch.randn((cfg.sample.num, *info.shape), generator=generator, device=env.device)
     out = run_dir / "samples"
     out.mkdir(exist_ok=True)
-    if getattr(info, "text_dim", 0):  # text model: one training caption per grid row (samples/grid_prompts.txt)
+    if getattr(
+        info, "text_dim", 0
+    ):  # text model: one training caption per grid row (samples/grid_prompts.txt)
         cond = grid_condition(info, cfg.sample.num, env.device, out if env.is_main else None)
     else:
-        cond = {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes} if info.num_classes else {}
+        cond = (
+            {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes}
+            if info.num_classes
+            else {}
+        )
     uncond = ema.null_cond(cond) if cond else None
     for steps in cfg.sample.steps:
         with torch.no_grad():
-            x = sample(ema, noise, path=objective.path, steps=steps, cond=cond, uncond=uncond,
-                       guidance_scale=cfg.sample.guidance_scale, guidance_interval=cfg.sample.guidance_interval,
-                       stochasticity=cfg.sample.stochasticity, generator=generator).x.cpu()
+            x = sample(
+                ema,
+                noise,
+                path=objective.path,
+                steps=steps,
+                cond=cond,
+                uncond=uncond,
+                guidance_scale=cfg.sample.guidance_scale,
+                guidance_interval=cfg.sample.guidance_interval,
+                stochasticity=cfg.sample.stochasticity,
+                generator=generator,
+            ).x.cpu()
         name = out / f"step_{step:08d}_nfe_{steps}.png"
         if env.is_main and info.kind == "image":
             save_grid(_preview(x), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
@@ -60,7 +82,9 @@ def _preview(x: torch.Tensor) -> torch.Tensor:
     return x / x.abs().amax().clamp_min(1e-8)
 
 
-def export_run(cfg: RunConfig, run_dir: Path, ema: nn.Module, state: TrainState, env: distributed.DistEnv) -> None:
+def export_run(
+    cfg: RunConfig, run_dir: Path, ema: nn.Module, state: TrainState, env: distributed.DistEnv
+) -> None:
     """Write the EMA weights as a ``save_pretrained`` folder and the run summary (rank 0)."""
     from tim.models import build_model, save_pretrained
 
@@ -70,5 +94,12 @@ def export_run(cfg: RunConfig, run_dir: Path, ema: nn.Module, state: TrainState,
     export = build_model(model_config(cfg))
     export.load_state_dict(weights)
     save_pretrained(export, run_dir / "pretrained")
-    write_summary(run_dir, {"steps": state.step, "images": state.images, "skipped": state.skipped,
-                            "ema_updates": state.ema_updates})
+    write_summary(
+        run_dir,
+        {
+            "steps": state.step,
+            "images": state.images,
+            "skipped": state.skipped,
+            "ema_updates": state.ema_updates,
+        },
+    )

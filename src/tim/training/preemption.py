@@ -45,8 +45,10 @@ class Preempted(KeyboardInterrupt):  # noqa: N818 - an outcome, not an error of 
     def __init__(self, signal_name: str, step: int, checkpoint: Any) -> None:
         self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
         where = f" in '{checkpoint}'" if checkpoint is not None else ""
-        super().__init__(f"stopped on {signal_name} after step {step}; checkpoint saved{where}; "
-                         "rerun the same command to resume")
+        super().__init__(
+            f"stopped on {signal_name} after step {step}; checkpoint saved{where}; "
+            "rerun the same command to resume"
+        )
 
 
 class StopRequest:
@@ -71,8 +73,9 @@ class StopRequest:
                 self._previous[number] = signal.signal(number, self._handle)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._restore()  # in-process callers get their own handlers back
 
     def _restore(self) -> None:
@@ -90,5 +93,8 @@ class StopRequest:
         # os.write: print() is not safe inside a signal handler (re-entrant buffered I/O). On a
         # terminal the progress bar's line has no newline yet: start a fresh line below it.
         lead = "\n" if os.isatty(2) else ""
-        os.write(2, f"{lead}received {name}: stopping after the current step and saving a checkpoint "
-                    f"(send it again to abort at once)\n".encode())
+        os.write(
+            2,
+            f"{lead}received {name}: stopping after the current step and saving a checkpoint "
+            f"(send it again to abort at once)\n".encode(),
+        )

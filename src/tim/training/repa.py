@@ -57,7 +57,9 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise TimError("REPA needs the transformers package", 'pip install "transition-models[repa]"') from None
+        raise TimError(
+            "REPA needs the transformers package", 'pip install "transition-models[repa]"'
+        ) from None
     return transformers
 
 
@@ -70,11 +72,15 @@ class VisionEncoder:
         trust_remote_code: allow the folder's own code (RADIO); False refuses such folders.
     """
 
-    def __init__(self, folder: str | Path, device: torch.device | str = "cpu", trust_remote_code: bool = False) -> None:
+    def __init__(
+        self, folder: str | Path, device: torch.device | str = "cpu", trust_remote_code: bool = False
+    ) -> None:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
-            raise TimError(f"repa.encoder '{folder}' is not a Hugging Face model folder (no config.json)",
-                           "pass a local folder written by save_pretrained, e.g. a DINOv2 checkpoint")
+            raise TimError(
+                f"repa.encoder '{folder}' is not a Hugging Face model folder (no config.json)",
+                "pass a local folder written by save_pretrained, e.g. a DINOv2 checkpoint",
+            )
         transformers = _transformers()
         logging = transformers.utils.logging
         bar, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
@@ -82,11 +88,15 @@ class VisionEncoder:
         logging.set_verbosity_error()
         try:
             self.model = transformers.AutoModel.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
             first = first_line(error)
-            hint = "set repa.trust_remote_code=true if you trust it" if "trust_remote_code" in first else \
-                "pass a complete vision model folder (config.json and its weights)"
+            hint = (
+                "set repa.trust_remote_code=true if you trust it"
+                if "trust_remote_code" in first
+                else "pass a complete vision model folder (config.json and its weights)"
+            )
             raise TimError(f"repa.encoder '{folder}' could not be loaded ({first})", hint) from None
         finally:
             logging.set_verbosity(verbosity)
@@ -97,7 +107,7 @@ class VisionEncoder:
         self.width = _config_int(config, "hidden_size", folder)
         self.channels = getattr(config, "num_channels", 3)
         mean, std = _statistics(folder, self.channels)
-        self.model = (self.model.vision_model if hasattr(self.model, "vision_model") else self.model)
+        self.model = self.model.vision_model if hasattr(self.model, "vision_model") else self.model
         self.model.requires_grad_(False).eval().to(device)
         # ViT-family models with a fixed position table need this for other sizes (DINOv2 always interpolates).
         accepts = inspect.signature(self.model.forward).parameters
@@ -115,24 +125,31 @@ class VisionEncoder:
         """
         h, w = grid
         if images.shape[1] != self.channels and images.shape[1] != 1:
-            raise TimError(f"REPA got {images.shape[1]}-channel images for a {self.channels}-channel encoder",
-                           "use an encoder made for this data's channels")
+            raise TimError(
+                f"REPA got {images.shape[1]}-channel images for a {self.channels}-channel encoder",
+                "use an encoder made for this data's channels",
+            )
         x = images.float().expand(-1, self.channels, -1, -1) if images.shape[1] == 1 else images.float()
-        x = functional.interpolate(x, size=(h * self.patch_size, w * self.patch_size), mode="bicubic",
-                                   align_corners=False)
+        x = functional.interpolate(
+            x, size=(h * self.patch_size, w * self.patch_size), mode="bicubic", align_corners=False
+        )
         x = ((x + 1.0) / 2.0 - self.mean) / self.std
         tokens = self.model(pixel_values=x, **self._extra).last_hidden_state  # (B, prefix + h w, width)
         if tokens.ndim != 3 or tokens.shape[1] < h * w:
-            raise TimError(f"the REPA encoder returned features of shape {tuple(tokens.shape)} for a {h}x{w} grid",
-                           "use a ViT-style encoder whose last_hidden_state holds one token per patch")
-        return tokens[:, -h * w:]
+            raise TimError(
+                f"the REPA encoder returned features of shape {tuple(tokens.shape)} for a {h}x{w} grid",
+                "use a ViT-style encoder whose last_hidden_state holds one token per patch",
+            )
+        return tokens[:, -h * w :]
 
 
 def _config_int(config: Any, name: str, folder: Path) -> int:
     value = getattr(config, name, None)
     if not isinstance(value, int) or value < 1:
-        raise TimError(f"repa.encoder '{folder}' has no integer {name} in its config",
-                       "use a ViT-style vision model (DINOv2, ViT, SigLIP/CLIP vision)")
+        raise TimError(
+            f"repa.encoder '{folder}' has no integer {name} in its config",
+            "use a ViT-style vision model (DINOv2, ViT, SigLIP/CLIP vision)",
+        )
     return value
 
 
@@ -153,11 +170,15 @@ def token_grid(features: Tensor, images: Tensor) -> tuple[int, int]:
     H, W = images.shape[-2:]
     patch = math.isqrt(H * W // features.shape[1]) if features.shape[1] else 0
     if patch < 1 or (H // patch) * (W // patch) != features.shape[1]:
-        raise TimError(f"{features.shape[1]} alignment features do not tile {H}x{W} images", "use square patches")
+        raise TimError(
+            f"{features.shape[1]} alignment features do not tile {H}x{W} images", "use square patches"
+        )
     return H // patch, W // patch
 
 
-def repa_alignment(encoder: Callable[[Tensor, tuple[int, int]], Tensor]) -> Callable[[Tensor, Tensor, dict], Tensor]:
+def repa_alignment(
+    encoder: Callable[[Tensor, tuple[int, int]], Tensor],
+) -> Callable[[Tensor, Tensor, dict], Tensor]:
     """The objective's alignment hook: ``(features (B, N, d), x (B, C, H, W), cond) -> (B,)`` REPA loss.
 
     ``mean_tokens(1 - cos(features, encoder(x)))``, the encoder without gradient (published
@@ -167,8 +188,10 @@ def repa_alignment(encoder: Callable[[Tensor, tuple[int, int]], Tensor]) -> Call
     def alignment(features: Tensor, x: Tensor, cond: dict) -> Tensor:
         target = encoder(x, token_grid(features, x))  # (B, N, width)
         if target.shape[-1] != features.shape[-1]:
-            raise TimError(f"model.z_dim = {features.shape[-1]} but the REPA encoder gives {target.shape[-1]} features",
-                           f"set model.z_dim={target.shape[-1]}")
+            raise TimError(
+                f"model.z_dim = {features.shape[-1]} but the REPA encoder gives {target.shape[-1]} features",
+                f"set model.z_dim={target.shape[-1]}",
+            )
         cosine = functional.cosine_similarity(features.float(), target.float(), dim=-1, eps=COSINE_EPS)
         return (1.0 - cosine).mean(1)
 
@@ -180,14 +203,20 @@ def build_repa(config: RepaConfig, model_config: Any, info: Any, device: torch.d
     if not config.encoder:
         return None
     if info.kind != "image" or info.value_range is None:
-        raise TimError("REPA needs pixel images, but this data set holds latents or vectors (nothing to encode)",
-                       "train on an image folder or the digits, or leave repa.encoder empty")
+        raise TimError(
+            "REPA needs pixel images, but this data set holds latents or vectors (nothing to encode)",
+            "train on an image folder or the digits, or leave repa.encoder empty",
+        )
     z_dim = getattr(model_config, "z_dim", 0)
     if z_dim <= 0:
-        raise TimError("repa.encoder is set but the model has no projector (model.z_dim = 0)",
-                       "set model.z_dim to the encoder's feature width")
+        raise TimError(
+            "repa.encoder is set but the model has no projector (model.z_dim = 0)",
+            "set model.z_dim to the encoder's feature width",
+        )
     encoder = VisionEncoder(config.encoder, device, config.trust_remote_code)
     if encoder.width != z_dim:
-        raise TimError(f"model.z_dim = {z_dim} but the REPA encoder '{config.encoder}' gives {encoder.width} features",
-                       f"set model.z_dim={encoder.width}")
+        raise TimError(
+            f"model.z_dim = {z_dim} but the REPA encoder '{config.encoder}' gives {encoder.width} features",
+            f"set model.z_dim={encoder.width}",
+        )
     return repa_alignment(encoder)

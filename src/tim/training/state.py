@@ -61,8 +61,16 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def save_state(run_dir: Path, cfg: RunConfig, state: TrainState, model: nn.Module, ema: nn.Module,
-               optimizer: torch.optim.Optimizer, data_state: dict[str, Any], env: distributed.DistEnv) -> Path | None:
+def save_state(
+    run_dir: Path,
+    cfg: RunConfig,
+    state: TrainState,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data_state: dict[str, Any],
+    env: distributed.DistEnv,
+) -> Path | None:
     """Write a checkpoint (rank 0 writes; under FSDP every process helps gather the weights).
 
     Returns:
@@ -74,11 +82,18 @@ def save_state(run_dir: Path, cfg: RunConfig, state: TrainState, model: nn.Modul
         "optimizer": distributed.full_optimizer_state(model, optimizer),
         "rng": _rng_state(),
     }
-    extra = dataclasses.asdict(state) | {"data": data_state, "world_size": env.world_size,
-                                         "micro_batch": cfg.train.batch_size // cfg.optim.accumulation}
+    extra = dataclasses.asdict(state) | {
+        "data": data_state,
+        "world_size": env.world_size,
+        "micro_batch": cfg.train.batch_size // cfg.optim.accumulation,
+    }
     extra.pop("step")
-    return distributed.on_main(env, lambda: save_checkpoint(run_dir, state.step, parts, extra, cfg.to_dict(),
-                                                            keep_last=cfg.train.keep_last))
+    return distributed.on_main(
+        env,
+        lambda: save_checkpoint(
+            run_dir, state.step, parts, extra, cfg.to_dict(), keep_last=cfg.train.keep_last
+        ),
+    )
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str, where: Path) -> None:
@@ -87,10 +102,17 @@ def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str,
     unexpected = sorted(set(weights) - set(own))
     shapes = sorted(k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape))
     if missing or unexpected or shapes:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"mis-shaped {shapes[:3]}")
-        raise TimError(f"the {what} weights in checkpoint '{where}' do not fit the configured model ({detail})",
-                       "resume with the model config the run was started with, or use a new run directory")
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"mis-shaped {shapes[:3]}"
+        )
+        raise TimError(
+            f"the {what} weights in checkpoint '{where}' do not fit the configured model ({detail})",
+            "resume with the model config the run was started with, or use a new run directory",
+        )
     distributed.load_full_model_state(model, weights)
 
 
@@ -102,19 +124,34 @@ def check_resume_config(checkpoint: Checkpoint, cfg: RunConfig, *, allow_config_
     ``allow_config_change`` (``tim train --allow-config-change``) accepts them.
     """
     if checkpoint.config.get("model") != cfg.to_dict()["model"]:
-        raise TimError(f"checkpoint '{checkpoint.path}' was trained with model {checkpoint.config.get('model')}, "
-                       f"not {cfg.to_dict()['model']}", "use the original model settings or a new run directory")
+        raise TimError(
+            f"checkpoint '{checkpoint.path}' was trained with model {checkpoint.config.get('model')}, "
+            f"not {cfg.to_dict()['model']}",
+            "use the original model settings or a new run directory",
+        )
     differences = [] if allow_config_change else config_differences(checkpoint.config, cfg)
     if differences:
-        shown = ", ".join(differences[:6]) + (f" (+{len(differences) - 6} more)" if len(differences) > 6 else "")
-        raise TimError(f"the run in '{checkpoint.path.parent.parent}' was started with another config: {shown}",
-                       f"resume with the run's own settings (saved in '{checkpoint.path / 'config.json'}'), pass "
-                       "--allow-config-change (allow_config_change=True) to continue with the new ones, or use a new "
-                       "run directory")
+        shown = ", ".join(differences[:6]) + (
+            f" (+{len(differences) - 6} more)" if len(differences) > 6 else ""
+        )
+        raise TimError(
+            f"the run in '{checkpoint.path.parent.parent}' was started with another config: {shown}",
+            f"resume with the run's own settings (saved in '{checkpoint.path / 'config.json'}'), pass "
+            "--allow-config-change (allow_config_change=True) to continue with the new ones, or use a new "
+            "run directory",
+        )
 
 
-def restore_state(checkpoint: Checkpoint, cfg: RunConfig, model: nn.Module, ema: nn.Module,
-                  optimizer: torch.optim.Optimizer, source: Any, *, allow_config_change: bool = False) -> TrainState:
+def restore_state(
+    checkpoint: Checkpoint,
+    cfg: RunConfig,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    source: Any,
+    *,
+    allow_config_change: bool = False,
+) -> TrainState:
     """Load a checkpoint into the live objects and return its counters (after :func:`check_resume_config`)."""
     check_resume_config(checkpoint, cfg, allow_config_change=allow_config_change)
     _load_weights(model, checkpoint.parts["model"], "model", checkpoint.path)
@@ -123,15 +160,20 @@ def restore_state(checkpoint: Checkpoint, cfg: RunConfig, model: nn.Module, ema:
     micro_batch = cfg.train.batch_size // cfg.optim.accumulation
     if checkpoint.state.get("micro_batch", micro_batch) != micro_batch:
         # The data position counts global micro-batches: another size means other rows from here on.
-        warnings.warn(f"checkpoint '{checkpoint.path}' was written with global micro-batches of "
-                      f"{checkpoint.state['micro_batch']} rows, this run uses {micro_batch}: training continues "
-                      "but does not replay the original data order", stacklevel=2)
+        warnings.warn(
+            f"checkpoint '{checkpoint.path}' was written with global micro-batches of "
+            f"{checkpoint.state['micro_batch']} rows, this run uses {micro_batch}: training continues "
+            "but does not replay the original data order",
+            stacklevel=2,
+        )
     source.load_state_dict(checkpoint.state["data"])
     counters = {f.name: int(checkpoint.state.get(f.name, 0)) for f in dataclasses.fields(TrainState)}
     return TrainState(**(counters | {"step": checkpoint.step}))
 
 
-def load_run(run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+def load_run(
+    run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu"
+) -> tuple[nn.Module, RunConfig]:
     """Load the weights of a run's latest good checkpoint for sampling and evaluation.
 
     Args:
@@ -151,10 +193,15 @@ def load_run(run_dir: str | Path, which: str = "ema", device: str | torch.device
         raise TimError(f"which = {which!r} is not a weight set", "use which='ema' or which='model'")
     checkpoint = load_latest(run_dir)
     if checkpoint is None and list_checkpoints(run_dir):
-        raise TimError(f"every checkpoint in '{run_dir}' is corrupt or partial (each one is named in a warning)",
-                       "restore a checkpoint folder from a backup or train again")
+        raise TimError(
+            f"every checkpoint in '{run_dir}' is corrupt or partial (each one is named in a warning)",
+            "restore a checkpoint folder from a backup or train again",
+        )
     if checkpoint is None:
-        raise TimError(f"'{run_dir}' has no usable checkpoint", "pass the directory of a training run (tim train --out DIR)")
+        raise TimError(
+            f"'{run_dir}' has no usable checkpoint",
+            "pass the directory of a training run (tim train --out DIR)",
+        )
     cfg = config_from_dict(checkpoint.config)
     model = build_model(model_config(cfg))
     adopt_null_prompt(model, checkpoint.parts[which])  # text models: the saved null caption's length

@@ -36,15 +36,22 @@ def check_text_model(config: Any, info: Any) -> None:
     """
     text_dim = getattr(info, "text_dim", 0)
     if is_text_model(config) and not text_dim:
-        raise TimError("model.conditioning='text' needs captions, but the data has none",
-                       "set data.text_encoder=minilm with data.name=scenes or a captioned image_folder")
+        raise TimError(
+            "model.conditioning='text' needs captions, but the data has none",
+            "set data.text_encoder=minilm with data.name=scenes or a captioned image_folder",
+        )
     if text_dim and not is_text_model(config):
-        raise TimError(f"the data carries caption features but model.conditioning="
-                       f"{getattr(config, 'conditioning', 'class')!r}",
-                       f"set model.conditioning=text and model.text_dim={text_dim}, or data.text_encoder=''")
+        raise TimError(
+            f"the data carries caption features but model.conditioning="
+            f"{getattr(config, 'conditioning', 'class')!r}",
+            f"set model.conditioning=text and model.text_dim={text_dim}, or data.text_encoder=''",
+        )
     if text_dim and config.text_dim != text_dim:
-        raise TimError(f"model.text_dim={config.text_dim} but the text encoder {info.text.encoder!r} gives "
-                       f"{text_dim}-d features", f"set model.text_dim={text_dim}")
+        raise TimError(
+            f"model.text_dim={config.text_dim} but the text encoder {info.text.encoder!r} gives "
+            f"{text_dim}-d features",
+            f"set model.text_dim={text_dim}",
+        )
 
 
 def with_null_prompt(model: nn.Module, info: Any) -> nn.Module:
@@ -61,12 +68,18 @@ NULL_CONTEXT_KEY = "cond_embedder.null_context"  # TextConditioning's buffer in 
 def adopt_null_prompt(model: nn.Module, weights: dict[str, Tensor]) -> None:
     """Give a freshly built text model the saved null caption (its length depends on the encoder)."""
     stored = weights.get(NULL_CONTEXT_KEY)
-    if stored is not None and is_text_model(model.config) and stored.ndim == 2 \
-            and stored.shape[1] == model.config.text_dim:
+    if (
+        stored is not None
+        and is_text_model(model.config)
+        and stored.ndim == 2
+        and stored.shape[1] == model.config.text_dim
+    ):
         model.set_null_context(stored)
 
 
-def grid_condition(info: Any, num: int, device: torch.device, folder: Path | None = None) -> dict[str, Tensor]:
+def grid_condition(
+    info: Any, num: int, device: torch.device, folder: Path | None = None
+) -> dict[str, Tensor]:
     """Caption features for a sample grid of ``num`` images: one training caption per grid row.
 
     The captions are spread over the data's distinct captions (fixed for the whole run) and
@@ -81,12 +94,16 @@ def grid_condition(info: Any, num: int, device: torch.device, folder: Path | Non
         temporary.write_text("".join(f"row {k + 1}: {p}\n" for k, p in enumerate(rows)))
         os.replace(temporary, folder / GRID_PROMPTS_FILE)
     if text.encode is None:
-        raise TimError("the captioned data source gives no way to encode prompts for the sample grids",
-                       "build it with tim.data.build_data_source, or set sample.num=0")
+        raise TimError(
+            "the captioned data source gives no way to encode prompts for the sample grids",
+            "build it with tim.data.build_data_source, or set sample.num=0",
+        )
     return {key: value.to(device) for key, value in text.encode(prompts).items()}
 
 
-def run_text_encoder(cfg: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+def run_text_encoder(
+    cfg: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Any:
     """The TextEncoder a text run was trained with (from its config), or None for other runs.
 
     Args:
@@ -99,8 +116,10 @@ def run_text_encoder(cfg: Any, *, device: str | torch.device = "cpu", dtype: tor
     if not is_text_model(model_config(cfg)):
         return None
     if not cfg.data.text_encoder:
-        raise TimError("this text-conditioned run names no text encoder (data.text_encoder is empty)",
-                       "pass a TextEncoder explicitly, e.g. tim.text.TextEncoder('minilm')")
+        raise TimError(
+            "this text-conditioned run names no text encoder (data.text_encoder is empty)",
+            "pass a TextEncoder explicitly, e.g. tim.text.TextEncoder('minilm')",
+        )
     from tim.text import TextEncoder
 
     return TextEncoder(cfg.data.text_encoder, max_length=cfg.data.max_text_length, device=device, dtype=dtype)
