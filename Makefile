@@ -13,7 +13,7 @@ TORCH       ?= torch==2.13.0
 DEMO_OUT    ?= outputs/demo
 STAMP        = $(VENV)/.installed
 
-.PHONY: demo test test-slow lint docs docs-build release-check app venv clean-venv
+.PHONY: demo test test-slow test-full lint docs docs-build release-check app venv clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -30,9 +30,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The slow suite (kill -9 resume, 2-process torchrun, the demos end to end); .ci/run runs it after `test`.
+# The slow suite (kill -9 resume, 2-process torchrun, preemption, the three demos end to end on short
+# budgets), ~15 min on 2 cores; .ci/run runs it after `test`. The ten longest tests are listed, so a
+# test that grows shows up in CI's log. `-m slow` selects no gpu or full test (tests/conftest.py).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --durations=10
+
+# The full runs (the demos' default 15-minute commands with their quality and time assertions, a
+# 4096x4096 decode): ~35 min on 2 cores; not in CI. CONTRIBUTING.md, "Test suites".
+test-full: $(STAMP)
+	$(BIN)/python -m pytest -q -m full --durations=0
 
 # Format check, lint, types and the layer contract (CONTRIBUTING.md says what each checks and why).
 lint: $(STAMP)
@@ -40,11 +47,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # The documentation site: `make docs` serves it at http://127.0.0.1:8000/, `make docs-build` is CI's strict build.
+# NO_MKDOCS_2_WARNING: silences the theme's banner about MkDocs 2 (informational, not a build warning).
 docs: $(STAMP)
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-build: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Wheel + sdist, twine check, then the fast suite against the installed wheel in a fresh venv.
 release-check: $(STAMP)

@@ -88,7 +88,7 @@ def describe(pipe) -> ModelInfo:
     """Read the page's facts from a :class:`tim.pipeline.TiMPipeline`.
 
     Args:
-        pipe: a loaded pipeline (``conditioning``, ``num_classes``, ``recipe``, ``model``,
+        pipe (tim.pipeline.TiMPipeline): a loaded pipeline (``conditioning``, ``num_classes``, ``recipe``, ``model``,
             ``default_size``, ``size_multiple``).
 
     Returns:
@@ -239,7 +239,7 @@ def generate(
     """Check one request, run the pipeline and tile the images (what the page's button does).
 
     Args:
-        pipe: a :class:`tim.pipeline.TiMPipeline`.
+        pipe (tim.pipeline.TiMPipeline): the pipeline to run.
         label: a class id, or None / ``EVERY_CLASS`` for one row per class (class models only).
         prompt: text models: what to draw, one prompt per line (each line is a row).
         steps: sampling steps, 1 ... ``MAX_STEPS`` (ignored when ``compare``).
@@ -520,13 +520,13 @@ def build_page(
     """Build the Gradio page around a loaded pipeline (not launched).
 
     Args:
-        pipe: a :class:`tim.pipeline.TiMPipeline`, loaded once and shared by every request.
+        pipe (tim.pipeline.TiMPipeline): loaded once and shared by every request.
         source: what was loaded (shown in the page header).
         info: :func:`describe` of ``pipe`` (computed when not given).
         output_dir: where the downloadable PNGs go (default: a new temporary folder).
 
     Returns:
-        A ``gradio.Blocks`` with a queue that runs one generation at a time.
+        page (gradio.Blocks): the page, with a queue that runs one generation at a time.
     """
     gr = _gradio()
     info = describe(pipe) if info is None else info
@@ -723,7 +723,7 @@ def launch(page, *, host: str = "127.0.0.1", port: int = 7860) -> str:
     """Start serving the page in the background (returns once the server answers).
 
     Args:
-        page: from :func:`build_page`.
+        page (gradio.Blocks): from :func:`build_page`.
         host: interface to bind (127.0.0.1 = this machine only).
         port: TCP port.
 

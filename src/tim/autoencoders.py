@@ -392,7 +392,8 @@ class Autoencoder:
         scripts/autoencoder_memory.py (peak RSS on CPU, torch.cuda.max_memory_allocated on GPU).
 
         Args:
-            height, width: output size in pixels.
+            height: output height in pixels.
+            width: output width in pixels.
             tiled: as in :meth:`decode` (default: the same automatic choice, without the memory check).
         """
         if tiled is None:

@@ -609,7 +609,7 @@ def generate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 500,
-    **sampler_options,
+    **sampler_options: Any,
 ) -> list[Generated]:
     """Sample ``per_class`` items for each class with every step count, from the same noise, in memory.
 
@@ -618,7 +618,7 @@ def generate(
 
     Args:
         model: the network F(x_t, t, r, **cond), in eval mode.
-        path: the :class:`tim.paths.Path` the model was trained with.
+        path (tim.paths.Path): the path the model was trained with.
         data_shape: shape of one sample, e.g. (1, 8, 8) or (2,).
         steps_list: step counts to sample with.
         class_ids: classes to sample (rows of the grids); empty = unconditional.
@@ -696,8 +696,8 @@ def load_for_sampling(
     Returns:
         ``(model, info)``.
     """
-    from tim.paths import build_path
     from tim.training import load_run
+    from tim.training.config import build_path_from_config
 
     if not Path(run_dir).is_dir():
         raise TimError(
@@ -712,7 +712,7 @@ def load_for_sampling(
     else:  # TiMMLP: vectors (D,)
         shape, patch = (config.dim,), 1
     return model, RunInfo(
-        build_path(cfg.path.name, **cfg.path.options), num_classes, shape, patch, tuple(cfg.sample.steps)
+        build_path_from_config(cfg), num_classes, shape, patch, tuple(cfg.sample.steps)
     )
 
 

@@ -69,7 +69,10 @@ class BatchOutput:
 
 
 class Backend(Protocol):
-    """A network that turns noise into samples (see :class:`tim.cli.sample.RunBackend`)."""
+    """A network that turns noise into samples.
+
+    Implemented by :class:`tim.cli.sample.PipelineBackend` and :class:`tim.cli.sample.VectorBackend`.
+    """
 
     conditioning: str  # "class" | "text" | "none"
     num_classes: int  # 0 unless conditioning == "class"

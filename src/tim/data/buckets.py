@@ -75,7 +75,8 @@ class BucketedSource:
             images at the largest size.
         batch_size: GLOBAL batch, used only when ``token_budget == 0``.
         patch_multiple: tokens are counted in patch_multiple x patch_multiple cells.
-        value_scale, value_offset: stored values map to float32 by x * value_scale + value_offset.
+        value_scale: stored values map to float32 by x * value_scale + value_offset.
+        value_offset: see ``value_scale``.
     """
 
     @classmethod

@@ -281,7 +281,9 @@ def encode_images_to_latents(
         out_dir: folder for ``shard-*.safetensors``.
         autoencoder: local diffusers autoencoder folder (used when ``encoder`` is None).
         encoder: any callable images (B, 3, H, W) in [-1, 1] -> raw latents; for tests or custom models.
-        scale, shift: latent normalisation to record; default the autoencoder config's values (1, 0 for a bare encoder).
+        scale: latent normalisation to record (x = (latent - shift) * scale); default the autoencoder
+            config's value (1 for a bare encoder).
+        shift: as ``scale``; default the config's value (0 for a bare encoder).
         batch_size: images per encoder call (one size per call).
         device: where the diffusers autoencoder runs.
         shard_size: items per shard.

@@ -185,12 +185,14 @@ def evaluate_digits(
         labels: the class each sample was conditioned on, shape (N,), or None (unconditional).
         reference: "all" (the 1797 real digits) or "heldout" (the classifier's held-out split).
         classifier_path: weights file; None means the shipped asset.
-        kid_subset_size, kid_subsets, seed: KID protocol (see :func:`kernel_distance`); the
-            default uses all rows once (the digits sets are small enough).
+        kid_subset_size: KID rows per subset (see :func:`kernel_distance`); the default uses all
+            rows once (the digits sets are small enough).
+        kid_subsets: number of KID subsets.
+        seed: seeds the KID subset draws.
 
     Returns:
         {"frechet_distance", "kid", "kid_std", "kid_protocol", ["class_accuracy"], "num_samples",
-         "num_reference", "feature_extractor", "reference_set"}.
+            "num_reference", "feature_extractor", "reference_set"}.
     """
     samples = samples.detach().cpu()
     _check_samples(samples, labels)

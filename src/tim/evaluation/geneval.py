@@ -130,7 +130,7 @@ def connected_components(labels: np.ndarray) -> np.ndarray:
     while True:
         padded = np.pad(np.where(ids > 0, ids, big), 1, constant_values=big)
         best = ids.copy()
-        for (dy, dx), match in zip(shifts, same):
+        for (dy, dx), match in zip(shifts, same, strict=True):
             neighbour = padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
             best = np.where(match & (labels > 0), np.minimum(best, neighbour), best)
         if np.array_equal(best, ids):
@@ -229,7 +229,8 @@ def to_uint8_images(x) -> np.ndarray:
     """Model output -> images for the detector.
 
     Args:
-        x: a tensor or array (N, 3, H, W) in [-1, 1] (what the samplers return), or uint8 (N, H, W, 3).
+        x (torch.Tensor | numpy.ndarray): (N, 3, H, W) in [-1, 1] (what the samplers return), or
+            uint8 (N, H, W, 3).
 
     Returns:
         uint8 (N, H, W, 3).
@@ -249,7 +250,8 @@ def score_images(images, specs: Sequence[SceneSpec], *, per_image: bool = False)
     """GenEval-style scores of a set of images against their prompts.
 
     Args:
-        images: uint8 (N, H, W, 3), or (N, 3, H, W) in [-1, 1] (see :func:`to_uint8_images`).
+        images (torch.Tensor | numpy.ndarray): uint8 (N, H, W, 3), or (N, 3, H, W) in [-1, 1] (see
+            :func:`to_uint8_images`).
         specs: N prompts (:class:`tim.data.scenes.SceneSpec`).
         per_image: also return ``"correct"``: the list of N booleans.
 
@@ -262,10 +264,10 @@ def score_images(images, specs: Sequence[SceneSpec], *, per_image: bool = False)
         raise TimError(f"{len(images)} images but {len(specs)} prompts", "pass one prompt per image")
     if len(images) == 0:
         raise TimError("no images to score", "pass at least one image")
-    correct = [score_image(image, spec) for image, spec in zip(images, specs)]
+    correct = [score_image(image, spec) for image, spec in zip(images, specs, strict=True)]
     result: dict = {}
     for category in CATEGORIES:
-        marks = [ok for ok, spec in zip(correct, specs) if spec.category == category]
+        marks = [ok for ok, spec in zip(correct, specs, strict=True) if spec.category == category]
         if marks:
             result[category] = float(np.mean(marks))
     result = {"overall": float(np.mean(list(result.values()))), **result}

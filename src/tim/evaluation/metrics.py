@@ -83,8 +83,10 @@ def frechet_distance_from_stats(
     and has the same spectrum as sigma_1 sigma_2, so no non-symmetric ``sqrtm`` is needed.
 
     Args:
-        mu_1, mu_2: means, shape (D,).
-        sigma_1, sigma_2: covariances, shape (D, D).
+        mu_1: mean of the first Gaussian, shape (D,).
+        sigma_1: its covariance, shape (D, D).
+        mu_2: mean of the second Gaussian, shape (D,).
+        sigma_2: its covariance, shape (D, D).
 
     Returns:
         The squared distance (>= 0 up to round-off).
@@ -148,7 +150,8 @@ def kernel_distance(
     replacement from each set (the KID protocol of Bińkowski et al. 2018, subsets of 1000).
 
     Args:
-        features_1, features_2: shapes (N1, D), (N2, D), N >= 2.
+        features_1: the first set, shape (N1, D), N1 >= 2.
+        features_2: the second set, shape (N2, D), N2 >= 2.
         subset_size: rows per subset, or None for all rows.
         num_subsets: number of subsets.
         seed: seed of the subset draw (numpy Generator; global RNG untouched).

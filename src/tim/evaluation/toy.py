@@ -32,7 +32,7 @@ def evaluate_toy(
 
     Returns:
         {"energy_distance", "sliced_wasserstein", "num_samples", "num_reference",
-         "feature_extractor", "reference_set"}.
+            "feature_extractor", "reference_set"}.
     """
     if samples.ndim != 2 or samples.shape[1] != 2:
         raise TimError(f"toy samples have shape {tuple(samples.shape)}", "pass (N, 2) points")
