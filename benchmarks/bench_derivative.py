@@ -40,7 +40,7 @@ def stencil_derivative(F, path, x, z, t, r, cond, *, stencil: str, h: float, bf1
     c_r = path.time_input(r)
     total = torch.zeros_like(x)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for offset, weight in zip(offsets, weights):
+        for offset, weight in zip(offsets, weights, strict=True):
             s = t + offset * h
             total = total + weight * F(path.interpolate(x, z, s).x_t, path.time_input(s), c_r, **cond).float()
     return total / (denominator * h)
@@ -50,7 +50,7 @@ def perturbed(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
     """A random network whose adaLN-Zero layers are not zero (else F = 0 and dF/dt = 0)."""
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(1)
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.abs().max() == 0:
                 p.normal_(0.0, std)
     return model

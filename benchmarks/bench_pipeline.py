@@ -321,7 +321,7 @@ def measured_peaks(config: TiMConfig, sides: list[int], device: torch.device) ->
         xs = [math.log(r["tokens"]) for r in big]
         ys = [math.log(r["measured_live_MiB"]) for r in big]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return {
         "config": {
             k: getattr(config, k)

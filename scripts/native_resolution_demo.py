@@ -253,15 +253,15 @@ def overview(
     draw = ImageDraw.Draw(canvas)
     draw.text((gap, 6), title, fill="black", font=font)
     x = label_w
-    for name, w in zip(columns, col_w):
+    for name, w in zip(columns, col_w, strict=True):
         draw.text((x, header_h - 20), name, fill="black", font=font)
         x += w + gap
     y = header_h
-    for (label, cells), h in zip(rows, row_h):
+    for (label, cells), h in zip(rows, row_h, strict=True):
         for k, line in enumerate(label.split("\n")):
             draw.text((gap, y + 4 + 18 * k), line, fill="black", font=font)
         x = label_w
-        for (picture, caption), w in zip(cells, col_w):
+        for (picture, caption), w in zip(cells, col_w, strict=True):
             if picture is not None:
                 canvas.paste(Image.fromarray(picture), (x, y))
                 draw.text((x, y + picture.shape[0] + 1), caption, fill=(90, 90, 90), font=small)

@@ -104,7 +104,7 @@ def test_loss_same_seed_same_value_and_gradients() -> None:
     assert torch.isfinite(loss_a)
     assert torch.equal(loss_a, loss_b)
     assert len(grads_a) == len(grads_b) > 0
-    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
     assert not torch.equal(loss_a, loss_and_grads(model, seed=4)[0])
     assert torch.equal(torch.get_rng_state(), global_rng), "the loss touched the global RNG"
 
@@ -117,7 +117,7 @@ def test_data_source_same_seed_same_batches() -> None:
         return [source.next_batch() for _ in range(3)]
 
     first, second, other = batches(0), batches(0), batches(1)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
     assert not torch.equal(first[0]["x"], other[0]["x"])
 

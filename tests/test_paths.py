@@ -51,7 +51,9 @@ def test_closed_forms_match_general_form(path: Path) -> None:
     t, r = time_pairs(path)
     g = torch.Generator().manual_seed(1)
     x, z, F, dF = (torch.randn(64, 3, 2, 2, generator=g) for _ in range(4))
-    for closed, general in zip(path.transition_coefficients(t, r), Path.transition_coefficients(path, t, r)):
+    for closed, general in zip(
+        path.transition_coefficients(t, r), Path.transition_coefficients(path, t, r), strict=True
+    ):
         torch.testing.assert_close(closed, general, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
         path.transition_ratio(t, r), Path.transition_ratio(path, t, r), rtol=1e-9, atol=1e-12
@@ -90,7 +92,7 @@ def test_published_edm_formulas_are_wrong_unless_sigma_d_is_one() -> None:
     for sd in (1.0, 0.5):
         path = EDMPath(sigma_d=sd)
         ours = (*Path.transition_coefficients(path, t, r), Path.transition_ratio(path, t, r))
-        close = all(torch.allclose(o, p, rtol=1e-12) for o, p in zip(ours, published(sd)))
+        close = all(torch.allclose(o, p, rtol=1e-12) for o, p in zip(ours, published(sd), strict=True))
         assert close == (sd == 1.0)
 
 

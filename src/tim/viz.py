@@ -126,7 +126,7 @@ def montage(
     draw = draw_module.Draw(canvas)
     if title:
         draw.text((gap, 4), title, fill="black", font=font)
-    for i, (panel, label) in enumerate(zip(panels, labels)):
+    for i, (panel, label) in enumerate(zip(panels, labels, strict=True)):
         left, top = gap + (i % ncol) * cell_w, header + (i // ncol) * cell_h
         draw.text((left, top + 2), label, fill="black", font=font)
         canvas.paste(image_cls.fromarray(panel), (left, top + caption))
@@ -155,7 +155,7 @@ def scatter(
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(points), figsize=(3 * len(points), 3.2), squeeze=False)
-    for axis, (name, cloud) in zip(axes[0], points.items()):
+    for axis, (name, cloud) in zip(axes[0], points.items(), strict=True):
         cloud = cloud.detach().cpu().numpy() if isinstance(cloud, torch.Tensor) else np.asarray(cloud)
         axis.scatter(cloud[:, 0], cloud[:, 1], s=1, alpha=0.5)
         axis.set_title(name)
@@ -196,7 +196,7 @@ def line_plot(
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
-    for axis, (name, values) in zip(axes[0], series.items()):
+    for axis, (name, values) in zip(axes[0], series.items(), strict=True):
         axis.plot(list(x), list(values), marker="o")
         if reference and name in reference:
             axis.axhline(reference[name], color="gray", linestyle="--", linewidth=1)

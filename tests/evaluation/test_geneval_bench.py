@@ -69,7 +69,9 @@ def test_eval_prompts_are_fixed_and_split():
 
 
 def test_targets_are_checked_on_the_seen_prompts():
-    curve = lambda values: {"seen": {"1.0": {str(k): {"overall": v} for k, v in zip((1, 2, 4, 8), values)}}}  # noqa: E731
+    def curve(values: list[float]) -> dict:
+        return {"seen": {"1.0": {str(k): {"overall": v} for k, v in zip((1, 2, 4, 8), values, strict=True)}}}
+
     results = {"tim": curve([0.72, 0.78, 0.81, 0.80]), "flow_matching": curve([0.1, 0.3, 0.6, 0.82])}
     config = GenevalConfig(step_counts=(1, 2, 4, 8), guidance_scale=1.0, methods=("tim", "flow_matching"))
     met = {t["target"]: t["met"] for t in check_targets(results, config)}

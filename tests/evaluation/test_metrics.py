@@ -103,7 +103,10 @@ def test_kid_subsets_agree_with_all_rows() -> None:
 def test_energy_distance_matches_brute_force_and_scipy() -> None:
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal((12, 2)), rng.standard_normal((10, 2)) + 1.0
-    dist = lambda a, b: float(np.linalg.norm(a - b))
+
+    def dist(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a - b))
+
     xy = np.mean([dist(a, b) for a in x for b in y])
     xx = np.mean([dist(x[i], x[j]) for i, j in itertools.permutations(range(len(x)), 2)])
     yy = np.mean([dist(y[i], y[j]) for i, j in itertools.permutations(range(len(y)), 2)])

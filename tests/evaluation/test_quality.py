@@ -70,7 +70,9 @@ def test_summarise_matches_numpy_and_keeps_non_finite_runs_visible() -> None:
 
 def _table(curves: dict[str, list[float]], counts: tuple[int, ...]) -> dict:
     return {
-        method: {"1.0": {str(s): {"frechet_distance": {"mean": v}} for s, v in zip(counts, values)}}
+        method: {
+            "1.0": {str(s): {"frechet_distance": {"mean": v}} for s, v in zip(counts, values, strict=True)}
+        }
         for method, values in curves.items()
     }
 

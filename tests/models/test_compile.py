@@ -41,7 +41,7 @@ def test_fullgraph_compile_of_forward_dde_and_backward_matches_eager() -> None:
     compiled_out = compiled(x, t, r, y=y)
     compiled_out.square().mean().backward()
     torch.testing.assert_close(compiled_out, out, atol=1e-5, rtol=1e-5)
-    for eager, p in zip(eager_grads, model.parameters()):
+    for eager, p in zip(eager_grads, model.parameters(), strict=True):
         assert (p.grad is None) == (eager is None)
         if eager is not None:
             torch.testing.assert_close(p.grad, eager, atol=1e-5, rtol=1e-4)

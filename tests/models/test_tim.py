@@ -114,7 +114,7 @@ def test_rope_convention_matters_only_for_position_assignment() -> None:
 
 def test_determinism_under_fixed_seed() -> None:
     a, b = randomized(TINY, seed=3), randomized(TINY, seed=3)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
     x, t, r, y = tiny_inputs()
     assert torch.equal(a(x, t, r, y=y), b(x, t, r, y=y))
@@ -150,7 +150,7 @@ def test_checkpointing_gives_same_gradients_and_works_without_grad() -> None:
     x, t, r, y = tiny_inputs()
     for model in (plain, remat):
         model(x, t, r, y=y).square().sum().backward()
-    for (name, a), (_, b) in zip(plain.named_parameters(), remat.named_parameters()):
+    for (name, a), (_, b) in zip(plain.named_parameters(), remat.named_parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     with torch.no_grad():  # the derivative passes of the objective
         torch.testing.assert_close(remat(x, t, r, y=y), plain(x, t, r, y=y))
@@ -211,6 +211,29 @@ def test_text_conditioning_null_drop_and_mask() -> None:
     assert all(torch.equal(dropped[k], null[k]) for k in null)
     kept = model.drop_cond({"context": context, "context_mask": mask}, 0.0)
     assert torch.equal(kept["context"], context) and torch.equal(kept["context_mask"], mask)
+
+
+def test_pooled_text_condition() -> None:
+    """pooled_text adds a masked-mean caption vector to c: padding is ignored, the caption matters."""
+    config = dataclasses.replace(TINY, conditioning="text", text_dim=12, pooled_text=True)
+    model = randomized(config)
+    x, t, r, _ = tiny_inputs(B=2)
+    context = torch.randn(2, 5, 12)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    pooled = model.cond_embedder.embed({"context": context, "context_mask": mask}).pooled
+    assert pooled.shape == (2, config.hidden_size)
+    normed = model.cond_embedder.norm(context[0, :3])
+    torch.testing.assert_close(pooled[0], model.cond_embedder.pool_mlp(normed.mean(0)))
+    out = model(x, t, r, context=context, context_mask=mask)
+    changed = context.clone()
+    changed[0, 3:] = 100.0  # padded tokens of row 0: neither pooled nor attended
+    torch.testing.assert_close(model(x, t, r, context=changed, context_mask=mask), out)
+    # The pooled path alone carries the caption: with cross-attention's output at zero the output still moves.
+    with torch.no_grad():
+        for block in model.blocks:
+            block.cross_attn.proj.weight.zero_()
+    assert not torch.allclose(model(x, t, r, context=context.flip(0), context_mask=mask.flip(0))[0], out[0])
+    assert build_model(TINY, conditioning="text", text_dim=12).cond_embedder.pool_mlp is None  # off by default
 
 
 def test_unconditional_model() -> None:

@@ -40,7 +40,9 @@ def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return (
+            type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
     return type(a) is type(b) and a == b
 
 
@@ -80,7 +82,7 @@ def test_optimizer_state_round_trip_gives_bitwise_equal_next_step(tmp_path: Path
     for m, o in ((model, optimizer), (clone, clone_optimizer)):
         m(x).square().mean().backward()
         o.step()
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clone.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clone.parameters(), strict=True))
 
 
 def test_save_writes_manifest_and_only_safe_formats(tmp_path: Path) -> None:

@@ -46,7 +46,10 @@ def test_run_length_in_steps_or_images() -> None:
 
 def test_step_generators_are_reproducible_and_distinct() -> None:
     cpu = torch.device("cpu")
-    draw = lambda *key: torch.randn(4, generator=step_generator(*key, cpu))
+
+    def draw(*key: int) -> torch.Tensor:
+        return torch.randn(4, generator=step_generator(*key, cpu))
+
     assert torch.equal(draw(0, 5, 1), draw(0, 5, 1))
     keys = [(0, 5, 1), (0, 5, 0), (0, 6, 1), (1, 5, 1), (0, 1, 5)]
     samples = [draw(*key) for key in keys]

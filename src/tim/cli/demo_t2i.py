@@ -233,6 +233,7 @@ def _fit_time_limit(cfg: Any, minutes: float, steps_list: list[int], num_images:
 def _train(cfg: Any, run_dir: Path, source: Any) -> dict[str, Any]:
     """Train the demo model on ``source``; returns what happened."""
     from tim.training import train
+    from tim.training.config import set_options
     from tim.training.loop import total_steps
 
     params = sum(p.numel() for p in _model_for_count(cfg).parameters())
@@ -251,7 +252,7 @@ def _train(cfg: Any, run_dir: Path, source: Any) -> dict[str, Any]:
     steps = int(summary.get("steps", 0))
     return {
         "model": cfg.model.preset,
-        "model_overrides": dict(cfg.model.overrides),
+        "model_overrides": set_options(cfg.model),
         "parameters": params,
         "steps": steps,
         "planned_steps": total_steps(cfg),
@@ -401,7 +402,7 @@ def montage(
     for k, text in enumerate(labels):
         draw.text((4, header + int((k + 0.5) * height / len(labels)) - 6), text, fill="black", font=font)
     left = label_width
-    for steps, block in zip(steps_list, blocks):
+    for steps, block in zip(steps_list, blocks, strict=True):
         score = generated["scores"][str(steps)]["seen"]["overall"]
         draw.text((left, 18), f"{steps} step{'s' if steps > 1 else ''}: {score:.2f}", fill="black", font=font)
         canvas.paste(Image.fromarray(block), (left, header))

@@ -299,12 +299,12 @@ def _centroid(shape: str, top: int, left: int, side: int) -> tuple[float, float]
 def _separated(box: tuple[int, int, int], others: list[PlacedObject]) -> bool:
     top, left, side = box
     for other in others:
-        t, l, s = other.box
+        o_top, o_left, o_side = other.box
         if (
-            top < t + s + GAP_PX
-            and t < top + side + GAP_PX
-            and left < l + s + GAP_PX
-            and l < left + side + GAP_PX
+            top < o_top + o_side + GAP_PX
+            and o_top < top + side + GAP_PX
+            and left < o_left + o_side + GAP_PX
+            and o_left < left + side + GAP_PX
         ):
             return False
     return True

@@ -297,7 +297,10 @@ def sampling_costs(config: CostConfig, backend: str, device: torch.device) -> di
 
     model = build_network(config, backend, device).eval()
     noise, cond = _batch(model, config.sampling_batch, device, torch.Generator().manual_seed(config.seed))
-    run = lambda steps: sample(model, noise, steps=steps, cond=cond)
+
+    def run(steps: int):
+        return sample(model, noise, steps=steps, cond=cond)
+
     with _autocast(config, device):
         flops_per_step = count_flops(lambda: run(1))
         run(1)  # warm-up

@@ -303,13 +303,16 @@ def check_targets(results: dict, config: GenevalConfig) -> list[dict]:
         }
         if not curve:
             continue
-        row = lambda name, value, threshold, met: {
-            "target": name,
-            "guidance_scale": float(scale),  # noqa: E731
-            "value": round(value, 4),
-            "threshold": threshold,
-            "met": bool(met),
-        }
+
+        def row(name: str, value: float, threshold: float, met: bool, scale: str = scale) -> dict:
+            return {
+                "target": name,
+                "guidance_scale": float(scale),
+                "value": round(value, 4),
+                "threshold": threshold,
+                "met": bool(met),
+            }
+
         if 1 in curve:
             targets.append(row("TiM >= 0.70 at 1 NFE", curve[1], 0.70, curve[1] >= 0.70))
         if 8 in curve:
@@ -468,7 +471,7 @@ def plot_geneval(report: dict, config: GenevalConfig, path: Path) -> None:
 
     panels = [(split, str(scale)) for split in config.splits for scale in config.guidance_scales]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for axis, (split, scale) in zip(axes[0], panels):
+    for axis, (split, scale) in zip(axes[0], panels, strict=True):
         for method, by_split in report["results"].items():
             rows = by_split[split][scale]
             axis.plot(

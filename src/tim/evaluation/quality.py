@@ -262,9 +262,10 @@ def aggregate(per_seed: dict[str, list[dict]], config: QualityConfig, metrics: t
 
 def check_targets(table: dict, config: QualityConfig, scale: str = "1.0") -> list[dict]:
     """The issue's quality targets, evaluated on seed means of the headline metric (lower = better)."""
-    mean = lambda method, steps: (
-        table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
-    )
+
+    def mean(method: str, steps: int) -> float | None:
+        return table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
+
     counts = list(config.step_counts)
     results = []
     tim_1, fm_last = mean("tim", counts[0]), mean("flow_matching", counts[-1])
@@ -470,17 +471,17 @@ def plot_quality(report: dict, config: QualityConfig, path: Path) -> None:
 
     scales = list(map(str, config.guidance_scales))
     figure, axes = plt.subplots(1, len(scales), figsize=(5.5 * len(scales), 4), squeeze=False)
-    for axis, scale in zip(axes[0], scales):
+    for axis, scale in zip(axes[0], scales, strict=True):
         for method, by_scale in report["results"].items():
             rows = [by_scale[scale][str(steps)][config.metric] for steps in config.step_counts]
             points = [
                 (s, r["mean"], r["min"], r["max"])
-                for s, r in zip(config.step_counts, rows)
+                for s, r in zip(config.step_counts, rows, strict=True)
                 if r["mean"] is not None
             ]
             if not points:
                 continue
-            steps, mean, low, high = map(np.array, zip(*points))
+            steps, mean, low, high = map(np.array, zip(*points, strict=True))
             axis.plot(steps, mean, marker="o", label=method)
             axis.fill_between(steps, low, high, alpha=0.2)
         axis.set_xscale("log", base=2)
@@ -490,6 +491,109 @@ def plot_quality(report: dict, config: QualityConfig, path: Path) -> None:
         axis.set_title(f"{config.dataset}, CFG {scale}, {len(config.seeds)} seeds (band = min..max)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run_budget_sweep(
+    config: QualityConfig,
+    budgets: tuple[int, ...],
+    out_dir: str | Path,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+) -> dict:
+    """:func:`run_quality` once per training budget (issue 16: does the drift survive longer training?).
+
+    Each budget writes its own report to ``out_dir/train_steps_N/``; trained runs are shared in
+    ``out_dir/runs``. The combined ``quality_budgets.json`` is rewritten after every budget (a killed
+    sweep keeps the finished ones), with ``quality_budgets.md`` and ``quality_budgets.png``.
+
+    Args:
+        config: settings shared by every budget (its ``train_steps`` is replaced).
+        budgets: optimizer steps per run, e.g. ``(500, 2000, 8000)``.
+        out_dir: output folder (created).
+        log: progress printer.
+        jobs: worker processes per budget (see :func:`run_quality`).
+
+    Returns:
+        ``{"budgets": {N: {"results", "targets", "wall_seconds"}}, "metric", "config"}``.
+    """
+    import dataclasses
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep: dict = {"benchmark": "quality_budgets", "metric": config.metric, "budgets": {}}
+    for budget in budgets:
+        budget_config = dataclasses.replace(config, train_steps=budget)
+        log(f"training budget {budget} steps")
+        report = run_quality(budget_config, out_dir / f"train_steps_{budget}", log, out_dir / "runs", jobs)
+        sweep["config"] = report["config"] | {"train_steps": list(budgets)}
+        sweep["machine"] = report["machine"]
+        sweep["budgets"][str(budget)] = {
+            key: report[key] for key in ("results", "targets", "wall_seconds", "labels")
+        }
+        tmp = out_dir / "quality_budgets.json.tmp"
+        tmp.write_text(json.dumps(sweep, indent=1))
+        tmp.replace(out_dir / "quality_budgets.json")
+    (out_dir / "quality_budgets.md").write_text(budgets_markdown(sweep, config))
+    plot_budgets(sweep, config, out_dir / "quality_budgets.png")
+    return sweep
+
+
+def budgets_markdown(sweep: dict, config: QualityConfig) -> str:
+    """One table per guidance scale: rows = method x budget, columns = step counts (mean ± std over seeds)."""
+    counts = [str(steps) for steps in config.step_counts]
+    digits = 4 if config.is_toy else 3
+    lines = []
+    for scale in map(str, config.guidance_scales):
+        lines += [
+            f"**{config.metric}**, CFG {scale}, by training budget and sampling steps "
+            f"(mean ± std over seeds {list(config.seeds)})",
+            "",
+            "| method | train steps | " + " | ".join(counts) + " |",
+            "|---|---|" + "---|" * len(counts),
+        ]
+        for method in config.methods:
+            for budget, entry in sweep["budgets"].items():
+                row = entry["results"][method][scale]
+                cells = " | ".join(_cell(row[c][config.metric], digits) for c in counts)
+                lines.append(f"| {method} | {budget} | {cells} |")
+        lines.append("")
+    lines += ["| train steps | target | CFG | value | threshold | met |", "|---|---|---|---|---|---|"]
+    for budget, entry in sweep["budgets"].items():
+        lines += [
+            f"| {budget} | {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | "
+            f"{'yes' if t['met'] else 'no'} |"
+            for t in entry["targets"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_budgets(sweep: dict, config: QualityConfig, path: Path) -> None:
+    """Headline metric vs steps, one panel per method x guidance scale, one line per training budget."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(m, s) for s in map(str, config.guidance_scales) for m in config.methods]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for axis, (method, scale) in zip(axes[0], panels, strict=True):
+        for budget, entry in sweep["budgets"].items():
+            rows = [entry["results"][method][scale][str(s)][config.metric] for s in config.step_counts]
+            points = [(s, r["mean"], r["std"]) for s, r in zip(config.step_counts, rows) if r["mean"] is not None]
+            if points:
+                steps, mean, std = map(np.array, zip(*points))
+                axis.errorbar(steps, mean, yerr=std, marker="o", capsize=2, label=f"{budget} train steps")
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        axis.set_xlabel("sampling steps")
+        axis.set_ylabel(f"{config.metric} (lower is better)")
+        axis.set_title(f"{config.dataset}: {method}, CFG {scale}")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -43,7 +43,7 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     Works unchanged on FSDP2-sharded modules: both hold the same sharding, so each process
     updates its local shard.
     """
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
+    for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
         ema_param.lerp_(param.detach(), 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
         ema_buffer.copy_(buffer)

@@ -246,7 +246,7 @@ def _read_metrics(metrics: dict[str, Any], env: distributed.DistEnv) -> dict[str
     every process alike, since it is a collective under torchrun.
     """
     keys, values = metrics["pending"]
-    means = dict(zip(keys, distributed.all_reduce_mean(values, env).tolist()))
+    means = dict(zip(keys, distributed.all_reduce_mean(values, env).tolist(), strict=True))
     return {key: value for key, value in metrics.items() if key != "pending"} | means
 
 
