@@ -72,6 +72,7 @@ class ModelInfo:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the model was trained on (0 for text or unconditional models)."""
         return len(self.class_names)
 
     def summary(self) -> str:

@@ -274,10 +274,12 @@ class Autoencoder:
     # ----------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
+        """The device of the autoencoder's weights."""
         return next(self.vae.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the autoencoder's weights."""
         return next(self.vae.parameters()).dtype
 
     @property

@@ -414,6 +414,12 @@ class TransitionLoss:
         """dF/dt of sg[F] on rows with r < t (DDE or JVP); exactly 0 on the other rows. Shape of ``x``.
 
         Args:
+            F: the network, called as ``F(x_t, t, r, **cond)``.
+            x: (B, ...) clean data.
+            z: (B, ...) noise, same shape as ``x``.
+            t: (B,) start times.
+            r: (B,) target times, ``r <= t``.
+            cond: keyword conditioning passed to ``F`` (sliced with the rows).
             candidates: a slice known to hold every row with r < t (from :meth:`derivative_rows`):
                 the derivative runs on that slice and is masked by ``r < t`` there, which needs
                 no host sync (and no graph break under ``torch.compile``). None: the rows are

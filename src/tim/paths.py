@@ -522,7 +522,9 @@ class EDMPath(Path):
 
 
 class VPPath(Path):
-    """VP-SDE (DDPM): beta_t = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), alpha = 1/sqrt(beta^2+1),
+    """The VP-SDE (DDPM) path.
+
+    beta_t = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), alpha = 1/sqrt(beta^2+1),
     sigma = beta/sqrt(beta^2+1), F ~ z (epsilon prediction), c_noise = (T - 1) t (paper.md §3.1).
 
     Training times t ~ U(t_min, 1) (published: beta_d 19.9, beta_min 0.1, t_min 1e-5, T 1000).

@@ -37,6 +37,7 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one ``error: ...`` line with exit status 2 (no usage dump)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        """Print ``error: <message>; <hint>`` on stderr and exit with the usage status."""
         hint = f"run `{self.prog} --help` to see the options"
         sys.stderr.write(f"error: {message}; {hint}\n")
         raise SystemExit(USAGE_ERROR)

@@ -107,6 +107,7 @@ class GenevalConfig:
 
     @property
     def splits(self) -> tuple[str, ...]:
+        """The prompt splits scored: always ``seen``, plus ``heldout`` when held-out prompts are drawn."""
         return ("seen", "heldout") if self.heldout_per_category else ("seen",)
 
 
@@ -411,6 +412,7 @@ def run_geneval(
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a reader never sees half of it."""
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)
     temporary.replace(path)

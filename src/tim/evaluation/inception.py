@@ -41,6 +41,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H', W'): conv, batch norm, ReLU."""
         return functional.relu(self.bn(self.conv(x)))
 
 
@@ -63,6 +64,7 @@ class InceptionA(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 224 + pool_features, H, W): the four branches concatenated."""
         branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat([self.branch1x1(x), branch5x5, branch3x3dbl, self.branch_pool(_avg_pool(x))], 1)
@@ -79,6 +81,7 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C + 480, H', W'): stride-2 grid reduction."""
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat(
             [self.branch3x3(x), branch3x3dbl, functional.max_pool2d(x, kernel_size=3, stride=2)], 1
@@ -103,6 +106,7 @@ class InceptionC(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, 768, H, W) -> (B, 768, H, W): the factorised 7x7 branches concatenated."""
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         branch7x7dbl = self.branch7x7dbl_1(x)
         for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
@@ -123,6 +127,7 @@ class InceptionD(nn.Module):
         self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, 768, H, W) -> (B, 1280, H', W'): stride-2 grid reduction."""
         branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
         branch7x7x3 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
         return torch.cat([branch3x3, branch7x7x3, functional.max_pool2d(x, kernel_size=3, stride=2)], 1)
@@ -145,6 +150,7 @@ class InceptionE(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 2048, H, W): the expanded filter-bank branches concatenated."""
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], 1)
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))

@@ -1,5 +1,6 @@
-"""Building blocks of the TiM network: time embedding, SwiGLU, adaLN modulation, 2-D RoPE,
-attention kernels and patchify/unpatchify.
+"""Building blocks of the TiM network.
+
+Time embedding, SwiGLU, adaLN modulation, 2-D RoPE, attention kernels and patchify/unpatchify.
 
 Every layer here is plain PyTorch; the published network's exact conventions (cos-first timestep
 features, interleaved-pair RoPE, ``(p_row, p_col, C)`` unpatchify order, LayerNorm qk-norm with
@@ -384,7 +385,7 @@ class _AttentionKernel(nn.Module):
 
     @property
     def backend(self) -> AttentionBackend:
-        """ "auto" | "sdpa" | "flash" | "math" (set by :meth:`tim.models.TiM.set_attention_backend`)."""
+        """One of "auto", "sdpa", "flash", "math" (set by :meth:`tim.models.TiM.set_attention_backend`)."""
         return self._backend
 
     @backend.setter
