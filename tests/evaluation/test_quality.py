@@ -102,7 +102,7 @@ def test_targets_on_known_curves() -> None:
         counts,
     )
     met = [r["met"] for r in check_targets(bad, config)]
-    assert met == [False, False, False]  # 6.0 > 1.25 * 4.5; 4.3 > 1.05 * 4.0; 4.0 > 3.0 at 8 steps
+    assert met == [False, False, False]  # 6.0 > 1.25 * 4.5; 4.3 > 1.02 * 4.0; 4.0 > 3.0 at 8 steps
 
 
 def test_bad_settings_are_user_errors() -> None:
@@ -139,3 +139,54 @@ def test_tiny_digits_run_writes_labelled_report_and_reuses_runs(tmp_path) -> Non
     again = run_quality(config, tmp_path, log=lambda _: None)  # same settings: no retraining
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == runs
     assert again["per_seed"] == report["per_seed"]
+
+
+def test_monotone_target_is_1_02_and_judged_within_seed_noise() -> None:
+    counts = (1, 2, 4)
+    config = QualityConfig(step_counts=counts, seeds=(0, 1))
+    table = _table({"tim": [5.0, 4.0, 4.2]}, counts)  # 4.2 / 4.0 = 1.05 > 1.02
+    (monotone,) = [r for r in check_targets(table, config) if "non-increasing" in r["target"]]
+    assert monotone["threshold"] == 1.02 and not monotone["met"]
+    assert not monotone["met_within_noise"]  # no spread given: the excess 0.12 is real
+    for cell in table["tim"]["1.0"].values():
+        cell["frechet_distance"]["std"] = 0.1  # seed spread 0.1: s.e. of the difference 0.1
+    (monotone,) = [r for r in check_targets(table, config) if "non-increasing" in r["target"]]
+    assert not monotone["met"] and monotone["met_within_noise"]  # 0.12 <= 2 x 0.1
+
+
+def test_budget_sweep_runs_each_budget_and_writes_the_combined_report(tmp_path, monkeypatch) -> None:
+    from tim.evaluation import quality
+
+    counts = (1, 2)
+    calls = []
+
+    def fake_run_quality(config, out_dir, log, runs_dir, jobs):
+        calls.append((config.train_steps, out_dir.name, runs_dir))
+        value = 10.0 / config.train_steps
+        results = _table({m: [value, value / 2] for m in config.methods}, counts)
+        for by_scale in results.values():
+            by_scale["1.5"] = by_scale["1.0"]
+            for cell in by_scale["1.0"].values():
+                cell["frechet_distance"]["std"] = 0.0
+        return {
+            "results": results,
+            "targets": check_targets(results, config),
+            "wall_seconds": 1.0,
+            "labels": {},
+            "config": {},
+            "machine": {},
+        }
+
+    monkeypatch.setattr(quality, "run_quality", fake_run_quality)
+    config = QualityConfig(step_counts=counts, methods=("tim", "flow_matching"))
+    sweep = quality.run_budget_sweep(config, (10, 40), tmp_path, log=lambda _: None)
+    assert [c[:2] for c in calls] == [(10, "train_steps_10"), (40, "train_steps_40")]
+    assert {c[2] for c in calls} == {tmp_path / "runs"}  # trained runs shared across budgets
+    on_disk = json.loads((tmp_path / "quality_budgets.json").read_text())
+    assert on_disk["budgets"].keys() == sweep["budgets"].keys() == {"10", "40"}
+    assert on_disk["budgets"]["40"]["results"]["tim"]["1.0"]["2"]["frechet_distance"]["mean"] == 0.125
+    assert "| tim | 40 | 0.250 ± 0.000 | 0.125 ± 0.000 |" in (tmp_path / "quality_budgets.md").read_text()
+    assert (tmp_path / "quality_budgets.png").stat().st_size > 0
+    with pytest.raises(TimError, match="train_steps"):  # every budget is checked before any training
+        quality.run_budget_sweep(config, (10, 1), tmp_path / "bad", log=lambda _: None)
+    assert len(calls) == 2

@@ -116,7 +116,12 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated objectives")
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
-    parser.add_argument("--train-steps", type=int, default=500, help="optimizer steps per run")
+    parser.add_argument(
+        "--train-steps",
+        default="500",
+        help="optimizer steps per run; a comma-separated list (e.g. 500,2000,8000) sweeps the training "
+        "budget: one report per budget in --out/train_steps_N plus quality_budgets.json/.md/.png",
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="training batch")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the evaluated weights")
@@ -218,8 +223,9 @@ def _threads(count: int) -> None:
 
 def run_quality_command(args: argparse.Namespace) -> dict:
     """``tim bench quality``: build the config from flags, run, write files; returns the report."""
-    from tim.evaluation.quality import QualityConfig, parse_int_list, run_quality
+    from tim.evaluation.quality import QualityConfig, parse_int_list, run_budget_sweep, run_quality
 
+    budgets = parse_int_list(str(args.train_steps))
     model = None
     if args.model or args.model_override:
         default = "MLP-toy" if args.dataset != "digits" else "TiM-digits"
@@ -228,7 +234,7 @@ def run_quality_command(args: argparse.Namespace) -> dict:
         dataset=args.dataset,
         methods=tuple(m for m in args.methods.split(",") if m),
         seeds=parse_int_list(args.seeds),
-        train_steps=args.train_steps,
+        train_steps=budgets[0],
         batch_size=args.batch_size,
         lr=args.lr,
         ema_decay=args.ema_decay,
@@ -238,6 +244,11 @@ def run_quality_command(args: argparse.Namespace) -> dict:
         model=model,
         objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"),
     )
+    if len(budgets) > 1:
+        sweep = run_budget_sweep(config, budgets, args.out, log=_log, jobs=args.jobs)
+        sweep["command"] = "tim " + " ".join(sys.argv[1:])
+        Path(args.out, "quality_budgets.json").write_text(json.dumps(sweep, indent=1))
+        return sweep
     report = run_quality(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     Path(args.out, "quality.json").write_text(json.dumps(report, indent=1))

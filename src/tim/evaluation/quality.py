@@ -46,6 +46,9 @@ DIGITS_MODEL = {
     "patch_size": 4,
 }
 TOY_MODEL = {"preset": "MLP-toy", "hidden_size": 128, "depth": 3}
+# Issue 16's monotonicity target: each step count <= 1.02 x its value at half the steps (the step
+# counts double), within the stated noise. Issue 5 used 1.05.
+MONOTONE_RATIO = 1.02
 SAMPLE_NOISE_SEED = 10_000  # evaluation noise seed offset: disjoint from every training stream
 # TiM's objective on 2-D toys: plain MSE, the recipe of the ``toy2d`` run preset. The image recipe's
 # cosine direction term and per-sample 1/(sg(L_i) + c) normalisation assume L_i averages many
@@ -266,6 +269,15 @@ def check_targets(table: dict, config: QualityConfig, scale: str = "1.0") -> lis
     def mean(method: str, steps: int) -> float | None:
         return table.get(method, {}).get(scale, {}).get(str(steps), {}).get(config.metric, {}).get("mean")
 
+    def std_error(method: str, steps_a: int, steps_b: int) -> float:
+        """Standard error of mean(b) - mean(a) over seeds (seeds treated as independent)."""
+        cells = [
+            table.get(method, {}).get(scale, {}).get(str(s), {}).get(config.metric, {})
+            for s in (steps_a, steps_b)
+        ]
+        stds = [cell.get("std") or 0.0 for cell in cells]
+        return float(np.hypot(*stds) / np.sqrt(max(1, len(config.seeds))))
+
     counts = list(config.step_counts)
     results = []
     tim_1, fm_last = mean("tim", counts[0]), mean("flow_matching", counts[-1])
@@ -281,12 +293,17 @@ def check_targets(table: dict, config: QualityConfig, scale: str = "1.0") -> lis
     tim_curve = [mean("tim", steps) for steps in counts]
     if all(value is not None for value in tim_curve):
         ratios = [b / a for a, b in itertools.pairwise(tim_curve)]
+        noise = [std_error("tim", a, b) for a, b in itertools.pairwise(counts)]
+        excess = [b - MONOTONE_RATIO * a for a, b in itertools.pairwise(tim_curve)]
         results.append(
             {
-                "target": "TiM non-increasing in steps (each value <= 1.05 x the previous)",
+                "target": f"TiM non-increasing in steps (each value <= {MONOTONE_RATIO} x the previous)",
                 "value": max(ratios, default=1.0),
-                "threshold": 1.05,
-                "met": max(ratios, default=1.0) <= 1.05,
+                "threshold": MONOTONE_RATIO,
+                "met": max(ratios, default=1.0) <= MONOTONE_RATIO,
+                # Met up to noise: every excess over the threshold within 2 standard errors of
+                # the difference of the two seed means (0 with one seed: then exact).
+                "met_within_noise": all(e <= 2 * n for e, n in zip(excess, noise, strict=True)),
             }
         )
     pairs = [(mean("tim", s), mean("meanflow", s)) for s in counts if s >= 8]
@@ -428,6 +445,14 @@ def _cell(summary: dict, digits: int = 3) -> str:
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
 
 
+def _met(target: dict) -> str:
+    """'yes' / 'no', plus the within-noise verdict where the target has one."""
+    text = "yes" if target["met"] else "no"
+    if "met_within_noise" in target and not target["met"]:
+        text += f" ({'yes' if target['met_within_noise'] else 'no'} within noise)"
+    return text
+
+
 def markdown_report(report: dict, config: QualityConfig) -> str:
     """Markdown tables (one per metric): rows = method x guidance, columns = step counts; plus targets."""
     counts = [str(steps) for steps in config.step_counts]
@@ -455,7 +480,7 @@ def markdown_report(report: dict, config: QualityConfig) -> str:
         lines.append("")
     lines += ["| target | CFG | value | threshold | met |", "|---|---|---|---|---|"]
     lines += [
-        f"| {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | {'yes' if t['met'] else 'no'} |"
+        f"| {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | {_met(t)} |"
         for t in report["targets"]
     ]
     return "\n".join(lines) + "\n"
@@ -524,8 +549,8 @@ def run_budget_sweep(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep: dict = {"benchmark": "quality_budgets", "metric": config.metric, "budgets": {}}
-    for budget in budgets:
-        budget_config = dataclasses.replace(config, train_steps=budget)
+    configs = [dataclasses.replace(config, train_steps=budget) for budget in budgets]  # validates all first
+    for budget, budget_config in zip(budgets, configs, strict=True):
         log(f"training budget {budget} steps")
         report = run_quality(budget_config, out_dir / f"train_steps_{budget}", log, out_dir / "runs", jobs)
         sweep["config"] = report["config"] | {"train_steps": list(budgets)}
@@ -564,7 +589,7 @@ def budgets_markdown(sweep: dict, config: QualityConfig) -> str:
     for budget, entry in sweep["budgets"].items():
         lines += [
             f"| {budget} | {t['target']} | {t['guidance_scale']} | {t['value']:.3f} | {t['threshold']} | "
-            f"{'yes' if t['met'] else 'no'} |"
+            f"{_met(t)} |"
             for t in entry["targets"]
         ]
     return "\n".join(lines) + "\n"
@@ -583,9 +608,13 @@ def plot_budgets(sweep: dict, config: QualityConfig, path: Path) -> None:
     for axis, (method, scale) in zip(axes[0], panels, strict=True):
         for budget, entry in sweep["budgets"].items():
             rows = [entry["results"][method][scale][str(s)][config.metric] for s in config.step_counts]
-            points = [(s, r["mean"], r["std"]) for s, r in zip(config.step_counts, rows) if r["mean"] is not None]
+            points = [
+                (s, r["mean"], r["std"])
+                for s, r in zip(config.step_counts, rows, strict=True)
+                if r["mean"] is not None
+            ]
             if points:
-                steps, mean, std = map(np.array, zip(*points))
+                steps, mean, std = map(np.array, zip(*points, strict=True))
                 axis.errorbar(steps, mean, yerr=std, marker="o", capsize=2, label=f"{budget} train steps")
         axis.set_xscale("log", base=2)
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
