@@ -45,6 +45,7 @@ test-full: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # The documentation site: `make docs` serves it at http://127.0.0.1:8000/, `make docs-build` is CI's strict build.
 # NO_MKDOCS_2_WARNING: silences the theme's banner about MkDocs 2 (informational, not a build warning).
