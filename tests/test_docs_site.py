@@ -86,3 +86,15 @@ def test_every_public_module_gets_a_reference_page() -> None:
     assert set(pages) == top | {"tim"}
     assert "tim.data.scenes" in pages["tim.data"] and "tim.training.loop" in pages["tim.training"]
     assert "::: tim.models.weights" in hooks._page("tim.models", pages["tim.models"])
+
+
+def test_changelog_lists_the_package_version() -> None:
+    import re
+
+    import tim
+
+    changelog = ROOT / "CHANGELOG.md"
+    if not changelog.is_file():
+        pytest.skip("no CHANGELOG.md beside the tests")
+    versions = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog.read_text(), flags=re.MULTILINE)
+    assert versions and versions[0] == tim.__version__, (versions[:1], tim.__version__)
