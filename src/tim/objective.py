@@ -76,7 +76,9 @@ class Network(Protocol):
     def __call__(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Any) -> Tensor: ...  # noqa: D102
 
 
-Alignment = Callable[[Tensor, Tensor, dict], Tensor]
+Alignment = Callable[[Tensor, Tensor, dict[str, Any]], Tensor]
+# (x_t, t, r, **cond) -> (F, features or None): the network with its alignment projector
+FeaturesFn = Callable[..., tuple[Tensor, Tensor | None]]
 
 
 @dataclass
@@ -199,7 +201,7 @@ def jvp_derivative(
         return F(x_t, path.time_input(t), c_r, **cond).to(dtype)
 
     with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        _, dF_dt = torch.func.jvp(along_path, (x_t, t), (v_t, torch.ones_like(t)))
+        dF_dt: Tensor = torch.func.jvp(along_path, (x_t, t), (v_t, torch.ones_like(t)))[1]
     return dF_dt
 
 
@@ -359,7 +361,7 @@ class TransitionLoss:
                 f"guidance_window must be (t_low, t_high) with t_low <= t_high, got {self.guidance_window!r}",
                 "e.g. the published (0.3, 0.8)",
             )
-        if not isinstance(self.path, Path):
+        if not isinstance(self.path, Path):  # pyright: ignore[reportUnnecessaryIsInstance]  -- checks what users pass at runtime
             raise TimError(
                 f"path must be a tim.paths.Path, got {type(self.path).__name__}", "use tim.paths.build_path"
             )
@@ -473,8 +475,8 @@ class TransitionLoss:
         teacher: Network | None,
         x_t: Tensor,
         t: Tensor,
-        teacher_cond: dict | None,
-        teacher_uncond: dict | None,
+        teacher_cond: dict[str, Any] | None,
+        teacher_uncond: dict[str, Any] | None,
         base: Tensor | None = None,
     ) -> Tensor | None:
         """Model-guidance offset (TiM Eq. (51)) from a no-grad teacher at r = t, or None when off.
@@ -505,7 +507,13 @@ class TransitionLoss:
         )
 
     def _predict(
-        self, F: Network, features_fn: Callable | None, x_t: Tensor, t: Tensor, r: Tensor, cond: dict
+        self,
+        F: Network,
+        features_fn: FeaturesFn | None,
+        x_t: Tensor,
+        t: Tensor,
+        r: Tensor,
+        cond: dict[str, Any],
     ) -> tuple[Tensor, Tensor | None]:
         c_t, c_r = self.path.time_input(t), self.path.time_input(r)
         if self.alignment is None:
@@ -544,7 +552,7 @@ class TransitionLoss:
         cond: dict[str, Any] | None = None,
         generator: torch.Generator | None = None,
         F_nograd: Network | None = None,
-        features_fn: Callable | None = None,
+        features_fn: FeaturesFn | None = None,
         teacher: Network | None = None,
         teacher_cond: dict[str, Any] | None = None,
         teacher_uncond: dict[str, Any] | None = None,
@@ -576,7 +584,7 @@ class TransitionLoss:
         _check_batch(x, z, t, r)
         generator = resolve_generator(generator, x.device)
         candidates = None
-        if t is None:
+        if t is None or r is None:  # _check_batch: both or neither
             t, r = self.sample_times(x, generator)
             candidates = self.derivative_rows(x.shape[0])
         time_dtype = _work_dtype(x.dtype)
@@ -604,7 +612,7 @@ class TransitionLoss:
         r: Tensor,
         features: Tensor | None,
         x: Tensor,
-        cond: dict,
+        cond: dict[str, Any],
     ) -> LossOutput:
         mse = per_sample_mse(F_pred, target)
         cosine = per_sample_cosine(F_pred, target) if self.direction_loss else torch.zeros_like(mse)

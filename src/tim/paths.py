@@ -28,6 +28,13 @@ stochastic transition (paper.md §7)         :meth:`Path.stochastic_transition`
 Per-path closed forms (e.g. linear: ``x_r = x_t - (t - r) F``, target ``v - (t - r) dF/dt``) are
 short overrides; the tests check each against the general form.
 
+Equation numbers are the paper's (arXiv:2509.04394v1) as ``paper.md`` quotes them: the per-path
+schedules, parametrisations, ``c_noise``, ``C_t``, ``A_{t,r}``, ``B_{t,r}`` and ``B/(dB/dt)`` are the
+rows of Tab. 7/8; the transition identity and the general target are derived in App. A.1; the
+linear target is the MeanFlow objective, Eq. 49; EDM's ``alpha_t`` is Eq. 34 and its ``A, B`` are
+Eqs. 37-38 (corrected for sigma_d != 1); the stochastic transition is App. A.3. The general forms
+of paper.md §3.2 carry no equation number in our copy of the paper, so they cite the section.
+
 Shapes: the scalar functions act elementwise on ``t`` of any shape. Methods taking data tensors
 accept ``t``/``r`` of shape ``(B,)`` (one time per row) or ``()`` and broadcast them over the
 trailing dimensions of ``x`` (``(B, C, H, W)`` or ``(B, D)``).
@@ -109,7 +116,7 @@ class Path(ABC):
     t_max: float
     sigma_d: float
 
-    # Schedule and parametrisation (paper.md §3.1 table). Elementwise on ``t``.
+    # Schedule and parametrisation (paper Tab. 7/8, paper.md §3.1). Elementwise on ``t``.
     @abstractmethod
     def alpha(self, t: Tensor) -> Tensor:
         """Data coefficient alpha_t of x_t = alpha_t x + sigma_t z."""
@@ -144,7 +151,7 @@ class Path(ABC):
 
     @abstractmethod
     def time_input(self, t: Tensor) -> Tensor:
-        """Network time input c_noise(t) (paper.md §3.1 table), same shape as ``t``."""
+        """Network time input c_noise(t) (paper Tab. 7/8, column c_noise), same shape as ``t``."""
 
     @abstractmethod
     def sample_time(
@@ -172,14 +179,14 @@ class Path(ABC):
         return PathSample(x_t, v_t)
 
     def c_coefficient(self, t: Tensor) -> Tensor:
-        """C_t = sigma_hat_t alpha_t - alpha_hat_t sigma_t (paper.md §3.2), elementwise."""
+        """C_t = sigma_hat_t alpha_t - alpha_hat_t sigma_t (paper.md §3.2; per path: Tab. 7/8), elementwise."""
         return self.sigma_hat(t) * self.alpha(t) - self.alpha_hat(t) * self.sigma(t)
 
     def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
         """Coefficients of the first-order state transition x_r = A x_t + B F (paper.md §3.2).
 
         A = (alpha_r sigma_hat_t - sigma_r alpha_hat_t) / C_t,
-        B = (sigma_r alpha_t - alpha_r sigma_t) / C_t   (paper.md §3.2).
+        B = (sigma_r alpha_t - alpha_r sigma_t) / C_t   (paper.md §3.2; per path: Tab. 7/8).
 
         Args:
             t: current times (any shape).
@@ -194,7 +201,7 @@ class Path(ABC):
         return a, b
 
     def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:
-        """B_{t,r} / (dB_{t,r}/dt) at fixed r (the factor in the target of paper.md §3.4), elementwise.
+        """B_{t,r} / (dB_{t,r}/dt) at fixed r (the target's factor, App. A.1; per path: Tab. 7/8), elementwise.
 
         With N = sigma_r alpha_t - alpha_r sigma_t (so B = N / C_t):
         B / B' = N C_t / (N' C_t - N C'_t). At r = t, N is exactly 0, so the ratio is exactly 0
@@ -227,12 +234,12 @@ class Path(ABC):
         return a * x_t + b * F
 
     def diffusion_target(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
-        """alpha_hat_t x + sigma_hat_t z: the regression target at r = t (paper.md §3.5)."""
+        """alpha_hat_t x + sigma_hat_t z: the regression target at r = t (App. B, paper.md §3.5)."""
         t = expand_time(t, x)
         return self.alpha_hat(t) * x + self.sigma_hat(t) * z
 
     def transition_target(self, x: Tensor, z: Tensor, t: Tensor, r: Tensor, dF_dt: Tensor) -> Tensor:
-        """Regression target from the state transition identity (paper.md §3.3-3.4, App. A.1).
+        """Regression target from the state transition identity (App. A.1; paper.md §3.3-3.4).
 
         target = alpha_hat_t x + sigma_hat_t z
                  + (B / dB/dt) (d_alpha_hat_t x + d_sigma_hat_t z - dF/dt).
@@ -306,7 +313,9 @@ class Path(ABC):
 
 
 class LinearPath(Path):
-    """OT flow matching (the default): alpha = 1 - t, sigma = t, F ~ z - x (velocity).
+    """OT flow matching (the default): alpha = 1 - t, sigma = t, F ~ z - x (velocity; Tab. 7/8 row OT-FM).
+
+    Closed forms: x_r = x_t - (t - r) F; target v - (t - r) dF/dt, the MeanFlow objective (Eq. 49).
 
     Training times are logit-normal: logit(t) ~ N(P_mean, P_std^2) (paper.md §5.2; C2I values
     P_mean = -0.4, P_std = 1.0 from the published configs; T2I uses 0.0 / 1.6).
@@ -345,21 +354,23 @@ class LinearPath(Path):
     def time_input(self, t: Tensor) -> Tensor:  # noqa: D102
         return t
 
-    def sample_time(self, n, *, generator=None, device=None):  # noqa: D102
+    def sample_time(  # noqa: D102
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
         # sigmoid(P_mean + P_std n) == s / (1 + s) with s = exp(...) (the published form), but
         # without overflow for large draws.
         return torch.sigmoid(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device))
 
-    def transition_coefficients(self, t, r):  # noqa: D102
+    def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         return torch.ones_like(t * r), r - t  # A = 1, B = r - t
 
-    def transition_ratio(self, t, r):  # noqa: D102
+    def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return t - r
 
-    def transition(self, x_t, F, t, r):  # noqa: D102
+    def transition(self, x_t: Tensor, F: Tensor, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return x_t - (expand_time(t, x_t) - expand_time(r, x_t)) * F  # x_r = x_t - (t - r) F
 
-    def transition_target(self, x, z, t, r, dF_dt):  # noqa: D102
+    def transition_target(self, x: Tensor, z: Tensor, t: Tensor, r: Tensor, dF_dt: Tensor) -> Tensor:  # noqa: D102
         return (z - x) - (expand_time(t, x) - expand_time(r, x)) * dF_dt  # v - (t - r) dF/dt
 
     def __repr__(self) -> str:
@@ -367,7 +378,9 @@ class LinearPath(Path):
 
 
 class TrigFlowPath(Path):
-    """TrigFlow: alpha = cos t, sigma = sin t, F ~ cos t z - sin t x (paper.md §3.1).
+    """TrigFlow: alpha = cos t, sigma = sin t, F ~ cos t z - sin t x (Tab. 7/8 row TrigFlow).
+
+    Closed forms: x_r = cos(t - r) x_t - sin(t - r) F; target v - tan(t - r) (x_t + dF/dt) (paper.md §3.4).
 
     Training times t = arctan(exp(P_mean + P_std n)) (published defaults P_mean -1.0, P_std 1.6,
     T_max 1.57, sigma_d 0.5), clamped into [t_min, t_max].
@@ -384,48 +397,50 @@ class TrigFlowPath(Path):
         self.P_mean, self.P_std, self.sigma_d = float(P_mean), float(P_std), float(sigma_d)
         self.t_min, self.t_max = 0.0, float(t_max)
 
-    def alpha(self, t):  # noqa: D102
+    def alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.cos(t)
 
-    def sigma(self, t):  # noqa: D102
+    def sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.sin(t)
 
-    def d_alpha(self, t):  # noqa: D102
+    def d_alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return -torch.sin(t)
 
-    def d_sigma(self, t):  # noqa: D102
+    def d_sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.cos(t)
 
-    def alpha_hat(self, t):  # noqa: D102
+    def alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return -torch.sin(t)
 
-    def sigma_hat(self, t):  # noqa: D102
+    def sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.cos(t)
 
-    def d_alpha_hat(self, t):  # noqa: D102
+    def d_alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return -torch.cos(t)
 
-    def d_sigma_hat(self, t):  # noqa: D102
+    def d_sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return -torch.sin(t)
 
-    def time_input(self, t):  # noqa: D102
+    def time_input(self, t: Tensor) -> Tensor:  # noqa: D102
         return t
 
-    def sample_time(self, n, *, generator=None, device=None):  # noqa: D102
+    def sample_time(  # noqa: D102
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
         t = torch.atan(torch.exp(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device)))
         return t.clamp(self.t_min, self.t_max)
 
-    def transition_coefficients(self, t, r):  # noqa: D102
+    def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         return torch.cos(t - r), torch.sin(r - t)
 
-    def transition_ratio(self, t, r):  # noqa: D102
+    def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return torch.tan(t - r)
 
-    def transition(self, x_t, F, t, r):  # noqa: D102
+    def transition(self, x_t: Tensor, F: Tensor, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         delta = expand_time(t, x_t) - expand_time(r, x_t)
         return torch.cos(delta) * x_t - torch.sin(delta) * F
 
-    def transition_target(self, x, z, t, r, dF_dt):  # noqa: D102
+    def transition_target(self, x: Tensor, z: Tensor, t: Tensor, r: Tensor, dF_dt: Tensor) -> Tensor:  # noqa: D102
         t_, r_ = expand_time(t, x), expand_time(r, x)
         x_t, v_t = self.interpolate(x, z, t)
         return v_t - torch.tan(t_ - r_) * (x_t + dF_dt)
@@ -435,9 +450,9 @@ class TrigFlowPath(Path):
 
 
 class EDMPath(Path):
-    """EDM (Karras et al. 2022) in TiM's scaled form, correct for every sigma_d (paper.md §3.1, §12).
+    """EDM (Karras et al. 2022) in TiM's scaled form, correct for every sigma_d (Tab. 7/8; paper.md §12).
 
-    alpha = 1/sqrt(t^2 + sd^2), sigma = t/sqrt(t^2 + sd^2), F ~ EDM's F-target
+    alpha = 1/sqrt(t^2 + sd^2) (Eq. 34), sigma = t/sqrt(t^2 + sd^2), F ~ EDM's F-target
     alpha_hat = t/(sd sqrt(t^2 + sd^2)), sigma_hat = -sd/sqrt(t^2 + sd^2), c_noise = ln(t)/4.
     The published code (and the paper's Eqs. 37-38) put sigma_d^3 in A, B and B/B', which is
     right only for sigma_d = 1; we use the correct forms. Times: ln t ~ N(P_mean, P_std^2)
@@ -476,42 +491,44 @@ class EDMPath(Path):
     def _norm(self, t: Tensor) -> Tensor:
         return torch.sqrt(t * t + self.sigma_d**2)
 
-    def alpha(self, t):  # noqa: D102
+    def alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return 1.0 / self._norm(t)
 
-    def sigma(self, t):  # noqa: D102
+    def sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return t / self._norm(t)
 
-    def d_alpha(self, t):  # noqa: D102
+    def d_alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return -t / self._norm(t) ** 3
 
-    def d_sigma(self, t):  # noqa: D102
+    def d_sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return self.sigma_d**2 / self._norm(t) ** 3
 
-    def alpha_hat(self, t):  # noqa: D102
+    def alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return t / (self.sigma_d * self._norm(t))
 
-    def sigma_hat(self, t):  # noqa: D102
+    def sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return -self.sigma_d / self._norm(t)
 
-    def d_alpha_hat(self, t):  # noqa: D102
+    def d_alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return self.sigma_d / self._norm(t) ** 3
 
-    def d_sigma_hat(self, t):  # noqa: D102
+    def d_sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return self.sigma_d * t / self._norm(t) ** 3
 
-    def time_input(self, t):  # noqa: D102
+    def time_input(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.log(t) / 4.0  # EDM's c_noise (Karras et al. 2022, Table 1)
 
-    def sample_time(self, n, *, generator=None, device=None):  # noqa: D102
+    def sample_time(  # noqa: D102
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
         t = torch.exp(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device))
         return t.clamp(self.t_min, self.t_max)
 
-    def transition_coefficients(self, t, r):  # noqa: D102
+    def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         denom = self._norm(r) * self._norm(t)
         return (r * t + self.sigma_d**2) / denom, self.sigma_d * (t - r) / denom
 
-    def transition_ratio(self, t, r):  # noqa: D102
+    def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return (t - r) * (t * t + self.sigma_d**2) / (self.sigma_d**2 + r * t)
 
     def __repr__(self) -> str:
@@ -522,10 +539,11 @@ class EDMPath(Path):
 
 
 class VPPath(Path):
-    """The VP-SDE (DDPM) path.
+    """The VP-SDE (DDPM) path (Tab. 7/8 row VP-SDE).
 
     beta_t = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), alpha = 1/sqrt(beta^2+1),
-    sigma = beta/sqrt(beta^2+1), F ~ z (epsilon prediction), c_noise = (T - 1) t (paper.md §3.1).
+    sigma = beta/sqrt(beta^2+1), F ~ z (epsilon prediction), c_noise = (T - 1) t (paper.md §3.1);
+    B/(dB/dt) = (beta_t - beta_r) / beta_dot_t.
 
     Training times t ~ U(t_min, 1) (published: beta_d 19.9, beta_min 0.1, t_min 1e-5, T 1000).
     """
@@ -556,42 +574,44 @@ class VPPath(Path):
         """d beta_t / dt = (beta_d t + beta_min)(beta_t^2 + 1) / (2 beta_t)."""
         return (self.beta_d * t + self.beta_min) * torch.exp(self._exponent(t)) / (2.0 * self.beta(t))
 
-    def alpha(self, t):  # noqa: D102
+    def alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.exp(-0.5 * self._exponent(t))
 
-    def sigma(self, t):  # noqa: D102
+    def sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.sqrt(-torch.expm1(-self._exponent(t)))
 
-    def d_alpha(self, t):  # noqa: D102
+    def d_alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return -0.5 * (self.beta_d * t + self.beta_min) * self.alpha(t)
 
-    def d_sigma(self, t):  # noqa: D102
+    def d_sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return 0.5 * (self.beta_d * t + self.beta_min) * self.alpha(t) ** 2 / self.sigma(t)
 
-    def alpha_hat(self, t):  # noqa: D102
+    def alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def sigma_hat(self, t):  # noqa: D102
+    def sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.ones_like(t)
 
-    def d_alpha_hat(self, t):  # noqa: D102
+    def d_alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def d_sigma_hat(self, t):  # noqa: D102
+    def d_sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def time_input(self, t):  # noqa: D102
+    def time_input(self, t: Tensor) -> Tensor:  # noqa: D102
         return (self.T - 1) * t
 
-    def sample_time(self, n, *, generator=None, device=None):  # noqa: D102
+    def sample_time(  # noqa: D102
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
         u = torch.rand(n, generator=generator, device=device)
         return 1.0 + u * (self.t_min - 1.0)
 
-    def transition_coefficients(self, t, r):  # noqa: D102
+    def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         root_r = torch.sqrt(self.beta(r) ** 2 + 1.0)
         return torch.sqrt(self.beta(t) ** 2 + 1.0) / root_r, (self.beta(r) - self.beta(t)) / root_r
 
-    def transition_ratio(self, t, r):  # noqa: D102
+    def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return (self.beta(t) - self.beta(r)) / self.d_beta(t)
 
     def __repr__(self) -> str:
@@ -599,7 +619,9 @@ class VPPath(Path):
 
 
 class VEPath(Path):
-    """VE-SDE (score matching): alpha = 1, sigma = t, F ~ -z, c_noise = ln(t/2) (paper.md §3.1).
+    """VE-SDE (score matching): alpha = 1, sigma = t, F ~ -z, c_noise = ln(t/2) (Tab. 7/8 row VE-SDE).
+
+    Closed forms: x_r = x_t + (t - r) F; target -z - (t - r) dF/dt (paper.md §3.4).
 
     Training times t = sigma_min (sigma_max/sigma_min)^u, u ~ U(0, 1) (published 0.02, 100).
     """
@@ -613,47 +635,49 @@ class VEPath(Path):
             )
         self.t_min, self.t_max, self.sigma_d = float(sigma_min), float(sigma_max), 1.0
 
-    def alpha(self, t):  # noqa: D102
+    def alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.ones_like(t)
 
-    def sigma(self, t):  # noqa: D102
+    def sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return t.clone()
 
-    def d_alpha(self, t):  # noqa: D102
+    def d_alpha(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def d_sigma(self, t):  # noqa: D102
+    def d_sigma(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.ones_like(t)
 
-    def alpha_hat(self, t):  # noqa: D102
+    def alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def sigma_hat(self, t):  # noqa: D102
+    def sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.full_like(t, -1.0)
 
-    def d_alpha_hat(self, t):  # noqa: D102
+    def d_alpha_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def d_sigma_hat(self, t):  # noqa: D102
+    def d_sigma_hat(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.zeros_like(t)
 
-    def time_input(self, t):  # noqa: D102
+    def time_input(self, t: Tensor) -> Tensor:  # noqa: D102
         return torch.log(t / 2.0)  # published c_noise for VE
 
-    def sample_time(self, n, *, generator=None, device=None):  # noqa: D102
+    def sample_time(  # noqa: D102
+        self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
         u = torch.rand(n, generator=generator, device=device)
         return self.t_min * (self.t_max / self.t_min) ** u
 
-    def transition_coefficients(self, t, r):  # noqa: D102
+    def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         return torch.ones_like(t * r), t - r
 
-    def transition_ratio(self, t, r):  # noqa: D102
+    def transition_ratio(self, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return t - r
 
-    def transition(self, x_t, F, t, r):  # noqa: D102
+    def transition(self, x_t: Tensor, F: Tensor, t: Tensor, r: Tensor) -> Tensor:  # noqa: D102
         return x_t + (expand_time(t, x_t) - expand_time(r, x_t)) * F
 
-    def transition_target(self, x, z, t, r, dF_dt):  # noqa: D102
+    def transition_target(self, x: Tensor, z: Tensor, t: Tensor, r: Tensor, dF_dt: Tensor) -> Tensor:  # noqa: D102
         return -z - (expand_time(t, x) - expand_time(r, x)) * dF_dt
 
     def __repr__(self) -> str:

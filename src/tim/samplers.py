@@ -63,7 +63,7 @@ class _Guidance:
 
 
 def _network_call(
-    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict
+    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict[str, Any]
 ) -> Tensor:
     n = x.shape[0]
     c_t = path.time_input(t).to(dtype).expand(n).clone()
@@ -106,7 +106,7 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
         )
     if times.numel() < 2 or not bool((times[1:] < times[:-1]).all()):
         raise TimError(
-            f"the time grid must be strictly decreasing with at least 2 entries, got {times.tolist()}",
+            f"the time grid must be strictly decreasing with at least 2 entries, got {times.numpy().tolist()}",
             "e.g. [1.0, 0.5, 0.0]",
         )
     if times[0] > path.t_max or times[-1] < path.t_min:
@@ -125,7 +125,7 @@ def _check_arguments(
     path: Path,
     guidance_scale: float,
     guidance_interval: tuple[float, float],
-    uncond: dict | None,
+    uncond: dict[str, Any] | None,
     stochasticity: float,
     method: str,
     interval: str,
@@ -227,7 +227,7 @@ def sample(
     guide = _Guidance(
         {} if cond is None else cond, uncond, float(guidance_scale), guidance_interval, interval
     )
-    if stochasticity > 0 and not isinstance(generator, (list, tuple)):
+    if stochasticity > 0 and not isinstance(generator, Sequence):
         generator = resolve_generator(generator, noise.device)
     x, dtype, nfe, n_steps = noise.to(torch.float64), noise.dtype, 0, times.numel() - 1
     trajectory = [noise.float().clone()] if return_trajectory else None
@@ -238,6 +238,7 @@ def sample(
             # Transition step: F(x, t_i, t_{i+1}), then x <- A x + B F.
             F_out, cost = _evaluate(F, path, x, t_cur, t_next, dtype, guide)
             if stochasticity > 0 and 0 < i < n_steps - 1:  # never on the first or last step (published)
+                assert generator is not None  # resolved above whenever stochasticity > 0
                 xi = _step_noise(x, generator)
                 x = path.stochastic_transition(x, F_out, t_cur, t_next, stochasticity, xi)
             else:
@@ -256,7 +257,7 @@ def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator
     With one generator per row (a list), row i comes from generator i alone, so each sample's
     noise does not depend on how samples are batched (``tim.pipeline`` relies on this).
     """
-    if not isinstance(generator, (list, tuple)):
+    if not isinstance(generator, Sequence):
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
     if len(generator) != x.shape[0]:
         raise TimError(

@@ -122,7 +122,7 @@ def sample_time_pairs(
     Returns:
         ``(t, r)``, each shape ``(n,)``, float32.
     """
-    if not isinstance(n, int) or n < 0:
+    if not isinstance(n, int) or n < 0:  # pyright: ignore[reportUnnecessaryIsInstance]  -- checks what users pass at runtime
         raise TimError(
             f"the number of time pairs must be a non-negative integer, got {n!r}", "pass the batch size"
         )
@@ -163,7 +163,7 @@ def time_grid(steps: int, *, path: Path, shift: float = 1.0) -> Tensor:
     Returns:
         Decreasing grid, shape ``(steps + 1,)``, float64, ``grid[0] = t_max``, ``grid[-1] = t_min``.
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or steps < 1:  # pyright: ignore[reportUnnecessaryIsInstance]  -- checks what users pass at runtime
         raise TimError(f"steps must be a positive integer, got {steps!r}", "use e.g. steps=1, 2, 4 or 64")
     grid = torch.linspace(path.t_max, path.t_min, steps + 1, dtype=torch.float64)
     return shift_path_time(grid, path, shift)
