@@ -1765,7 +1765,7 @@ RELIABILITY_CASES = [
         "config",
         "a 9-line YAML alias bomb (387 million nodes once expanded)",
         config_file_error(_ALIAS_BOMB),
-        ("run.yaml", "expands to more than 100000 YAML nodes"),
+        ("run.yaml", "expands too far through its YAML aliases", "10000 nodes"),
         ("without nested aliases",),
     ),
     Case(
@@ -1773,7 +1773,7 @@ RELIABILITY_CASES = [
         "config",
         "YAML file with `lr:` twice under `optim:`",
         config_file_error("optim:\n  lr: 0.001\n  lr: 0.1\n"),
-        ("key 'lr' twice", "lines 2 and 3"),
+        ("key 'lr' twice", "line 3"),
         ("keep one",),
     ),
     Case(

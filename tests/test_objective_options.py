@@ -69,6 +69,22 @@ def test_w_gt_alone_switches_the_teacher_on() -> None:
         TransitionLoss(guidance_w_gt=0.9)(zero_net, torch.randn(2, 3, 4))
 
 
+def test_the_objective_wires_its_own_teacher() -> None:
+    # The training loop hands over the EMA, the condition and null_cond for every batch; only a
+    # guided target takes them (and only then is the null condition computed).
+    calls: list[dict] = []
+
+    def null_cond(cond: dict) -> dict:
+        calls.append(cond)
+        return {"y": torch.zeros_like(cond["y"])}
+
+    cond = {"y": torch.ones(3, dtype=torch.long)}
+    assert TransitionLoss().teacher_inputs(zero_net, cond, null_cond) == {} and not calls
+    wired = TransitionLoss(guidance_scale=1.75).teacher_inputs(zero_net, cond, null_cond)
+    assert wired["teacher"] is zero_net and wired["teacher_cond"] is cond and calls == [cond]
+    assert torch.equal(wired["teacher_uncond"]["y"], torch.zeros(3, dtype=torch.long))
+
+
 @pytest.mark.parametrize("function", ["sqrt", "reciprocal", "square", "soft_min_snr"])
 def test_time_weight_on_t_alone(function: str) -> None:
     t = torch.tensor([0.9, 0.6, 0.4, 0.3], dtype=torch.float64)

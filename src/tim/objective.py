@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as functional
@@ -43,11 +43,13 @@ from torch import Tensor
 
 from tim.errors import TimError
 from tim.guidance import guided_target_offset
+from tim.network import Network  # re-exported: ``from tim.objective import Network`` keeps working
 from tim.paths import LinearPath, Path, expand_time
 from tim.timesteps import resolution_shift, resolve_generator, sample_time_pairs, shift_path_time
 
 __all__ = [
     "LossOutput",
+    "Network",
     "TransitionLoss",
     "FlowMatchingLoss",
     "MeanFlowLoss",
@@ -68,12 +70,6 @@ COSINE_EPS = 1e-8  # published code: cosine_similarity(..., eps=1e-8)
 Derivative = Literal["dde", "jvp"]
 TimeTransform = Literal["tan", "identity", "sigmoid"]
 TimeFunction = Literal["sqrt", "constant", "reciprocal", "square", "soft_min_snr"]
-
-
-class Network(Protocol):
-    """A network F(x_t, t, r, **cond) -> Tensor of the shape of x_t."""
-
-    def __call__(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Any) -> Tensor: ...  # noqa: D102
 
 
 Alignment = Callable[[Tensor, Tensor, dict[str, Any]], Tensor]
@@ -469,6 +465,18 @@ class TransitionLoss:
     def uses_teacher(self) -> bool:
         """Whether the target needs the guidance teacher (EMA) at all."""
         return self.guidance_scale != 1.0 or self.guidance_w_gt != 1.0
+
+    def teacher_inputs(
+        self, teacher: Network, cond: dict[str, Any], null_cond: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The keyword arguments that wire a guidance teacher into :meth:`__call__`; {} when none is needed.
+
+        A training loop passes its EMA model, the batch's true condition and the model's
+        ``null_cond`` for every batch; only a guided target (:attr:`uses_teacher`) evaluates them.
+        """
+        if not self.uses_teacher:
+            return {}
+        return {"teacher": teacher, "teacher_cond": cond, "teacher_uncond": null_cond(cond)}
 
     def guidance_offset(
         self,

@@ -1413,11 +1413,12 @@ def replace_folder(temporary: Path, folder: Path) -> None:
 
 def run_recipe_fields(cfg: Any) -> dict[str, Any]:
     """Recipe fields from a run config: path, cfg.sample defaults, resolution shift, RoPE rule."""
-    options = cfg.objective.options
-    base = options.get("shift_base")
+    from tim.training.config import set_options
+
+    base = cfg.objective.shift_base
     fields: dict[str, Any] = {
         "path": cfg.path.name,
-        "path_options": dict(cfg.path.options),
+        "path_options": set_options(cfg.path),
         "steps": max(cfg.sample.steps) if cfg.sample.steps else 4,
         "guidance_scale": cfg.sample.guidance_scale,
         "guidance_interval": tuple(cfg.sample.guidance_interval),

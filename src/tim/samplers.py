@@ -28,6 +28,7 @@ from torch import Tensor
 
 from tim.errors import TimError
 from tim.guidance import IntervalMode, classifier_free_guidance, concat_cond, in_guidance_interval
+from tim.network import Network
 from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
@@ -63,7 +64,7 @@ class _Guidance:
 
 
 def _network_call(
-    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict[str, Any]
+    F: Network, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, cond: dict[str, Any]
 ) -> Tensor:
     n = x.shape[0]
     c_t = path.time_input(t).to(dtype).expand(n).clone()
@@ -72,7 +73,7 @@ def _network_call(
 
 
 def _evaluate(
-    F: Any, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, guide: _Guidance
+    F: Network, path: Path, x: Tensor, t: Tensor, r: Tensor, dtype: torch.dtype, guide: _Guidance
 ) -> tuple[Tensor, int]:
     """F(x, t, r) with optional CFG, returned in float64, and the NFE it cost."""
     guided = guide.scale != 1.0 and in_guidance_interval(
@@ -181,7 +182,7 @@ def _check_arguments(
 
 @torch.no_grad()
 def sample(
-    F: Any,
+    F: Network,
     noise: Tensor,
     *,
     path: Path | None = None,
@@ -268,7 +269,7 @@ def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator
 
 
 def _ode_step(
-    F: Any,
+    F: Network,
     path: Path,
     x: Tensor,
     t_cur: Tensor,

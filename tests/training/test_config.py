@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from tim.training import (
     config_from_dict,
     load_config,
     save_config,
+)
+from tim.training.config import (
+    ModelConfig,
+    ObjectiveConfig,
+    build_objective_from_config,
+    config_differences,
+    set_options,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -39,10 +47,12 @@ def test_resolved_json_round_trips(tmp_path: Path) -> None:
     cfg = load_config("digits", ["model.depth=2", "objective.diffusion_share=0.4", "sample.steps=1,3"])
     save_config(cfg, tmp_path / "config.json")
     assert load_config(tmp_path / "config.json") == cfg
-    # Only the preset name and its overrides are written, not every TiMConfig field.
-    preset_overrides = load_config("digits", []).model.overrides
-    expected = {"preset": "TiM-digits", **preset_overrides, "depth": 2}
-    assert json.loads((tmp_path / "config.json").read_text())["model"] == expected
+    # Only the preset name and the fields set on it are written, not every TiMConfig field.
+    assert json.loads((tmp_path / "config.json").read_text())["model"] == {
+        "preset": "TiM-digits",
+        "patch_size": 4,
+        "depth": 2,
+    }
 
 
 def test_overrides_are_typed_by_the_dataclass_fields() -> None:
@@ -61,8 +71,10 @@ def test_overrides_are_typed_by_the_dataclass_fields() -> None:
     )
     assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.sample.steps == (4,) and cfg.train.deterministic is True
-    assert cfg.model.overrides == {"depth": 2} and cfg.objective.options == {"derivative": "jvp"}
-    assert cfg.optim.betas == (0.8, 0.9) and cfg.path.options == {"P_mean": -0.5}
+    assert cfg.model.depth == 2 and set_options(cfg.model) == {"depth": 2}
+    assert cfg.objective.derivative == "jvp" and set_options(cfg.objective) == {"derivative": "jvp"}
+    assert cfg.optim.betas == (0.8, 0.9) and set_options(cfg.path) == {"P_mean": -0.5}
+    assert cfg.objective.diffusion_share is None  # unset: TransitionLoss's own default applies
 
 
 def test_yaml_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
@@ -71,9 +83,36 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
     assert load_config(tmp_path / "c.yaml").optim.lr == 1e-4
 
 
-def test_open_sections_accept_nested_form() -> None:
-    cfg = config_from_dict({"model": {"preset": "TiM-digits", "overrides": {"depth": 3}}})
-    assert cfg.model.overrides == {"depth": 3}
+def test_mirrored_sections_have_every_field_of_what_they_build() -> None:
+    from tim.models import MLPConfig, TiMConfig
+    from tim.objective import MeanFlowLoss
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert {f.name for f in dataclasses.fields(TiMConfig)} | {
+        f.name for f in dataclasses.fields(MLPConfig)
+    } < model_fields
+    objective_fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    assert {f.name for f in dataclasses.fields(MeanFlowLoss)} - {"path", "alignment"} < objective_fields
+    built = build_objective_from_config(load_config(None, ["objective.name=flow_matching"]))
+    assert built.diffusion_share == 1.0  # unset fields keep the named objective's own defaults
+
+
+# config.json as runs wrote it before issue 15: options nested under objective.options / model.overrides.
+OLD_CONFIG_JSON = """{
+  "model": {"preset": "TiM-digits", "overrides": {"patch_size": 4, "depth": 2}},
+  "path": {"name": "linear", "options": {"P_mean": -0.5}},
+  "objective": {"name": "tim", "options": {"diffusion_share": 0.4, "guidance_scale": 1.5}},
+  "train": {"steps": 10, "batch_size": 8}
+}"""
+
+
+def test_old_nested_layout_is_migrated(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(OLD_CONFIG_JSON)
+    cfg = load_config(tmp_path / "config.json")
+    assert (cfg.model.patch_size, cfg.model.depth, cfg.path.P_mean) == (4, 2, -0.5)
+    assert (cfg.objective.diffusion_share, cfg.objective.guidance_scale, cfg.train.steps) == (0.4, 1.5, 10)
+    assert config_differences(json.loads(OLD_CONFIG_JSON), cfg) == []
+    assert "options" not in cfg.to_dict()["objective"] and "overrides" not in cfg.to_dict()["model"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -128,13 +167,21 @@ BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ),
     ("ema-decay-1", ["ema.decay=1"], ("ema.decay = 1 is outside [0, 1)", "between 0 and 1")),
     ("weight-decay-negative", ["optim.weight_decay=-0.01"], ("optim.weight_decay", "at least 0")),
-    ("betas-one-value", ["optim.betas=0.9"], ("optim.betas = 0.9", "a list of 2 values")),
-    ("betas-text", ["optim.betas=a,b"], ("optim.betas[0] = 'a'", "a number")),
+    ("betas-one-value", ["optim.betas=0.9"], ("optim.betas = [0.9]", "a list of 2 values")),
+    ("betas-text", ["optim.betas=a,b"], ("optim.betas = ['a', 'b']", "each a number")),
+    ("betas-three", ["optim.betas=0.8,0.9,0.99"], ("optim.betas", "a list of 2 values")),
+    ("beta-one", ["optim.betas=0.9,1.0"], ("optim.betas = [0.9, 1.0] must both lie in [0, 1)", "0.95")),
+    ("model-field-of-other-class", ["model.dim=3"], ("unknown config key 'model.dim'", "depth")),
+    (
+        "objective-field-of-other-class",
+        ["objective.share_r_neq_t=0.5"],
+        ("objective.share_r_neq_t", "valid keys"),
+    ),
     ("accumulation-zero", ["optim.accumulation=0"], ("optim.accumulation = 0", "at least 1")),
     ("keep-last-zero", ["train.keep_last=0"], ("train.keep_last = 0", "at least 1")),
     ("sample-steps-empty", ["sample.steps=[]"], ("sample.steps = []", "sample.steps=1,2,4")),
     ("sample-steps-zero", ["sample.steps=0,1"], ("sample.steps = [0, 1]", ">= 1")),
-    ("sample-steps-text", ["sample.steps=one"], ("sample.steps[0] = 'one'", "an integer")),
+    ("sample-steps-text", ["sample.steps=one"], ("sample.steps = ['one']", "each an integer")),
     ("cfg-negative", ["sample.guidance_scale=-1"], ("sample.guidance_scale", "at least 0")),
     ("interval-reversed", ["sample.guidance_interval=0.8,0.2"], ("not an interval", "low <= high")),
     ("data-unknown", ["data.name=mnist"], ("data.name='mnist'", "digits")),
@@ -171,6 +218,18 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_json_is_named(tmp_path: Path) -> None:
-    (tmp_path / "c.json").write_text("{'train': 1}")
-    with pytest.raises(TimError, match="not valid JSON"):
+    (tmp_path / "c.json").write_text('{"train": {"steps": 1,}')
+    with pytest.raises(TimError, match=r"c.json' is not valid YAML or JSON \(line \d+\)"):
         load_config(tmp_path / "c.json")
+
+
+def test_old_nested_layout_resumes(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tim.training.state import check_resume_config
+
+    old = json.loads(OLD_CONFIG_JSON)
+    checkpoint = SimpleNamespace(config=old, path=tmp_path / "checkpoints" / "step_00000010")
+    check_resume_config(checkpoint, config_from_dict(old))  # same run: no difference, no error
+    with pytest.raises(TimError, match="was trained with model"):
+        check_resume_config(checkpoint, load_config(None, ["model.patch_size=4", "model.depth=3"]))

@@ -36,7 +36,7 @@ def test_alias_bomb_fails_fast_in_little_memory(tmp_path: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     with pytest.raises(
-        TimError, match=rf"expands to more than {MAX_YAML_NODES} YAML nodes.*without nested aliases"
+        TimError, match=rf"expands too far through its YAML aliases.*{MAX_YAML_NODES}.*without nested"
     ):
         _load(tmp_path, BOMB)
     assert time.perf_counter() - started < 5.0
@@ -48,7 +48,7 @@ def test_alias_bomb_in_an_override_fails_too() -> None:
         "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], "
         "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
     )
-    with pytest.raises(TimError, match="expands to more than"):
+    with pytest.raises(TimError, match="an override expands too far"):
         load_config(None, [f"sample.steps={one_line}"])
 
 
@@ -63,11 +63,11 @@ def test_ordinary_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
 
 
 def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
-    with pytest.raises(TimError, match=r"has the key 'lr' twice in one mapping \(lines 2 and 3\).*keep one"):
+    with pytest.raises(TimError, match=r"has the key 'lr' twice in one mapping \(line 3\).*keep one"):
         _load(tmp_path, "optim:\n  lr: 0.001\n  lr: 0.1\n")
     with pytest.raises(TimError, match="has the key 'train' twice"):
         _load(tmp_path, "train: {steps: 5}\ntrain: {steps: 6}\n")
-    with pytest.raises(TimError, match=r"has the key 'steps' twice in one object.*keep one"):
+    with pytest.raises(TimError, match=r"run.json' has the key 'steps' twice.*keep one"):
         _load(tmp_path, '{"train": {"steps": 5, "steps": 6}}', name="run.json")
 
 

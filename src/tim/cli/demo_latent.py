@@ -336,7 +336,7 @@ def _train_tim(cfg: Any, run_dir: Path) -> dict[str, Any]:
     params = sum(p.numel() for p in build_model(model_config(cfg)).parameters())
     print(
         f"3/3 TiM: training {cfg.model.preset} ({params / 1e6:.2f}M parameters, 4-channel 8x8 latents, "
-        f"{cfg.model.overrides.get('num_classes')} classes) for up to {total_steps(cfg)} steps or "
+        f"{cfg.model.num_classes} classes) for up to {total_steps(cfg)} steps or "
         f"{cfg.train.time_limit:g} min",
         flush=True,
     )

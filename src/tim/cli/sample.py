@@ -711,9 +711,7 @@ def load_for_sampling(
         shape, patch = (config.in_channels, config.input_size, config.input_size), config.patch_size
     else:  # TiMMLP: vectors (D,)
         shape, patch = (config.dim,), 1
-    return model, RunInfo(
-        build_path_from_config(cfg), num_classes, shape, patch, tuple(cfg.sample.steps)
-    )
+    return model, RunInfo(build_path_from_config(cfg), num_classes, shape, patch, tuple(cfg.sample.steps))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,16 +1,12 @@
-"""Run configuration: OmegaConf structured configs over nested frozen dataclasses.
+"""Run configuration: OmegaConf structured configs over nested frozen dataclasses (docs/internals.md).
 
-A run is described by :class:`RunConfig`. OmegaConf (docs/internals.md, "Configuration") merges
-plain data onto the dataclass schema and types it: YAML files under ``configs/``, dotted command
-line overrides (``model.depth=4 sample.steps=1,2,4``) and the ``config.json`` written beside every
-checkpoint all go through :func:`config_from_dict`. This module adds what OmegaConf does not do:
-one-line :class:`tim.errors.TimError` messages naming the dotted key and the allowed keys or
-values, range checks (field metadata ``gt/ge/lt/le``), and the rules that involve several fields.
-
-``model``, ``path`` and ``objective`` mirror the objects they build, field for field: their
-schemas are generated from ``TiMConfig``/``MLPConfig``, the path constructors and the objective
-dataclasses, so each option and its default has one definition. A mirrored field is ``None``
-until set, meaning "the named preset's, path's or objective's own value".
+OmegaConf merges YAML/JSON files, dotted overrides (``model.depth=4 sample.steps=1,2,4``) and a run's
+``config.json`` onto the :class:`RunConfig` schema and types them. This module adds what OmegaConf
+does not do: one-line :class:`tim.errors.TimError` messages naming the dotted key and the allowed
+keys or values, range bounds (field metadata ``gt/ge/lt/le``) and the rules across fields.
+``model``, ``path`` and ``objective`` mirror what they build field for field: their schemas are
+generated from ``TiMConfig``/``MLPConfig``, the path constructors and the objective dataclasses, and
+a field left ``None`` means "the named preset's, path's or objective's own default" (one definition).
 """
 
 from __future__ import annotations
@@ -58,36 +54,24 @@ def _init_hints(cls: type) -> dict[str, Any]:
     return {name: hints[name] for name in inspect.signature(cls.__init__).parameters if name != "self"}
 
 
-def _mirror(name: str, head: tuple[str, Any, Any], sources: list[type], doc: str) -> type:
-    """A frozen dataclass: the ``head`` field, then every constructor option of ``sources`` as ``T | None``."""
+def _mirror(name: str, head: tuple[str, Any, Any], sources: list[type]) -> type:
+    """A frozen dataclass: the ``head`` (name) field, then every constructor option of ``sources`` as ``T | None``."""
     options: dict[str, Any] = {}
     for source in sources:
         for key, annotation in _init_hints(source).items():
             options.setdefault(key, annotation)
     fields = [head, *((key, annotation | None, None) for key, annotation in options.items())]
+    doc = f"{head[0]}, then the fields of {', '.join(s.__name__ for s in sources)} (None: the named one's default)."
     return dataclasses.make_dataclass(
         name, fields, frozen=True, namespace={"__doc__": doc, "__module__": __name__}
     )
 
 
 ModelConfig = _mirror(
-    "ModelConfig",
-    ("preset", str, "TiM-digits"),
-    [TiMConfig, MLPConfig],
-    "The network: a preset of tim.models (TiM-digits, TiM-B/4, MLP-toy...) and TiMConfig/MLPConfig fields.",
-)
-PathConfig = _mirror(
-    "PathConfig",
-    ("name", str, "linear"),
-    list(PATHS.values()),
-    "The path x_t = alpha_t x + sigma_t z: a name of tim.paths.PATHS and that path's constructor arguments.",
-)
-ObjectiveConfig = _mirror(
-    "ObjectiveConfig",
-    ("name", Literal["tim", "flow_matching", "meanflow"], "tim"),
-    list(OBJECTIVES.values()),
-    "The loss: a name of tim.objective.OBJECTIVES and that dataclass's fields (TransitionLoss's for 'tim').",
-)
+    "ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig]
+)  # tim.models presets
+PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()))  # tim.paths.PATHS
+ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))  # OBJECTIVES
 # Ranges of mirrored options (the classes themselves check choices and some ranges).
 _UNIT = {"ge": 0.0, "le": 1.0}
 _OPTION_BOUNDS: dict[str, dict[str, float]] = {
@@ -109,7 +93,7 @@ class OptimConfig:
     """AdamW with a constant learning rate and optional linear warm-up (paper.md §5.3)."""
 
     lr: float = _bounded(1e-4, gt=0.0)  # learning rate after warm-up
-    betas: tuple[float, float] = _bounded((0.9, 0.95), ge=0.0, lt=1.0)  # AdamW (beta1, beta2), paper.md §5.3
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2), paper.md §5.3
     weight_decay: float = _bounded(0.01, ge=0.0)  # AdamW decoupled weight decay, paper.md §5.3
     eps: float = _bounded(1e-6, gt=0.0)  # AdamW denominator epsilon, paper.md §5.3
     warmup_steps: int = _bounded(0, ge=0)  # linear warm-up from 0 to lr over this many steps
@@ -152,12 +136,13 @@ class TrainConfig:
 class SampleConfig:
     """How the periodic sample grids are drawn (tim.samplers.sample)."""
 
-    steps: tuple[int, ...] = _bounded((1, 2, 4), ge=1)  # one grid per step count (at least one)
+    steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count
     num: int = _bounded(16, ge=0)  # samples per grid; 0 = no grids
     guidance_scale: float = _bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
-    guidance_interval: tuple[float, float] = _bounded(
-        (0.0, 1.0), ge=0.0, le=1.0
-    )  # CFG only for t/t_max in this
+    guidance_interval: tuple[float, float] = (
+        0.0,
+        1.0,
+    )  # CFG only for t in this interval (fractions of t_max)
     stochasticity: float = _bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
     seed: int = _bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
@@ -261,10 +246,7 @@ _RULES = {  # bound -> (holds, symbol, the fix's words)
 
 
 def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
-    """A non-finite float, or a value outside the ``gt/ge/lt/le`` bounds, is a TimError (tuples: each item)."""
-    if isinstance(value, tuple):
-        for index, item in enumerate(value):
-            _check_bounds(f"{key}[{index}]", item, bounds)
+    """A non-finite float, or a value outside the ``gt/ge/lt/le`` bounds, is a TimError."""
     if isinstance(value, float) and not math.isfinite(value):
         raise TimError(f"{key} = {value} is not finite", "set a finite number")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -373,10 +355,18 @@ def _check_consistency(config: RunConfig) -> None:
             "lower one of them so that their sum is at most 1",
         )
     model_config(config)
-    if not config.sample.steps:
-        raise TimError("sample.steps = [] must list at least one step count", "use e.g. sample.steps=1,2,4")
+    if not config.sample.steps or any(s < 1 for s in config.sample.steps):
+        raise TimError(
+            f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
+            "use e.g. sample.steps=1,2,4",
+        )
+    if not all(0.0 <= beta < 1.0 for beta in config.optim.betas):
+        raise TimError(
+            f"optim.betas = {list(config.optim.betas)} must both lie in [0, 1)",
+            "use e.g. optim.betas=[0.9,0.95] (paper.md §5.3)",
+        )
     low, high = config.sample.guidance_interval
-    if not low <= high:
+    if not 0.0 <= low <= high <= 1.0:
         raise TimError(
             f"sample.guidance_interval = ({low}, {high}) is not an interval of fractions of t_max",
             "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (paper.md §7)",
@@ -390,7 +380,8 @@ def _named(section: str, config: RunConfig, choices: dict[str, Any]) -> tuple[An
     name = getattr(part, name_field)
     if name not in choices:
         raise TimError(
-            f"{section}.{name_field} = {name!r} is unknown", f"use one of {', '.join(sorted(choices))}"
+            f"{section}.{name_field} = {name!r} is unknown",
+            f"use one of {', '.join(map(repr, sorted(choices)))}",
         )
     chosen = choices[name]
     valid = _init_hints(chosen if isinstance(chosen, type) else type(chosen))
@@ -467,42 +458,43 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
 # Overrides, files and presets.
 
 
+_YAML_PROBLEMS = (  # (what OmegaConf's loader says, our problem, the fix)
+    ("nesting depth", "is nested too deeply", "write a flat config of sections and keys"),
+    (
+        "expan",
+        f"expands too far through its YAML aliases (*name): past {MAX_YAML_NODES} nodes or 100x its size",
+        "write the config out without nested aliases; a run config has a few hundred entries",
+    ),
+    (
+        "recursive alias",
+        "has a recursive YAML alias",
+        "write the values out instead of referring to an enclosing node",
+    ),
+    (
+        "duplicate key",
+        "has the key '{key}' twice in one mapping ({line})",
+        "keep one of them (YAML would keep the last)",
+    ),
+)
+
+
 def _yaml_error(error: Exception, what: str) -> TimError:
     """A YAML loader error of OmegaConf's (aliases, duplicates, syntax), in one line."""
-    text = " ".join(str(error).split())
+    text = " ".join(str(error).split()) if not isinstance(error, RecursionError) else "nesting depth"
     mark = getattr(error, "problem_mark", None)
     line = f"line {mark.line + 1}" if mark is not None else "no line"
-    if isinstance(error, RecursionError) or "nesting depth" in text:
-        return TimError(f"{what} is nested too deeply", "write a flat config of sections and keys")
-    if "expan" in text:
-        return TimError(
-            f"{what} expands too far through its YAML aliases (*name): past {MAX_YAML_NODES} nodes or 100x its size",
-            "write the config out without nested aliases; a run config has a few hundred entries",
-        )
-    if "recursive alias" in text:
-        return TimError(
-            f"{what} has a recursive YAML alias",
-            "write the values out instead of referring to an enclosing node",
-        )
-    if "duplicate key" in text:
-        key = text.split("duplicate key ")[1].split(" ")[0]
-        return TimError(
-            f"{what} has the key '{key}' twice in one mapping ({line})",
-            "keep one of them (YAML would silently use the last)",
-        )
-    return TimError(f"{what} is not valid YAML or JSON ({line})", "fix the syntax")
+    key = text.split("duplicate key ")[-1].split(" ")[0]
+    for said, problem, fix in _YAML_PROBLEMS:
+        if said in text:
+            return TimError(f"{what} {problem.format(key=key, line=line)}", fix)
+    return TimError(f"{what} is not valid YAML or JSON ({line})", "fix the YAML syntax (JSON is YAML too)")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted ``key.sub=value`` overrides (OmegaConf's dot-list) to plain config data.
+    """Plain config ``data`` with dotted overrides applied (OmegaConf's dot-list; typed when built).
 
-    Args:
-        data: nested plain config data.
-        overrides: strings like ``"optim.lr=3e-4"``, ``"sample.steps=1,2,4"`` or ``"sample.steps=4"``
-            (a list field takes comma-separated text or one value too).
-
-    Returns:
-        The merged data (a new dict); values are typed when the config is built.
+    ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field also takes comma-separated
+    text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
     """
     import yaml
     from omegaconf import OmegaConf

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from tim.data.build import build_data_source
 from tim.data.sources import DataSource
 from tim.errors import TimError
+from tim.objective import TransitionLoss
 from tim.training import distributed
 from tim.training.checkpoint import (
     check_output_dir,
@@ -161,37 +163,62 @@ def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool
     return {key: value.to(device) for key, value in batch.items() if key != "x"} if conditional else {}
 
 
+@dataclass(frozen=True)
+class StepParts:
+    """What every optimizer step uses, built once by ``_run``.
+
+    Attributes:
+        model: the plain network (parameters, EMA source, ``drop_cond``/``null_cond``).
+        F: the gradient pass: ``model`` wrapped by DDP/FSDP/``torch.compile``, or with REPA the
+            wrapped ``WithFeatures(model)`` that also returns the alignment features.
+        F_nograd: the no-grad derivative passes (the unwrapped or separately compiled module).
+        features_fn: the REPA feature pass (``F`` itself), None without REPA.
+        ema: the EMA copy (also the objective's guidance teacher when its target needs one).
+        objective: the loss (``tim.objective``); it decides what a step computes.
+        optimizer: AdamW over ``model``'s parameters.
+        source: this process's data source.
+        autocast: bf16 autocast or a null context (``train.precision``).
+        conditional: whether batches carry a condition for the network.
+    """
+
+    model: nn.Module
+    F: nn.Module
+    F_nograd: nn.Module
+    features_fn: nn.Module | None
+    ema: nn.Module
+    objective: TransitionLoss
+    optimizer: torch.optim.Optimizer
+    source: DataSource
+    autocast: contextlib.AbstractContextManager
+    conditional: bool
+
+
 def _train_step(
-    cfg: RunConfig, env: distributed.DistEnv, state: TrainState, parts: dict[str, Any]
+    cfg: RunConfig, env: distributed.DistEnv, state: TrainState, parts: StepParts
 ) -> dict[str, Any]:
     """One optimizer step over ``optim.accumulation`` micro-batches; returns its metrics."""
-    F, F_nograd, model, ema = parts["F"], parts["F_nograd"], parts["model"], parts["ema"]
-    objective, optimizer, source = parts["objective"], parts["optimizer"], parts["source"]
+    model, objective, optimizer = parts.model, parts.objective, parts.optimizer
     accumulation = cfg.optim.accumulation
     _seed_global_rng(cfg.train.seed, state.step, env.rank)
     optimizer.zero_grad(set_to_none=True)
     losses, stats, rows = [], {}, 0
     for micro in range(accumulation):
-        batch = source.next_batch()
+        batch = parts.source.next_batch()
         rows += len(batch["x"])  # bucketed data: the batch size varies from step to step
-        x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts["conditional"])
+        x, cond = batch["x"].to(env.device), _condition(batch, env.device, parts.conditional)
         generator = step_generator(cfg.train.seed, state.step, env.rank * accumulation + micro, env.device)
         dropped = model.drop_cond(cond, cfg.train.label_dropout, generator) if cond else cond
-        teacher = (
-            {}
-            if not objective.uses_teacher
-            else {"teacher": ema, "teacher_cond": cond, "teacher_uncond": model.null_cond(cond)}
-        )
-        with distributed.no_sync(F, active=micro < accumulation - 1):
-            with parts["autocast"]:
+        with distributed.no_sync(parts.F, active=micro < accumulation - 1):
+            with parts.autocast:
                 out = objective(
-                    F_nograd if parts["features_fn"] else F,
+                    parts.F_nograd if parts.features_fn else parts.F,
                     x,
                     cond=dropped,
                     generator=generator,
-                    F_nograd=F_nograd,
-                    features_fn=parts["features_fn"],
-                    **teacher,
+                    F_nograd=parts.F_nograd,
+                    features_fn=parts.features_fn,
+                    # The objective decides whether its target needs the EMA teacher (model guidance).
+                    **objective.teacher_inputs(parts.ema, cond, model.null_cond),
                 )
             (out.loss / accumulation).backward()
         losses.append(out.loss.detach().float())  # stays on the device: no host sync per micro-batch
@@ -217,7 +244,7 @@ def _train_step(
         group["lr"] = metrics["lr"]
     optimizer.step()
     decay = ema_decay(cfg.ema.decay, state.ema_updates, cfg.ema.warmup)
-    update_ema(ema, model, decay)
+    update_ema(parts.ema, model, decay)
     state.ema_updates += 1
     return metrics | {"finite": True, "ema_decay": decay}
 
@@ -344,18 +371,18 @@ def _run(
             checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change
         )
     distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))  # after the resume check
-    parts = {
-        "F": F,
-        "F_nograd": F_nograd,
-        "model": model,
-        "ema": ema,
-        "objective": objective,
-        "optimizer": optimizer,
-        "source": source,
-        "autocast": _autocast(cfg, env.device),
-        "conditional": _is_conditional(model),
-        "features_fn": features_fn,
-    }
+    parts = StepParts(
+        model=model,
+        F=F,
+        F_nograd=F_nograd,
+        features_fn=features_fn,
+        ema=ema,
+        objective=objective,
+        optimizer=optimizer,
+        source=source,
+        autocast=_autocast(cfg, env.device),
+        conditional=_is_conditional(model),
+    )
     total, fsdp = total_steps(cfg), env.distributed and cfg.train.parallel == "fsdp"
     logger = MetricsLogger(
         run_dir,

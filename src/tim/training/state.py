@@ -31,7 +31,13 @@ from tim.training.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from tim.training.config import RunConfig, config_differences, config_from_dict, model_config
+from tim.training.config import (
+    RunConfig,
+    config_differences,
+    config_from_dict,
+    migrate_layout,
+    model_config,
+)
 from tim.training.text import adopt_null_prompt
 
 
@@ -123,9 +129,10 @@ def check_resume_config(checkpoint: Checkpoint, cfg: RunConfig, *, allow_config_
     :data:`tim.training.config.RESUMABLE_KEYS` are an error listing them, unless
     ``allow_config_change`` (``tim train --allow-config-change``) accepts them.
     """
-    if checkpoint.config.get("model") != cfg.to_dict()["model"]:
+    saved_model = migrate_layout(checkpoint.config).get("model")  # runs before issue 15: nested layout
+    if saved_model != cfg.to_dict()["model"]:
         raise TimError(
-            f"checkpoint '{checkpoint.path}' was trained with model {checkpoint.config.get('model')}, "
+            f"checkpoint '{checkpoint.path}' was trained with model {saved_model}, "
             f"not {cfg.to_dict()['model']}",
             "use the original model settings or a new run directory",
         )
