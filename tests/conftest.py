@@ -29,3 +29,18 @@ def float64() -> Iterator[None]:
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+OPT_IN_SUITES = ("slow", "full", "gpu")  # registered in pyproject.toml; each is selected with -m NAME
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test in two opt-in suites, so ``-m slow`` never picks a ``gpu`` or ``full`` test."""
+    for item in items:
+        marks = [name for name in OPT_IN_SUITES if item.get_closest_marker(name)]
+        if len(marks) > 1:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked {' and '.join(marks)}; a test belongs to at most one of "
+                f"{', '.join(OPT_IN_SUITES)} (move the extra mark or split the test)"
+            )

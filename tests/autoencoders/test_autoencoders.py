@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,75 @@ def test_decode_refuses_when_it_will_not_fit(folders: dict[str, Path]) -> None:
         ae.decode(latents)
 
 
+# Run in a fresh process whose peak RSS is reset just before the decode (Linux: writing 5 to
+# /proc/self/clear_refs resets VmHWM), so the peak measured is the decode's own, whatever ran before.
+TILED_DECODE = """
+import json, sys
+import torch
+from tim.autoencoders import Autoencoder
+
+
+def status(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key + ":"))
+
+
+torch.set_num_threads(1)
+ae = Autoencoder.from_pretrained(sys.argv[1], tile_size=int(sys.argv[4]))
+height, width = int(sys.argv[2]), int(sys.argv[3])
+latents = torch.randn(1, 4, height // ae.factor, width // ae.factor, generator=torch.Generator().manual_seed(0))
+tiles = []
+ae.vae.decoder.register_forward_hook(lambda module, args, output: tiles.append(list(args[0].shape[-2:])))
+tiled = ae.plan_decode(height, width)
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")
+before = status("VmRSS")
+image = ae.decode(latents)
+grown = status("VmHWM") - before
+print(json.dumps({"tiled": tiled, "tiles": tiles, "shape": list(image.shape), "finite": bool(torch.isfinite(image).all()),
+                  "grown": grown, "estimate": ae.decode_bytes(height, width), "untiled": ae.decode_bytes(height, width, tiled=False)}))
+"""
+
+
+def _tiled_decode(folder: Path, height: int, width: int, tile: int) -> dict:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", TILED_DECODE, str(folder), str(height), str(width), str(tile)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
+def test_decode_above_the_threshold_runs_in_small_tiles_within_the_estimate(folders: dict[str, Path]) -> None:
+    """A 1024x1088 decode (just above the 1024^2 threshold: tiled by default) in 128-px tiles.
+
+    Every decoder call sees at most one tile (32x32 latents), the calls cover the image at least once
+    (>= 8x8 tiles), the output has the full, non-square size and is finite, and the peak memory of the
+    decode stays under the tiled estimate, itself under half the untiled one (the estimates at 1280^2:
+    179 vs 693 MB). The 4096x4096 decode is ``full``: 15x the pixels, minutes on one core.
+    """
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure the decode's peak memory")
+    result = _tiled_decode(folders["AutoencoderKL"], 1024, 1088, 128)
+    assert result["tiled"] is True
+    assert result["shape"] == [1, 3, 1024, 1088] and result["finite"]
+    assert (
+        len(result["tiles"]) >= (1024 // 128) * (1088 // 128)
+        and max(max(t) for t in result["tiles"]) <= 128 // 4
+    )
+    output = 3 * 1024 * 1088 * 4  # the float32 image alone: a floor that shows the measurement works
+    assert output < result["grown"] < result["estimate"] < result["untiled"] / 2, result | {
+        "tiles": len(result["tiles"])
+    }
+
+
+@pytest.mark.full
 def test_4096_decode_fits_in_tiles(folders: dict[str, Path]) -> None:
     """A real 4096x4096 decode (tiny KL, 512-px tiles): within the estimate, same size, finite."""
     import resource
