@@ -11,6 +11,7 @@ the classifier-free-guidance null version of it, and applies CFG dropout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +61,7 @@ def drop_mask(batch: int, p: float, generator: torch.Generator | None, device: t
 class Conditioned:
     """Mixin for networks holding one conditioning adapter as ``cond_embedder`` (TiM, TiMMLP)."""
 
-    cond_embedder: nn.Module
+    cond_embedder: Adapter
 
     def null_cond(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
         """The unconditional (CFG null) version of ``cond``, same batch size and keys."""
@@ -162,6 +163,7 @@ class TextConditioning(nn.Module):
         self.mask_context = mask_context
         self.norm = nn.LayerNorm(text_dim, eps=CAPTION_NORM_EPS)
         self.mlp = SwiGLU(text_dim, 4 * hidden_size, hidden_size)
+        self.null_context: Tensor
         self.register_buffer("null_context", torch.zeros(null_length, text_dim))
 
     def set_null_context(self, features: Tensor) -> None:
@@ -177,12 +179,14 @@ class TextConditioning(nn.Module):
             )
         self.null_context = features.to(self.null_context)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         # The null caption's length depends on the text encoder; adopt the stored length.
         stored = state_dict.get(prefix + "null_context")
         if stored is not None and stored.ndim == 2 and stored.shape[1] == self.text_dim:
             self.null_context = torch.zeros_like(stored, device=self.null_context.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # pyright: ignore[reportUnknownMemberType]  -- untyped in torch
 
     def embed(self, cond: dict[str, Tensor]) -> Embedded:
         """Caption features (B, M, D_text) -> tokens (B, M, D) and the mask (if masking is on)."""
@@ -216,3 +220,7 @@ class TextConditioning(nn.Module):
         null = self.null(cond)
         dropped = drop_mask(cond["context"].shape[0], p, generator, cond["context"].device)
         return {k: torch.where(dropped.view(-1, *[1] * (v.ndim - 1)), null[k], v) for k, v in cond.items()}
+
+
+# The conditioning adapters a network can hold as ``cond_embedder`` (embed, null, drop).
+Adapter = NoConditioning | ClassConditioning | TextConditioning

@@ -22,10 +22,12 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any, TypeGuard
 
 from torch import Tensor
 
 from tim.errors import TimError
+from tim.models.conditioning import TextConditioning
 from tim.models.tim import TIME_CONDITIONS, TiM, TiMConfig
 from tim.models.weights import load_state_dict_strict, read_safetensors, torch_load_weights_only
 
@@ -71,7 +73,7 @@ def ours_to_released(key: str) -> str:
     return key
 
 
-def released_config(released: dict) -> TiMConfig:
+def released_config(released: dict[str, Any]) -> TiMConfig:
     """Our config for a released constructor config (``TiM(input_size=..., lora_hidden_size=..., ...)``).
 
     Args:
@@ -131,24 +133,29 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = True) -> tuple[dict[str
     return strip_prefixes(unnest(state, prefer_ema, path)), metadata
 
 
-def unnest(state: object, prefer_ema: bool, path: Path) -> dict[str, Tensor]:
+def unnest(state: Any, prefer_ema: bool, path: Path) -> dict[str, Tensor]:
     """Descend into ``{"ema": {...}}``-style wrappers until a flat name -> tensor dict remains."""
     order = (
         NESTING_KEYS
         if prefer_ema
         else tuple(k for k in NESTING_KEYS if "ema" not in k) + ("ema", "ema_model")
     )
-    while isinstance(state, dict) and not all(isinstance(v, Tensor) for v in state.values()):
-        key = next((k for k in order if isinstance(state.get(k), dict)), None)
+    while _is_dict(state) and not all(isinstance(v, Tensor) for v in state.values()):
+        key = next((k for k in order if _is_dict(state.get(k))), None)
         if key is None:
             raise TimError(
                 f"checkpoint {path} holds no state dict (top-level keys {sorted(state)[:8]})",
                 f"pass a file whose weights are flat or nested under one of {NESTING_KEYS}",
             )
         state = state[key]
-    if not isinstance(state, dict) or not state:
+    if not _is_dict(state) or not state:
         raise TimError(f"checkpoint {path} holds no tensors", "pass a TiM weights file")
     return state
+
+
+def _is_dict(value: object) -> TypeGuard[dict[str, Any]]:
+    """A dict (of a loaded checkpoint: str keys, values not yet known)."""
+    return isinstance(value, dict)
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -215,7 +222,7 @@ def load_released_checkpoint(
     config = dataclasses.replace(config, **overrides)
     model = TiM(config)
     state = {released_to_ours(k): v for k, v in released.items()}
-    if "cond_embedder.null_context" in model.state_dict():
+    if isinstance(model.cond_embedder, TextConditioning):  # the one adapter with a null_context buffer
         # Released T2I files have no null caption (the trainer encoded ""); keep ours (zeros).
         state.setdefault("cond_embedder.null_context", model.cond_embedder.null_context)
     load_state_dict_strict(model, state, source=str(path))

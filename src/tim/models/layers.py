@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F_nn
@@ -63,7 +63,7 @@ class TimestepEmbedder(nn.Module):
     def forward(self, s: Tensor) -> Tensor:
         """Embed times ``s`` (B,) into (B, hidden_size)."""
         features = timestep_features(s, self.frequency_dim)  # (B, 256) float32
-        return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
+        return self.mlp(features.to(cast(nn.Linear, self.mlp[0]).weight.dtype))  # (B, D)
 
 
 class SwiGLU(nn.Module):
@@ -173,9 +173,10 @@ class RotaryEmbedding2D(nn.Module):
         super().__init__()
         self.head_dim = head_dim
         self.theta = theta
-        self.convention = convention
+        self.convention: RopePositions = convention
         self.scale = scale
-        self._cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._cache: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
+        self._tables: dict[tuple[object, ...], RopeTables] = {}
 
     def angles(self, h: int, w: int, device: torch.device) -> Tensor:
         """Rotation angles (h*w, head_dim) in float64, pairs repeated: ``[p0 f0, p0 f0, p0 f1, ...]``."""
@@ -207,10 +208,10 @@ class RotaryEmbedding2D(nn.Module):
             # Traced into the graph (a few tiny ops; no cache mutation, no complex dtype for Inductor).
             theta = self.angles(h, w, device)
             return _rope_tables(torch.cos(theta).to(dtype), torch.sin(theta).to(dtype), with_rotation=False)
-        key = ("tables", h, w, str(device), dtype, self.convention, self.scale, self.theta)
-        if key not in self._cache:
-            self._cache[key] = _rope_tables(*self(h, w, device, dtype), with_rotation=True)
-        return self._cache[key]
+        key = (h, w, str(device), dtype, self.convention, self.scale, self.theta)
+        if key not in self._tables:
+            self._tables[key] = _rope_tables(*self(h, w, device, dtype), with_rotation=True)
+        return self._tables[key]
 
 
 def _rope_tables(cos: Tensor, sin: Tensor, *, with_rotation: bool) -> RopeTables:
@@ -240,9 +241,14 @@ class RopeTables:
     rotation: Tensor | None
 
 
+def _pairs(x: Tensor) -> Tensor:
+    """View the last dim (..., d) as (..., d/2, 2) interleaved pairs."""
+    return x.unflatten(-1, (-1, 2))  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]  -- Tensor.unflatten is unannotated
+
+
 def rotate_pairs(x: Tensor) -> Tensor:
     """Map each interleaved pair ``(a, b)`` of the last dim to ``(-b, a)``."""
-    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    a, b = _pairs(x).unbind(-1)
     return torch.stack([-b, a], dim=-1).flatten(-2)
 
 
@@ -256,9 +262,9 @@ def rope_rotate(x: Tensor, tables: RopeTables) -> Tensor:
     """
     xf = x.to(torch.promote_types(x.dtype, tables.cos.dtype))
     if torch.compiler.is_compiling() or tables.rotation is None:
-        swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (a, b) -> (b, a)
+        swapped = _pairs(xf).flip(-1).flatten(-2)  # (a, b) -> (b, a)
         return (xf * tables.cos + swapped * tables.sin_signed).to(x.dtype)
-    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))  # a view: stride-1 pairs, even strides
+    pairs = torch.view_as_complex(_pairs(xf))  # a view: stride-1 pairs, even strides
     return torch.view_as_real(pairs * tables.rotation).flatten(-2).to(x.dtype)
 
 
@@ -292,9 +298,10 @@ def needs_differentiable_attention(*tensors: Tensor) -> bool:
     if torch.compiler.is_compiling():
         return False
     for x in tensors:
-        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # no public predicate exists (torch 2.13)
+        # no public predicate exists (torch 2.13), hence the private one
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # pyright: ignore[reportPrivateUsage, reportAttributeAccessIssue, reportUnknownMemberType]
             return True
-        if forward_ad.unpack_dual(x).tangent is not None:
+        if forward_ad.unpack_dual(x).tangent is not None:  # pyright: ignore[reportUnknownMemberType]  -- unannotated in torch
             return True
     return False
 
@@ -370,14 +377,19 @@ def attention(
     if kernel == "math":
         return math_attention(q, k, v, mask)
     if kernel == "flash":
-        from flash_attn import flash_attn_func  # optional extra [flash], imported only when used
+        from flash_attn import (  # pyright: ignore[reportMissingImports]  -- optional extra [flash], imported only when used
+            flash_attn_func,  # pyright: ignore[reportUnknownVariableType]
+        )
 
-        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+        out = cast(Tensor, flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)))
+        return out.transpose(1, 2)
     return F_nn.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class _AttentionKernel(nn.Module):
     """Holds the attention backend; whether flash-attn is installed is resolved when it is set."""
+
+    _backend: AttentionBackend
 
     def __init__(self) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ Same interface as :class:`tim.models.TiM` — ``F(x_t, t, r, **cond)`` with ``x_
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -41,7 +42,7 @@ class MLPConfig:
     def __post_init__(self) -> None:
         sizes = (self.dim, self.hidden_size, self.depth, self.num_classes)
         if (
-            not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes)
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes)  # pyright: ignore[reportUnnecessaryIsInstance]  -- checks what users pass at runtime
             or min(sizes[:3]) < 1
             or sizes[3] < 0
         ):
@@ -50,12 +51,12 @@ class MLPConfig:
                 "check dim, hidden_size, depth and num_classes >= 0",
             )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> MLPConfig:
+    def from_dict(cls, data: dict[str, Any]) -> MLPConfig:
         """Build from :meth:`to_dict` output; unknown keys raise TimError."""
         return config_from_dict(cls, data)
 
@@ -93,8 +94,8 @@ class TiMMLP(Conditioned, nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(H) for _ in range(config.depth))
         self.output = nn.Sequential(nn.LayerNorm(H), nn.Linear(H, config.dim))
         if config.zero_init_output:
-            nn.init.zeros_(self.output[1].weight)
-            nn.init.zeros_(self.output[1].bias)
+            nn.init.zeros_(cast(nn.Linear, self.output[1]).weight)
+            nn.init.zeros_(cast(nn.Linear, self.output[1]).bias)
 
     @property
     def sample_shape(self) -> tuple[int]:

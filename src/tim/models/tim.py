@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint  # pyright: ignore[reportUnknownVariableType]  -- torch leaves `function` untyped
 
 from tim.errors import TimError
 from tim.models.conditioning import (
     CAPTION_MLP_INIT_STD,
     LABEL_INIT_STD,
+    Adapter,
     ClassConditioning,
     Conditioned,
     NoConditioning,
@@ -45,6 +46,9 @@ from tim.models.layers import (
     swiglu_hidden_size,
     unpatchify,
 )
+
+if TYPE_CHECKING:
+    from tim.models.mlp import TiMMLP
 
 Conditioning = Literal["class", "text", "none"]
 # What the second time embedder sees: the published code's ``new_condition`` options
@@ -175,23 +179,31 @@ class TiMConfig:
         """Per-head width D / heads."""
         return self.hidden_size // self.num_heads
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TiMConfig:
+    def from_dict(cls, data: dict[str, Any]) -> TiMConfig:
         """Build from :meth:`to_dict` output; unknown keys raise TimError."""
         return config_from_dict(cls, data)
 
 
-def config_from_dict(cls: type, data: dict):  # noqa: ANN201 - returns an instance of cls
+ConfigT = TypeVar("ConfigT")
+
+
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
     """Strictly build dataclass ``cls`` from ``data``: unknown keys raise TimError."""
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}  # pyright: ignore[reportArgumentType]  -- cls is a dataclass
     unknown = sorted(set(data) - names)
     if unknown:
         raise TimError(f"unknown {cls.__name__} keys {unknown}", f"use only {sorted(names)}")
     return cls(**data)
+
+
+def _checkpointed(block: nn.Module, tokens: Tensor, inputs: BlockInputs) -> Tensor:
+    """``block(tokens, inputs)`` whose activations are recomputed in backward."""
+    return checkpoint(block, tokens, inputs, use_reentrant=False)  # pyright: ignore[reportUnknownVariableType]
 
 
 @dataclass
@@ -240,7 +252,7 @@ class TiMBlock(nn.Module):
         )  # each (B, 1, D)
         shift, scale, gate = mods[:3]
         x = x + gate * self.attn(modulate(self.norm1(x), shift, scale), inputs.dt_emb, inputs.rope)
-        if self.cross_attn is not None:
+        if self.cross_attn is not None and self.norm_context is not None and self.norm_cross is not None:
             shift, scale, gate = mods[3:6]
             context = self.norm_context(inputs.context)  # (B, M, D)
             u = modulate(self.norm_cross(x), shift, scale)
@@ -265,7 +277,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-def build_conditioning(config: TiMConfig) -> nn.Module:
+def build_conditioning(config: TiMConfig) -> Adapter:
     """The conditioning adapter chosen by ``config.conditioning``."""
     if config.conditioning == "class":
         return ClassConditioning(config.num_classes, config.hidden_size)
@@ -321,20 +333,21 @@ class TiM(Conditioned, nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
+                if module.bias is not None:  # pyright: ignore[reportUnnecessaryComparison]  -- None when bias=False
                     nn.init.zeros_(module.bias)
         nn.init.xavier_uniform_(self.patch_embed.weight.view(self.patch_embed.weight.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
+        if self.patch_embed.bias is not None:
+            nn.init.zeros_(self.patch_embed.bias)
         if isinstance(self.cond_embedder, ClassConditioning):
             nn.init.normal_(self.cond_embedder.table.weight, std=LABEL_INIT_STD)
         if isinstance(self.cond_embedder, TextConditioning):
             caption_mlp = self.cond_embedder.mlp
             for linear in (caption_mlp.fc_gate, caption_mlp.fc_value, caption_mlp.fc_out):
                 nn.init.normal_(linear.weight, std=CAPTION_MLP_INIT_STD)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=TIME_INIT_STD)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=TIME_INIT_STD)
+        nn.init.normal_(cast(nn.Linear, self.t_embedder.mlp[0]).weight, std=TIME_INIT_STD)
+        nn.init.normal_(cast(nn.Linear, self.t_embedder.mlp[2]).weight, std=TIME_INIT_STD)
         # adaLN-Zero: all gates, the final shift/scale and the output projection start at 0.
-        zeroed = [b.modulation.fc_out for b in self.blocks]
+        zeroed = [cast(TiMBlock, b).modulation.fc_out for b in self.blocks]
         zeroed += [self.final_layer.modulation.fc_out, self.final_layer.linear]
         for linear in zeroed:
             nn.init.zeros_(linear.weight)
@@ -459,9 +472,7 @@ class TiM(Conditioned, nn.Module):
             and not needs_differentiable_attention(tokens)
         )
         for block in blocks:
-            tokens = (
-                checkpoint(block, tokens, inputs, use_reentrant=False) if remat else block(tokens, inputs)
-            )
+            tokens = _checkpointed(block, tokens, inputs) if remat else block(tokens, inputs)
         return tokens
 
     def _output(self, tokens: Tensor, inputs: BlockInputs, shape: torch.Size) -> Tensor:
@@ -506,7 +517,7 @@ class WithFeatures(nn.Module):
     ``model``) when the training step calls ``forward_with_features`` with gradient.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: TiM | TiMMLP) -> None:
         super().__init__()
         self.model = model
 

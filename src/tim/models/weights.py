@@ -8,7 +8,9 @@ uploaded as is. ``config.json`` is ``{"model_type": "TiM" | "TiMMLP", "config": 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +32,13 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     Returns:
         The directory path.
     """
-    from safetensors.torch import save_file  # [train] extra
+    from safetensors.torch import save_file  # pyright: ignore[reportUnknownVariableType]  # [train] extra
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {
+    meta: dict[str, Any] = {
         "model_type": type(model).__name__,
-        "config": model.config.to_dict(),
+        "config": cast(Any, model).config.to_dict(),  # TiM or TiMMLP: a dataclass config
         "format_version": FORMAT_VERSION,
     }
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -45,12 +47,15 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     return directory
 
 
-def model_from_config_json(meta: dict) -> nn.Module:
+def model_from_config_json(meta: dict[str, Any]) -> nn.Module:
     """Build an (initialised) model from the contents of a ``config.json``."""
     from tim.models.mlp import MLPConfig, TiMMLP
     from tim.models.tim import TiM, TiMConfig
 
-    kinds = {"TiM": (TiM, TiMConfig), "TiMMLP": (TiMMLP, MLPConfig)}
+    kinds: dict[str, tuple[Callable[[Any], nn.Module], Any]] = {
+        "TiM": (TiM, TiMConfig),
+        "TiMMLP": (TiMMLP, MLPConfig),
+    }
     if meta.get("model_type") not in kinds or "config" not in meta:
         raise TimError(
             f"config.json has model_type {meta.get('model_type')!r}",
@@ -114,7 +119,7 @@ def summarise(names: list[str], limit: int = 6) -> str:
     return f"{len(names)} [{shown}{more}]"
 
 
-def read_config_json(path: Path) -> dict:
+def read_config_json(path: Path) -> dict[str, Any]:
     """The contents of a ``config.json``; a broken file is a one-line TimError."""
     try:
         return json.loads(path.read_text())
@@ -131,8 +136,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
     _refuse_empty(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        with safe_open(str(path), framework="pt") as f:  # pyright: ignore[reportUnknownVariableType]  -- untyped
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
     except (SafetensorError, OSError) as error:
         raise TimError(
             f"{path} is not a valid safetensors file ({first_line(error)})",
