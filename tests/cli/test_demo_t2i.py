@@ -1,4 +1,5 @@
-"""`tim demo t2i`: a tiny in-process run writes every output with sane contents; the full demo is `slow`."""
+"""`tim demo t2i`: a tiny run writes every output (fast); the demo's network at every step count on a short
+budget (slow); the default 15-minute command and its budget at full scale (full)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from tim.cli.demo_t2i import DEMO_OVERRIDES
 
 TINY = [
     "model.hidden_size=32",
@@ -85,8 +89,63 @@ def test_bad_override_is_one_line(tmp_path: Path, run_cli) -> None:
     assert not (tmp_path / "d").exists()
 
 
+# The slow test: the demo's network (TiM-scenes, 8x8 patches 192 wide) trained for one minute (an
+# explicit train.time_limit: the budget rule is run by the fast test), sampled at every step count, on
+# the --quick data and evaluation sets (256 scenes; 4 grid rows + 2/1 prompts per category): 24 images x
+# 255 network calls instead of the default's 144 x 255 (7.2 min of sampling under load 11 on 2 cores,
+# even with 2 images per grid row).
+TRAIN_MINUTES = 1
+
+
 @pytest.mark.slow
+def test_short_t2i_demo_runs_every_stage(tmp_path: Path, run_cli) -> None:
+    import numpy as np
+    from PIL import Image
+
+    steps = [1, 2, 4, 8, 16, 32, 64, 128]
+    out = tmp_path / "demo_t2i"
+    argv = ["demo", "--quick", "--out", str(out), "--per-class", "2", "--steps", ",".join(map(str, steps))]
+    argv += ["t2i", "train.steps=20000", f"train.time_limit={TRAIN_MINUTES}", "train.progress=false"]
+    code, _, err = run_cli(argv)
+    assert code == 0, err
+    metrics = _check(out, steps)
+    train = metrics["train"]
+    # The time limit, not the 20,000-step cap, ended training, after at least one optimiser step, and
+    # the loop kept to it (60 s of slack for the last step and the final checkpoint on a loaded machine).
+    assert train["stopped_by_time_limit"] and 1 <= train["steps"] < train["planned_steps"], train
+    assert train["time_limit_minutes"] == TRAIN_MINUTES and train["seconds"] <= TRAIN_MINUTES * 60 + 60, train
+    recipe = {
+        item.split("=")[0].removeprefix("model.") for item in DEMO_OVERRIDES if item.startswith("model.")
+    }
+    assert set(train["model_overrides"]) == recipe, train["model_overrides"]  # the demo's network
+    assert metrics["sampling"]["per_prompt"] == 2 and metrics["sampling"]["eval_prompts"]["seen"] > 0
+    # The step count reaches the sampler: 1 and 128 steps from the same noise give different grids.
+    first, last = (np.asarray(Image.open(out / f"steps_{k:03d}.png")) for k in (1, 128))
+    assert first.shape == last.shape and not np.array_equal(first, last)
+    report = (out / "report.md").read_text()
+    assert f"for {train['steps']} steps" in report
+    for k in steps:
+        assert f"| {k} ({k}) | {metrics['geneval_vs_steps'][str(k)]['seen']['overall']:.3f} |" in report
+    _check_run_dir(out / "run", train["steps"])
+
+
+def _check_run_dir(run_dir: Path, steps: int) -> None:
+    """The run folder loads back (EMA weights) at the step the report states; its images decode."""
+    from PIL import Image
+
+    from tim.training import load_run
+
+    model, _ = load_run(run_dir, which="ema")
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == steps
+    for name in ("montage.png", "quality_vs_steps.png"):
+        with Image.open(run_dir.parent / name) as image:
+            image.verify()
+
+
+@pytest.mark.full
 def test_full_t2i_demo_fits_15_minutes(tmp_path: Path, run_cli) -> None:
+    """The default command, ~15 min on 2 cores: the time budget at full scale (pytest -m full)."""
     out = tmp_path / "demo_t2i"
     code, _, err = run_cli(["demo", "--out", str(out), "t2i"])
     assert code == 0, err
