@@ -233,7 +233,8 @@ def test_pooled_text_condition() -> None:
         for block in model.blocks:
             block.cross_attn.proj.weight.zero_()
     assert not torch.allclose(model(x, t, r, context=context.flip(0), context_mask=mask.flip(0))[0], out[0])
-    assert build_model(TINY, conditioning="text", text_dim=12).cond_embedder.pool_mlp is None  # off by default
+    default = build_model(TINY, conditioning="text", text_dim=12)
+    assert default.cond_embedder.pool_mlp is None  # off by default
 
 
 def test_unconditional_model() -> None:

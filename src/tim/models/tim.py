@@ -75,6 +75,9 @@ class TiMConfig:
         conditioning: "class" (labels, null class = num_classes), "text" (caption cross-attention), "none".
         num_classes: labels for "class" conditioning.
         text_dim: caption feature width D_text for "text" conditioning (1152 = Gemma-3-1B).
+        pooled_text: also add a pooled caption vector (masked mean of the caption features ->
+            LayerNorm -> SwiGLU -> D) to the modulation input ``c``, as class labels are; off in
+            the paper's T2I model (cross-attention only); docs/benchmarks.md measures it on the scenes.
         mask_context: use ``context_mask`` in cross-attention. False = released T2I behaviour
             (padded caption tokens are attended).
         decoupled_time_embedding: separate Δt embedder (De-TE); False reuses the t embedder for
@@ -113,6 +116,7 @@ class TiMConfig:
     num_classes: int = 1000
     text_dim: int = 1152
     mask_context: bool = True
+    pooled_text: bool = False
     decoupled_time_embedding: bool = True
     interval_attention: bool = True
     time_condition: TimeCondition = "t-r"
@@ -282,7 +286,9 @@ def build_conditioning(config: TiMConfig) -> Adapter:
     if config.conditioning == "class":
         return ClassConditioning(config.num_classes, config.hidden_size)
     if config.conditioning == "text":
-        return TextConditioning(config.text_dim, config.hidden_size, config.mask_context)
+        return TextConditioning(
+            config.text_dim, config.hidden_size, config.mask_context, pooled=config.pooled_text
+        )
     return NoConditioning()
 
 
@@ -341,9 +347,10 @@ class TiM(Conditioned, nn.Module):
         if isinstance(self.cond_embedder, ClassConditioning):
             nn.init.normal_(self.cond_embedder.table.weight, std=LABEL_INIT_STD)
         if isinstance(self.cond_embedder, TextConditioning):
-            caption_mlp = self.cond_embedder.mlp
-            for linear in (caption_mlp.fc_gate, caption_mlp.fc_value, caption_mlp.fc_out):
-                nn.init.normal_(linear.weight, std=CAPTION_MLP_INIT_STD)
+            caption_mlps = [self.cond_embedder.mlp, self.cond_embedder.pool_mlp]
+            for mlp in (m for m in caption_mlps if m is not None):
+                for linear in (mlp.fc_gate, mlp.fc_value, mlp.fc_out):
+                    nn.init.normal_(linear.weight, std=CAPTION_MLP_INIT_STD)
         nn.init.normal_(cast(nn.Linear, self.t_embedder.mlp[0]).weight, std=TIME_INIT_STD)
         nn.init.normal_(cast(nn.Linear, self.t_embedder.mlp[2]).weight, std=TIME_INIT_STD)
         # adaLN-Zero: all gates, the final shift/scale and the output projection start at 0.
