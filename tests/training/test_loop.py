@@ -197,3 +197,23 @@ def test_sample_grid_preview_of_latents_shows_three_channels_in_range() -> None:
     torch.testing.assert_close(preview, latents[:, :3] / latents[:, :3].abs().max())
     pixels = torch.tensor([[[[2.0, -0.5]]]])
     assert _preview(pixels).tolist() == [[[[1.0, -0.5]]]]
+
+
+def test_a_guided_objective_gets_the_ema_as_its_teacher(tiny_config, tmp_path: Path, monkeypatch) -> None:
+    # The loop offers its EMA every micro-batch; the objective (not the loop) decides to use it.
+    from tim.objective import TransitionLoss
+
+    seen: list[tuple[bool, dict]] = []
+    original = TransitionLoss.teacher_inputs
+
+    def recording(self, teacher, cond, null_cond):
+        wired = original(self, teacher, cond, null_cond)
+        seen.append((self.uses_teacher, wired))
+        return wired
+
+    monkeypatch.setattr(TransitionLoss, "teacher_inputs", recording)
+    train(tiny_config("train.steps=2", "objective.guidance_scale=1.5"), tmp_path / "guided")
+    train(tiny_config("train.steps=2"), tmp_path / "plain")
+    assert [used for used, _ in seen] == [True, True, False, False]
+    guided, plain = seen[0][1], seen[-1][1]
+    assert isinstance(guided["teacher"], torch.nn.Module) and not guided["teacher"].training and plain == {}

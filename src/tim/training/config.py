@@ -67,11 +67,10 @@ def _mirror(name: str, head: tuple[str, Any, Any], sources: list[type]) -> type:
     )
 
 
-ModelConfig = _mirror(
-    "ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig]
-)  # tim.models presets
-PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()))  # tim.paths.PATHS
-ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))  # OBJECTIVES
+# The preset of tim.models, the path of tim.paths.PATHS, the objective of tim.objective.OBJECTIVES.
+ModelConfig = _mirror("ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig])
+PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()))
+ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))
 # Ranges of mirrored options (the classes themselves check choices and some ranges).
 _UNIT = {"ge": 0.0, "le": 1.0}
 _OPTION_BOUNDS: dict[str, dict[str, float]] = {
