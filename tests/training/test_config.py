@@ -233,3 +233,13 @@ def test_old_nested_layout_resumes(tmp_path: Path) -> None:
     check_resume_config(checkpoint, config_from_dict(old))  # same run: no difference, no error
     with pytest.raises(TimError, match="was trained with model"):
         check_resume_config(checkpoint, load_config(None, ["model.patch_size=4", "model.depth=3"]))
+
+
+def test_missing_omegaconf_is_one_line(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "omegaconf", None)  # import omegaconf now raises ImportError
+    with pytest.raises(
+        TimError, match=r"omegaconf is not installed; pip install \"transition-models\[train\]\""
+    ):
+        load_config(None, ["train.steps=3"])

@@ -40,6 +40,15 @@ _CODE_ONLY = ("path", "alignment")  # objective fields that are Python objects, 
 _NAMES = {"model": "preset", "path": "name", "objective": "name"}  # mirrored section -> its name field
 
 
+def _omegaconf() -> Any:
+    """The ``omegaconf`` package (the ``train`` extra), or a one-line TimError naming the install."""
+    try:
+        import omegaconf
+    except ImportError:
+        raise TimError("omegaconf is not installed", 'pip install "transition-models[train]"') from None
+    return omegaconf
+
+
 def _bounded(default: Any, **bounds: float) -> Any:
     """A dataclass field with a default and range bounds checked by the loader."""
     return field(default=default, metadata=bounds)
@@ -320,8 +329,8 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     Returns:
         The validated run configuration.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    omegaconf = _omegaconf()
+    OmegaConf, OmegaConfBaseException = omegaconf.OmegaConf, omegaconf.errors.OmegaConfBaseException
 
     if not isinstance(data, dict):
         raise TimError(
@@ -495,8 +504,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field also takes comma-separated
     text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
     """
-    import yaml
-    from omegaconf import OmegaConf
+    import yaml  # a dependency of omegaconf
+
+    OmegaConf = _omegaconf().OmegaConf
 
     if not overrides:
         return data
@@ -527,8 +537,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _read_file(path: Path) -> Any:
     """A YAML or JSON config file as plain data, through OmegaConf's alias-limited, duplicate-refusing loader."""
-    import yaml
-    from omegaconf import OmegaConf
+    import yaml  # a dependency of omegaconf
+
+    OmegaConf = _omegaconf().OmegaConf
 
     if not path.is_file():
         raise TimError(f"config file '{path}' does not exist", "pass the path of a YAML or JSON config file")
