@@ -72,7 +72,7 @@ docs-build: $(STAMP)
 
 # Wheel + sdist, twine check, then the fast suite against the installed wheel in a fresh venv.
 release-check: $(STAMP)
-	bash scripts/release_check.sh
+	PYTHON=$(PYTHON) DEV_PYTHON=$(BIN)/python TORCH="$(TORCH)" TORCH_INDEX=$(TORCH_INDEX) bash scripts/release_check.sh
 
 # The local web page on the demo's model (run `make demo` first): http://127.0.0.1:7860/
 app: $(STAMP)
