@@ -1,4 +1,7 @@
-"""``tim autoencoder train`` and ``tim demo latent`` on tiny budgets (seconds), plus their bad inputs."""
+"""``tim autoencoder train`` and ``tim demo latent`` on tiny budgets (seconds), plus their bad inputs.
+
+``tim demo latent`` also runs on a short budget (slow) and as the default 15-minute command (full).
+"""
 
 from __future__ import annotations
 
@@ -173,9 +176,60 @@ def test_latent_demo_bad_override(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+# The slow test: the default recipe (autoencoder, 3,000 latents of 15 classes, TiM) at every step count,
+# each training cut to one minute by an explicit limit (the budget rule is run by the fast test);
+# 4 samples per class (the default 20 costs 5x the sampling and decoding).
+TRAIN_MINUTES = 1
+
+
 @pytest.mark.slow
+def test_short_latent_demo_runs_every_stage(tmp_path: Path) -> None:
+    steps = [1, 2, 4, 8, 16, 32, 64, 128]
+    out = tmp_path / "demo"
+    limits = [f"autoencoder.minutes={TRAIN_MINUTES}", f"train.time_limit={TRAIN_MINUTES}"]
+    argv = ["demo", "--out", str(out), "--per-class", "4", "latent", *limits]
+    code, _, err = run_cli(argv + ["train.progress=false", "autoencoder.progress=false"])
+    assert code == 0, err
+    for name in ["montage.png", "quality_vs_steps.png", "metrics.json", "report.md", "run/config.json"] + [
+        f"steps_{k:03d}.png" for k in steps
+    ]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not list(out.rglob("*.tmp*")), "a temporary file was left behind"
+    metrics = json.loads((out / "metrics.json").read_text())
+    ae, train = metrics["autoencoder"], metrics["train"]
+    # Both trainings were ended by their time limits (not their step caps) after some optimiser steps,
+    # and kept to them (60 s of slack for the last step and the saving on a loaded machine).
+    assert 1 <= ae["steps"] < ae["planned_steps"] and ae["seconds"] <= TRAIN_MINUTES * 60 + 60, ae
+    assert np.isfinite(ae["heldout_psnr_db"]) and ae["heldout_psnr_db"] > 0, ae
+    assert train["stopped_by_time_limit"] and 1 <= train["steps"], train
+    assert train["time_limit_minutes"] == TRAIN_MINUTES and train["seconds"] <= TRAIN_MINUTES * 60 + 60, train
+    assert metrics["data"]["images_per_class"] == 200 and metrics["sampling"]["per_class"] == 4
+    assert list(metrics["quality_vs_steps"]) == [str(k) for k in steps]
+    for row in metrics["quality_vs_steps"].values():
+        assert 0 <= row["detector_accuracy"] <= 1 and np.isfinite(row["energy_distance"]), row
+    assert metrics["real_images_reference"]["detector_accuracy"] == 1.0  # the renderer's own scenes
+    report = (out / "report.md").read_text()
+    assert f"held-out PSNR **{ae['heldout_psnr_db']:.2f} dB**" in report
+    for k in steps:
+        row = metrics["quality_vs_steps"][str(k)]
+        assert f"| {k} | {row['detector_accuracy']:.3f} | {row['energy_distance']:.2f} |" in report
+    from PIL import Image
+
+    from tim.training import load_run
+
+    with Image.open(out / "montage.png") as image:
+        image.verify()
+    # The step count reaches the sampler: 1 and 128 steps from the same noise give different grids.
+    first, last = (np.asarray(Image.open(out / f"steps_{k:03d}.png")) for k in (1, 128))
+    assert first.shape == last.shape and not np.array_equal(first, last)
+    model, _ = load_run(out / "run", which="ema")
+    assert model.config.in_channels == 4 and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    assert Autoencoder.from_pretrained(out / "autoencoder").latent_channels == 4
+
+
+@pytest.mark.full
 def test_full_latent_demo(tmp_path: Path) -> None:
-    """The real thing (<= 15 min on 2 cores): the samples must be recognisable scenes."""
+    """The default command (<= 15 min on 2 cores): the samples must be recognisable scenes (pytest -m full)."""
     code, _, err = run_cli(
         [
             "demo",
