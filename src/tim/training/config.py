@@ -64,13 +64,13 @@ def _init_hints(cls: type) -> dict[str, Any]:
 
 
 def _mirror(name: str, head: tuple[str, Any, Any], sources: list[type]) -> type:
-    """A frozen dataclass: the ``head`` (name) field, then every constructor option of ``sources`` as ``T | None``."""
+    """A frozen dataclass: the ``head`` (name) field, then each option of ``sources`` as ``T | None``."""
     options: dict[str, Any] = {}
     for source in sources:
         for key, annotation in _init_hints(source).items():
             options.setdefault(key, annotation)
     fields = [head, *((key, annotation | None, None) for key, annotation in options.items())]
-    doc = f"{head[0]}, then the fields of {', '.join(s.__name__ for s in sources)} (None: the named one's default)."
+    doc = f"{head[0]}, then the fields of {', '.join(s.__name__ for s in sources)} (None: its default)."
     return dataclasses.make_dataclass(
         name, fields, frozen=True, namespace={"__doc__": doc, "__module__": __name__}
     )
@@ -294,7 +294,7 @@ _LEGACY = {"model": "overrides", "path": "options", "objective": "options"}
 
 
 def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:
-    """Old ``model.overrides.{...}`` / ``objective.options.{...}`` / ``path.options.{...}`` data, flattened."""
+    """Config data with the old ``model.overrides`` / ``objective.options`` / ``path.options`` lifted."""
     data = dict(data)
     for section, legacy in _LEGACY.items():
         old = data.get(section)
@@ -536,7 +536,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _read_file(path: Path) -> Any:
-    """A YAML or JSON config file as plain data, through OmegaConf's alias-limited, duplicate-refusing loader."""
+    """A YAML or JSON file as plain data, read by OmegaConf's alias-limited, duplicate-refusing loader."""
     import yaml  # a dependency of omegaconf
 
     OmegaConf = _omegaconf().OmegaConf
@@ -556,7 +556,7 @@ def _read_file(path: Path) -> Any:
     if not data:
         raise TimError(
             f"config file '{path}' is empty (no sections: blank lines or comments only)",
-            "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset such as --config digits",
+            "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset: --config digits",
         )
     return OmegaConf.to_container(data, resolve=True)
 
