@@ -97,16 +97,33 @@ def parse_variant(name: str) -> dict:
 
 
 def digits_scores(x: torch.Tensor, labels: torch.Tensor | None) -> dict:
-    """FD and KID in the classifier's features, class accuracy, pixel-space energy distance."""
-    from tim.evaluation.digits import evaluate_digits, load_real_digits
+    """FD (and its mean part), KID, class accuracy, diversity and a pixel-space energy distance.
+
+    ``feature_spread`` = tr Cov(samples) / tr Cov(real) in the classifier's features: below 1 the
+    samples are less diverse than the data, which also lowers the FD's finite-sample bias.
+    """
+    from tim.evaluation.digits import (
+        _cached_classifier,
+        _reference_features,
+        digits_features,
+        evaluate_digits,
+        load_real_digits,
+    )
     from tim.evaluation.metrics import energy_distance
 
     real, _ = load_real_digits()
     out = evaluate_digits(x, labels)
+    features = digits_features(_cached_classifier(None)[0], x).numpy()
+    reference = _reference_features(None, "all")[0].numpy()
+    spread = np.trace(np.cov(features, rowvar=False)) / np.trace(np.cov(reference, rowvar=False))
     return {
         "frechet_distance": out["frechet_distance"],
+        "fd_mean_part": float(((features.mean(0) - reference.mean(0)) ** 2).sum()),
+        "fd_heldout": evaluate_digits(x, labels, reference="heldout")["frechet_distance"],
         "kid": out["kid"],
         "class_accuracy": out.get("class_accuracy"),
+        "feature_spread": float(spread),
+        "pixel_std": float(x.std()),
         "pixel_energy": energy_distance(x.reshape(len(x), -1), real.reshape(len(real), -1)),
     }
 
@@ -203,6 +220,86 @@ def sampler_study(args: argparse.Namespace) -> None:
                     print(key, " ".join(f"{row[s].get(metric, float('nan')):.4f}" for s in row), flush=True)
 
 
+def table(args: argparse.Namespace) -> None:
+    """Print a markdown table of ``--metric`` (mean ± std over replicate sets) for every cell of a result file."""
+    report = json.loads((ROOT / f"sampler_{args.dataset}_{args.tag}.json").read_text())
+    metric = args.metric or ("frechet_distance" if args.dataset == "digits" else "energy_distance")
+    counts = None
+    floor = report["real_floor"]
+    print(
+        f"real-data floor: {floor[metric]:.4f} ± {floor[metric + '_std']:.4f} ({report['num_samples']} per set)"
+    )
+    for key, row in report["cells"].items():
+        counts = counts or list(row)
+        if key == next(iter(report["cells"])):
+            print(
+                "| run | seed | checkpoint | variant | " + " | ".join(counts) + " | worst ratio | Δ per set |"
+            )
+            print("|---|---|---|---|" + "---|" * (len(counts) + 2))
+        values = [row[c].get(metric) for c in counts]
+        cells = [
+            "non-finite" if v is None else f"{v:.4f} ± {row[c][metric + '_std']:.4f}"
+            for c, v in zip(counts, values, strict=True)
+        ]
+        ratios = [b / a for a, b in zip(values, values[1:], strict=False) if a and b and a > 0]
+        first, last = row.get(args.delta_from, {}), row[counts[-1]]
+        delta = [
+            b - a
+            for a, b in zip(first.get(metric + "_sets", []), last.get(metric + "_sets", []), strict=True)
+        ]
+        print(
+            f"| {' | '.join(key.split('|'))} | "
+            + " | ".join(cells)
+            + f" | {max(ratios, default=0):.3f} | {', '.join(f'{d:+.4f}' for d in delta)} |"
+        )
+
+
+PANELS = (  # (dataset, metric, title)
+    ("digits", "frechet_distance", "digits: FD, classifier features (all 1797 real)"),
+    ("digits", "pixel_energy", "digits: energy distance in pixel space"),
+    ("checkerboard", "energy_distance", "checkerboard: energy distance"),
+)
+
+
+def plot(args: argparse.Namespace) -> None:
+    """Metric vs sampling steps, one line per (run, checkpoint) of the base sampler; band = real-data floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(5.2 * len(PANELS), 4.0), squeeze=False)
+    for axis, (dataset, metric, title) in zip(axes[0], PANELS, strict=True):
+        for path in sorted(ROOT.glob(f"sampler_{dataset}_*.json")):
+            report = json.loads(path.read_text())
+            for key, row in report["cells"].items():
+                method, seed, budget, variant = key.split("|")
+                if variant != "base" or metric not in row["1"]:
+                    continue
+                label = args.labels.get(f"{path.stem}|{budget}", f"{budget} train steps")
+                steps = np.array([int(s) for s in row])
+                mean = np.array([row[s][metric] for s in row])
+                std = np.array([row[s][metric + "_std"] for s in row])
+                axis.errorbar(steps, mean, yerr=std, marker="o", capsize=2, label=label)
+            floor = report["real_floor"]
+            low, high = floor[metric] - floor[metric + "_std"], floor[metric] + floor[metric + "_std"]
+            axis.axhspan(low, high, color="grey", alpha=0.15)
+        axis.axhspan(np.nan, np.nan, color="grey", alpha=0.15, label="real data (mean ± std)")
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        axis.set_xlabel("sampling steps (uniform grid, no CFG)")
+        axis.set_ylabel(f"{metric} (lower is better)")
+        axis.set_title(title, fontsize=10)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    tmp = Path(args.out + ".tmp.png")
+    figure.savefig(tmp, dpi=110)
+    os.replace(tmp, args.out)
+    plt.close(figure)
+
+
 def int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -211,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage", choices=("train", "sampler"))
+    parser.add_argument("stage", choices=("train", "sampler", "table", "plot"))
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["tim"])
     parser.add_argument("--seeds", type=int_list, default=[0])
@@ -224,13 +321,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", type=int, default=3, help="independent sample sets per cell")
     parser.add_argument("--run", default=None, help="sampler: an explicit run directory (e.g. the demo's)")
     parser.add_argument("--tag", default="main")
+    parser.add_argument("--metric", default=None, help="table: the metric to print")
+    parser.add_argument("--delta-from", default="4", help="table: Δ per set = last step count minus this one")
+    parser.add_argument("--out", default="docs/images/drift_budgets.png", help="plot: the PNG to write")
+    parser.add_argument(
+        "--labels",
+        type=json.loads,
+        default={},
+        help='plot: legend labels, JSON {"sampler_digits_demo|6000": "..."}',
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", default=str(ROOT), help="where runs and results live")
     args = parser.parse_args(argv)
     globals()["ROOT"] = Path(args.root)
     torch.set_num_threads(args.threads)
     ROOT.mkdir(parents=True, exist_ok=True)
-    (train_runs if args.stage == "train" else sampler_study)(args)
+    {"train": train_runs, "sampler": sampler_study, "table": table, "plot": plot}[args.stage](args)
     return 0
 
 
