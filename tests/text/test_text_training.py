@@ -88,6 +88,25 @@ def test_text_run_trains_saves_null_prompt_and_samples_from_prompts(tmp_path: Pa
     torch.testing.assert_close(same.x, unguided.x)
 
 
+def test_pooled_text_run_round_trips(tmp_path: Path, bert: str) -> None:
+    """model.pooled_text=true trains, and its pooled caption path survives load_run and the export."""
+    run = train(tiny_t2i(bert, "model.pooled_text=true", "sample.num=0"), tmp_path / "run")
+    model, cfg = load_run(run)
+    exported = from_pretrained(run / "pretrained")
+    assert model.config.pooled_text and exported.config.pooled_text
+    pooled = model.cond_embedder.pool_mlp.fc_out.weight
+    assert pooled.abs().sum() > 0  # trained, not the zero it would be if the path were dropped
+    torch.testing.assert_close(exported.cond_embedder.pool_mlp.fc_out.weight, pooled)
+    encoder = run_text_encoder(cfg)
+    cond = encoder(["a red circle", "two blue squares"])
+    x_t, t = torch.randn(2, *model.sample_shape, generator=torch.Generator().manual_seed(0)), torch.ones(2)
+    with torch.no_grad():  # the caption changes the output through the pooled vector alone too
+        for block in model.blocks:
+            block.cross_attn.proj.weight.zero_()
+        swapped = {key: value.flip(0) for key, value in cond.items()}
+        assert not torch.allclose(model(x_t, t, 0 * t, **cond)[0], model(x_t, t, 0 * t, **swapped)[0])
+
+
 def test_text_run_resumes_bit_identically(tmp_path: Path, bert: str) -> None:
     straight = train(tiny_t2i(bert, "sample.num=0"), tmp_path / "straight")
     half = train(tiny_t2i(bert, "sample.num=0", "train.steps=2"), tmp_path / "resumed")
