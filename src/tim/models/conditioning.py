@@ -155,14 +155,22 @@ class TextConditioning(nn.Module):
     ``null_context`` buffer (M0, D_text), zero features by default; set it from your encoder's
     features of the empty prompt with :meth:`set_null_context` (the released T2I model was trained
     with Gemma features of ``""``). It is saved with the weights.
+
+    With ``pooled=True`` the masked mean of the normalised caption features also gives a global
+    vector ``pooled = SwiGLU_p(mean_m LayerNorm(context))`` (D_text -> D -> D) that the network adds
+    to its modulation input ``c``, as class labels are. An addition of ours, off by default: the
+    paper's T2I model uses cross-attention only (docs/benchmarks.md measures it on the scenes).
     """
 
-    def __init__(self, text_dim: int, hidden_size: int, mask_context: bool, null_length: int = 1) -> None:
+    def __init__(
+        self, text_dim: int, hidden_size: int, mask_context: bool, null_length: int = 1, pooled: bool = False
+    ) -> None:
         super().__init__()
         self.text_dim = text_dim
         self.mask_context = mask_context
         self.norm = nn.LayerNorm(text_dim, eps=CAPTION_NORM_EPS)
         self.mlp = SwiGLU(text_dim, 4 * hidden_size, hidden_size)
+        self.pool_mlp = SwiGLU(text_dim, hidden_size, hidden_size) if pooled else None
         self.null_context: Tensor
         self.register_buffer("null_context", torch.zeros(null_length, text_dim))
 
@@ -197,9 +205,22 @@ class TextConditioning(nn.Module):
                 f"caption features have shape {tuple(context.shape)}",
                 f"pass context of shape (B, M, {self.text_dim})",
             )
-        tokens = self.mlp(self.norm(context.to(self.norm.weight.dtype)))  # (B, M, D)
+        normed = self.norm(context.to(self.norm.weight.dtype))  # (B, M, D_text)
+        tokens = self.mlp(normed)  # (B, M, D)
         mask = cond.get("context_mask") if self.mask_context else None
-        return Embedded(context=tokens, context_mask=mask)
+        return Embedded(
+            pooled=self._pool(normed, cond.get("context_mask")), context=tokens, context_mask=mask
+        )
+
+    def _pool(self, normed: Tensor, mask: Tensor | None) -> Tensor | None:
+        """Masked mean of the normalised caption features -> (B, D), or None without ``pooled``."""
+        if self.pool_mlp is None:
+            return None
+        if mask is None:
+            return self.pool_mlp(normed.mean(dim=1))
+        weights = mask.to(normed.dtype)[..., None]  # (B, M, 1)
+        mean = (normed * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # an all-False row -> 0
+        return self.pool_mlp(mean)
 
     def null(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
         """The null caption, cut or zero-padded to the batch's caption length M (same keys as ``cond``)."""
