@@ -80,12 +80,15 @@ class Backend(Protocol):
 
     def noise_shape(self, height: int | None, width: int | None) -> tuple[int, ...]:
         """Shape of one sample's starting noise (model-input units)."""
+        ...
 
     def fingerprint(self) -> str:
         """A short digest of the weights (a resumed job must use the same ones)."""
+        ...
 
     def batch_bytes(self, batch_size: int, height: int | None, width: int | None, guided: bool) -> int:
         """Estimated peak bytes on the device for one batch (network passes, and the decoder)."""
+        ...
 
     def generate(
         self,
@@ -100,6 +103,7 @@ class Backend(Protocol):
         options: dict[str, Any],
     ) -> BatchOutput:
         """Sample ``indices`` (noise seeded ``seed + i``, see :func:`sample_generators`) with ``steps`` steps."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------------

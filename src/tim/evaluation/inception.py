@@ -15,6 +15,7 @@ sample count are used; :func:`compute_fid` labels its result with all three.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ FEATURE_DIM = 2048  # width of the pool3 features
 class BasicConv2d(nn.Module):
     """Conv (no bias) + BatchNorm (eps 1e-3, as in the TF graph) + ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, **conv: object) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **conv: Any) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
