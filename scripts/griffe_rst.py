@@ -84,8 +84,8 @@ def _table_to_markdown(lines: list[str]) -> list[str]:
     starts = _column_starts(lines[0])
     rows: list[list[str]] = []
     header_rows = 0
-    for line in lines[1:]:
-        if BORDER.match(line):
+    for line in lines[1:-1]:  # between the top and the bottom border
+        if BORDER.match(line):  # the border under the header
             header_rows = header_rows or len(rows)
             continue
         if not line.strip():
@@ -106,6 +106,20 @@ def _table_to_markdown(lines: list[str]) -> list[str]:
     return out
 
 
+def _table_end(lines: list[str], start: int) -> int | None:
+    """One past the last border of the simple table whose top border is ``lines[start]``, or None.
+
+    A table has three borders (top, under the header, bottom) or, without a header, two; rows never
+    contain a blank line, so the table ends at the border after which a blank line (or the end) comes.
+    """
+    for j in range(start + 1, len(lines)):
+        if not lines[j].strip():
+            return None  # a blank line before any closing border: not a table
+        if BORDER.match(lines[j]) and (j + 1 == len(lines) or not lines[j + 1].strip()):
+            return j + 1
+    return None
+
+
 def rst_to_markdown(text: str, obj: griffe.Object) -> str:
     """The docstring text of ``obj`` with roles, simple tables and ``::`` markers rewritten as Markdown."""
     lines = text.splitlines()
@@ -113,20 +127,13 @@ def rst_to_markdown(text: str, obj: griffe.Object) -> str:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if BORDER.match(line):
-            # a simple table has three borders: top, under the header, bottom
-            borders = [i]
-            j = i + 1
-            while j < len(lines) and len(borders) < 3:
-                if BORDER.match(lines[j]):
-                    borders.append(j)
-                j += 1
-            if len(borders) == 3:
-                if out and out[-1].strip():
-                    out.append("")
-                out.extend(_table_to_markdown(lines[i:j]))
-                i = j
-                continue
+        end = _table_end(lines, i) if BORDER.match(line) else None
+        if end is not None:
+            if out and out[-1].strip():
+                out.append("")
+            out.extend(_table_to_markdown(lines[i:end]))
+            i = end
+            continue
         if line.rstrip().endswith("::") and not line.rstrip().endswith(":::"):
             stripped = line.rstrip()[:-2].rstrip()
             line = stripped + ":" if stripped else ""

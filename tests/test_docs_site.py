@@ -98,3 +98,11 @@ def test_changelog_lists_the_package_version() -> None:
         pytest.skip("no CHANGELOG.md beside the tests")
     versions = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog.read_text(), flags=re.MULTILINE)
     assert versions and versions[0] == tim.__version__, (versions[:1], tim.__version__)
+
+
+def test_headerless_simple_table_gets_an_empty_header(rst, tmp_path: Path) -> None:
+    table = "Presets:\n\n======  =====\n``A``   first\n``B``   second\n======  =====\n\nAfter.\n"
+    pkg = _package(tmp_path, '"""Module."""\n')
+    lines = rst.rst_to_markdown(table, pkg).splitlines()
+    assert lines[2:6] == ["|  |  |", "| --- | --- |", "| ``A`` | first |", "| ``B`` | second |"]
+    assert lines[-1] == "After."
