@@ -120,3 +120,20 @@ def test_gpu_script_is_valid_bash() -> None:
         ["bash", "-n", str(REPO / "benchmarks" / "gpu.sh")], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_list_of_train_steps_sweeps_the_budget(tmp_path, monkeypatch, capsys) -> None:
+    seen = {}
+
+    def fake_sweep(config, budgets, out, log, jobs):
+        seen["config"], seen["budgets"] = config, budgets
+        return {"budgets": {str(b): {} for b in budgets}}
+
+    monkeypatch.setattr("tim.evaluation.quality.run_budget_sweep", fake_sweep)
+    args = ["bench", "quality", "--dataset", "moons", "--train-steps", "7,9", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert seen["budgets"] == (7, 9) and seen["config"].train_steps == 7
+    assert json.loads((tmp_path / "quality_budgets.json").read_text())["budgets"].keys() == {"7", "9"}
+    assert json.loads(capsys.readouterr().out)["budgets"].keys() == {"7", "9"}  # printed too
+    assert main([*args[:4], "--train-steps", "7,x", "--out", str(tmp_path)]) == 2
+    assert "comma-separated list of integers" in capsys.readouterr().err
