@@ -66,6 +66,10 @@ __all__ = [
 DDE_EPSILON = 0.005  # paper §4, Table 10: the value used in every experiment
 ADAPTIVE_C = 1e-5  # published code: 1 / (L.detach() + 10e-6)
 COSINE_EPS = 1e-8  # published code: cosine_similarity(..., eps=1e-8)
+# Valid ranges of fields, as dataclass field metadata ``gt/ge/lt/le`` (tim.training.config checks them).
+_SHARE = {"ge": 0.0, "le": 1.0}  # a fraction of the batch's rows
+_POSITIVE = {"gt": 0.0}
+_NON_NEGATIVE = {"ge": 0.0}
 
 Derivative = Literal["dde", "jvp"]
 TimeTransform = Literal["tan", "identity", "sigmoid"]
@@ -323,23 +327,23 @@ class TransitionLoss:
     """
 
     path: Path = field(default_factory=LinearPath)
-    diffusion_share: float = 0.5
-    consistency_share: float = 0.1
+    diffusion_share: float = field(default=0.5, metadata=_SHARE)
+    consistency_share: float = field(default=0.1, metadata=_SHARE)
     derivative: Derivative = "dde"
-    epsilon: float = DDE_EPSILON
+    epsilon: float = field(default=DDE_EPSILON, metadata=_POSITIVE)
     time_transform: TimeTransform = "tan"
     time_function: TimeFunction = "sqrt"
-    weight_sigma_d: float = 1.0
+    weight_sigma_d: float = field(default=1.0, metadata=_POSITIVE)
     weight_interval: bool = True
     adaptive: bool = True
-    adaptive_c: float = ADAPTIVE_C
-    adaptive_power: float = 1.0
+    adaptive_c: float = field(default=ADAPTIVE_C, metadata=_POSITIVE)
+    adaptive_power: float = field(default=1.0, metadata=_NON_NEGATIVE)
     direction_loss: bool = True
-    guidance_scale: float = 1.0
+    guidance_scale: float = field(default=1.0, metadata=_NON_NEGATIVE)
     guidance_window: tuple[float, float] = (0.0, 1.0)
     guidance_w_gt: float = 1.0
     alignment: Alignment | None = None
-    alignment_weight: float = 1.0
+    alignment_weight: float = field(default=1.0, metadata=_NON_NEGATIVE)
     shift_base: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
@@ -726,7 +730,7 @@ class MeanFlowLoss(TransitionLoss):
     direction_loss: bool = False
     adaptive_c: float = 1e-3  # MeanFlow paper, adaptive loss weighting
     adaptive_power: float = 1.0  # MeanFlow paper, p = 1 for ImageNet
-    share_r_neq_t: float = 0.25  # MeanFlow paper, best ratio of r != t
+    share_r_neq_t: float = field(default=0.25, metadata=_SHARE)  # MeanFlow paper, best ratio of r != t
     P_mean: float = -0.4
     P_std: float = 1.0
 

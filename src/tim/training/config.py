@@ -54,46 +54,41 @@ def _bounded(default: Any, **bounds: float) -> Any:
     return field(default=default, metadata=bounds)
 
 
-def _init_hints(cls: type) -> dict[str, Any]:
-    """Keyword -> annotation of ``cls``'s constructor (a dataclass's init fields or ``__init__``)."""
-    if dataclasses.is_dataclass(cls):
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init and f.name not in _CODE_ONLY}
-    hints = typing.get_type_hints(cls.__init__)
-    return {name: hints[name] for name in inspect.signature(cls.__init__).parameters if name != "self"}
+def _init_fields(cls: type) -> dict[str, tuple[Any, Any]]:
+    """Keyword -> (annotation, range metadata) of ``cls``'s constructor (dataclass fields or ``__init__``)."""
+    is_dataclass = dataclasses.is_dataclass(cls)
+    hints = typing.get_type_hints(cls if is_dataclass else cls.__init__)
+    metadata = {f.name: f.metadata for f in dataclasses.fields(cls)} if is_dataclass else {}
+    keys = [key for key in inspect.signature(cls).parameters if key not in _CODE_ONLY]
+    return {key: (hints[key], metadata.get(key, {})) for key in keys}
 
 
-def _mirror(name: str, head: tuple[str, Any, Any], sources: list[type]) -> type:
-    """A frozen dataclass: the ``head`` (name) field, then each option of ``sources`` as ``T | None``."""
+def _mirror(
+    name: str, head: tuple[str, Any, Any], sources: list[type], bounds: dict[str, Any] | None = None
+) -> type:
+    """A frozen dataclass: the ``head`` (name) field, then each option of ``sources`` as ``T | None``.
+
+    Each option keeps its source field's range metadata, or takes ``bounds[option]``.
+    """
     options: dict[str, Any] = {}
     for source in sources:
-        for key, annotation in _init_hints(source).items():
-            options.setdefault(key, annotation)
-    fields = [head, *((key, annotation | None, None) for key, annotation in options.items())]
+        for key, (annotation, metadata) in _init_fields(source).items():
+            bound = field(default=None, metadata=(bounds or {}).get(key, metadata))
+            options.setdefault(key, (key, annotation | None, bound))
     doc = f"{head[0]}, then the fields of {', '.join(s.__name__ for s in sources)} (None: its default)."
     return dataclasses.make_dataclass(
-        name, fields, frozen=True, namespace={"__doc__": doc, "__module__": __name__}
+        name, [head, *options.values()], frozen=True, namespace={"__doc__": doc, "__module__": __name__}
     )
 
 
 # The preset of tim.models, the path of tim.paths.PATHS, the objective of tim.objective.OBJECTIVES.
 ModelConfig = _mirror("ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig])
-PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()))
+# Path options that must be positive (the constructors check only some; the objective's are its metadata).
+_PATH_BOUNDS: dict[str, Any] = dict.fromkeys(
+    ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min"), {"gt": 0.0}
+)
+PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()), _PATH_BOUNDS)
 ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))
-# Ranges of mirrored options (the classes themselves check choices and some ranges).
-_UNIT = {"ge": 0.0, "le": 1.0}
-_OPTION_BOUNDS: dict[str, dict[str, float]] = {
-    "objective.diffusion_share": _UNIT,  # share of rows with r = t (paper.md §5.2)
-    "objective.consistency_share": _UNIT,  # share of rows with r = 0 (paper.md §5.2)
-    "objective.share_r_neq_t": _UNIT,  # MeanFlow's share of rows with r != t
-    "objective.epsilon": {"gt": 0.0},  # DDE half-width (paper.md §4)
-    "objective.weight_sigma_d": {"gt": 0.0},
-    "objective.adaptive_c": {"gt": 0.0},
-    "objective.adaptive_power": {"ge": 0.0},
-    "objective.guidance_scale": {"ge": 0.0},
-    "objective.alignment_weight": {"ge": 0.0},
-    **{f"path.{key}": {"gt": 0.0} for key in ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min")},
-}
 
 
 @dataclass(frozen=True)
@@ -282,7 +277,7 @@ def _check_values(config: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             _check_values(value, f"{key}.")
         else:
-            _check_bounds(key, value, dict(item.metadata) or _OPTION_BOUNDS.get(key, {}))
+            _check_bounds(key, value, dict(item.metadata))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +357,11 @@ def _check_consistency(config: RunConfig) -> None:
             f"objective.diffusion_share + objective.consistency_share = {shares:g} exceeds 1",
             "lower one of them so that their sum is at most 1",
         )
-    model_config(config)
+    if getattr(model_config(config), "prediction", "F") == "x" and config.path.name != "linear":
+        raise TimError(
+            f"model.prediction = 'x' needs the linear path, not path.name = {config.path.name!r}",
+            "set path.name=linear, or model.prediction=F (F = (x_t - x̂)/t is the OT-FM identity)",
+        )
     if not config.sample.steps or any(s < 1 for s in config.sample.steps):
         raise TimError(
             f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
@@ -392,7 +391,7 @@ def _named(section: str, config: RunConfig, choices: dict[str, Any]) -> tuple[An
             f"use one of {', '.join(map(repr, sorted(choices)))}",
         )
     chosen = choices[name]
-    valid = _init_hints(chosen if isinstance(chosen, type) else type(chosen))
+    valid = _init_fields(chosen if isinstance(chosen, type) else type(chosen))
     options = set_options(part)
     for key in options:
         if key not in valid:
