@@ -212,6 +212,22 @@ def test_bad_config_gets_one_line_error(case: tuple, tmp_path: Path) -> None:
         assert fragment.lower() in message.lower(), f"{fragment!r} not in {message!r}"
 
 
+def _valid_keys(overrides: list[str]) -> list[str]:
+    with pytest.raises(TimError) as info:
+        load_config("digits", overrides)
+    return str(info.value).split("valid keys here: ")[1].split(", ")
+
+
+def test_refused_key_lists_only_the_named_class_options() -> None:
+    # The schema of a mirrored section is every objective's (every model config's) options combined;
+    # the list of valid keys must be the chosen one's: TiM's here, without MeanFlow's share_r_neq_t.
+    valid = _valid_keys(["objective.diffusion_ratio=0.5"])
+    assert "diffusion_share" in valid and "share_r_neq_t" not in valid and "P_std" not in valid
+    assert "share_r_neq_t" in _valid_keys(["objective.name=meanflow", "objective.share_r_neq=0.3"])
+    valid = _valid_keys(["model.depthh=3"])  # TiM-digits: TiMConfig's fields, not MLPConfig's dim
+    assert "depth" in valid and "patch_size" in valid and "dim" not in valid
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(TimError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

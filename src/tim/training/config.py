@@ -11,6 +11,7 @@ a field left ``None`` means "the named preset's, path's or objective's own defau
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -37,7 +38,6 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit intege
 # before building anything): a config has a few hundred, a ten-line "alias bomb" billions (issue 13).
 MAX_YAML_NODES = 10_000
 _CODE_ONLY = ("path", "alignment")  # objective fields that are Python objects, not config data
-_NAMES = {"model": "preset", "path": "name", "objective": "name"}  # mirrored section -> its name field
 
 
 def _omegaconf() -> Any:
@@ -89,6 +89,12 @@ _PATH_BOUNDS: dict[str, Any] = dict.fromkeys(
 )
 PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()), _PATH_BOUNDS)
 ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))
+# Mirrored section -> (its schema, what its name field chooses from, the pre-issue-15 key of its options).
+_MIRRORED: dict[str, tuple[type, dict[str, Any], str]] = {
+    "model": (ModelConfig, {**TIM_PRESETS, **MLP_PRESETS}, "overrides"),
+    "path": (PathConfig, dict(PATHS), "options"),
+    "objective": (ObjectiveConfig, dict(OBJECTIVES), "options"),
+}
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON/YAML data; mirrored sections list only the options that are set."""
         data = json.loads(json.dumps(dataclasses.asdict(self)))
-        return data | {name: {k: v for k, v in data[name].items() if v is not None} for name in _NAMES}
+        return data | {name: {k: v for k, v in data[name].items() if v is not None} for name in _MIRRORED}
 
 
 def set_options(section: Any) -> dict[str, Any]:
@@ -283,15 +289,15 @@ def _check_values(config: Any, prefix: str = "") -> None:
 # ----------------------------------------------------------------------------------------------
 # Plain data -> RunConfig (OmegaConf merges and types; errors are reworded with the key).
 
-# Before issue 15 the mirrored sections kept their options in a nested dict; config.json files of
-# older runs may hold them so: their keys are lifted into the section (flat keys win).
-_LEGACY = {"model": "overrides", "path": "options", "objective": "options"}
-
 
 def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:
-    """Config data with the old ``model.overrides`` / ``objective.options`` / ``path.options`` lifted."""
+    """Config data with the old ``model.overrides`` / ``objective.options`` / ``path.options`` lifted.
+
+    Before issue 15 the mirrored sections kept their options in a nested dict; config.json files of
+    older runs may hold them so: their keys are lifted into the section (flat keys win).
+    """
     data = dict(data)
-    for section, legacy in _LEGACY.items():
+    for section, (_, _, legacy) in _MIRRORED.items():
         old = data.get(section)
         if isinstance(old, dict) and isinstance(old.get(legacy), dict):
             data[section] = old[legacy] | {k: v for k, v in old.items() if k != legacy}
@@ -333,6 +339,10 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
             "write sections like 'train:' and 'optim:' at the top level",
         )
     data, schema = migrate_layout(data), OmegaConf.structured(RunConfig)
+    for section, (mirror, _, _) in _MIRRORED.items():  # keys the named class lacks, before OmegaConf
+        name = dataclasses.fields(mirror)[0]
+        if isinstance(part := data.get(section), dict):
+            _chosen(section, part.get(name.name, name.default), part)
     try:
         config = OmegaConf.to_object(OmegaConf.merge(schema, data))
     except OmegaConfBaseException:  # find the key OmegaConf refused and say it in one line
@@ -380,50 +390,48 @@ def _check_consistency(config: RunConfig) -> None:
         )
 
 
-def _named(section: str, config: RunConfig, choices: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``(the named class or preset, its options)``; an unknown name or an option it lacks is a TimError."""
-    part = getattr(config, section)
-    name_field = _NAMES[section]
-    name = getattr(part, name_field)
-    if name not in choices:
+def _chosen(section: str, name: Any, keys: Any) -> Any:
+    """The class or preset that ``section`` names; an unknown name, or a key it lacks, is a TimError."""
+    mirror, choices, _ = _MIRRORED[section]
+    name_field = dataclasses.fields(mirror)[0].name
+    if not isinstance(name, str) or name not in choices:
         raise TimError(
             f"{section}.{name_field} = {name!r} is unknown",
             f"use one of {', '.join(map(repr, sorted(choices)))}",
         )
     chosen = choices[name]
-    valid = _init_fields(chosen if isinstance(chosen, type) else type(chosen))
-    options = set_options(part)
-    for key in options:
+    valid = [*_init_fields(chosen if isinstance(chosen, type) else type(chosen)), name_field]
+    for key in keys:
         if key not in valid:
-            raise _unknown_key(f"{section}.{key}", [*valid, name_field])
-    return chosen, options
+            raise _unknown_key(f"{section}.{key}", valid)
+    return chosen
 
 
-def _prefixed(section: str, build: Callable[[], Any]) -> Any:
-    """Run a constructor; its TimError gets the config section as prefix."""
+def _build(section: str, config: RunConfig, make: Callable[[Any, dict[str, Any]], Any]) -> Any:
+    """``make(the named class or preset, the options set)``; its TimError gets the section as prefix."""
+    part = getattr(config, section)
+    options = set_options(part)
+    chosen = _chosen(section, getattr(part, dataclasses.fields(part)[0].name), options)
     try:
-        return build()
+        return make(chosen, options)
     except TimError as error:
         raise TimError(f"{section}: {error}") from None
 
 
 def model_config(config: RunConfig) -> Any:
     """The network's ``TiMConfig``/``MLPConfig``: the preset with the ``model`` options that are set."""
-    preset, options = _named("model", config, {**TIM_PRESETS, **MLP_PRESETS})
-    return _prefixed("model", lambda: dataclasses.replace(preset, **options))
+    return _build("model", config, lambda preset, options: dataclasses.replace(preset, **options))
 
 
 def build_path_from_config(config: RunConfig) -> Any:
     """The path that the ``path`` section describes."""
-    path_class, options = _named("path", config, PATHS)
-    return _prefixed("path", lambda: path_class(**options))
+    return _build("path", config, lambda path_class, options: path_class(**options))
 
 
 def build_objective_from_config(config: RunConfig) -> Any:
     """The objective (with its path) that the ``path`` and ``objective`` sections describe."""
-    objective_class, options = _named("objective", config, OBJECTIVES)
     path = build_path_from_config(config)
-    return _prefixed("objective", lambda: objective_class(path=path, **options))
+    return _build("objective", config, lambda objective_class, options: objective_class(path=path, **options))
 
 
 # What may differ between a run's saved config and the config it is resumed with: how long it
@@ -506,32 +514,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     import yaml  # a dependency of omegaconf
 
     OmegaConf = _omegaconf().OmegaConf
-
-    if not overrides:
-        return data
-    items: list[tuple[str, str]] = []
+    merged = OmegaConf.create(json.loads(json.dumps(data)))
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip().removeprefix("--")
-        if not sep or not key or any(not part for part in key.split(".")):
+        if not sep or not all(key.split(".")):
             raise TimError(
                 f"override '{item}' is not of the form key.sub=value", "write overrides like optim.lr=3e-4"
             )
-        items.append((key, raw.strip()))
-    try:
-        dotted = OmegaConf.to_container(OmegaConf.from_dotlist([f"{k}={v}" for k, v in items]), resolve=True)
-    except (yaml.YAMLError, RecursionError) as error:
-        raise _yaml_error(error, "an override") from None
-    for key, _ in items:
-        node, *path, last = [dotted, *key.split(".")]
-        for part in path:
-            node = node[part]
-        if typing.get_origin(_annotation(key)) is tuple and not isinstance(node[last], list):
-            value = node[last]
-            node[last] = (
-                [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
-            )
-    return OmegaConf.to_container(OmegaConf.merge(json.loads(json.dumps(data)), dotted))
+        try:  # the value is YAML, read by OmegaConf's alias-limited loader
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw.strip()}"]), resolve=True)["v"]
+        except (yaml.YAMLError, RecursionError) as error:
+            raise _yaml_error(error, "an override") from None
+        with contextlib.suppress(TimError):  # an unknown key: config_from_dict names it with its context
+            if typing.get_origin(_annotation(key)) is tuple and not isinstance(value, list):
+                value = (
+                    [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
+                )
+        OmegaConf.update(merged, key, value)
+    return OmegaConf.to_container(merged)
 
 
 def _read_file(path: Path) -> Any:
