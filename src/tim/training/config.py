@@ -19,7 +19,6 @@ import inspect
 import json
 import math
 import operator
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,10 +147,7 @@ class SampleConfig:
     steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count
     num: int = _bounded(16, ge=0)  # samples per grid; 0 = no grids
     guidance_scale: float = _bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
-    guidance_interval: tuple[float, float] = (
-        0.0,
-        1.0,
-    )  # CFG only for t in this interval (fractions of t_max)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in it (fractions of t_max)
     stochasticity: float = _bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
     seed: int = _bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
@@ -197,10 +193,10 @@ def set_options(section: Any) -> dict[str, Any]:
 
 
 def _unknown_key(key: str, valid: list[str]) -> TimError:
-    section, _, name = key.rpartition(".")
+    name = key.rpartition(".")[2]
     close = difflib.get_close_matches(name, valid, n=1)
     # Suggest the full dotted key (train.steps, not steps): that is what the user has to type.
-    hint = f"did you mean '{section + '.' if section else ''}{close[0]}'? " if close else ""
+    hint = f"did you mean '{key.removesuffix(name)}{close[0]}'? " if close else ""
     return TimError(f"unknown config key '{key}'", f"{hint}valid keys here: {', '.join(sorted(valid))}")
 
 
@@ -218,9 +214,8 @@ def _annotation(key: str) -> Any:
         hints = typing.get_type_hints(annotation)
         if part not in hints:
             raise _unknown_key(".".join(parts[: depth + 1]), list(hints))
-        annotation = hints[part]
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # T | None: T
-            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        args = typing.get_args(annotation := hints[part])
+        annotation = args[0] if type(None) in args else annotation  # a mirrored T | None: T
     return annotation
 
 
@@ -255,25 +250,20 @@ _RULES = {  # bound -> (holds, symbol, the fix's words)
 
 
 def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
-    """A non-finite float, or a value outside the ``gt/ge/lt/le`` bounds, is a TimError."""
+    """A non-finite float, or a number outside the ``gt/ge/lt/le`` bounds, is a TimError."""
     if isinstance(value, float) and not math.isfinite(value):
         raise TimError(f"{key} = {value} is not finite", "set a finite number")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or all(_RULES[rule][0](value, limit) for rule, limit in bounds.items()):
         return
-    if all(_RULES[rule][0](value, limit) for rule, limit in bounds.items()):
-        return
-    shown = {rule: str(limit) if isinstance(limit, int) else f"{limit:g}" for rule, limit in bounds.items()}
-    value_text = f"{value:g}" if isinstance(value, float) else value
-    if len(bounds) == 2:  # an interval: one lower and one upper bound
-        lo, hi = shown.get("gt", shown.get("ge")), shown.get("lt", shown.get("le"))
-        left, right = "(" if "gt" in bounds else "[", ")" if "lt" in bounds else "]"
-        raise TimError(
-            f"{key} = {value_text} is outside {left}{lo}, {hi}{right}", f"set a value between {lo} and {hi}"
-        )
-    ((rule, limit),) = shown.items()
-    raise TimError(
-        f"{key} = {value_text} must be {_RULES[rule][1]} {limit}", f"set a value {_RULES[rule][2]} {limit}"
-    )
+    text = {rule: f"{limit:g}" if isinstance(limit, float) else str(limit) for rule, limit in bounds.items()}
+    shown = f"{key} = {value:g}" if isinstance(value, float) else f"{key} = {value}"
+    if len(bounds) == 1:
+        ((rule, limit),) = text.items()
+        raise TimError(f"{shown} must be {_RULES[rule][1]} {limit}", f"set a value {_RULES[rule][2]} {limit}")
+    low, high = text.get("gt", text.get("ge")), text.get("lt", text.get("le"))  # an interval
+    interval = f"{'(' if 'gt' in bounds else '['}{low}, {high}{')' if 'lt' in bounds else ']'}"
+    raise TimError(f"{shown} is outside {interval}", f"set a value between {low} and {high}")
 
 
 def _check_values(config: Any, prefix: str = "") -> None:
@@ -459,13 +449,12 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
         saved = config_from_dict(saved).to_dict()
     except TimError:  # written by another version: compare the raw (migrated) data
         saved = migrate_layout(saved)
-    old, new = _flat(saved), _flat(current.to_dict())
-    allowed = lambda key: any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)  # noqa: E731
-    missing = object()
+    old, new, missing = _flat(saved), _flat(current.to_dict()), object()
+    resumable = tuple(f"{key}." for key in RESUMABLE_KEYS)  # the key or a key inside it
     return [
         f"{key}: {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}"
         for key in sorted(old.keys() | new.keys())
-        if not allowed(key) and old.get(key, missing) != new.get(key, missing)
+        if not f"{key}.".startswith(resumable) and old.get(key, missing) != new.get(key, missing)
     ]
 
 
@@ -473,33 +462,24 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
 # Overrides, files and presets.
 
 
-_YAML_PROBLEMS = (  # (what OmegaConf's loader says, our problem, the fix)
-    ("nesting depth", "is nested too deeply", "write a flat config of sections and keys"),
-    (
-        "expan",
+_YAML_PROBLEMS = {  # what OmegaConf's loader says -> (our problem, the fix)
+    "nesting depth": ("is nested too deeply", "write a flat config of sections and keys"),
+    "expan": (
         f"expands too far through its YAML aliases (*name): past {MAX_YAML_NODES} nodes or 100x its size",
         "write the config out without nested aliases; a run config has a few hundred entries",
     ),
-    (
-        "recursive alias",
-        "has a recursive YAML alias",
-        "write the values out instead of referring to an enclosing node",
-    ),
-    (
-        "duplicate key",
-        "has the key '{key}' twice in one mapping ({line})",
-        "keep one of them (YAML would keep the last)",
-    ),
-)
+    "recursive alias": ("has a recursive YAML alias", "write the values out, not an alias of an outer node"),
+    "duplicate key": ("has the key '{key}' twice in one mapping ({line})", "keep one (YAML keeps the last)"),
+}
 
 
 def _yaml_error(error: Exception, what: str) -> TimError:
     """A YAML loader error of OmegaConf's (aliases, duplicates, syntax), in one line."""
-    text = " ".join(str(error).split()) if not isinstance(error, RecursionError) else "nesting depth"
+    text = "nesting depth" if isinstance(error, RecursionError) else " ".join(str(error).split())
     mark = getattr(error, "problem_mark", None)
     line = f"line {mark.line + 1}" if mark is not None else "no line"
     key = text.split("duplicate key ")[-1].split(" ")[0]
-    for said, problem, fix in _YAML_PROBLEMS:
+    for said, (problem, fix) in _YAML_PROBLEMS.items():
         if said in text:
             return TimError(f"{what} {problem.format(key=key, line=line)}", fix)
     return TimError(f"{what} is not valid YAML or JSON ({line})", "fix the YAML syntax (JSON is YAML too)")
@@ -511,9 +491,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field also takes comma-separated
     text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
     """
+    OmegaConf = _omegaconf().OmegaConf
     import yaml  # a dependency of omegaconf
 
-    OmegaConf = _omegaconf().OmegaConf
     merged = OmegaConf.create(json.loads(json.dumps(data)))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -537,9 +517,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _read_file(path: Path) -> Any:
     """A YAML or JSON file as plain data, read by OmegaConf's alias-limited, duplicate-refusing loader."""
-    import yaml  # a dependency of omegaconf
-
     OmegaConf = _omegaconf().OmegaConf
+    import yaml  # a dependency of omegaconf
 
     if not path.is_file():
         raise TimError(f"config file '{path}' does not exist", "pass the path of a YAML or JSON config file")
@@ -575,15 +554,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     Raises:
         TimError: unknown key, wrong type, out-of-range value, missing file or bad syntax.
     """
-    if path is None:
-        data: Any = {}
-    elif isinstance(path, str) and path in RUN_PRESETS:
-        data = _read_file(PRESETS / f"{path}.yaml")
-    else:
-        data = _read_file(Path(path))
-    if not isinstance(data, dict):
-        return config_from_dict(data)  # names the problem
-    return config_from_dict(apply_overrides(data, list(overrides or [])))
+    data = {} if path is None else _read_file(PRESETS / f"{path}.yaml" if path in RUN_PRESETS else Path(path))
+    # config_from_dict names a file that is not a mapping
+    return config_from_dict(apply_overrides(data, list(overrides or [])) if isinstance(data, dict) else data)
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
