@@ -1,12 +1,11 @@
 """Run configuration: OmegaConf structured configs over nested frozen dataclasses (docs/internals.md).
 
 OmegaConf merges YAML/JSON files, dotted overrides (``model.depth=4 sample.steps=1,2,4``) and a run's
-``config.json`` onto the :class:`RunConfig` schema and types them. This module adds what OmegaConf
-does not do: one-line :class:`tim.errors.TimError` messages naming the dotted key and the allowed
-keys or values, range bounds (field metadata ``gt/ge/lt/le``) and the rules across fields.
-``model``, ``path`` and ``objective`` mirror what they build field for field: their schemas are
-generated from ``TiMConfig``/``MLPConfig``, the path constructors and the objective dataclasses, and
-a field left ``None`` means "the named preset's, path's or objective's own default" (one definition).
+``config.json`` onto the :class:`RunConfig` schema and types them. This module adds one-line
+:class:`tim.errors.TimError` messages naming the dotted key and the allowed keys or values, range
+bounds (field metadata ``gt/ge/lt/le``) and the rules across fields. ``model``, ``path`` and
+``objective`` are generated from what they build (``TiMConfig``/``MLPConfig``, the path constructors,
+the objective dataclasses); a field left ``None`` means "its own default" (one definition).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from tim.errors import TimError
 from tim.models import MLP_PRESETS, TIM_PRESETS, MLPConfig, TiMConfig
 from tim.objective import OBJECTIVES
 from tim.paths import PATHS
+from tim.training.checkpoint import write_json_atomic
 from tim.training.repa import RepaConfig
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -54,7 +54,7 @@ def _bounded(default: Any, **bounds: float) -> Any:
 
 
 def _init_fields(cls: type) -> dict[str, tuple[Any, Any]]:
-    """Keyword -> (annotation, range metadata) of ``cls``'s constructor (dataclass fields or ``__init__``)."""
+    """Keyword -> (annotation, range metadata) of the constructor of ``cls`` (a dataclass or a class)."""
     is_dataclass = dataclasses.is_dataclass(cls)
     hints = typing.get_type_hints(cls if is_dataclass else cls.__init__)
     metadata = {f.name: f.metadata for f in dataclasses.fields(cls)} if is_dataclass else {}
@@ -83,9 +83,7 @@ def _mirror(
 # The preset of tim.models, the path of tim.paths.PATHS, the objective of tim.objective.OBJECTIVES.
 ModelConfig = _mirror("ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig])
 # Path options that must be positive (the constructors check only some; the objective's are its metadata).
-_PATH_BOUNDS: dict[str, Any] = dict.fromkeys(
-    ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min"), {"gt": 0.0}
-)
+_PATH_BOUNDS = {key: {"gt": 0.0} for key in ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min")}
 PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()), _PATH_BOUNDS)
 ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))
 # Mirrored section -> (its schema, what its name field chooses from, the pre-issue-15 key of its options).
@@ -304,12 +302,6 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
-
-
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from plain data, strictly (unknown/mistyped keys are errors).
 
@@ -338,8 +330,9 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     except OmegaConfBaseException:  # find the key OmegaConf refused and say it in one line
         for key, value in _flat(data).items():
             _annotation(key)
+            nested = functools.reduce(lambda inner, part: {part: inner}, reversed(key.split(".")), value)
             try:
-                OmegaConf.merge(schema, _nested(key, value))
+                OmegaConf.merge(schema, nested)
             except OmegaConfBaseException:
                 raise _wrong_value(key, value) from None
         raise
@@ -561,10 +554,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config as indented JSON (read back by :func:`load_config`), atomically."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    temporary.replace(path)  # a kill mid-write never leaves a truncated config.json
+    write_json_atomic(Path(path), config.to_dict())  # a kill mid-write never leaves a truncated file
 
 
 # Named run presets: the YAML files in tim/training/presets/ (configs/<name>.yaml link to them).
