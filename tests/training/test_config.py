@@ -228,6 +228,16 @@ def test_refused_key_lists_only_the_named_class_options() -> None:
     assert "depth" in valid and "patch_size" in valid and "dim" not in valid
 
 
+def test_interpolations_resolve_against_the_whole_config(tmp_path: Path) -> None:
+    cfg = load_config("digits", ["train.log_every=${train.checkpoint_every}"])  # a key the file sets
+    assert cfg.train.log_every == cfg.train.checkpoint_every == load_config("digits").train.checkpoint_every
+    (tmp_path / "c.yaml").write_text("train: {steps: '${nope.x}'}\n")
+    with pytest.raises(TimError, match=r"^train.steps has an interpolation that does not resolve \(.*nope"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(TimError, match="does not resolve"):
+        load_config(None, ["train.steps=${train.missing}"])
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(TimError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

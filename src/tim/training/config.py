@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tim.data.config import DataConfig
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 from tim.models import MLP_PRESETS, TIM_PRESETS, MLPConfig, TiMConfig
 from tim.objective import OBJECTIVES
 from tim.paths import PATHS
@@ -479,12 +479,13 @@ def _yaml_error(error: Exception, what: str) -> TimError:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Plain config ``data`` with dotted overrides applied (OmegaConf's dot-list; typed when built).
+    """Plain config ``data`` with dotted overrides applied and interpolations resolved (typed when built).
 
     ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field also takes comma-separated
     text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
     """
-    OmegaConf = _omegaconf().OmegaConf
+    omegaconf = _omegaconf()
+    OmegaConf = omegaconf.OmegaConf
     import yaml  # a dependency of omegaconf
 
     merged = OmegaConf.create(json.loads(json.dumps(data)))
@@ -496,16 +497,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 f"override '{item}' is not of the form key.sub=value", "write overrides like optim.lr=3e-4"
             )
         try:  # the value is YAML, read by OmegaConf's alias-limited loader
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw.strip()}"]), resolve=True)["v"]
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw.strip()}"]))["v"]
         except (yaml.YAMLError, RecursionError) as error:
             raise _yaml_error(error, "an override") from None
         with contextlib.suppress(TimError):  # an unknown key: config_from_dict names it with its context
-            if typing.get_origin(_annotation(key)) is tuple and not isinstance(value, list):
+            listed = isinstance(value, list) or "${" in str(value)  # a list, or one after resolving
+            if typing.get_origin(_annotation(key)) is tuple and not listed:
                 value = (
                     [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
                 )
         OmegaConf.update(merged, key, value)
-    return OmegaConf.to_container(merged)
+    try:  # interpolations (${train.steps}) resolve against the whole config, overrides included
+        return OmegaConf.to_container(merged, resolve=True)
+    except omegaconf.errors.OmegaConfBaseException as error:
+        where = error.full_key or "the config"
+        raise TimError(
+            f"{where} has an interpolation that does not resolve ({first_line(error)})",
+            "refer to a key that the config has, e.g. ${train.steps}",
+        ) from None
 
 
 def _read_file(path: Path) -> Any:
@@ -530,7 +539,7 @@ def _read_file(path: Path) -> Any:
             f"config file '{path}' is empty (no sections: blank lines or comments only)",
             "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset: --config digits",
         )
-    return OmegaConf.to_container(data, resolve=True)
+    return OmegaConf.to_container(data)  # interpolations resolve in apply_overrides
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
