@@ -350,11 +350,7 @@ def _check_consistency(config: RunConfig) -> None:
             f"objective.diffusion_share + objective.consistency_share = {shares:g} exceeds 1",
             "lower one of them so that their sum is at most 1",
         )
-    if getattr(model_config(config), "prediction", "F") == "x" and config.path.name != "linear":
-        raise TimError(
-            f"model.prediction = 'x' needs the linear path, not path.name = {config.path.name!r}",
-            "set path.name=linear, or model.prediction=F (F = (x_t - x̂)/t is the OT-FM identity)",
-        )
+    model_config(config)
     if not config.sample.steps or any(s < 1 for s in config.sample.steps):
         raise TimError(
             f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
