@@ -89,7 +89,7 @@ def test_bad_override_is_one_line(tmp_path: Path, run_cli) -> None:
     assert not (tmp_path / "d").exists()
 
 
-# The slow test: the demo's network (TiM-scenes, 8x8 patches 192 wide) trained for one minute (an
+# The slow test: the demo's network (TiM-scenes, 4x4 patches 128 wide) trained for one minute (an
 # explicit train.time_limit: the budget rule is run by the fast test), sampled at every step count, on
 # the --quick data and evaluation sets (256 scenes; 4 grid rows + 2/1 prompts per category): 24 images x
 # 255 network calls instead of the default's 144 x 255 (7.2 min of sampling under load 11 on 2 cores,
