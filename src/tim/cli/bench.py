@@ -101,7 +101,9 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_quality(commands: argparse._SubParsersAction) -> None:
-    from tim.evaluation.quality import METHODS
+    from tim.evaluation.quality import METHODS, QualityConfig
+
+    defaults = QualityConfig()
 
     parser = commands.add_parser(
         "quality",
@@ -118,7 +120,7 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds")
     parser.add_argument(
         "--train-steps",
-        default="500",
+        default=str(defaults.train_steps),
         help="optimizer steps per run; a comma-separated list (e.g. 500,2000,8000) sweeps the training "
         "budget: one report per budget in --out/train_steps_N plus quality_budgets.json/.md/.png",
     )
@@ -128,7 +130,9 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts"
     )
-    parser.add_argument("--num-samples", type=int, default=300, help="samples per evaluation")
+    parser.add_argument(
+        "--num-samples", type=int, default=defaults.num_samples, help="samples per evaluation"
+    )
     parser.add_argument(
         "--cfg", type=float, default=1.5, help="CFG scale of the guided evaluation (1 = skip it)"
     )
