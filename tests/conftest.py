@@ -7,6 +7,7 @@ this file adds ``tests/`` once, whatever the working directory or the way pytest
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,13 @@ import torch
 TESTS = str(Path(__file__).resolve().parent)
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
+
+# A shell without job control starts background commands (`cmd &`, nohup in scripts, some CI
+# runners) with SIGINT ignored, and every child inherits that: the Ctrl-C tests (preemption, tim
+# app's shutdown) would then wait on a signal that never arrives. Give the suite, and the processes
+# it starts, Python's normal Ctrl-C handling back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
