@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -310,6 +311,7 @@ def train(
     env = distributed.init(cfg.train.device)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     devices = [env.device.index] if env.device.type == "cuda" else []
+    stopped: Preempted | None = None
     try:
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -325,9 +327,16 @@ def train(
                 restart=restart,
                 allow_config_change=allow_config_change,
             )
+    except Preempted as error:
+        # Drop the traceback, and with it _run's frames and their DDP model, before the process group
+        # is left: a DDP reducer that outlives its gloo group aborted the preempted process at exit
+        # (SIGABRT instead of EXIT_PREEMPTED; tests/training/test_preemption.py, 2 processes).
+        stopped = error.with_traceback(None)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # leave the caller's process as it was
+        gc.collect()  # the model's reference cycles too
         distributed.cleanup(env)
+    raise stopped
 
 
 def _run(
