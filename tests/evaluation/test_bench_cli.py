@@ -84,14 +84,16 @@ def test_quality_defaults_are_past_the_drift_regime(tmp_path, monkeypatch) -> No
     """
     from tim.evaluation.quality import QualityConfig
 
-    seen = {}
-    monkeypatch.setattr(
-        "tim.evaluation.quality.run_quality",
-        lambda config, out, log, jobs: seen.setdefault("config", config) and {"results": {}},
-    )
+    seen = []
+
+    def fake_run_quality(config, out, log, jobs):
+        seen.append(config)
+        return {"results": {}}
+
+    monkeypatch.setattr("tim.evaluation.quality.run_quality", fake_run_quality)
     assert main(["bench", "quality", "--out", str(tmp_path)]) == 0
     assert (QualityConfig().train_steps, QualityConfig().num_samples) == (2000, 1000)
-    assert (seen["config"].train_steps, seen["config"].num_samples) == (2000, 1000)
+    assert (seen[0].train_steps, seen[0].num_samples) == (2000, 1000)
 
 
 def test_bench_quality_on_a_toy_end_to_end(tmp_path, capsys) -> None:
