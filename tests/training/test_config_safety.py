@@ -14,7 +14,7 @@ import pytest
 
 from tim.errors import TimError
 from tim.training import load_config
-from tim.training.config import MAX_YAML_NODES
+from tim.training.strict import MAX_YAML_NODES
 
 # Nine levels of nine aliases each: 9**9 = 387 million leaves once expanded.
 BOMB = (

@@ -1,23 +1,19 @@
 """Run configuration: OmegaConf structured configs over nested frozen dataclasses (docs/internals.md).
 
-OmegaConf merges YAML/JSON files, dotted overrides (``model.depth=4 sample.steps=1,2,4``) and a run's
-``config.json`` onto the :class:`RunConfig` schema and types them. This module adds one-line
-:class:`tim.errors.TimError` messages naming the dotted key and the allowed keys or values, range
-bounds (field metadata ``gt/ge/lt/le``) and the rules across fields. ``model``, ``path`` and
-``objective`` are generated from what they build (``TiMConfig``/``MLPConfig``, the path constructors,
-the objective dataclasses); a field left ``None`` means "its own default" (one definition).
+:class:`RunConfig` is the schema of a training run. ``tim.training.strict`` reads YAML/JSON files,
+dotted overrides (``model.depth=4 sample.steps=1,2,4``) and a run's ``config.json`` onto it with
+OmegaConf and one-line :class:`tim.errors.TimError` messages; this module adds the schema itself,
+the rules across fields and the builders. ``model``, ``path`` and ``objective`` are generated from
+what they build (``TiMConfig``/``MLPConfig``, the path constructors, the objective dataclasses);
+a field left ``None`` means "its own default" (one definition).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
 import functools
 import inspect
 import json
-import math
-import operator
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,32 +21,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tim.data.config import DataConfig
-from tim.errors import TimError, first_line
+from tim.errors import TimError
 from tim.models import MLP_PRESETS, TIM_PRESETS, MLPConfig, TiMConfig
 from tim.objective import OBJECTIVES
 from tim.paths import PATHS
+from tim.training import strict
 from tim.training.checkpoint import write_json_atomic
 from tim.training.repa import RepaConfig
+from tim.training.strict import bounded, flat
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
-# YAML aliases may expand a document to at most this many nodes (OmegaConf's loader counts them
-# before building anything): a config has a few hundred, a ten-line "alias bomb" billions (issue 13).
-MAX_YAML_NODES = 10_000
 _CODE_ONLY = ("path", "alignment")  # objective fields that are Python objects, not config data
-
-
-def _omegaconf() -> Any:
-    """The ``omegaconf`` package (the ``train`` extra), or a one-line TimError naming the install."""
-    try:
-        import omegaconf
-    except ImportError:
-        raise TimError("omegaconf is not installed", 'pip install "transition-models[train]"') from None
-    return omegaconf
-
-
-def _bounded(default: Any, **bounds: float) -> Any:
-    """A dataclass field with a default and range bounds checked by the loader."""
-    return field(default=default, metadata=bounds)
 
 
 def _init_fields(cls: type) -> dict[str, tuple[Any, Any]]:
@@ -98,20 +79,20 @@ _MIRRORED: dict[str, tuple[type, dict[str, Any], str]] = {
 class OptimConfig:
     """AdamW with a constant learning rate and optional linear warm-up (paper.md §5.3)."""
 
-    lr: float = _bounded(1e-4, gt=0.0)  # learning rate after warm-up
+    lr: float = bounded(1e-4, gt=0.0)  # learning rate after warm-up
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2), paper.md §5.3
-    weight_decay: float = _bounded(0.01, ge=0.0)  # AdamW decoupled weight decay, paper.md §5.3
-    eps: float = _bounded(1e-6, gt=0.0)  # AdamW denominator epsilon, paper.md §5.3
-    warmup_steps: int = _bounded(0, ge=0)  # linear warm-up from 0 to lr over this many steps
-    grad_clip: float = _bounded(1.0, ge=0.0)  # max global gradient norm; 0 disables clipping
-    accumulation: int = _bounded(1, ge=1)  # micro-batches per optimizer step (per process)
+    weight_decay: float = bounded(0.01, ge=0.0)  # AdamW decoupled weight decay, paper.md §5.3
+    eps: float = bounded(1e-6, gt=0.0)  # AdamW denominator epsilon, paper.md §5.3
+    warmup_steps: int = bounded(0, ge=0)  # linear warm-up from 0 to lr over this many steps
+    grad_clip: float = bounded(1.0, ge=0.0)  # max global gradient norm; 0 disables clipping
+    accumulation: int = bounded(1, ge=1)  # micro-batches per optimizer step (per process)
 
 
 @dataclass(frozen=True)
 class EMAConfig:
     """Exponential moving average of the weights (paper.md §5.3: 0.9999 every step)."""
 
-    decay: float = _bounded(0.9999, ge=0.0, lt=1.0)  # target decay per optimizer step
+    decay: float = bounded(0.9999, ge=0.0, lt=1.0)  # target decay per optimizer step
     warmup: bool = True  # use min(decay, (1 + n) / (10 + n)) so short runs get a useful EMA
 
 
@@ -119,20 +100,20 @@ class EMAConfig:
 class TrainConfig:
     """Length, batch, precision and bookkeeping of the run."""
 
-    steps: int = _bounded(2000, ge=1)  # optimizer steps (ignored when images > 0)
-    images: int = _bounded(0, ge=0)  # if > 0: train until this many images have been seen
-    time_limit: float = _bounded(0.0, ge=0.0)  # if > 0: also stop (with a checkpoint) after this many minutes
-    batch_size: int = _bounded(64, ge=1)  # global batch per optimizer step (all processes)
-    seed: int = _bounded(0, ge=0, le=MAX_SEED)  # seeds model init, data order and every random draw
+    steps: int = bounded(2000, ge=1)  # optimizer steps (ignored when images > 0)
+    images: int = bounded(0, ge=0)  # if > 0: train until this many images have been seen
+    time_limit: float = bounded(0.0, ge=0.0)  # if > 0: also stop (with a checkpoint) after this many minutes
+    batch_size: int = bounded(64, ge=1)  # global batch per optimizer step (all processes)
+    seed: int = bounded(0, ge=0, le=MAX_SEED)  # seeds model init, data order and every random draw
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast where supported
-    label_dropout: float = _bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, paper.md §5.3
+    label_dropout: float = bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, paper.md §5.3
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     parallel: Literal["ddp", "fsdp"] = "ddp"  # wrapping when launched with torchrun
-    checkpoint_every: int = _bounded(500, ge=1)  # optimizer steps between checkpoints
-    keep_last: int = _bounded(3, ge=1)  # checkpoints kept on disk
-    sample_every: int = _bounded(0, ge=0)  # steps between sample grids; 0 = only at the end
-    log_every: int = _bounded(10, ge=1)  # steps between metric lines
-    max_bad_steps: int = _bounded(20, ge=1)  # consecutive non-finite steps before stopping
+    checkpoint_every: int = bounded(500, ge=1)  # optimizer steps between checkpoints
+    keep_last: int = bounded(3, ge=1)  # checkpoints kept on disk
+    sample_every: int = bounded(0, ge=0)  # steps between sample grids; 0 = only at the end
+    log_every: int = bounded(10, ge=1)  # steps between metric lines
+    max_bad_steps: int = bounded(20, ge=1)  # consecutive non-finite steps before stopping
     deterministic: bool = False  # torch.use_deterministic_algorithms for bit-exact reruns
     compile: bool = False  # torch.compile the network for the gradient and DDE passes (JVP stays eager)
     progress: bool = True  # tqdm progress bar on rank 0
@@ -143,11 +124,11 @@ class SampleConfig:
     """How the periodic sample grids are drawn (tim.samplers.sample)."""
 
     steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count
-    num: int = _bounded(16, ge=0)  # samples per grid; 0 = no grids
-    guidance_scale: float = _bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
+    num: int = bounded(16, ge=0)  # samples per grid; 0 = no grids
+    guidance_scale: float = bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in it (fractions of t_max)
-    stochasticity: float = _bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
-    seed: int = _bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
+    stochasticity: float = bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
+    seed: int = bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
 
 @dataclass(frozen=True)
@@ -187,94 +168,6 @@ def set_options(section: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# One-line errors for what OmegaConf refuses, and the checks it does not make.
-
-
-def _unknown_key(key: str, valid: list[str]) -> TimError:
-    name = key.rpartition(".")[2]
-    close = difflib.get_close_matches(name, valid, n=1)
-    # Suggest the full dotted key (train.steps, not steps): that is what the user has to type.
-    hint = f"did you mean '{key.removesuffix(name)}{close[0]}'? " if close else ""
-    return TimError(f"unknown config key '{key}'", f"{hint}valid keys here: {', '.join(sorted(valid))}")
-
-
-def _annotation(key: str) -> Any:
-    """The schema's type at dotted ``key``; an unknown key or a key inside a scalar is a TimError."""
-    annotation: Any = RunConfig
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        if not dataclasses.is_dataclass(annotation):
-            outer = ".".join(parts[:depth])
-            raise TimError(
-                f"override '{key}' goes inside '{outer}', which is not a section",
-                f"override '{outer}' itself, e.g. {outer}=VALUE",
-            )
-        hints = typing.get_type_hints(annotation)
-        if part not in hints:
-            raise _unknown_key(".".join(parts[: depth + 1]), list(hints))
-        args = typing.get_args(annotation := hints[part])
-        annotation = args[0] if type(None) in args else annotation  # a mirrored T | None: T
-    return annotation
-
-
-def _expected(annotation: Any) -> str:
-    """What a value of ``annotation`` looks like, in words."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin is tuple:
-        size = "a list" if args[-1:] == (Ellipsis,) else f"a list of {len(args)} values"
-        return f"{size}, each {_expected(args[0])}"
-    if dataclasses.is_dataclass(annotation):
-        return f"a mapping of {annotation.__name__} fields"
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return words.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
-def _wrong_value(key: str, value: Any) -> TimError:
-    expected = _expected(_annotation(key))
-    if expected.startswith("one of"):
-        return TimError(f"{key} = {value!r} is not allowed", f"use {expected}")
-    kind = "" if isinstance(value, list) else f" has type {type(value).__name__},"
-    return TimError(f"{key} = {value!r}{kind} expected {expected}", f"write {key} as {expected}")
-
-
-_RULES = {  # bound -> (holds, symbol, the fix's words)
-    "gt": (operator.gt, ">", "greater than"),
-    "ge": (operator.ge, ">=", "of at least"),
-    "lt": (operator.lt, "<", "below"),
-    "le": (operator.le, "<=", "of at most"),
-}
-
-
-def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
-    """A non-finite float, or a number outside the ``gt/ge/lt/le`` bounds, is a TimError."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TimError(f"{key} = {value} is not finite", "set a finite number")
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or all(_RULES[rule][0](value, limit) for rule, limit in bounds.items()):
-        return
-    text = {rule: f"{limit:g}" if isinstance(limit, float) else str(limit) for rule, limit in bounds.items()}
-    shown = f"{key} = {value:g}" if isinstance(value, float) else f"{key} = {value}"
-    if len(bounds) == 1:
-        ((rule, limit),) = text.items()
-        raise TimError(f"{shown} must be {_RULES[rule][1]} {limit}", f"set a value {_RULES[rule][2]} {limit}")
-    low, high = text.get("gt", text.get("ge")), text.get("lt", text.get("le"))  # an interval
-    interval = f"{'(' if 'gt' in bounds else '['}{low}, {high}{')' if 'lt' in bounds else ']'}"
-    raise TimError(f"{shown} is outside {interval}", f"set a value between {low} and {high}")
-
-
-def _check_values(config: Any, prefix: str = "") -> None:
-    """Range-check every field of a built config, recursively."""
-    for item in dataclasses.fields(config):
-        key, value = f"{prefix}{item.name}", getattr(config, item.name)
-        if dataclasses.is_dataclass(value):
-            _check_values(value, f"{key}.")
-        else:
-            _check_bounds(key, value, dict(item.metadata))
-
-
-# ----------------------------------------------------------------------------------------------
 # Plain data -> RunConfig (OmegaConf merges and types; errors are reworded with the key).
 
 
@@ -292,16 +185,6 @@ def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested plain config data -> ``{"section.key": value}`` (lists and scalars are leaves)."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from plain data, strictly (unknown/mistyped keys are errors).
 
@@ -312,31 +195,18 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     Returns:
         The validated run configuration.
     """
-    omegaconf = _omegaconf()
-    OmegaConf, OmegaConfBaseException = omegaconf.OmegaConf, omegaconf.errors.OmegaConfBaseException
-
     if not isinstance(data, dict):
         raise TimError(
             f"the config must be a mapping of sections, got {type(data).__name__}",
             "write sections like 'train:' and 'optim:' at the top level",
         )
-    data, schema = migrate_layout(data), OmegaConf.structured(RunConfig)
+    data = migrate_layout(data)
     for section, (mirror, _, _) in _MIRRORED.items():  # keys the named class lacks, before OmegaConf
         name = dataclasses.fields(mirror)[0]
         if isinstance(part := data.get(section), dict):
             _chosen(section, part.get(name.name, name.default), part)
-    try:
-        config = OmegaConf.to_object(OmegaConf.merge(schema, data))
-    except OmegaConfBaseException:  # find the key OmegaConf refused and say it in one line
-        for key, value in _flat(data).items():
-            _annotation(key)
-            nested = functools.reduce(lambda inner, part: {part: inner}, reversed(key.split(".")), value)
-            try:
-                OmegaConf.merge(schema, nested)
-            except OmegaConfBaseException:
-                raise _wrong_value(key, value) from None
-        raise
-    _check_values(config)
+    config = strict.merge(RunConfig, data)
+    strict.check_values(config)
     _check_consistency(config)
     return config
 
@@ -382,7 +252,7 @@ def _chosen(section: str, name: Any, keys: Any) -> Any:
     valid = [*_init_fields(chosen if isinstance(chosen, type) else type(chosen)), name_field]
     for key in keys:
         if key not in valid:
-            raise _unknown_key(f"{section}.{key}", valid)
+            raise strict.unknown_key(f"{section}.{key}", valid)
     return chosen
 
 
@@ -438,7 +308,7 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
         saved = config_from_dict(saved).to_dict()
     except TimError:  # written by another version: compare the raw (migrated) data
         saved = migrate_layout(saved)
-    old, new, missing = _flat(saved), _flat(current.to_dict()), object()
+    old, new, missing = flat(saved), flat(current.to_dict()), object()
     resumable = tuple(f"{key}." for key in RESUMABLE_KEYS)  # the key or a key inside it
     return [
         f"{key}: {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}"
@@ -451,91 +321,9 @@ def config_differences(saved: dict[str, Any], current: RunConfig) -> list[str]:
 # Overrides, files and presets.
 
 
-_YAML_PROBLEMS = {  # what OmegaConf's loader says -> (our problem, the fix)
-    "nesting depth": ("is nested too deeply", "write a flat config of sections and keys"),
-    "expan": (
-        f"expands too far through its YAML aliases (*name): past {MAX_YAML_NODES} nodes or 100x its size",
-        "write the config out without nested aliases; a run config has a few hundred entries",
-    ),
-    "recursive alias": ("has a recursive YAML alias", "write the values out, not an alias of an outer node"),
-    "duplicate key": ("has the key '{key}' twice in one mapping ({line})", "keep one (YAML keeps the last)"),
-}
-
-
-def _yaml_error(error: Exception, what: str) -> TimError:
-    """A YAML loader error of OmegaConf's (aliases, duplicates, syntax), in one line."""
-    text = "nesting depth" if isinstance(error, RecursionError) else " ".join(str(error).split())
-    mark = getattr(error, "problem_mark", None)
-    line = f"line {mark.line + 1}" if mark is not None else "no line"
-    key = text.split("duplicate key ")[-1].split(" ")[0]
-    for said, (problem, fix) in _YAML_PROBLEMS.items():
-        if said in text:
-            return TimError(f"{what} {problem.format(key=key, line=line)}", fix)
-    return TimError(f"{what} is not valid YAML or JSON ({line})", "fix the YAML syntax (JSON is YAML too)")
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Plain config ``data`` with dotted overrides applied and interpolations resolved (typed when built).
-
-    ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field also takes comma-separated
-    text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
-    """
-    omegaconf = _omegaconf()
-    OmegaConf = omegaconf.OmegaConf
-    import yaml  # a dependency of omegaconf
-
-    merged = OmegaConf.create(json.loads(json.dumps(data)))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip().removeprefix("--")
-        if not sep or not all(key.split(".")):
-            raise TimError(
-                f"override '{item}' is not of the form key.sub=value", "write overrides like optim.lr=3e-4"
-            )
-        try:  # the value is YAML, read by OmegaConf's alias-limited loader
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw.strip()}"]))["v"]
-        except (yaml.YAMLError, RecursionError) as error:
-            raise _yaml_error(error, "an override") from None
-        with contextlib.suppress(TimError):  # an unknown key: config_from_dict names it with its context
-            listed = isinstance(value, list) or "${" in str(value)  # a list, or one after resolving
-            if typing.get_origin(_annotation(key)) is tuple and not listed:
-                value = (
-                    [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else [value]
-                )
-        OmegaConf.update(merged, key, value)
-    try:  # interpolations (${train.steps}) resolve against the whole config, overrides included
-        return OmegaConf.to_container(merged, resolve=True)
-    except omegaconf.errors.OmegaConfBaseException as error:
-        where = error.full_key or "the config"
-        raise TimError(
-            f"{where} has an interpolation that does not resolve ({first_line(error)})",
-            "refer to a key that the config has, e.g. ${train.steps}",
-        ) from None
-
-
-def _read_file(path: Path) -> Any:
-    """A YAML or JSON file as plain data, read by OmegaConf's alias-limited, duplicate-refusing loader."""
-    OmegaConf = _omegaconf().OmegaConf
-    import yaml  # a dependency of omegaconf
-
-    if not path.is_file():
-        raise TimError(f"config file '{path}' does not exist", "pass the path of a YAML or JSON config file")
-    try:
-        data = OmegaConf.create(path.read_text(), max_yaml_expanded_nodes=MAX_YAML_NODES)  # JSON is YAML
-    except UnicodeDecodeError:
-        raise TimError(
-            f"config file '{path}' is not a text file", "pass a YAML or JSON config file"
-        ) from None
-    except (yaml.YAMLError, RecursionError) as error:
-        raise _yaml_error(error, f"config file '{path}'") from None
-    except AssertionError:  # OmegaConf's answer to a document that is a bare number
-        return None
-    if not data:
-        raise TimError(
-            f"config file '{path}' is empty (no sections: blank lines or comments only)",
-            "write at least one section, e.g. 'train: {steps: 1000}', or pass a preset: --config digits",
-        )
-    return OmegaConf.to_container(data)  # interpolations resolve in apply_overrides
+    """Plain run-config ``data`` with dotted overrides applied (:func:`tim.training.strict.apply_overrides`)."""
+    return strict.apply_overrides(RunConfig, data, overrides)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -552,7 +340,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     Raises:
         TimError: unknown key, wrong type, out-of-range value, missing file or bad syntax.
     """
-    data = {} if path is None else _read_file(PRESETS / f"{path}.yaml" if path in RUN_PRESETS else Path(path))
+    data = (
+        {}
+        if path is None
+        else strict.read_file(PRESETS / f"{path}.yaml" if path in RUN_PRESETS else Path(path))
+    )
     # config_from_dict names a file that is not a mapping
     return config_from_dict(apply_overrides(data, list(overrides or [])) if isinstance(data, dict) else data)
 
