@@ -1,4 +1,4 @@
-"""Why does the scenes text-to-image model not follow its prompts? Two measurements (issue 10).
+"""Why does the scenes text-to-image model not follow its prompts? Two measurements and a picture (issue 10).
 
 ``probe``: do the caption features carry what the judge checks? A logistic-regression probe from
 all-MiniLM-L6-v2 features of every training caption (714) to the first / second object's shape and
@@ -12,9 +12,14 @@ held-out prompt sets as ``tim demo t2i`` (``eval_specs``) at 1 and 4 steps, from
 with the real caption features, with the features of another prompt (a fixed permutation of the
 batch: chance level for the prompt, the same image statistics), and with CFG 2 and 3.
 
+``montage RUN``: what a run draws: the montage of ``tim demo t2i`` (its twelve grid prompts, two of
+them held out; the same noise for every step count) for any trained run, e.g. a ``tim bench
+geneval`` run trained longer than the demo can.
+
 Usage:
     python scripts/t2i_diagnose.py probe
     python scripts/t2i_diagnose.py context outputs/demo_t2i/run [--per-category 16] [--json out.json]
+    python scripts/t2i_diagnose.py montage RUN --steps 1,8 [--columns 4] [--cfg 2] --out montage.png
 """
 
 from __future__ import annotations
@@ -109,6 +114,32 @@ def context(run: Path, per_category: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: Path) -> dict[str, float]:
+    """The demo's labelled montage (its grid prompts, the same noise per step count) for any run."""
+    from tim.cli.demo_t2i import GRID_PROMPTS, HELDOUT_ROWS
+    from tim.cli.demo_t2i import montage as draw_montage
+    from tim.evaluation.geneval_bench import generate
+    from tim.text import TextEncoder
+    from tim.training import load_run
+
+    model, cfg = load_run(run, which="ema")
+    model.eval()
+    encoder = TextEncoder(cfg.data.text_encoder, max_length=cfg.data.max_text_length)
+    prompts = [p for p in GRID_PROMPTS for _ in range(columns)]
+    cond, c = encoder(prompts), model.config
+    noise = torch.randn(
+        (len(prompts), c.in_channels, c.input_size, c.input_size), generator=torch.Generator().manual_seed(0)
+    )
+    grids = {steps: generate(model, cond, steps, noise, guidance_scale=scale)[0] for steps in steps_list}
+    labels = [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in GRID_PROMPTS]
+    image = draw_montage({"grids": grids}, labels, columns, steps_list, shown=columns)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    image.save(tmp)
+    tmp.replace(out)
+    print(f"wrote {out}", flush=True)
+    return {"prompts": len(GRID_PROMPTS), "columns": columns, "cfg": scale}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,10 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run", type=Path)
     c.add_argument("--per-category", type=int, default=16, help="seen prompts per category (held-out: half)")
     c.add_argument("--json", type=Path, help="also write the results here")
+    m = sub.add_parser("montage", help="the demo's labelled montage for a trained run")
+    m.add_argument("run", type=Path)
+    m.add_argument("--steps", default="1,8", help="comma-separated step counts")
+    m.add_argument("--columns", type=int, default=4, help="samples per prompt and step count")
+    m.add_argument("--cfg", type=float, default=1.0, help="CFG scale (1 = none)")
+    m.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    m.add_argument("--json", type=Path, help="also write the settings here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a shared machine; the timings below are for one thread
     started = time.perf_counter()
-    results = probe(args.max_length) if args.command == "probe" else context(args.run, args.per_category)
+    if args.command == "probe":
+        results = probe(args.max_length)
+    elif args.command == "context":
+        results = context(args.run, args.per_category)
+    else:
+        steps_list = [int(k) for k in args.steps.split(",")]
+        results = montage(args.run, steps_list, args.columns, args.cfg, args.out)
     print(f"{time.perf_counter() - started:.0f} s", flush=True)
     if args.json:
         tmp = args.json.with_suffix(".tmp")

@@ -3,6 +3,7 @@ budget (slow); the default 15-minute command and its budget at full scale (full)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ TINY = [
     "train.progress=false",
     "optim.warmup_steps=0",
 ]
+ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = [
     "montage.png",
     "quality_vs_steps.png",
@@ -81,6 +83,34 @@ def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     # a second run into the same folder needs --overwrite (nothing is mixed or half-written)
     code, _, err = run_cli(["demo", "--quick", "--out", str(out), "t2i", *TINY])
     assert code == 2 and "--overwrite" in err
+    # scripts/t2i_diagnose.py montage draws the same labelled montage for any run (no scores measured)
+    from PIL import Image
+
+    script = importlib.util.spec_from_file_location("t2i_diagnose", ROOT / "scripts" / "t2i_diagnose.py")
+    assert script is not None and script.loader is not None
+    diagnose = importlib.util.module_from_spec(script)
+    script.loader.exec_module(diagnose)
+    assert (
+        diagnose.main(
+            [
+                "montage",
+                str(out / "run"),
+                "--steps",
+                "1,2",
+                "--columns",
+                "2",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
+    from tim import viz
+    from tim.cli.demo_t2i import GRID_PROMPTS
+
+    block = viz.grid_array(torch.zeros(2 * len(GRID_PROMPTS), 3, 32, 32), nrow=2, scale=2)
+    with Image.open(tmp_path / "m.png") as drawn:  # every grid prompt, 2 samples each, below a header
+        assert drawn.height == 34 + block.shape[0] and drawn.width > 2 * block.shape[1]
 
 
 def test_bad_override_is_one_line(tmp_path: Path, run_cli) -> None:

@@ -401,8 +401,10 @@ def montage(
         draw.text((4, header + int((k + 0.5) * height / len(labels)) - 6), text, fill="black", font=font)
     left = label_width
     for steps, block in zip(steps_list, blocks, strict=True):
-        score = generated["scores"][str(steps)]["seen"]["overall"]
-        draw.text((left, 18), f"{steps} step{'s' if steps > 1 else ''}: {score:.2f}", fill="black", font=font)
+        title = f"{steps} step{'s' if steps > 1 else ''}"
+        if "scores" in generated:  # the seen prompts' GenEval overall, when it was measured
+            title += f": {generated['scores'][str(steps)]['seen']['overall']:.2f}"
+        draw.text((left, 18), title, fill="black", font=font)
         canvas.paste(Image.fromarray(block), (left, header))
         left += block.shape[1] + gap
     return canvas
