@@ -116,7 +116,7 @@ def context(run: Path, per_category: int) -> dict[str, dict[str, float]]:
 
 def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: Path) -> dict[str, float]:
     """The demo's labelled montage (its grid prompts, the same noise per step count) for any run."""
-    from tim.cli.demo_t2i import GRID_PROMPTS, HELDOUT_ROWS
+    from tim.cli.demo_t2i import GRID_PROMPTS, grid_labels, save_png
     from tim.cli.demo_t2i import montage as draw_montage
     from tim.evaluation.geneval_bench import generate
     from tim.text import TextEncoder
@@ -131,11 +131,8 @@ def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: P
         (len(prompts), c.in_channels, c.input_size, c.input_size), generator=torch.Generator().manual_seed(0)
     )
     grids = {steps: generate(model, cond, steps, noise, guidance_scale=scale)[0] for steps in steps_list}
-    labels = [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in GRID_PROMPTS]
-    image = draw_montage({"grids": grids}, labels, columns, steps_list, shown=columns)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    image.save(tmp)
-    tmp.replace(out)
+    image = draw_montage({"grids": grids}, grid_labels(GRID_PROMPTS), columns, steps_list, shown=columns)
+    save_png(image, out)  # never a half-written file
     print(f"wrote {out}", flush=True)
     return {"prompts": len(GRID_PROMPTS), "columns": columns, "cfg": scale}
 
@@ -165,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "context":
         results = context(args.run, args.per_category)
     else:
-        steps_list = [int(k) for k in args.steps.split(",")]
+        from tim.cli.sample import parse_steps
+        from tim.errors import TimError
+
+        try:
+            steps_list = parse_steps(args.steps)
+        except TimError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         results = montage(args.run, steps_list, args.columns, args.cfg, args.out)
     print(f"{time.perf_counter() - started:.0f} s", flush=True)
     if args.json:

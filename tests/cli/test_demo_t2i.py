@@ -105,6 +105,8 @@ def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
         )
         == 0
     )
+    bad = ["montage", str(out / "run"), "--steps", "1,x", "--out", str(tmp_path / "bad.png")]
+    assert diagnose.main(bad) == 2 and not (tmp_path / "bad.png").exists()  # a one-line error, nothing drawn
     from tim import viz
     from tim.cli.demo_t2i import GRID_PROMPTS
 

@@ -349,7 +349,13 @@ def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: 
     return canvas
 
 
-def _save(image: Any, path: Path) -> None:
+def grid_labels(rows: list[str] | tuple[str, ...]) -> list[str]:
+    """The grid rows' labels: each prompt, marked when it is a held-out one."""
+    return [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in rows]
+
+
+def save_png(image: Any, path: Path) -> None:
+    """Write a PIL image to ``path`` through a temporary file, so a kill never leaves half a PNG."""
     temporary = path.with_name(path.stem + ".tmp.png")
     image.save(temporary)
     temporary.replace(path)
@@ -359,10 +365,10 @@ def _write_pictures(
     out: Path, generated: dict[str, Any], grid_rows: list[str], columns: int, steps_list: list[int]
 ) -> None:
     """Labelled grids per step count, the montage and the GenEval-vs-steps plot."""
-    labels = [p + (" (held out)" if p in HELDOUT_ROWS else "") for p in grid_rows]
+    labels = grid_labels(grid_rows)
     for steps in steps_list:
-        _save(labelled_grid(generated["grids"][steps], labels, columns), out / f"steps_{steps:03d}.png")
-    _save(montage(generated, labels, columns, steps_list), out / "montage.png")
+        save_png(labelled_grid(generated["grids"][steps], labels, columns), out / f"steps_{steps:03d}.png")
+    save_png(montage(generated, labels, columns, steps_list), out / "montage.png")
     _plot_categories(out / "quality_vs_steps.png", steps_list, generated["scores"])
 
 

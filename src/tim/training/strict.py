@@ -114,8 +114,8 @@ def merge(schema: type, data: dict[str, Any]) -> Any:
     What OmegaConf refuses is found key by key and said in one line: an unknown key (with the
     closest valid one) or a value of the wrong type (with what the field takes).
     """
-    OmegaConf = omegaconf().OmegaConf
-    refused = omegaconf().errors.OmegaConfBaseException
+    package = omegaconf()
+    OmegaConf, refused = package.OmegaConf, package.errors.OmegaConfBaseException
     structured = OmegaConf.structured(schema)
     try:
         return OmegaConf.to_object(OmegaConf.merge(structured, data))
@@ -198,7 +198,8 @@ def apply_overrides(schema: type, data: dict[str, Any], overrides: list[str]) ->
     ``overrides`` are strings like ``"optim.lr=3e-4"``; a list field of ``schema`` also takes
     comma-separated text or one value (``"sample.steps=1,2,4"``, ``"sample.steps=4"``).
     """
-    OmegaConf = omegaconf().OmegaConf
+    package = omegaconf()
+    OmegaConf = package.OmegaConf
     import yaml  # a dependency of omegaconf
 
     merged = OmegaConf.create(json.loads(json.dumps(data)))
@@ -222,7 +223,7 @@ def apply_overrides(schema: type, data: dict[str, Any], overrides: list[str]) ->
         OmegaConf.update(merged, key, value)
     try:  # interpolations (${train.steps}) resolve against the whole config, overrides included
         return OmegaConf.to_container(merged, resolve=True)
-    except omegaconf().errors.OmegaConfBaseException as error:
+    except package.errors.OmegaConfBaseException as error:
         where = error.full_key or "the config"
         raise TimError(
             f"{where} has an interpolation that does not resolve ({first_line(error)})",
