@@ -12,6 +12,12 @@ held-out prompt sets as ``tim demo t2i`` (``eval_specs``) at 1 and 4 steps, from
 with the real caption features, with the features of another prompt (a fixed permutation of the
 batch: chance level for the prompt, the same image statistics), and with CFG 2 and 3.
 
+``derivative RUN``: how far TiM's DDE (central difference, half-width eps) is from the exact
+derivative (forward-mode JVP) on a trained run's network: for scenes x, noise z and fixed pairs
+(t, r), the median over images of (t - r) |DDE - JVP| / |v|, i.e. the error the finite difference
+puts into the target v - (t - r) dF/dt, relative to the target's scale. At t = t_max the stencil is
+one-sided (first-order), elsewhere central (second-order).
+
 ``montage RUN``: what a run draws: the montage of ``tim demo t2i`` (its twelve grid prompts, two of
 them held out; the same noise for every step count) for any trained run, e.g. a ``tim bench
 geneval`` run trained longer than the demo can.
@@ -19,6 +25,7 @@ geneval`` run trained longer than the demo can.
 Usage:
     python scripts/t2i_diagnose.py probe
     python scripts/t2i_diagnose.py context outputs/demo_t2i/run [--per-category 16] [--json out.json]
+    python scripts/t2i_diagnose.py derivative RUN [--eps 0.005,0.002,0.001,0.0005] [--json out.json]
     python scripts/t2i_diagnose.py montage RUN --steps 1,8 [--columns 4] [--cfg 2] --out montage.png
 """
 
@@ -114,6 +121,41 @@ def context(run: Path, per_category: int) -> dict[str, dict[str, float]]:
     return results
 
 
+DERIVATIVE_TIMES = (0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 1.0)  # t of the pairs; r = 0 and r = t / 2
+
+
+def derivative(run: Path, epsilons: list[float], num: int) -> dict[str, dict[str, float]]:
+    """Median target error (t - r)|DDE - JVP|/|v| of ``num`` training scenes, per (r, t) and eps."""
+    from tim.data.scenes import render_scenes
+    from tim.objective import dde_derivative, jvp_derivative
+    from tim.text import TextEncoder
+    from tim.training import load_run
+    from tim.training.config import build_path_from_config
+
+    model, cfg = load_run(run, which="ema")
+    model.eval().set_attention_backend("math")  # forward-mode AD needs the math attention kernel
+    encoder = TextEncoder(cfg.data.text_encoder, max_length=cfg.data.max_text_length)
+    images, captions, _ = render_scenes(num, seed=123, size=model.config.input_size)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    cond, path = encoder(captions), build_path_from_config(cfg)
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    v_norm = (z - x).flatten(1).norm(dim=1)
+    results: dict[str, dict[str, float]] = {}
+    for r_of_t, label in ((lambda t: 0.0 * t, "r=0"), (lambda t: 0.5 * t, "r=t/2")):
+        for t_value in DERIVATIVE_TIMES:
+            t = torch.full((num,), t_value)
+            r = r_of_t(t)
+            exact = jvp_derivative(model, path, x, z, t, r, cond)
+            row = {"|dF/dt| / |v|": round((exact.flatten(1).norm(dim=1) / v_norm).median().item(), 3)}
+            for eps in epsilons:
+                dde = dde_derivative(model, path, x, z, t, r, cond, epsilon=eps)
+                error = (t - r) * (dde - exact).flatten(1).norm(dim=1) / v_norm
+                row[f"eps={eps:g}"] = round(error.median().item(), 5)
+            results[f"{label} t={t_value:g}"] = row
+            print(f"{label} t={t_value:g}", row, flush=True)
+    return results
+
+
 def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: Path) -> dict[str, float]:
     """The demo's labelled montage (its grid prompts, the same noise per step count) for any run."""
     from tim.cli.demo_t2i import GRID_PROMPTS, grid_labels, save_png
@@ -147,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run", type=Path)
     c.add_argument("--per-category", type=int, default=16, help="seen prompts per category (held-out: half)")
     c.add_argument("--json", type=Path, help="also write the results here")
+    d = sub.add_parser("derivative", help="DDE vs the exact JVP derivative on a trained run")
+    d.add_argument("run", type=Path)
+    d.add_argument("--eps", default="0.005,0.002,0.001,0.0005", help="comma-separated DDE half-widths")
+    d.add_argument("--num", type=int, default=48, help="scenes (images) per pair")
+    d.add_argument("--json", type=Path, help="also write the results here")
     m = sub.add_parser("montage", help="the demo's labelled montage for a trained run")
     m.add_argument("run", type=Path)
     m.add_argument("--steps", default="1,8", help="comma-separated step counts")
@@ -161,6 +208,22 @@ def main(argv: list[str] | None = None) -> int:
         results = probe(args.max_length)
     elif args.command == "context":
         results = context(args.run, args.per_category)
+    elif args.command == "derivative":
+        try:
+            epsilons = [float(value) for value in args.eps.split(",")]
+        except ValueError:
+            print(
+                f"error: --eps {args.eps!r} is not a comma-separated list of numbers; e.g. 0.005,0.0005",
+                file=sys.stderr,
+            )
+            return 2
+        if not epsilons or min(epsilons) <= 0 or args.num < 1:
+            print(
+                "error: --eps needs positive half-widths and --num at least 1; e.g. --eps 0.005,0.0005",
+                file=sys.stderr,
+            )
+            return 2
+        results = derivative(args.run, epsilons, args.num)
     else:
         from tim.cli.sample import parse_steps
         from tim.errors import TimError

@@ -107,6 +107,19 @@ def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     )
     bad = ["montage", str(out / "run"), "--steps", "1,x", "--out", str(tmp_path / "bad.png")]
     assert diagnose.main(bad) == 2 and not (tmp_path / "bad.png").exists()  # a one-line error, nothing drawn
+    # ... and measures how far the DDE is from the exact JVP derivative on that run's network
+    report = tmp_path / "derivative.json"
+    assert (
+        diagnose.main(
+            ["derivative", str(out / "run"), "--num", "2", "--eps", "0.05,0.0005", "--json", str(report)]
+        )
+        == 0
+    )
+    errors = json.loads(report.read_text())
+    assert len(errors) == 2 * len(diagnose.DERIVATIVE_TIMES)
+    interior = errors["r=0 t=0.6"]
+    assert interior["|dF/dt| / |v|"] > 0 and 0 <= interior["eps=0.0005"] < interior["eps=0.05"]  # O(eps^2)
+    assert diagnose.main(["derivative", str(out / "run"), "--eps", "0"]) == 2  # a one-line error
     from tim import viz
     from tim.cli.demo_t2i import GRID_PROMPTS
 
