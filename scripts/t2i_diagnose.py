@@ -126,6 +126,7 @@ DERIVATIVE_TIMES = (0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 1.0)  # t of the pairs; r = 
 
 def derivative(run: Path, epsilons: list[float], num: int) -> dict[str, dict[str, float]]:
     """Median target error (t - r)|DDE - JVP|/|v| of ``num`` training scenes, per (r, t) and eps."""
+    from tim.data.images import images_to_unit_range
     from tim.data.scenes import render_scenes
     from tim.objective import dde_derivative, jvp_derivative
     from tim.text import TextEncoder
@@ -136,15 +137,15 @@ def derivative(run: Path, epsilons: list[float], num: int) -> dict[str, dict[str
     model.eval().set_attention_backend("math")  # forward-mode AD needs the math attention kernel
     encoder = TextEncoder(cfg.data.text_encoder, max_length=cfg.data.max_text_length)
     images, captions, _ = render_scenes(num, seed=123, size=model.config.input_size)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = images_to_unit_range(images).permute(0, 3, 1, 2)
     cond, path = encoder(captions), build_path_from_config(cfg)
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     v_norm = (z - x).flatten(1).norm(dim=1)
     results: dict[str, dict[str, float]] = {}
-    for r_of_t, label in ((lambda t: 0.0 * t, "r=0"), (lambda t: 0.5 * t, "r=t/2")):
+    for fraction, label in ((0.0, "r=0"), (0.5, "r=t/2")):  # r = fraction * t
         for t_value in DERIVATIVE_TIMES:
             t = torch.full((num,), t_value)
-            r = r_of_t(t)
+            r = fraction * t
             exact = jvp_derivative(model, path, x, z, t, r, cond)
             row = {"|dF/dt| / |v|": round((exact.flatten(1).norm(dim=1) / v_norm).median().item(), 3)}
             for eps in epsilons:
