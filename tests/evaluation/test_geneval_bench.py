@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tim.errors import TimError
 from tim.evaluation.geneval_bench import GenevalConfig, check_targets, eval_specs, run_config_dict
@@ -87,3 +91,113 @@ def test_targets_are_checked_on_the_seen_prompts():
 def test_bad_settings_are_one_line_errors(field, value):
     with pytest.raises(TimError):
         GenevalConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("device", "tpu"), ("text_encoder", ""), ("time_limit", -1.0)])
+def test_bad_device_encoder_or_time_limit_is_a_one_line_error(field, value):
+    with pytest.raises(TimError, match="--device|--text-encoder|--time-limit"):
+        GenevalConfig(**{field: value})
+
+
+def test_a_missing_encoder_folder_fails_before_anything_is_written(tmp_path: Path) -> None:
+    from tim.evaluation.geneval_bench import run_geneval
+
+    with pytest.raises(TimError, match="neither 'minilm' nor a local folder"):
+        run_geneval(GenevalConfig(text_encoder=str(tmp_path / "nope")), tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(TimError, match="no CUDA GPU"):
+        GenevalConfig(device="cuda")
+
+
+def test_device_and_encoder_reach_the_run_config_and_defaults_keep_run_names():
+    from tim.evaluation.geneval_bench import run_name
+
+    data = run_config_dict(GenevalConfig(text_encoder="/models/minilm-fp16"), "tim")
+    assert data["train"]["device"] == "cpu" and data["data"]["text_encoder"] == "/models/minilm-fp16"
+    # Runs trained before the device/text-encoder settings existed are still found and reused:
+    # this name was written by `tim bench geneval --methods tim --seed 1 --train-steps 3000` then.
+    assert run_name(GenevalConfig(seed=1, train_steps=3000), "tim") == "scenes-tim-seed1-bfeba4d1ea"
+    for changed in ({"text_encoder": "/x"}, {"time_limit": 5.0}):
+        assert run_name(GenevalConfig(seed=1, train_steps=3000, **changed), "tim") != (
+            "scenes-tim-seed1-bfeba4d1ea"
+        )
+    assert run_config_dict(GenevalConfig(time_limit=5.0), "tim")["train"]["time_limit"] == 5.0
+
+
+def test_a_local_encoder_folder_trains_and_scores(tmp_path: Path) -> None:
+    """--text-encoder FOLDER: the run trains on that encoder's features and is scored with it."""
+    from helpers.text_models import tiny_bert
+    from tim.evaluation.geneval_bench import run_geneval
+
+    folder = tiny_bert(tmp_path / "bert", hidden=32)
+    config = GenevalConfig(
+        methods=("tim",),
+        train_steps=2,
+        batch_size=4,
+        num_images=16,
+        step_counts=(1,),
+        per_category=1,
+        heldout_per_category=0,
+        guidance_scale=1.0,
+        model={**TINY_MODEL, "text_dim": 32},
+        text_encoder=str(folder),
+    )
+    report = run_geneval(config, tmp_path / "out", log=lambda _: None)
+    run_dir = Path(report["timings"]["tim"]["run_dir"])
+    assert report["timings"]["tim"]["train_steps_reached"] == 2
+    assert json.loads((run_dir / "config.json").read_text())["data"]["text_encoder"] == str(folder)
+    assert 0.0 <= report["results"]["tim"]["seen"]["1.0"]["1"]["overall"] <= 1.0
+
+
+GPU_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_geneval.sh"
+
+
+def _run_gpu_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path / "work"), **env}
+    return subprocess.run(
+        ["bash", str(GPU_SCRIPT), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_gpu_script_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    missing = _run_gpu_script(tmp_path, DEVICE="cpu", GPU_DIR=str(tmp_path / "no-gpu-dir"))
+    assert missing.returncode == 2 and "run 'bash benchmarks/gpu_geneval.sh prepare' first" in missing.stderr
+    if not torch.cuda.is_available():
+        no_gpu = _run_gpu_script(tmp_path)
+        assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_the_benchmark_end_to_end_on_the_cpu(tmp_path: Path) -> None:
+    """DEVICE=cpu and toy settings: the script's flags reach `tim bench geneval` and the reports come back."""
+    from helpers.text_models import tiny_bert
+
+    tiny_bert(tmp_path / "gpu" / "minilm", hidden=32)
+    overrides = " ".join(f"--model-override {k}={v}" for k, v in {**TINY_MODEL, "text_dim": 32}.items())
+    result = _run_gpu_script(
+        tmp_path,
+        DEVICE="cpu",
+        GPU_DIR=str(tmp_path / "gpu"),
+        STEPS="2",
+        BATCH="4",
+        MINUTES="1",
+        METHODS="tim,meanflow",
+        PER_CATEGORY="1",
+        HELDOUT="1",
+        EXTRA=f"--num-images 16 --sampling-steps 1,2 {overrides}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "geneval.json").read_text())
+    assert report["config"]["batch_size"] == 4 and report["config"]["time_limit"] == 1.0
+    assert report["config"]["text_encoder"] == str(tmp_path / "gpu" / "minilm")
+    assert {m: t["train_steps_reached"] for m, t in report["timings"].items()} == {"tim": 2, "meanflow": 2}
+    assert (tmp_path / "out" / "geneval.png").stat().st_size > 0

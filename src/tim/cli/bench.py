@@ -93,6 +93,25 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
         help="objective option for every method, repeatable",
     )
     parser.add_argument(
+        "--device",
+        default=default.device,
+        help="cpu or cuda: where every method trains and samples (the sampling noise is drawn on the CPU)",
+    )
+    parser.add_argument(
+        "--text-encoder",
+        default=default.text_encoder,
+        metavar="NAME_OR_FOLDER",
+        help="minilm (the embedded all-MiniLM-L6-v2) or a local Hugging Face model folder",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=default.time_limit,
+        metavar="MINUTES",
+        help="stop each run's training after this many minutes, with its checkpoint (0 = none); the report "
+        "gives the steps each method reached",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes, one method each with one thread"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -317,6 +336,9 @@ def run_geneval_command(args: argparse.Namespace) -> dict:
         guidance_scale=args.cfg,
         model=model,
         objective_options=parse_overrides(args.objective_option, "--objective-option", "epsilon=0.001"),
+        device=args.device,
+        text_encoder=args.text_encoder,
+        time_limit=args.time_limit,
     )
     report = run_geneval(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])

@@ -32,6 +32,7 @@ import torch
 from tim.errors import TimError
 
 METHODS = ("tim", "flow_matching", "meanflow")
+DEVICES = ("cpu", "cuda")
 STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # issue 10's grid
 EVAL_NOISE_SEED = 20_000  # sampling noise seed offset: disjoint from every training stream
 EVAL_PROMPT_SEED = 7  # which prompts of each split are evaluated (fixed, so every run sees the same)
@@ -62,6 +63,12 @@ class GenevalConfig:
         guidance_scale: CFG scale of the guided evaluation; 1 = skip it.
         model: model preset + overrides (None = :data:`SCENES_MODEL`).
         objective_options: extra options for every objective (ablations).
+        device: where training and sampling run ("cpu" or "cuda"); the sampling noise is drawn on
+            the CPU, so every device starts from the same noise.
+        text_encoder: ``"minilm"`` (the embedded default) or a local Hugging Face model folder
+            (e.g. a half-precision copy of MiniLM carried to a GPU machine: benchmarks/gpu_geneval.sh).
+        time_limit: minutes after which a run stops early with its checkpoint (0 = none): a safety
+            net for a fixed time slot; the report's ``timings`` give the steps each method reached.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -77,8 +84,19 @@ class GenevalConfig:
     guidance_scale: float = 2.0
     model: dict | None = field(default=None)
     objective_options: dict = field(default_factory=dict)
+    device: str = "cpu"
+    text_encoder: str = "minilm"
+    time_limit: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise TimError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}", "pass cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise TimError("--device cuda was given but torch sees no CUDA GPU", "pass --device cpu")
+        if not self.time_limit >= 0:
+            raise TimError(f"--time-limit {self.time_limit} is negative", "pass minutes > 0, or 0 for none")
+        if not self.text_encoder:
+            raise TimError("--text-encoder is empty", "pass minilm or a local Hugging Face model folder")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or not self.methods:
             raise TimError(f"unknown methods {unknown or '(none)'}", f"choose from {', '.join(METHODS)}")
@@ -137,7 +155,7 @@ def run_config_dict(config: GenevalConfig, method: str) -> dict:
         "objective": {"name": method, **config.objective_options},
         "data": {
             "name": "scenes",
-            "text_encoder": "minilm",
+            "text_encoder": config.text_encoder,
             "max_text_length": TEXT_LENGTH,
             "num_images": config.num_images,
         },
@@ -147,8 +165,9 @@ def run_config_dict(config: GenevalConfig, method: str) -> dict:
             "steps": steps,
             "batch_size": config.batch_size,
             "seed": config.seed,
-            "device": "cpu",
+            "device": config.device,
             "label_dropout": 0.1,
+            **({"time_limit": config.time_limit} if config.time_limit else {}),
             "checkpoint_every": steps,
             "log_every": max(1, steps // 20),
             "progress": False,
@@ -224,13 +243,16 @@ def score_steps(
     """
     from tim.evaluation.geneval import score_images
 
-    cond = encoder([spec.caption for spec in specs])
+    device = next(model.parameters()).device
+    cond = {key: value.to(device) for key, value in encoder([spec.caption for spec in specs]).items()}
     shape = (len(specs), model.config.in_channels, model.config.input_size, model.config.input_size)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(noise_seed))
+    # Drawn on the CPU and moved: the same noise on every device.
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(noise_seed)).to(device)
     rows = {}
     for steps in step_counts:
         started = time.perf_counter()
         x, nfe = generate(model, cond, steps, noise, guidance_scale=guidance_scale, method=method)
+        x = x.cpu()  # synchronises a GPU, so the time below is the sampling's
         seconds = time.perf_counter() - started
         if keep is not None:
             keep(steps, x)
@@ -241,8 +263,8 @@ def score_steps(
     return rows
 
 
-def load_scene_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
-    """The EMA network of a scenes run and a MiniLM encoder of the run's caption length."""
+def load_scene_model(run_dir: Path, device: str = "cpu") -> tuple[torch.nn.Module, Any]:
+    """The EMA network of a scenes run (on ``device``) and the run's text encoder (on the CPU)."""
     from tim.text import TextEncoder
     from tim.training import load_run
 
@@ -250,7 +272,17 @@ def load_scene_model(run_dir: Path) -> tuple[torch.nn.Module, Any]:
     if getattr(model.config, "conditioning", None) != "text":
         raise TimError(f"{run_dir} is not a text-to-image run", "pass a run trained on data.name=scenes")
     encoder = TextEncoder(cfg.data.text_encoder or "minilm", max_length=cfg.data.max_text_length)
-    return model.eval(), encoder
+    return model.to(device).eval(), encoder
+
+
+def run_name(config: GenevalConfig, method: str) -> str:
+    """The folder name of one trained run: method, seed and a hash of its whole run config.
+
+    Two benchmarks with the same settings share a name, so a rerun re-samples instead of training.
+    """
+    data = run_config_dict(config, method)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    return f"scenes-{method}-seed{config.seed}-{digest}"
 
 
 def train_or_reuse(
@@ -260,8 +292,7 @@ def train_or_reuse(
     from tim.training import config_from_dict, train
 
     data = run_config_dict(config, method)
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
-    run_dir = runs_dir / f"scenes-{method}-seed{config.seed}-{digest}"
+    run_dir = runs_dir / run_name(config, method)
     started = time.perf_counter()
     if not (run_dir / "pretrained").is_dir():
         log(f"training {method} for {config.train_steps} steps -> {run_dir}")
@@ -271,7 +302,7 @@ def train_or_reuse(
 
 def evaluate_method(config: GenevalConfig, method: str, run_dir: Path, log: Callable[[str], None]) -> dict:
     """``{split: {scale: {steps: scores}}}`` of one trained method."""
-    model, encoder = load_scene_model(run_dir)
+    model, encoder = load_scene_model(run_dir, config.device)
     results: dict = {}
     for split in config.splits:
         specs = eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category)
@@ -344,7 +375,10 @@ def train_and_evaluate(
     run_dir, train_seconds = train_or_reuse(config, method, runs_dir, log)
     started = time.perf_counter()
     results = evaluate_method(config, method, run_dir, log)
+    summary = run_dir / "summary.json"
+    steps = json.loads(summary.read_text()).get("steps") if summary.is_file() else None
     return results, {
+        "train_steps_reached": steps,
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - started, 1),
         "run_dir": str(run_dir),
@@ -367,7 +401,9 @@ def run_geneval(
         The report (also written as ``out_dir/geneval.json``).
     """
     from tim.evaluation.quality import machine_info
+    from tim.text import resolve_text_encoder
 
+    resolve_text_encoder(config.text_encoder)  # a bad name or folder fails here, before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
