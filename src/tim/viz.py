@@ -70,6 +70,31 @@ def grid_array(images: torch.Tensor | np.ndarray, nrow: int, scale: int = 1, pad
     return canvas.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
+def label_rows(grid: np.ndarray, labels: Sequence[str], max_chars: int = 48) -> np.ndarray:
+    """Put a white column with one text per row band on the left of a uint8 grid (H, W, 3).
+
+    The grid's height is split into ``len(labels)`` equal bands (the rows of :func:`grid_array`);
+    each label is written at its band's middle, cut to ``max_chars`` characters ("..." marks a cut).
+    """
+    if not labels or grid.ndim != 3:
+        raise TimError(
+            f"label_rows needs an (H, W, 3) grid and at least one label, got {grid.shape} and {len(labels)}",
+            "pass grid_array's output and one label per row",
+        )
+    image_cls, draw_module, font_module = _pil()
+    font = font_module.load_default()
+    texts = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in labels]
+    measure = draw_module.Draw(image_cls.new("RGB", (1, 1)))
+    width = 8 + max(int(measure.textlength(t, font=font)) for t in texts)
+    canvas = image_cls.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(image_cls.fromarray(grid), (width, 0))
+    draw = draw_module.Draw(canvas)
+    band = grid.shape[0] / len(texts)
+    for k, text in enumerate(texts):
+        draw.text((4, int((k + 0.5) * band) - 6), text, fill="black", font=font)
+    return np.asarray(canvas)
+
+
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int = 8, scale: int = 4) -> Path:
     """Save a batch of images in [-1, 1] as one PNG grid.
 

@@ -276,6 +276,14 @@ def test_text_model_prompts(tmp_path: Path, run_cli) -> None:
         data["prompts"].tolist() == ["a red circle"] * 2 + ["two green squares"] * 2 + ["a blue triangle"] * 2
     )
     assert data["labels"].tolist() == [-1] * 6 and data["samples"].shape == (6, 3, 8, 8)
+    from PIL import Image
+
+    grid = np.asarray(Image.open(out / "steps_001.png").convert("L"))
+    tiles = (2 * 9 + 1) * 4  # 2 samples per prompt, 8-px tiles + 1 px padding, enlarged 4x
+    assert grid.shape == ((3 * 9 + 1) * 4, grid.shape[1]) and grid.shape[1] > tiles + 40
+    label_column = grid[:, : grid.shape[1] - tiles]
+    for band in np.array_split(label_column, 3):  # each prompt row has its text on the left
+        assert (band < 128).any()
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     for argv, fragments in (

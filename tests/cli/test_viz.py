@@ -68,3 +68,15 @@ def test_plots_are_written(tmp_path: Path) -> None:
     )
     for path in (line, scatter):
         assert Image.open(path).size[0] > 100
+
+
+def test_label_rows_adds_a_text_column_and_keeps_the_grid() -> None:
+    grid = viz.grid_array(torch.zeros(6, 3, 8, 8), nrow=2, scale=4)  # 3 rows of black tiles
+    labelled = viz.label_rows(grid, ["a red circle", "two blue squares", "x" * 100], max_chars=20)
+    width = labelled.shape[1] - grid.shape[1]
+    assert labelled.shape[0] == grid.shape[0] and 8 < width < 200  # the 100-character label was cut
+    np.testing.assert_array_equal(labelled[:, width:], grid)  # the pictures themselves are unchanged
+    for band in np.array_split(labelled[:, :width], 3):
+        assert (band < 128).any() and (band == 255).mean() > 0.5  # dark text on white, in every row
+    with pytest.raises(TimError, match="at least one label"):
+        viz.label_rows(grid, [])

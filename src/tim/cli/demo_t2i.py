@@ -331,22 +331,12 @@ def labelled_grid(images: torch.Tensor, labels: list[str], columns: int, scale: 
         columns: images per row.
         scale: nearest-neighbour upsampling.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image
 
     from tim import viz
 
     grid = viz.grid_array(images, nrow=columns, scale=scale)  # (H, W, 3) uint8, 1 px padding per cell
-    font = ImageFont.load_default()
-    label_width = 8 + max(
-        int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font)) for t in labels
-    )
-    canvas = Image.new("RGB", (label_width + grid.shape[1], grid.shape[0]), "white")
-    canvas.paste(Image.fromarray(grid), (label_width, 0))
-    draw = ImageDraw.Draw(canvas)
-    row_height = grid.shape[0] / len(labels)
-    for k, text in enumerate(labels):
-        draw.text((4, int((k + 0.5) * row_height) - 6), text, fill="black", font=font)
-    return canvas
+    return Image.fromarray(viz.label_rows(grid, labels, max_chars=80))
 
 
 def grid_labels(rows: list[str] | tuple[str, ...]) -> list[str]:
