@@ -201,3 +201,25 @@ def test_gpu_script_runs_the_benchmark_end_to_end_on_the_cpu(tmp_path: Path) -> 
     assert report["config"]["text_encoder"] == str(tmp_path / "gpu" / "minilm")
     assert {m: t["train_steps_reached"] for m, t in report["timings"].items()} == {"tim": 2, "meanflow": 2}
     assert (tmp_path / "out" / "geneval.png").stat().st_size > 0
+
+
+def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> None:
+    """--time-limit: training stops with its checkpoint; the report says how far it got."""
+    from tim.evaluation.geneval_bench import run_geneval
+
+    config = GenevalConfig(
+        methods=("tim",),
+        train_steps=100_000,
+        batch_size=4,
+        num_images=16,
+        step_counts=(1,),
+        per_category=1,
+        heldout_per_category=0,
+        guidance_scale=1.0,
+        model=TINY_MODEL,
+        time_limit=0.02,  # 1.2 s
+    )
+    report = run_geneval(config, tmp_path, log=lambda _: None)
+    reached = report["timings"]["tim"]["train_steps_reached"]
+    assert 0 < reached < 100_000
+    assert 0.0 <= report["results"]["tim"]["seen"]["1.0"]["1"]["overall"] <= 1.0
