@@ -74,7 +74,8 @@ def label_rows(grid: np.ndarray, labels: Sequence[str], max_chars: int = 48) -> 
     """Put a white column with one text per row band on the left of a uint8 grid (H, W, 3).
 
     The grid's height is split into ``len(labels)`` equal bands (the rows of :func:`grid_array`);
-    each label is written at its band's middle, cut to ``max_chars`` characters ("..." marks a cut).
+    each label is written on one line at its band's middle (white space runs, newlines included,
+    become one space), cut to ``max_chars`` (>= 4) characters ("..." marks a cut).
     """
     if not labels or grid.ndim != 3:
         raise TimError(
@@ -83,7 +84,9 @@ def label_rows(grid: np.ndarray, labels: Sequence[str], max_chars: int = 48) -> 
         )
     image_cls, draw_module, font_module = _pil()
     font = font_module.load_default()
-    texts = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in labels]
+    max_chars = max(4, max_chars)
+    texts = [" ".join(t.split()) for t in labels]  # one line each (a prompt may hold a newline)
+    texts = [t if len(t) <= max_chars else t[: max_chars - 3] + "..." for t in texts]
     measure = draw_module.Draw(image_cls.new("RGB", (1, 1)))
     width = 8 + max(int(measure.textlength(t, font=font)) for t in texts)
     canvas = image_cls.new("RGB", (width + grid.shape[1], grid.shape[0]), "white")

@@ -80,3 +80,5 @@ def test_label_rows_adds_a_text_column_and_keeps_the_grid() -> None:
         assert (band < 128).any() and (band == 255).mean() > 0.5  # dark text on white, in every row
     with pytest.raises(TimError, match="at least one label"):
         viz.label_rows(grid, [])
+    one_line = viz.label_rows(grid, ["a red circle\ntwo squares", "b", "c"], max_chars=2)  # no crash
+    assert one_line.shape[0] == grid.shape[0]

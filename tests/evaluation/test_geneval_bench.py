@@ -95,8 +95,18 @@ def test_bad_settings_are_one_line_errors(field, value):
 
 @pytest.mark.parametrize("field, value", [("device", "tpu"), ("text_encoder", ""), ("time_limit", -1.0)])
 def test_bad_device_encoder_or_time_limit_is_a_one_line_error(field, value):
-    with pytest.raises(TimError, match="--device|--text-encoder|--time-limit"):
+    with pytest.raises(TimError, match="--device|--text-encoder|--time-limit") as error:
         GenevalConfig(**{field: value})
+    assert "\n" not in str(error.value)
+
+
+def test_cuda_reaches_the_run_config(monkeypatch):
+    from tim.evaluation.geneval_bench import run_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = GenevalConfig(device="cuda")
+    assert run_config_dict(config, "tim")["train"]["device"] == "cuda"
+    assert run_name(config, "tim") != run_name(GenevalConfig(), "tim")  # a GPU run is another run
 
 
 def test_a_missing_encoder_folder_fails_before_anything_is_written(tmp_path: Path) -> None:
@@ -171,6 +181,14 @@ def _run_gpu_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
 def test_gpu_script_refuses_what_it_cannot_run(tmp_path: Path) -> None:
     missing = _run_gpu_script(tmp_path, DEVICE="cpu", GPU_DIR=str(tmp_path / "no-gpu-dir"))
     assert missing.returncode == 2 and "run 'bash benchmarks/gpu_geneval.sh prepare' first" in missing.stderr
+    (tmp_path / "gpu" / "minilm").mkdir(parents=True)
+    (tmp_path / "gpu" / "minilm" / "config.json").write_text("{}")
+    no_wheel = _run_gpu_script(tmp_path, DEVICE="cpu", GPU_DIR=str(tmp_path / "gpu"))
+    assert no_wheel.returncode == 2 and "omegaconf-*.whl is missing" in no_wheel.stderr
+    (tmp_path / "gpu" / "whl").mkdir()
+    (tmp_path / "gpu" / "whl" / "omegaconf-0-py3-none-any.whl").write_text("")
+    no_method = _run_gpu_script(tmp_path, DEVICE="cpu", GPU_DIR=str(tmp_path / "gpu"), METHODS=",")
+    assert no_method.returncode == 2 and "names no method" in no_method.stderr
     if not torch.cuda.is_available():
         no_gpu = _run_gpu_script(tmp_path)
         assert no_gpu.returncode == 2 and "no CUDA device" in no_gpu.stderr
@@ -182,6 +200,10 @@ def test_gpu_script_runs_the_benchmark_end_to_end_on_the_cpu(tmp_path: Path) -> 
     from helpers.text_models import tiny_bert
 
     tiny_bert(tmp_path / "gpu" / "minilm", hidden=32)
+    (tmp_path / "gpu" / "whl").mkdir()
+    (tmp_path / "gpu" / "whl" / "omegaconf-0-py3-none-any.whl").write_text("")  # omegaconf is installed here
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "geneval.md").write_text("an earlier call's report")  # must not come back
     overrides = " ".join(f"--model-override {k}={v}" for k, v in {**TINY_MODEL, "text_dim": 32}.items())
     result = _run_gpu_script(
         tmp_path,
@@ -201,6 +223,7 @@ def test_gpu_script_runs_the_benchmark_end_to_end_on_the_cpu(tmp_path: Path) -> 
     assert report["config"]["text_encoder"] == str(tmp_path / "gpu" / "minilm")
     assert {m: t["train_steps_reached"] for m, t in report["timings"].items()} == {"tim": 2, "meanflow": 2}
     assert (tmp_path / "out" / "geneval.png").stat().st_size > 0
+    assert "Training steps reached (of 2): tim 2, meanflow 2" in (tmp_path / "out" / "geneval.md").read_text()
 
 
 def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> None:
@@ -222,4 +245,5 @@ def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> N
     report = run_geneval(config, tmp_path, log=lambda _: None)
     reached = report["timings"]["tim"]["train_steps_reached"]
     assert 0 < reached < 100_000
+    assert "Unequal or shortened training budgets" in (tmp_path / "geneval.md").read_text()
     assert 0.0 <= report["results"]["tim"]["seen"]["1.0"]["1"]["overall"] <= 1.0

@@ -8,7 +8,7 @@ one shard, whatever N is:
   ``steps_<k>-00001.npz`` ... (at most ``shard_size`` samples each, in sample order);
 * ``steps_<k>/<i>.png``, one PNG per sample (``i`` = the global sample index), when asked;
 * ``steps_<k>.png``, a grid of the first samples of each condition (one row each; a text model's rows are
-  labelled with their prompts; images under 128 px enlarged up to 4x), once the step count is done;
+  labelled with their prompts; images of 64 px or less enlarged 2-4x), once the step count is done;
 * ``index.json``: the command's identity, and every finished shard (file, sample range, size).
 
 ``index.json`` is rewritten atomically after every shard, and every file is written to a temporary
@@ -46,7 +46,7 @@ INDEX_FORMAT = "tim-sample-index/1"
 SHARD_BYTES = 256 * 2**20  # default shard budget: float32 samples held before a shard is written
 MAX_SHARD_SAMPLES = 1000  # and at most this many samples per shard (a 50,000-sample FID set = 50 files)
 GRID_MAX_ROWS, GRID_MAX_COLS, GRID_MAX_PIXELS = 32, 16, 4096  # keep the preview grid a viewable size
-GRID_MIN_TILE = 128  # small images are enlarged (nearest neighbour, at most 4x) to about this many pixels
+GRID_MIN_TILE = 128  # tiles of <= 64 px are enlarged by 128 // side (nearest neighbour, at most 4x)
 MEMORY_HEADROOM = 0.8  # use at most 80% of the free memory (allocator slack), as tim.pipeline.MEMORY_HEADROOM
 
 

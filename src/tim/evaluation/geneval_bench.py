@@ -1,7 +1,7 @@
 """``tim bench geneval``: prompt following vs sampling steps for TiM, flow matching and MeanFlow.
 
 The paper's Table 2 / Table 5 in miniature. Every method is trained on the synthetic scenes
-(:mod:`tim.data.scenes`, captions encoded by the embedded MiniLM) with the same network, data,
+(:mod:`tim.data.scenes`, captions encoded by the embedded MiniLM or ``text_encoder``) with the same network, data,
 batch, optimizer, number of optimizer steps and seed (through :func:`tim.training.train`; only
 the objective differs); each EMA model then samples a fixed prompt set from the same noise with
 1, 2, 4 ... 128 steps on a uniform grid, without and with classifier-free guidance, on SEEN
@@ -94,7 +94,10 @@ class GenevalConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise TimError("--device cuda was given but torch sees no CUDA GPU", "pass --device cpu")
         if not self.time_limit >= 0:
-            raise TimError(f"--time-limit {self.time_limit} is negative", "pass minutes > 0, or 0 for none")
+            raise TimError(
+                f"--time-limit {self.time_limit} is negative or not a number",
+                "pass minutes > 0, or 0 for none",
+            )
         if not self.text_encoder:
             raise TimError("--text-encoder is empty", "pass minilm or a local Hugging Face model folder")
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -428,7 +431,8 @@ def run_geneval(
         "benchmark": "geneval",
         "config": asdict(config),
         "model": config.model or SCENES_MODEL,
-        "machine": machine_info(),
+        "machine": machine_info()
+        | ({"gpu": torch.cuda.get_device_name(0)} if config.device == "cuda" else {}),
         "results": results,
         "targets": check_targets(results, config),
         "timings": timings,
@@ -453,14 +457,25 @@ def write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def _budget_lines(report: dict, config: GenevalConfig) -> list[str]:
+    """The training steps each method reached, and a warning when a time limit made them unequal."""
+    reached = {m: t.get("train_steps_reached") for m, t in report.get("timings", {}).items()}
+    text = ", ".join(f"{m} {n if n is not None else '?'}" for m, n in reached.items())
+    lines = [f"Training steps reached (of {config.train_steps}): {text}"]
+    if any(n != config.train_steps for n in reached.values()):
+        lines.append(
+            "**Unequal or shortened training budgets** (--time-limit): compare the methods with that in mind."
+        )
+    return lines
+
+
 def markdown_report(report: dict, config: GenevalConfig) -> str:
     """Tables: overall score per (method, split, CFG) x step count; per-category at 1 and 8 steps; targets."""
     from tim.data.scenes import CATEGORIES
 
     counts = [str(s) for s in config.step_counts]
-    lines = [
-        f"Machine: {report['machine']}",
-        "",
+    lines = [f"Machine: {report['machine']}", "", *_budget_lines(report, config), ""]
+    lines += [
         "**GenEval overall** by number of sampling steps",
         "",
         "| method | prompts | CFG | " + " | ".join(counts) + " |",
