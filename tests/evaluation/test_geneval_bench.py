@@ -25,6 +25,22 @@ TINY_MODEL = {
 }
 
 
+def _one_method_config(**changes) -> GenevalConfig:
+    """TiM alone on the toy network: two steps, one seen prompt per category, one step count, no CFG."""
+    settings = dict(
+        methods=("tim",),
+        train_steps=2,
+        batch_size=4,
+        num_images=16,
+        step_counts=(1,),
+        per_category=1,
+        heldout_per_category=0,
+        guidance_scale=1.0,
+        model=TINY_MODEL,
+    )
+    return GenevalConfig(**(settings | changes))
+
+
 def test_tiny_benchmark_writes_tables(tmp_path: Path) -> None:
     from tim.evaluation.geneval_bench import run_geneval
 
@@ -144,18 +160,7 @@ def test_a_local_encoder_folder_trains_and_scores(tmp_path: Path) -> None:
     from tim.evaluation.geneval_bench import run_geneval
 
     folder = tiny_bert(tmp_path / "bert", hidden=32)
-    config = GenevalConfig(
-        methods=("tim",),
-        train_steps=2,
-        batch_size=4,
-        num_images=16,
-        step_counts=(1,),
-        per_category=1,
-        heldout_per_category=0,
-        guidance_scale=1.0,
-        model={**TINY_MODEL, "text_dim": 32},
-        text_encoder=str(folder),
-    )
+    config = _one_method_config(model={**TINY_MODEL, "text_dim": 32}, text_encoder=str(folder))
     report = run_geneval(config, tmp_path / "out", log=lambda _: None)
     run_dir = Path(report["timings"]["tim"]["run_dir"])
     assert report["timings"]["tim"]["train_steps_reached"] == 2
@@ -230,18 +235,7 @@ def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> N
     """--time-limit: training stops with its checkpoint; the report says how far it got."""
     from tim.evaluation.geneval_bench import run_geneval
 
-    config = GenevalConfig(
-        methods=("tim",),
-        train_steps=100_000,
-        batch_size=4,
-        num_images=16,
-        step_counts=(1,),
-        per_category=1,
-        heldout_per_category=0,
-        guidance_scale=1.0,
-        model=TINY_MODEL,
-        time_limit=0.02,  # 1.2 s
-    )
+    config = _one_method_config(train_steps=100_000, time_limit=0.02)  # 1.2 s
     report = run_geneval(config, tmp_path, log=lambda _: None)
     reached = report["timings"]["tim"]["train_steps_reached"]
     assert 0 < reached < 100_000
