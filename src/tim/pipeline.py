@@ -930,11 +930,12 @@ class TiMPipeline:
         dtype: Any = None,
         weights: str = "ema",
     ) -> TiMPipeline:
-        """A pipeline from a training run directory, a pipeline folder, or a released ``.safetensors``.
+        """A pipeline from a training run, a pipeline folder, a bundled model or a released ``.safetensors``.
 
         Args:
             x: the run folder (``tim train --out``), pipeline folder (``save_pretrained``/``tim
-                convert``) or released checkpoint file (then ``preset`` and ``autoencoder`` are needed).
+                convert``), ``"bundled:<name>"`` (a model shipped with the package, :mod:`tim.pretrained`)
+                or released checkpoint file (then ``preset`` and ``autoencoder`` are needed).
             preset: ``TIM_PRESETS`` name of a released file (e.g. ``"TiM-XL/2"``).
             autoencoder: a local autoencoder folder or an ``Autoencoder`` (replaces the stored one).
             text_encoder: a text encoder folder / ``"minilm"`` / ``TextEncoder`` (replaces the stored one).
@@ -942,6 +943,12 @@ class TiMPipeline:
             dtype: None/"auto", "fp32", "bf16", "fp16" or a torch dtype (half precision needs a GPU).
             weights: training runs only: ``"ema"`` (default) or ``"model"``.
         """
+        from tim.pretrained import is_bundled
+
+        if is_bundled(x):  # a model shipped inside the package (tim.pretrained)
+            return cls.from_pretrained(
+                str(x), device=device, dtype=dtype, autoencoder=autoencoder, text_encoder=text_encoder
+            )
         source = Path(x)
         if source.is_file():
             if source.suffix != ".safetensors":
@@ -1264,12 +1271,18 @@ def resolve_dtype(dtype: Any, device: torch.device | str) -> torch.dtype:
 
 
 def resolve_pipeline_folder(folder: str | Path) -> Path:
-    """A local pipeline folder, or ``"hf:owner/name"``: a Hub repo fetched with huggingface_hub.
+    """A local pipeline folder, ``"bundled:<name>"`` (checked against its card), or ``"hf:owner/name"``.
+
+    ``"hf:owner/name"`` is a Hub repo fetched with huggingface_hub.
 
     The Hub is used only with the explicit ``hf:`` prefix (a mistyped local path never goes to the
     network); that path needs huggingface_hub installed and is untested here (no network).
     """
+    from tim.pretrained import is_bundled, resolve
+
     text = str(folder)
+    if is_bundled(text):
+        return resolve(text)
     if text.startswith("hf:"):
         try:
             from huggingface_hub import snapshot_download

@@ -18,6 +18,7 @@ from tim.cli.main import HelpFormatter
 from tim.errors import TimError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_CHECKPOINT = "bundled:scenes"  # the text-to-image model shipped with the package (tim.pretrained)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,16 +29,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Serve a local Gradio page for a trained model: class drop-down or prompt box, steps 1-128, "
         "a 1/2/4/8/16-step comparison from the same noise, guidance, stochasticity, seed, number "
         "of images and size; shows the grid, the time it took and a PNG download. Needs the [app] "
-        'extra (pip install "transition-models[app]"). Stop it with Ctrl-C.',
+        'extra (pip install "transition-models[app]"). With no --checkpoint it opens the bundled '
+        "text-to-image model (bundled:scenes): no training and no download. Stop it with Ctrl-C.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--checkpoint",
-        required=True,
+        default=DEFAULT_CHECKPOINT,
         metavar="PATH",
         help="what `tim sample` takes: a run folder (tim train / tim demo), a pipeline folder "
-        "(tim convert / save_pretrained) or a released .safetensors file (then also --preset "
-        "and --autoencoder)",
+        "(tim convert / save_pretrained), a bundled model (bundled:scenes, bundled:digits) or a "
+        "released .safetensors file (then also --preset and --autoencoder)",
     )
     parser.add_argument(
         "--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2"
@@ -106,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     check_port(args.host, args.port)
     device = check_device(args.device)
-    if not Path(args.checkpoint).exists():
+    from tim.pretrained import is_bundled, resolve
+
+    if is_bundled(args.checkpoint):
+        resolve(args.checkpoint)  # an unknown name or a damaged file: one line, before Gradio starts
+    elif not Path(args.checkpoint).exists():
         raise TimError(
             f"--checkpoint {args.checkpoint} does not exist",
             "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file",

@@ -19,7 +19,7 @@ from tim.errors import TimError
 USAGE_ERROR = 2  # the argparse / POSIX convention for "wrong usage"
 
 # Subcommands in the order `tim --help` lists them; each module has add_parser() and run().
-COMMANDS = ("train", "sample", "demo", "bench", "convert", "autoencoder", "app")
+COMMANDS = ("train", "sample", "demo", "bench", "models", "convert", "autoencoder", "app")
 
 
 class HelpFormatter(argparse.HelpFormatter):

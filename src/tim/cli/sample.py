@@ -550,13 +550,15 @@ def _is_vector_run(run_dir: Path) -> bool:
 
 def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
     """The backend for ``--checkpoint`` (see the module docstring)."""
+    from tim.pretrained import is_bundled
+
     source = Path(args.checkpoint)
-    if not source.exists():
+    if not is_bundled(args.checkpoint) and not source.exists():
         raise TimError(
             f"--checkpoint {source} does not exist",
             "pass a run folder (tim train --out), a pipeline folder or a released .safetensors file",
         )
-    is_run = source.is_dir() and (source / "checkpoints").is_dir()
+    is_run = not is_bundled(args.checkpoint) and source.is_dir() and (source / "checkpoints").is_dir()
     if not is_run and args.weights != "ema":
         raise TimError("--weights model applies to training runs only", "drop --weights")
     if is_run and args.preset is not None:
@@ -571,8 +573,10 @@ def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
         return VectorBackend(model, info, device, args.dtype)
     from tim.pipeline import TiMPipeline
 
+    if is_bundled(args.checkpoint) and args.preset is not None:
+        raise TimError("--preset applies to released .safetensors files only", "drop --preset")
     pipe = TiMPipeline.load(
-        source,
+        args.checkpoint if is_bundled(args.checkpoint) else source,
         preset=args.preset,
         autoencoder=args.autoencoder,
         text_encoder=args.text_encoder,
@@ -737,8 +741,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--checkpoint",
         required=True,
         metavar="PATH",
-        help="a run folder (tim train --out), a pipeline folder (tim convert / save_pretrained) or a "
-        "released .safetensors file (then also --preset and --autoencoder)",
+        help="a run folder (tim train --out), a pipeline folder (tim convert / save_pretrained), a "
+        "bundled model (bundled:scenes, bundled:digits; tim models lists them) or a released "
+        ".safetensors file (then also --preset and --autoencoder)",
     )
     source.add_argument(
         "--preset", default=None, help="TiM preset of a released .safetensors file, e.g. TiM-XL/2"

@@ -306,25 +306,46 @@ def train_or_reuse(
 def evaluate_method(config: GenevalConfig, method: str, run_dir: Path, log: Callable[[str], None]) -> dict:
     """``{split: {scale: {steps: scores}}}`` of one trained method."""
     model, encoder = load_scene_model(run_dir, config.device)
+    return score_model(
+        model,
+        encoder,
+        config.step_counts,
+        config.per_category,
+        config.heldout_per_category if "heldout" in config.splits else 0,
+        scales=config.guidance_scales,
+        method=sampler_of(method),
+        noise_seed=EVAL_NOISE_SEED + config.seed,
+        log=lambda line: log(f"{method} {line}"),
+    )
+
+
+def score_model(
+    model: torch.nn.Module,
+    encoder: Any,
+    step_counts: Sequence[int],
+    per_category: int,
+    heldout_per_category: int,
+    *,
+    scales: Sequence[float] = (1.0,),
+    method: str = "transition",
+    noise_seed: int = EVAL_NOISE_SEED,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """``{split: {scale: {steps: scores}}}`` of a text model on the fixed prompt sets of :func:`eval_specs`.
+
+    Seen prompts always; held-out ones when ``heldout_per_category > 0``; one table per CFG scale.
+    """
     results: dict = {}
-    for split in config.splits:
-        specs = eval_specs(split, config.per_category if split == "seen" else config.heldout_per_category)
+    splits = ("seen", "heldout") if heldout_per_category > 0 else ("seen",)
+    for split in splits:
+        specs = eval_specs(split, per_category if split == "seen" else heldout_per_category)
         results[split] = {}
-        for scale in config.guidance_scales:
+        for scale in scales:
             rows = score_steps(
-                model,
-                encoder,
-                specs,
-                config.step_counts,
-                guidance_scale=scale,
-                method=sampler_of(method),
-                noise_seed=EVAL_NOISE_SEED + config.seed,
+                model, encoder, specs, step_counts, guidance_scale=scale, method=method, noise_seed=noise_seed
             )
-            results[split][str(scale)] = rows
-            log(
-                f"{method} {split} cfg {scale:g}: "
-                + " ".join(f"{k}:{v['overall']:.2f}" for k, v in rows.items())
-            )
+            results[split][str(float(scale))] = rows
+            log(f"{split} cfg {scale:g}: " + " ".join(f"{k}:{v['overall']:.2f}" for k, v in rows.items()))
     return results
 
 

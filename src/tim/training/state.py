@@ -29,7 +29,9 @@ from tim.training.checkpoint import (
     Checkpoint,
     list_checkpoints,
     load_latest,
+    read_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 from tim.training.config import (
     RunConfig,
@@ -178,15 +180,27 @@ def restore_state(
     return TrainState(**(counters | {"step": checkpoint.step}))
 
 
+def _checkpoint_at(run_dir: str | Path, step: int, which: str) -> Any:
+    """The verified checkpoint of ``step`` (its weights ``which`` only); one line when it is absent or bad."""
+    path = next((p for p in list_checkpoints(run_dir) if p.name == f"step_{step:08d}"), None)
+    problem = "it does not exist" if path is None else verify_checkpoint(path)
+    if path is None or problem is not None:
+        raise TimError(
+            f"checkpoint of step {step} in '{run_dir}' is unusable ({problem})", "pass another step"
+        )
+    return read_checkpoint(path, (which,))
+
+
 def load_run(
-    run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu"
+    run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu", step: int | None = None
 ) -> tuple[nn.Module, RunConfig]:
-    """Load the weights of a run's latest good checkpoint for sampling and evaluation.
+    """Load the weights of a run's latest good checkpoint (or of ``step``) for sampling and evaluation.
 
     Args:
         run_dir: a directory written by :func:`tim.training.train`.
         which: ``"ema"`` (default; the averaged weights) or ``"model"`` (the raw weights).
         device: where to put the model.
+        step: the checkpoint of this optimizer step instead of the latest (e.g. for a learning curve).
 
     Returns:
         ``(model, cfg)``: the network in eval mode and the run's resolved config.
@@ -198,7 +212,9 @@ def load_run(
 
     if which not in ("ema", "model"):
         raise TimError(f"which = {which!r} is not a weight set", "use which='ema' or which='model'")
-    checkpoint = load_latest(run_dir)
+    checkpoint = (
+        load_latest(run_dir, parts=(which,)) if step is None else _checkpoint_at(run_dir, step, which)
+    )
     if checkpoint is None and list_checkpoints(run_dir):
         raise TimError(
             f"every checkpoint in '{run_dir}' is corrupt or partial (each one is named in a warning)",
