@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ and pip (README, "Quick start"):
 #   make demo   -> creates .venv, installs torch (CPU build) + this package, runs `tim demo`
 #   make test   -> same virtual environment, runs the default test suite (what .ci/run calls)
-#   make app    -> serves `tim app` on the demo's model at http://127.0.0.1:7860/ (after make demo)
+#   make app    -> serves `tim app` on the bundled text-to-image model (bundled:scenes) at http://127.0.0.1:7860/
 PYTHON      ?= python3
 VENV        ?= .venv
 BIN          = $(VENV)/bin
@@ -75,9 +75,10 @@ docs-build: $(STAMP)
 release-check: $(STAMP)
 	PYTHON=$(PYTHON) DEV_PYTHON=$(BIN)/python TORCH="$(TORCH)" TORCH_INDEX=$(TORCH_INDEX) bash scripts/release_check.sh
 
-# The local web page on the demo's model (run `make demo` first): http://127.0.0.1:7860/
+# The local web page on the bundled text-to-image model (no training, no download): http://127.0.0.1:7860/
+# On the demo's digits model instead: .venv/bin/tim app --checkpoint outputs/demo/run
 app: $(STAMP)
-	$(BIN)/tim app --checkpoint $(DEMO_OUT)/run
+	$(BIN)/tim app
 
 clean-venv:
 	rm -rf $(VENV)

@@ -91,7 +91,7 @@ class Server:
     server to a non-local address lands in ``trap`` instead of the network.
     """
 
-    def __init__(self, checkpoint: Path, port: int, trap: ProxyTrap) -> None:
+    def __init__(self, checkpoint: Path | None, port: int, trap: ProxyTrap) -> None:
         env = {
             **os.environ,
             "GRADIO_ANALYTICS_ENABLED": "False",
@@ -117,8 +117,7 @@ class Server:
                 "-m",
                 "tim.cli.main",
                 "app",
-                "--checkpoint",
-                str(checkpoint),
+                *(["--checkpoint", str(checkpoint)] if checkpoint is not None else []),
                 "--port",
                 str(port),
             ],
@@ -261,6 +260,48 @@ def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
         if os.environ.get("TIM_APP_SCREENSHOT"):
             shutil.copyfile(tmp_path / "app.png", os.environ["TIM_APP_SCREENSHOT"])
         print(f"tim app: page ready {ready_s:.1f} s after start")
+    finally:
+        code = server.stop()
+        trap.close()
+    assert code == 0, f"tim app did not stop cleanly on Ctrl-C ({code}):\n{''.join(server.output)}"
+    assert trap.connections == 0, "the server tried to reach the network (through the proxy variables)"
+
+
+def test_app_without_checkpoint_opens_the_bundled_scenes_model(tmp_path: Path) -> None:
+    """`tim app` with no argument: the bundled text-to-image model, a prompt, 1 and 8 steps."""
+    from playwright.sync_api import sync_playwright
+
+    from tim.pretrained import available
+
+    chromium = _chromium()
+    assert "scenes" in available(), "the package ships bundled:scenes"
+    trap = ProxyTrap()
+    server = Server(None, _free_port(), trap)
+    try:
+        server.wait_ready()
+        assert "bundled:scenes" in "".join(server.output)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.route(
+                lambda url: not url.startswith(("http://127.0.0.1", "data:", "blob:")),
+                lambda route: route.abort(),
+            )
+            page.goto(server.url)
+            page.wait_for_selector("#tim-generate")
+            page.locator("#tim-prompt textarea").fill("two red circles")
+            _set_number(page, "tim-num", 4)
+            _set_number(page, "tim-steps", 1)
+            one = _generate(page, "1 step (NFE")
+            _set_number(page, "tim-steps", 8)
+            eight = _generate(page, "8 steps (NFE")
+            assert _non_blank(one) and _non_blank(eight) and one.shape == eight.shape
+            red = (eight[..., 0] > 150) & (eight[..., 1] < 80) & (eight[..., 2] < 80)
+            assert red.mean() > 0.01, "a prompt asking for red circles drew no red"
+            page.screenshot(path=str(tmp_path / "app_scenes.png"), full_page=True)
+            browser.close()
+        if os.environ.get("TIM_APP_SCENES_SCREENSHOT"):
+            shutil.copyfile(tmp_path / "app_scenes.png", os.environ["TIM_APP_SCENES_SCREENSHOT"])
     finally:
         code = server.stop()
         trap.close()

@@ -79,6 +79,10 @@ def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     metrics = _check(out, [1, 2])
     assert metrics["train"]["steps"] == 3 and metrics["sampling"]["per_prompt"] == 2
+    from tim.pretrained import available
+
+    if "scenes" in available():  # the report puts the bundled model (same recipe, longer) beside the demo
+        assert metrics["bundled"]["steps"] > 1000 and "`bundled:scenes`" in (out / "report.md").read_text()
     assert "caption encoding" in stdout
     # a second run into the same folder needs --overwrite (nothing is mixed or half-written)
     code, _, err = run_cli(["demo", "--quick", "--out", str(out), "t2i", *TINY])
@@ -197,3 +201,20 @@ def test_full_t2i_demo_fits_15_minutes(tmp_path: Path, run_cli) -> None:
     metrics = _check(out, [1, 2, 4, 8, 16, 32, 64, 128])
     assert metrics["wall_seconds"] <= 15 * 60 * 1.05
     assert metrics["text_encoder"]["share_of_wall_time"] < 0.1
+
+
+def test_report_lines_of_the_bundled_model() -> None:
+    from tim.cli.demo_t2i import bundled_lines
+
+    assert bundled_lines(None) == []
+    bundled = {
+        "steps": 20000,
+        "images": 640000,
+        "overall": {"seen": {"1": 0.5, "8": 0.625}, "heldout": {"1": 0.25}},
+    }
+    lines = bundled_lines(bundled)
+    assert (
+        "20,000 steps" in lines[1]
+        and "| seen | 0.500 | 0.625 |" in lines
+        and "| heldout | 0.250 | - |" in lines
+    )

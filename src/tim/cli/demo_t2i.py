@@ -145,6 +145,7 @@ def _run(
             "seconds": round(sample_seconds, 1),
         },
         "geneval_vs_steps": generated["scores"],
+        "bundled": bundled_reference(),
         "wall_seconds": round(total_seconds, 1),
         "machine": {
             "cpu_threads": torch.get_num_threads(),
@@ -498,6 +499,7 @@ def render_report(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {steps} ({row['nfe']}) | {row['seen']['overall']:.3f} | {held} | " + " | ".join(cells) + " |"
         )
+    lines += bundled_lines(summary.get("bundled"))
     lines += [
         "",
         "![montage](montage.png)",
@@ -510,6 +512,47 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def bundled_reference() -> dict[str, Any] | None:
+    """The scores of ``bundled:scenes`` without guidance: the demo's recipe trained far longer (or None)."""
+    from tim.pretrained import available, card_of
+
+    if "scenes" not in available():
+        return None
+    try:
+        card = card_of("scenes")
+    except TimError:  # a damaged install: the demo still runs, its report just lacks the comparison
+        return None
+    scores = (card.get("scores") or {}).get("geneval") or {}
+    splits = {split: by_scale.get("1.0") for split, by_scale in scores.items() if by_scale.get("1.0")}
+    if "seen" not in splits:
+        return None
+    return {
+        "steps": card.get("steps", 0),
+        "images": card.get("images", 0),
+        "overall": {split: {k: row["overall"] for k, row in rows.items()} for split, rows in splits.items()},
+    }
+
+
+def bundled_lines(bundled: dict[str, Any] | None) -> list[str]:
+    """The report's comparison with the bundled model (the same recipe with more training)."""
+    if not bundled:
+        return []
+    counts = list(bundled["overall"]["seen"])
+    lines = [
+        "",
+        f"What the same recipe reaches with more training: `bundled:scenes` ({bundled['steps']:,} steps, "
+        f"{bundled['images']:,} images; `tim models`, docs/pretrained.md), no guidance, its own prompt set:",
+        "",
+        "| split | " + " | ".join(f"{c} steps" for c in counts) + " |",
+        "|---|" + "---:|" * len(counts),
+    ]
+    for split, row in bundled["overall"].items():
+        lines.append(
+            f"| {split} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in counts) + " |"
+        )
+    return lines
 
 
 def _print_table(summary: dict[str, Any]) -> None:
