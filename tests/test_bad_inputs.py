@@ -2301,6 +2301,139 @@ AUTOENCODER_CASES = [
     ),
 ]
 
+# ------------------------------------------------------------------------------------------------
+# Untrusted files and unbounded inputs: safetensors headers, config sizes, pickled text encoders,
+# endless prompt files, huge autoencoder images, an output path that is a file.
+
+
+def _edit_header(path: Path, edit: Callable[[dict], None], extra_bytes: int = 0) -> Path:
+    """Rewrite a safetensors file's JSON header with ``edit``; optionally grow the file (sparse)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    if extra_bytes:
+        with open(path, "r+b") as handle:
+            handle.truncate(path.stat().st_size + extra_bytes)
+    return path
+
+
+def _int_relabelled(tmp: Path) -> Path:
+    path, _ = tiny_model_file(tmp)
+    return _edit_header(path, lambda header: header["final_layer.linear.weight"].update(dtype="I32"))
+
+
+def _huge_tensor(folder: Path) -> None:
+    def add(header: dict) -> None:
+        end = max(entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__")
+        header["huge"] = {"dtype": "F32", "shape": [2**31], "data_offsets": [end, end + 2**33]}
+
+    _edit_header(folder / "model.safetensors", add, extra_bytes=2**33)
+
+
+def _config_list(folder: Path) -> None:
+    (folder / "config.json").write_text("[1, 2]")
+
+
+def _config_absurd(folder: Path) -> None:
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(hidden_size=10_000_000, num_heads=1)
+    (folder / "config.json").write_text(json.dumps(meta))
+
+
+def _pickled_text_encoder(tmp: Path) -> str:
+    from helpers.text_models import tiny_bert
+    from tim.text import TextEncoder
+
+    folder = tiny_bert(tmp / "bert")
+    (folder / "model.safetensors").unlink()
+    write_pickle(folder / "pytorch_model.bin", torch_format=True)
+    return never_unpickled(lambda: TextEncoder(folder), tmp)
+
+
+def _bench_out_is_file(tmp: Path) -> str:
+    (tmp / "report.json").write_text("{}")
+    return cli_error(["bench", "cost", "--out", str(tmp / "report.json")])
+
+
+UNTRUSTED_CASES = [
+    Case(
+        "ckpt-header-int-dtype",
+        "checkpoint",
+        "a `.safetensors` whose header relabels a float tensor as `I32`",
+        released(_int_relabelled),
+        ("final_layer.linear.weight", "tiny.safetensors", "stored as I32", "floating-point"),
+        ("re-export",),
+    ),
+    Case(
+        "ckpt-header-huge-tensor",
+        "checkpoint",
+        "`from_pretrained` on a model.safetensors whose header adds an 8 GiB tensor (refused unread)",
+        pretrained_error(_huge_tensor),
+        ("model.safetensors", "unexpected 1 [huge]"),
+        ("belong together",),
+    ),
+    Case(
+        "ckpt-small-file-as-xl2",
+        "checkpoint",
+        "`TiM-tiny` weights loaded as `TiM-XL/2` (refused from the header, nothing built)",
+        released(lambda tmp: tiny_model_file(tmp)[0], preset="TiM-XL/2"),
+        ("tiny.safetensors", "do not match the model", "mis-shaped"),
+        ("preset/overrides",),
+    ),
+    Case(
+        "ckpt-pretrained-config-list",
+        "checkpoint",
+        "`from_pretrained` folder whose config.json is a JSON list",
+        pretrained_error(_config_list),
+        ("config.json holds a JSON list, not an object",),
+        ("save_pretrained",),
+    ),
+    Case(
+        "ckpt-pretrained-absurd-size",
+        "checkpoint",
+        "`from_pretrained` folder whose config.json says `hidden_size: 10000000`",
+        pretrained_error(_config_absurd),
+        ("config.json describes a model of", "hidden_size 10000000", "is free"),
+        ("check the sizes",),
+    ),
+    Case(
+        "text-encoder-pickle",
+        "data",
+        "a text encoder folder whose only weights are a `pytorch_model.bin` that runs code",
+        _pickled_text_encoder,
+        ("refusing to unpickle", "pytorch_model.bin"),
+        ("convert the folder to safetensors",),
+    ),
+    Case(
+        "cli-prompts-dev-zero",
+        "command line",
+        "`tim sample --prompts /dev/zero`",
+        sample_cli("--steps", "1", "--prompts", "/dev/zero"),
+        ("/dev/zero", "not a regular file or a pipe"),
+        ("one prompt per line",),
+    ),
+    Case(
+        "cli-autoencoder-huge-image",
+        "command line",
+        "`tim autoencoder train --image-size 100000`",
+        cli("autoencoder", "train", "--data", "shapes", "--image-size", "100000", "--out", "{out}"),
+        ("image size 100000", "needs at least", "is free"),
+        ("lower --image-size",),
+    ),
+    Case(
+        "cli-bench-out-is-file",
+        "command line",
+        "`tim bench cost --out FILE` where FILE is an existing file",
+        _bench_out_is_file,
+        ("report.json", "is a file, not a folder"),
+        ("pass a folder path",),
+    ),
+]
+
 CASES: list[Case] = (
     CONFIG_CASES
     + CLI_CASES
@@ -2310,6 +2443,7 @@ CASES: list[Case] = (
     + TEXT_CASES
     + PIPELINE_CASES
     + AUTOENCODER_CASES
+    + UNTRUSTED_CASES
 )
 
 # ------------------------------------------------------------------------------------------------

@@ -689,6 +689,44 @@ def check_train_settings(settings: TrainSettings, image_size: int | None = None)
         )
 
 
+# float32 values per pixel and first-block channel that one training step keeps for the backward
+# pass, a lower bound: the full-resolution encoder and decoder blocks alone keep about a dozen
+# (conv, norm and activation outputs of each ResNet layer).
+TRAIN_SAVED_PER_PIXEL = 8
+
+
+def training_memory_bytes(settings: TrainSettings, image_size: int, num_images: int) -> tuple[int, int]:
+    """Lower bound on ``(image bytes, one step's activation bytes)`` of :func:`train_autoencoder`.
+
+    Args:
+        settings: the network and batch size.
+        image_size: the side S of the square images.
+        num_images: training plus held-out images held in memory as float32 (N, 3, S, S).
+    """
+    pixels = image_size * image_size
+    images = num_images * 3 * pixels * 4
+    activations = settings.batch_size * pixels * settings.widths[0] * TRAIN_SAVED_PER_PIXEL * 4
+    return images, activations
+
+
+def check_training_memory(
+    settings: TrainSettings, image_size: int, num_images: int, device: torch.device | str = "cpu"
+) -> None:
+    """One TimError line, before any image is made, when training cannot fit in the free memory."""
+    from tim.system import format_bytes
+
+    images, activations = training_memory_bytes(settings, image_size, num_images)
+    free = available_bytes(device)
+    if images + activations > free:
+        raise TimError(
+            f"training at image size {image_size} on {num_images:,} images with batch size "
+            f"{settings.batch_size} needs at least {format_bytes(images + activations)} "
+            f"(images {format_bytes(images)}, one step {format_bytes(activations)}) but "
+            f"{format_bytes(free)} is free on {device}",
+            "lower --image-size, --num-images or --batch-size",
+        )
+
+
 def _optimise(
     vae: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -699,9 +737,9 @@ def _optimise(
     """The training loop: L1 reconstruction of a sampled latent + kl_weight x KL, warm-up, clipping."""
     bar = None
     if settings.progress:
-        from tqdm.auto import tqdm
+        from tim.progress import progress_bar
 
-        bar = tqdm(total=settings.steps, unit="step", dynamic_ncols=True, desc="autoencoder")
+        bar = progress_bar(total=settings.steps, unit="step", dynamic_ncols=True, desc="autoencoder")
     losses: list[float] = []
     started = time.perf_counter()
     step = 0

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -62,6 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError
+from tim.samplers import MAX_STEPS
 from tim.system import available_memory, format_bytes
 
 __all__ = [
@@ -93,6 +95,62 @@ OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
 # ------------------------------------------------------------------------------------------------
 # Sampling recipe
+
+
+def _json_shown(value: Any) -> str:
+    """A recipe value as it reads in recipe.json (``"4"``, ``null``, ``Infinity``), at most 80 characters."""
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pair(test: Any) -> Any:
+    return lambda value: isinstance(value, (list, tuple)) and len(value) == 2 and all(test(v) for v in value)
+
+
+def _optional(test: Any) -> Any:
+    return lambda value: value is None or test(value)
+
+
+# What each SamplingRecipe field must be, checked before its value is (recipe.json is user input).
+_RECIPE_TYPES: dict[str, tuple[Any, str]] = {
+    "path": (lambda value: isinstance(value, str), "a string"),
+    "path_options": (
+        lambda value: isinstance(value, dict) and all(isinstance(key, str) for key in value),
+        "an object",
+    ),
+    "steps": (_whole, "an integer"),
+    "guidance_scale": (_finite, "a finite number"),
+    "guidance_interval": (_pair(_finite), "a list of two finite numbers"),
+    "interval": (lambda value: isinstance(value, str), "a string"),
+    "stochasticity": (_finite, "a finite number"),
+    "shift": (_finite, "a finite number"),
+    "shift_rule": (lambda value: isinstance(value, str), "a string"),
+    "base_size": (_optional(_pair(_whole)), "null or a list of two integers"),
+    "rope_rule": (lambda value: isinstance(value, str), "a string"),
+    "rope_max_side": (_optional(_whole), "null or an integer"),
+    "latent_scale": (_finite, "a finite number"),
+    "latent_shift": (_finite, "a finite number"),
+    "value_range": (_pair(_finite), "a list of two finite numbers"),
+    "height": (_whole, "an integer"),
+    "width": (_whole, "an integer"),
+    "class_names": (
+        lambda value: (
+            isinstance(value, (list, tuple)) and all(isinstance(name, str) or _whole(name) for name in value)
+        ),
+        "a list of strings",
+    ),
+    "text_max_length": (_whole, "an integer"),
+}
 
 
 @dataclass
@@ -143,12 +201,26 @@ class SamplingRecipe:
     text_max_length: int = 32
 
     def __post_init__(self) -> None:
+        # Types first (a recipe.json can hold anything JSON can), then the values: each refusal is one
+        # line naming the field; from_dict names the file.
+        for name, (ok, expected) in _RECIPE_TYPES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise TimError(
+                    f"sampling recipe: {name} = {_json_shown(value)} is not {expected}",
+                    f"write {name} as {expected}",
+                )
         self.guidance_interval = tuple(float(v) for v in self.guidance_interval)  # JSON gives lists
         self.value_range = tuple(float(v) for v in self.value_range)
         self.base_size = None if self.base_size is None else tuple(int(v) for v in self.base_size)
         self.class_names = [str(name) for name in self.class_names]
         checks = [
             (self.steps >= 1, f"steps={self.steps}", "use at least 1 step"),
+            (
+                self.steps <= MAX_STEPS,
+                f"steps={self.steps}",
+                f"use at most {MAX_STEPS} steps (quality stops improving long before)",
+            ),
             (self.guidance_scale >= 0, f"guidance_scale={self.guidance_scale}", "use 1 for no guidance"),
             (
                 len(self.guidance_interval) == 2
@@ -244,13 +316,21 @@ class SamplingRecipe:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamplingRecipe:
-        """Strictly build a recipe; an unknown key is a one-line error."""
+    def from_dict(cls, data: dict[str, Any], source: str | Path = RECIPE_NAME) -> SamplingRecipe:
+        """Strictly build a recipe; an unknown key, a wrong type or a bad value is a one-line error.
+
+        Args:
+            data: the parsed ``recipe.json``.
+            source: what the errors name (the file's path).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise TimError(f"recipe.json has unknown keys {unknown}", f"use only {sorted(names)}")
-        return cls(**data)
+            raise TimError(f"{source} has unknown keys {unknown}", f"use only {sorted(names)}")
+        try:
+            return cls(**data)
+        except TimError as error:
+            raise TimError(f"{source}: {str(error).removeprefix('sampling recipe: ')}") from None
 
 
 # Recipes of the released checkpoints (tim convert). Numbers: paper.md §7 "Recommended settings",
@@ -662,8 +742,8 @@ class TiMPipeline:
         rho = recipe.stochasticity if rho is None else float(rho)
         if output_type not in OUTPUT_TYPES:
             raise TimError(f"output_type={output_type!r} is unknown", f"use one of {', '.join(OUTPUT_TYPES)}")
-        if not isinstance(steps, int) or steps < 1:
-            raise TimError(f"steps={steps!r} is invalid", "pass a whole number of steps >= 1")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= MAX_STEPS:
+            raise TimError(f"steps={steps!r} is invalid", f"pass a whole number of steps in [1, {MAX_STEPS}]")
         if scale != 1.0 and self.conditioning == "none":
             raise TimError(
                 f"guidance_scale={scale} needs a conditional model but this one is unconditional",
@@ -858,9 +938,9 @@ class TiMPipeline:
     def _progress(chunks: list[list[int]], progress: bool) -> Any:
         if not progress:
             return chunks
-        from tqdm.auto import tqdm
+        from tim.progress import progress_bar
 
-        return tqdm(chunks, desc="generating", unit="batch")
+        return progress_bar(chunks, desc="generating", unit="batch")
 
     def _condition(
         self, labels: list[int] | None, prompts: list[str] | None, chunk: list[int]
@@ -1075,7 +1155,7 @@ class TiMPipeline:
                 f"pipeline folder {folder} has no {RECIPE_NAME}",
                 "re-create it with tim convert or save_pretrained",
             )
-        recipe = SamplingRecipe.from_dict(read_json(folder / RECIPE_NAME, "recipe"))
+        recipe = SamplingRecipe.from_dict(read_json(folder / RECIPE_NAME, "recipe"), folder / RECIPE_NAME)
         if (
             not (folder / MODEL_DIR / "config.json").is_file()
             or not (folder / MODEL_DIR / "model.safetensors").is_file()

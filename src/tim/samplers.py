@@ -32,9 +32,14 @@ from tim.network import Network
 from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
-__all__ = ["SampleResult", "sample", "Method"]
+__all__ = ["MAX_STEPS", "SampleResult", "sample", "Method"]
 
 Method = Literal["transition", "euler", "heun"]
+
+# The most sampling steps any entry point accepts (``tim sample --steps``, ``sample.steps`` of a run
+# config, ``steps`` of a pipeline's recipe.json): 4x the largest step count the paper samples with
+# (250, paper.md §7 table). Quality stops improving long before; a larger number is almost surely a typo.
+MAX_STEPS = 1000
 
 
 @dataclass

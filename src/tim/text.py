@@ -32,6 +32,7 @@ Conventions (the model relies on them):
 from __future__ import annotations
 
 import json
+import pickle
 import time
 import warnings
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ DEFAULT_TEXT_ENCODER = "minilm"
 DEFAULT_MAX_LENGTH = 32  # tokens; the longest scene caption is ~12 MiniLM tokens (the released model: 256)
 ENCODE_BATCH = 64  # prompts per encoder forward pass on a cache miss (bounds the activation memory)
 TEXT_EXTRA = 'pip install "transition-models[text]"'
+# Weight files in a pickle format: unpickling them can run code, so a folder with only these is refused.
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 # model_type of encoder-decoder families whose encoder has its own class in transformers.
 _T5_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 
@@ -254,6 +257,7 @@ class TextEncoder:
             cls = getattr(transformers, _T5_ENCODERS.get(config.get("model_type", ""), "AutoModel"))
         else:
             cls = transformers.AutoModel
+        self._refuse_pickled_weights()
         logging = transformers.utils.logging
         bar, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
         logging.disable_progress_bar()  # a "Loading weights" bar per encoder would clutter every command
@@ -262,8 +266,10 @@ class TextEncoder:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 dtype = {_dtype_keyword(transformers): self.dtype}
-                model = cls.from_pretrained(str(self.folder), local_files_only=True, **dtype)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+                model = cls.from_pretrained(
+                    str(self.folder), local_files_only=True, use_safetensors=True, **dtype
+                )  # use_safetensors: never falls back to pytorch_model.bin
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError) as error:
             raise TimError(
                 f"cannot load the text encoder in '{self.folder}' "
                 f"({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})",
@@ -278,6 +284,19 @@ class TextEncoder:
         if hasattr(model, "language_model") and not hasattr(model.config, "hidden_size"):
             model = model.language_model  # multimodal wrappers (Gemma-3 4B+): use the text decoder
         return model.to(self.device).eval().requires_grad_(False)
+
+    def _refuse_pickled_weights(self) -> None:
+        """One line, before transformers sees the folder, when its only weights are pickles."""
+        if any(self.folder.glob("*.safetensors")):
+            return
+        pickled = sorted(path for pattern in PICKLED_WEIGHTS for path in self.folder.glob(pattern))
+        if pickled:
+            raise TimError(
+                f"refusing to unpickle {pickled[0]} (text encoder weights in a pickle format can run "
+                "code when loaded; the folder has no .safetensors weights)",
+                "convert the folder to safetensors: load the model once where you trust the file and "
+                "save it with model.save_pretrained(folder), which writes model.safetensors",
+            )
 
     def _position_limit(self) -> int:
         """The encoder's maximum sequence length (0 = none stated, e.g. T5's relative positions)."""

@@ -95,6 +95,16 @@ def test_trained_autoencoder_feeds_encode_images_to_latents(tmp_path: Path) -> N
         ),
         (["--data", "shapes", "--latent-channels", "0"], ("latent_channels=0",)),
         (["--data", "scenes", "--minutes", "0"], ("--minutes", "not positive")),
+        (
+            ["--data", "shapes", "--image-size", "100000"],
+            (
+                "training at image size 100000 on 288 images",
+                "needs at least",
+                "is free on cpu",
+                "--image-size",
+            ),
+        ),
+        (["--data", "nowhere", "--image-size", "100000"], ("image size 100000 on 1 images",)),
     ],
 )
 def test_bad_arguments_are_one_line_errors_and_write_nothing(

@@ -299,6 +299,36 @@ def test_text_model_prompts(tmp_path: Path, run_cli) -> None:
             assert fragment in err, err
 
 
+def test_prompts_file_is_bounded(tmp_path: Path) -> None:
+    """/dev/zero, a folder or a huge file is refused in one line; a pipe is read like a file."""
+    import os
+    import threading
+
+    from tim.cli import sample
+
+    for path, fragment in (
+        ("/dev/zero", "is a device or socket, not a regular file or a pipe"),
+        (str(tmp_path), "is a folder, not a regular file or a pipe"),
+    ):
+        with pytest.raises(TimError, match=fragment):
+            sample.read_prompts(None, path)
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as handle:
+        handle.truncate(sample.MAX_PROMPTS_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(TimError, match="huge.txt is larger than the limit of 10 MiB; split it"):
+        sample.read_prompts(None, str(huge))
+    many = tmp_path / "many.txt"
+    many.write_text("p\n" * (sample.MAX_PROMPTS + 1))
+    with pytest.raises(TimError, match="100,001 prompts are more than the limit of 100,000"):
+        sample.read_prompts(None, str(many))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("a red circle\n\ntwo squares\n"))
+    writer.start()
+    assert sample.read_prompts(["x"], str(fifo)) == ["x", "a red circle", "two squares"]
+    writer.join()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"), [("1,2,4", [1, 2, 4]), (" 8 , 1 ", [8, 1]), ("2,2,1", [2, 1]), ("1000", [1000])]
 )
@@ -434,6 +464,34 @@ def test_released_file_needs_preset_and_autoencoder(
         ["sample", "--checkpoint", str(file), "--out", str(tmp_path / "x"), "--preset", "TiM-XL/2"]
     )
     assert code == 2 and "needs its preset and autoencoder" in err and "--autoencoder" in err, err
+
+
+def test_small_released_file_as_xl2_is_refused_from_its_header(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tim sample --checkpoint small.safetensors --preset TiM-XL/2`: one line, the XL network never built."""
+    from safetensors.torch import save_file
+
+    import tim.models.convert as convert
+    from helpers.autoencoders import tiny_kl
+    from tim.models import build_model
+
+    file = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("TiM-tiny").state_dict().items()}, str(file))
+    devices: list[str] = []
+    real_tim = convert.TiM
+
+    def spy(config):  # noqa: ANN001, ANN202
+        model = real_tim(config)
+        devices.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(convert, "TiM", spy)
+    argv = ["sample", "--checkpoint", str(file), "--preset", "TiM-XL/2", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli([*argv, "--autoencoder", str(tiny_kl(tmp_path / "vae")), "--steps", "1"])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"weights in {file} do not match the model" in err and "(1152, 1152)" in err, err
+    assert devices == ["meta"] and not (tmp_path / "out").exists()
 
 
 def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -> None:

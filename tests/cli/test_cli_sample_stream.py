@@ -352,3 +352,164 @@ def test_sigterm_keeps_finished_shards_and_the_same_command_resumes(tiny_run: Pa
     assert result.returncode == 0 and f"resumed after {done} finished shard(s)" in result.stdout, (
         result.stderr
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Nothing in --out is trusted on resume: index.json names and symbolic links
+
+
+SMALL = (
+    "--steps",
+    "1",
+    "--class",
+    "0,1",
+    "--num",
+    "4",
+    "--shard-size",
+    "2",
+    "--batch-size",
+    "2",
+    "--seed",
+    "3",
+)
+
+
+def _edit_index(out: Path, edit) -> None:  # noqa: ANN001 - edit(index dict) changes it in place
+    index = json.loads((out / "index.json").read_text())
+    edit(index)
+    (out / "index.json").write_text(json.dumps(index))
+
+
+def _outside(out: Path) -> Path:
+    """A file outside --out whose size a planted shard entry can match."""
+    secret = out.parent / "secret.bin"
+    secret.write_bytes(b"x" * 123)
+    return secret
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (
+            lambda index, out: index["steps"]["1"]["shards"][0].update(
+                npz=f"../{_outside(out).name}", bytes=_outside(out).stat().st_size
+            ),
+            "steps.1.shards[0].npz",
+        ),
+        (
+            lambda index, out: index["steps"]["1"]["shards"][1].update(npz=str(_outside(out))),
+            "steps.1.shards[1].npz",
+        ),
+        (lambda index, out: index["steps"]["1"].update(grid=str(_outside(out))), "steps.1.grid"),
+        (lambda index, out: index["steps"]["1"].update(grid="../steps_001.png"), "steps.1.grid"),
+        (lambda index, out: index["steps"].pop("1"), "steps.1 is missing"),
+        (lambda index, out: index["steps"]["1"].update(shards=None), "steps.1.shards = null is not a list"),
+        (
+            lambda index, out: index["steps"]["1"]["shards"][0].update(shard="0"),
+            'steps.1.shards[0].shard = "0"',
+        ),
+        (
+            lambda index, out: index["steps"]["1"]["shards"][1].update(shard=0),
+            "steps.1.shards[1].shard = 0 appears twice",
+        ),
+        (
+            lambda index, out: index["steps"]["1"]["shards"][0].update(stop=9),
+            "steps.1.shards[0].stop = 9 is not 2",
+        ),
+        (lambda index, out: index["steps"]["1"]["shards"][0].pop("bytes"), "steps.1.shards[0].bytes"),
+        (
+            lambda index, out: index["steps"]["1"]["shards"].__setitem__(0, "x"),
+            "steps.1.shards[0] is not an object",
+        ),
+        (lambda index, out: index["steps"].update({"7": index["steps"]["1"]}), "steps.7 is not a step count"),
+        (lambda index, out: index.update(command=[1]), "not a readable tim sample index"),
+    ],
+    ids=[
+        "npz-dotdot",
+        "npz-absolute",
+        "grid-absolute",
+        "grid-dotdot",
+        "missing-step",
+        "shards-null",
+        "shard-string",
+        "shard-twice",
+        "wrong-range",
+        "no-bytes",
+        "entry-not-object",
+        "unknown-step",
+        "command-not-object",
+    ],
+)
+def test_a_tampered_index_is_refused_naming_the_key(
+    tiny_run: Path, tmp_path: Path, run_cli, edit, key: str
+) -> None:
+    """Every name and number read from index.json must be the one this job writes, or the resume stops."""
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *SMALL))[0] == 0
+    secret = _outside(out)
+    _edit_index(out, lambda index: edit(index, out))
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"}
+    code, _, err = run_cli(_argv(tiny_run, out, *SMALL))
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and key in err and "index.json" in err, err
+    if "readable" not in key:
+        assert "rerun the command with --overwrite" in err, err
+    after = {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"}
+    assert after == before and secret.read_bytes() == b"x" * 123  # nothing read as done, written or deleted
+
+
+def _link_steps_folder(out: Path) -> Path:
+    elsewhere = out.parent / "elsewhere"
+    (out / "steps_001").rename(elsewhere)
+    (elsewhere / ".victim.tmp").write_bytes(b"mine")  # what a resume's clean-up would delete
+    (elsewhere / "000000.png").unlink()  # what a resume would write there
+    (out / "steps_001").symlink_to(elsewhere, target_is_directory=True)
+    return out / "steps_001"
+
+
+def _link_file(out: Path, name: str) -> Path:
+    target = out.parent / f"elsewhere-{name.replace('/', '-')}"
+    (out / name).rename(target)
+    (out / name).symlink_to(target)
+    return out / name
+
+
+@pytest.mark.parametrize(
+    ("plant", "overwrite"),
+    [
+        (lambda out: _link_steps_folder(out), False),
+        (lambda out: _link_steps_folder(out), True),
+        (lambda out: _link_file(out, "steps_001-00001.npz"), False),
+        (lambda out: _link_file(out, "steps_001.png"), True),
+        (lambda out: _link_file(out, "index.json"), False),
+        (lambda out: _link_file(out, "steps_001/000003.png"), False),
+        (lambda out: _link_file(out, ".lock"), False),
+    ],
+    ids=["steps-folder", "steps-folder-overwrite", "shard", "grid-overwrite", "index", "sample-png", "lock"],
+)
+def test_symbolic_links_in_out_are_refused_not_followed(
+    tiny_run: Path, tmp_path: Path, run_cli, plant, overwrite: bool
+) -> None:
+    out = tmp_path / "s"
+    assert run_cli(_argv(tiny_run, out, *SMALL))[0] == 0
+    link = plant(out)
+    target = link.resolve()
+    outside = {
+        path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and out not in path.parents
+    }
+    code, _, err = run_cli(_argv(tiny_run, out, *SMALL, *(["--overwrite"] if overwrite else [])))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"'{link}' is a symbolic link" in err and "remove the link" in err, err
+    now = {
+        path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and out not in path.parents
+    }
+    assert now == outside and target.exists()  # the link's target was neither written nor deleted
+
+
+def test_a_dangling_lock_link_creates_no_file(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    out, important = tmp_path / "s", tmp_path / "important.txt"
+    out.mkdir()
+    (out / ".lock").symlink_to(important)
+    code, _, err = run_cli(_argv(tiny_run, out, *SMALL, "--overwrite"))
+    assert code == 2 and "lock file" in err and "is a symbolic link" in err, err
+    assert not important.exists() and not (out / "index.json").exists()

@@ -175,6 +175,50 @@ def test_bad_captions_file_lines_are_named(tmp_path: Path, bert: str, text: str,
     assert "\n" not in str(error.value) and '{"file"' in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../secret.png",  # a real image beside the data root
+        "img/../../secret.png",
+        "ABSOLUTE",  # the same image by its absolute path
+        "img/link.png",  # a symbolic link inside the root that leads out of it
+        "outside/secret.png",  # a linked folder inside the root that leads out of it
+    ],
+)
+def test_captions_naming_files_outside_the_data_root_are_refused(
+    tmp_path: Path, bert: str, name: str
+) -> None:
+    root = tmp_path / "data"
+    _jsonl_folder(root, count=2)
+    secret = tmp_path / "secret.png"
+    _image(secret, 200)
+    (root / "img" / "link.png").symlink_to(secret)
+    (root / "outside").symlink_to(tmp_path, target_is_directory=True)
+    name = str(secret) if name == "ABSOLUTE" else name
+    with (root / "captions.jsonl").open("a") as handle:
+        handle.write(json.dumps({"file": name, "caption": "stolen"}) + "\n")
+    with pytest.raises(TimError) as error:
+        build_data_source(
+            DataConfig(name="image_folder", root=str(root), text_encoder=bert, max_bad_fraction=0.9),
+            batch_size=1,
+        )
+    message = str(error.value)
+    assert "\n" not in message and f"captions.jsonl' line 3 names {name!r}" in message, message
+    assert f"is not inside data.root '{root}'" in message and "relative to data.root" in message, message
+
+
+def test_captions_naming_files_through_a_link_inside_the_root_are_kept(tmp_path: Path, bert: str) -> None:
+    """A link that stays inside the data root is an ordinary file of it."""
+    _jsonl_folder(tmp_path, count=2)
+    (tmp_path / "img" / "again.png").symlink_to(tmp_path / "img" / "0.png")
+    with (tmp_path / "captions.jsonl").open("a") as handle:
+        handle.write(json.dumps({"file": "img/again.png", "caption": "the first one again"}) + "\n")
+    source = build_data_source(
+        DataConfig(name="image_folder", root=str(tmp_path), text_encoder=bert), batch_size=3
+    )
+    assert source.info.num_items == 3 and "the first one again" in source.info.text.captions
+
+
 def test_captions_naming_missing_files_are_reported(tmp_path: Path, bert: str) -> None:
     _jsonl_folder(tmp_path, count=3)
     with (tmp_path / "captions.jsonl").open("a") as handle:

@@ -158,3 +158,21 @@ def test_a_list_of_train_steps_sweeps_the_budget(tmp_path, monkeypatch, capsys) 
     assert json.loads(capsys.readouterr().out)["budgets"].keys() == {"7", "9"}  # printed too
     assert main([*args[:4], "--train-steps", "7,x", "--out", str(tmp_path)]) == 2
     assert "comma-separated list of integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["quality", "cost", "geneval"])
+def test_out_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, command) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    for name in ("quality.run_quality", "cost.run_cost", "geneval_bench.run_geneval"):
+        monkeypatch.setattr(f"tim.evaluation.{name}", never)
+    (tmp_path / "report").write_text("not a folder")
+    for out, fragment in (
+        (tmp_path / "report", f"--out '{tmp_path / 'report'}' is a file, not a folder"),
+        (tmp_path / "report" / "sub", f"'{tmp_path / 'report'}' in --out"),
+    ):
+        assert main(["bench", command, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err and "pass a folder path" in err, err
+        assert "Traceback" not in err

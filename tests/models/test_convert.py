@@ -146,3 +146,52 @@ def test_text_model_round_trip_through_released_layout(tmp_path: Path) -> None:
     x, t, r, _ = inputs()
     context = torch.randn(2, 5, 12)
     assert torch.equal(loaded(x, t, r, context=context), ours(x, t, r, context=context))
+
+
+def test_smaller_file_as_a_large_preset_is_refused_before_building_it(
+    tmp_path: Path, released_state: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file loaded as TiM-XL/2: refused from its header; the 672M network is never built."""
+    import safetensors
+
+    import tim.models.convert as convert
+
+    save_file(released_state, str(tmp_path / "small.safetensors"))
+    built: list[str] = []
+    real_tim = convert.TiM
+
+    def spy(config: object) -> TiM:
+        model = real_tim(config)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tensor data was read")
+
+    monkeypatch.setattr(convert, "TiM", spy)
+    monkeypatch.setattr(safetensors, "safe_open", no_read)
+    with pytest.raises(TimError) as info:
+        load_released_checkpoint(tmp_path / "small.safetensors", "TiM-XL/2")
+    message = str(info.value)
+    assert "\n" not in message and "small.safetensors do not match the model" in message
+    assert "mis-shaped" in message and "(1152, 1152)" in message
+    assert built == ["meta"]  # only the shape-only model on the meta device
+
+
+def test_integer_weights_are_refused_in_every_format(tmp_path: Path, released_state: dict) -> None:
+    """Integer tensors where float weights belong would be cast into garbage: refused by name."""
+    state = dict(released_state)
+    state["final_layer.linear.weight"] = state["final_layer.linear.weight"].to(torch.int32)
+    metadata = {"config": json.dumps(REF_CONFIG)}
+    save_file(state, str(tmp_path / "int.safetensors"), metadata=metadata)
+    torch.save(state, tmp_path / "int.pt")
+    for name in ("int.safetensors", "int.pt"):
+        with pytest.raises(TimError, match=f"final_layer.linear.weight in .*{name} is stored as I32"):
+            load_released_checkpoint(tmp_path / name, released_config(REF_CONFIG))
+
+
+def test_metadata_config_that_is_not_an_object_is_one_line(tmp_path: Path, released_state: dict) -> None:
+    for text in ("[1, 2]", "{", json.dumps({k: v for k, v in REF_CONFIG.items() if k != "qk_norm"})):
+        save_file(released_state, str(tmp_path / "m.safetensors"), metadata={"config": text})
+        with pytest.raises(TimError, match="not a JSON object of TiM constructor arguments"):
+            load_released_checkpoint(tmp_path / "m.safetensors")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,134 @@ def test_config_dict_round_trip() -> None:
     for config in TIM_PRESETS.values():
         assert type(config).from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert dataclasses.replace(TIM_PRESETS["TiM-tiny"], rope_scale=0.5).to_dict()["rope_scale"] == 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# Untrusted files: the header, the config and the size are checked before anything large happens.
+
+
+def edit_header(path: Path, edit, extra_bytes: int = 0) -> None:
+    """Rewrite the JSON header of a safetensors file with ``edit(header)``; optionally grow the file (sparse)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    edit(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    if extra_bytes:
+        os.truncate(path, path.stat().st_size + extra_bytes)
+
+
+def no_tensor_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any read of tensor data (safetensors.safe_open) fail the test."""
+    import safetensors
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tensor data was read before the header was checked")
+
+    monkeypatch.setattr(safetensors, "safe_open", refuse)
+
+
+def test_integer_relabelled_tensor_is_refused_from_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    edit_header(folder / "model.safetensors", lambda h: h["final_layer.linear.weight"].update(dtype="I32"))
+    no_tensor_reads(monkeypatch)
+    with pytest.raises(TimError) as info:
+        from_pretrained(folder)
+    message = str(info.value)
+    assert "\n" not in message and "model.safetensors" in message
+    assert "tensor final_layer.linear.weight" in message and "stored as I32" in message
+    assert "floating-point" in message
+
+
+def test_huge_declared_tensor_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An 8 GiB tensor in the header (the file really that long, sparse) is refused by key, unread."""
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    weights = folder / "model.safetensors"
+
+    def add_huge(header: dict) -> None:
+        end = max(entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__")
+        header["huge"] = {"dtype": "F32", "shape": [2**31], "data_offsets": [end, end + 2**33]}
+
+    edit_header(weights, add_huge, extra_bytes=2**33)
+    no_tensor_reads(monkeypatch)
+    with pytest.raises(TimError, match=r"unexpected 1 \[huge\]"):
+        from_pretrained(folder)
+    os.truncate(weights, weights.stat().st_size - 2**33)  # the same header, the data cut off
+    with pytest.raises(TimError, match=r"tensor 'huge' has data_offsets \[\d+, \d+\] outside the file"):
+        from_pretrained(folder)
+
+
+def test_misshaped_huge_tensor_is_refused_by_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    weights = folder / "model.safetensors"
+
+    def grow(header: dict) -> None:
+        entry = header["final_layer.linear.weight"]
+        start = entry["data_offsets"][0]
+        entry.update(shape=[2**20, 2**10], data_offsets=[start, start + 2**32])
+
+    edit_header(weights, grow)
+    with pytest.raises(TimError, match="not a valid safetensors file.*final_layer.linear.weight"):
+        from_pretrained(folder)  # offsets overlap and run past the file: refused as corrupt
+    no_tensor_reads(monkeypatch)
+    with pytest.raises(TimError, match="header length"):
+        (folder / "model.safetensors").write_bytes((2**40).to_bytes(8, "little") + b"{}")
+        from_pretrained(folder)
+
+
+def test_config_json_that_is_not_an_object_is_one_line(tmp_path: Path) -> None:
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    for text, kind in (("[1, 2]", "list"), ('"TiM"', "string"), ("null", "null")):
+        (folder / "config.json").write_text(text)
+        with pytest.raises(TimError, match=f"config.json holds a JSON {kind}, not an object"):
+            from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "TiM", "config": [1]}))
+    with pytest.raises(TimError, match="'config' entry of .*config.json is a JSON list"):
+        from_pretrained(folder)
+
+
+def test_absurd_config_is_refused_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(hidden_size=10_000_000, num_heads=1)
+    (folder / "config.json").write_text(json.dumps(meta))
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(TiM, "__init__", never)
+    with pytest.raises(TimError) as info:
+        from_pretrained(folder)
+    message = str(info.value)
+    assert "config.json describes a model of" in message and "hidden_size 10000000" in message
+    assert "TiB to build" in message and "is free" in message and "check the sizes" in message
+
+
+def test_estimated_parameters_are_exact_for_every_preset() -> None:
+    from tim.models import MLP_PRESETS
+    from tim.models.weights import estimated_parameters
+
+    variants = []
+    for config in TIM_PRESETS.values():
+        variants += [
+            config,
+            dataclasses.replace(config, conditioning="text", text_dim=40, pooled_text=True, z_dim=0),
+            dataclasses.replace(
+                config,
+                conditioning="none",
+                qk_norm=False,
+                interval_attention=False,
+                decoupled_time_embedding=False,
+            ),
+        ]
+    variants += list(MLP_PRESETS.values())
+    for config in variants:
+        with torch.device("meta"):
+            real = sum(p.numel() for p in build_model(config).parameters())
+        assert estimated_parameters(config) == real, config

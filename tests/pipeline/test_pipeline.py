@@ -163,6 +163,43 @@ def test_save_and_load_reproduce_images_bit_for_bit(tmp_path: Path) -> None:
     assert TiMPipeline.from_pretrained(folder).recipe.steps == 1
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("steps", 1_000_000_000, "steps=1000000000 is invalid; use at most 1000 steps"),
+        ("steps", 0, "steps=0 is invalid; use at least 1 step"),
+        ("steps", "4", 'steps = "4" is not an integer; write steps as an integer'),
+        ("steps", True, "steps = true is not an integer"),
+        ("steps", 2.5, "steps = 2.5 is not an integer"),
+        ("class_names", 5, "class_names = 5 is not a list of strings"),
+        ("class_names", "abc", 'class_names = "abc" is not a list of strings'),
+        ("guidance_interval", 0.5, "guidance_interval = 0.5 is not a list of two finite numbers"),
+        ("guidance_interval", [0, 1, 2], "guidance_interval = [0, 1, 2] is not a list of two finite numbers"),
+        ("value_range", [0, math.inf], "value_range = [0, Infinity] is not a list of two finite numbers"),
+        ("value_range", [math.nan, 1], "value_range = [NaN, 1] is not a list of two finite numbers"),
+        ("value_range", [1, 0], "value_range=(1.0, 0.0) is invalid; use (low, high) with low < high"),
+        ("value_range", None, "value_range = null is not a list of two finite numbers"),
+        ("guidance_scale", "2", 'guidance_scale = "2" is not a finite number'),
+        ("base_size", [4, "4"], 'base_size = [4, "4"] is not null or a list of two integers'),
+        ("path_options", [], "path_options = [] is not an object"),
+        ("height", None, "height = null is not an integer"),
+    ],
+)
+def test_a_bad_recipe_json_is_one_line_naming_the_file_and_the_key(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    """recipe.json is user input: a wrong type or a value out of range never loads (nor gives a traceback)."""
+    folder = TiMPipeline(tiny_model(in_channels=3), SamplingRecipe()).save_pretrained(tmp_path / "pipe")
+    recipe = json.loads((folder / "recipe.json").read_text())
+    (folder / "recipe.json").write_text(
+        json.dumps(recipe | {key: value})
+    )  # Infinity and NaN as Python writes them
+    with pytest.raises(TimError) as error:
+        TiMPipeline.load(folder)
+    text = str(error.value)
+    assert "\n" not in text and text.startswith(f"{folder / 'recipe.json'}: ") and message in text, text
+
+
 def test_broken_pipeline_folders(tmp_path: Path) -> None:
     folder = TiMPipeline(tiny_model(in_channels=3), SamplingRecipe()).save_pretrained(tmp_path / "pipe")
     (tmp_path / "other").mkdir()

@@ -155,6 +155,36 @@ def test_bad_inputs(tmp_path, minilm: TextEncoder, tiny_folders: dict) -> None:
         TextEncoder(tmp_path)
 
 
+class _RunsCode:
+    """A pickle payload: unpickling it writes a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({self.marker!r}, 'w').write('unpickled')",)
+
+
+def test_folder_with_pickled_weights_is_refused_in_one_line(tmp_path, tiny_folders: dict) -> None:
+    """A pytorch_model.bin that runs code: one line naming the file, nothing unpickled, no traceback."""
+    import shutil
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_folders["bert"], folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "marker"
+    torch.save({"weights": _RunsCode(str(marker))}, folder / "pytorch_model.bin")
+    with pytest.raises(TimError) as info:
+        TextEncoder(folder)
+    message = str(info.value)
+    assert "\n" not in message and not marker.exists()
+    assert message.startswith(f"refusing to unpickle {folder / 'pytorch_model.bin'}")
+    assert "convert the folder to safetensors" in message
+    # Next to safetensors weights the pickle is ignored, never loaded.
+    shutil.copy(tiny_folders["bert"] / "model.safetensors", folder)
+    assert TextEncoder(folder)(["a red circle"])["context"].shape[0] == 1 and not marker.exists()
+
+
 def test_missing_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

@@ -182,6 +182,12 @@ BAD_CONFIGS: list[tuple[str, list[str] | str, tuple[str, ...]]] = [
     ("sample-steps-empty", ["sample.steps=[]"], ("sample.steps = []", "sample.steps=1,2,4")),
     ("sample-steps-zero", ["sample.steps=0,1"], ("sample.steps = [0, 1]", ">= 1")),
     ("sample-steps-text", ["sample.steps=one"], ("sample.steps = ['one']", "each an integer")),
+    (
+        "sample-steps-huge",
+        ["sample.steps=[1,100000000]"],
+        ("sample.steps = [1, 100000000] has 100000000 steps, above the maximum of 1000", "[1, 1000]"),
+    ),
+    ("sample-steps-yaml-huge", "sample: {steps: [1001]}\n", ("above the maximum of 1000", "[1, 1000]")),
     ("cfg-negative", ["sample.guidance_scale=-1"], ("sample.guidance_scale", "at least 0")),
     ("interval-reversed", ["sample.guidance_interval=0.8,0.2"], ("not an interval", "low <= high")),
     ("data-unknown", ["data.name=mnist"], ("data.name='mnist'", "digits")),
@@ -210,6 +216,17 @@ def test_bad_config_gets_one_line_error(case: tuple, tmp_path: Path) -> None:
     assert "\n" not in message
     for fragment in fragments:
         assert fragment.lower() in message.lower(), f"{fragment!r} not in {message!r}"
+
+
+def test_sample_steps_share_the_sampling_cap() -> None:
+    """A run config accepts exactly the step counts `tim sample --steps` accepts (one constant)."""
+    from tim.cli.sample import MAX_STEPS as cli_cap
+    from tim.samplers import MAX_STEPS
+
+    assert cli_cap is MAX_STEPS
+    assert load_config("digits", [f"sample.steps=1,{MAX_STEPS}"]).sample.steps == (1, MAX_STEPS)
+    with pytest.raises(TimError, match=f"above the maximum of {MAX_STEPS}"):
+        load_config("digits", [f"sample.steps={MAX_STEPS + 1}"])
 
 
 def _valid_keys(overrides: list[str]) -> list[str]:

@@ -132,6 +132,54 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     RunLock(tmp_path).release()  # free again
 
 
+@pytest.mark.parametrize("dangling", [False, True], ids=["link-to-a-file", "dangling-link"])
+def test_a_symlinked_lock_file_is_refused_not_followed(tiny_config, tmp_path: Path, dangling: bool) -> None:
+    """`tim train --out RUN` with RUN/.lock a link: one line naming the link; the target is untouched."""
+    target = tmp_path / "important.txt"
+    if not dangling:
+        target.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(target)
+    with pytest.raises(TimError) as caught:
+        train(tiny_config(), run)
+    message = str(caught.value)
+    assert "\n" not in message and f"'{run / '.lock'}' is a symbolic link" in message, message
+    assert "remove the link" in message, message
+    assert target.exists() != dangling  # a dangling link created no file
+    if not dangling:
+        assert target.read_text() == "keep me\n"  # not truncated, no PID written
+    assert not list_checkpoints(run)
+
+
+def test_the_lock_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(TimError, match=r"cannot open the lock file .*\.lock"):
+        RunLock(tmp_path)
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".lock")
+    with pytest.raises(TimError, match=r"lock file .*\.lock' is not a regular file; remove it"):
+        RunLock(fifo)  # refused at once, not hanging on the pipe
+
+
+def test_checkpoint_temporaries_never_write_through_a_planted_link(tmp_path: Path) -> None:
+    """The run directory's probe and JSON temporaries have predictable names; a link there is replaced."""
+    from tim.training.checkpoint import check_output_dir, write_json_atomic
+
+    target = tmp_path / "important.txt"
+    target.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / f".write-test-{os.getpid()}").symlink_to(target)
+    (run / f".summary.json.tmp-{os.getpid()}").symlink_to(target)
+    check_output_dir(run, 0)
+    write_json_atomic(run / "summary.json", {"ok": True})
+    assert target.read_text() == "keep me\n"
+    assert json.loads((run / "summary.json").read_text()) == {"ok": True}
+    assert not (run / "summary.json").is_symlink()
+
+
 # ------------------------------------------------------------------------------------------------
 # Resume that refuses to guess
 

@@ -94,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim autoencoder train``."""
-    from tim.autoencoders import TrainSettings, check_train_settings, train_autoencoder
+    from tim.autoencoders import TrainSettings, check_train_settings, check_training_memory, train_autoencoder
 
     settings = TrainSettings(
         widths=_parse_widths(args.widths),
@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     check_train_settings(settings, args.image_size)
+    # Synthetic data is rendered in memory (training + held-out images); a folder's image count is
+    # known only once it is decoded, so for a folder this checks one image and one step.
+    in_memory = args.num_images + SYNTHETIC_HELDOUT if args.data in SYNTHETIC else 1
+    check_training_memory(settings, args.image_size, in_memory)
     if args.threads is not None and args.threads < 1:
         raise TimError(f"--threads {args.threads} is < 1", "pass a positive thread count")
     out = prepare_autoencoder_dir(args.out, args.overwrite)

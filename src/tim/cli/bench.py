@@ -347,8 +347,24 @@ def run_geneval_command(args: argparse.Namespace) -> dict:
     return report
 
 
+def check_out_dir(out: str | None) -> None:
+    """``--out`` must be a folder or a path where one can be made: one line otherwise, before any work."""
+    if out is None:
+        return
+    path = Path(out)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = f"--out {out!r} is" if parent == path else f"{str(parent)!r} in --out {out!r} is"
+                raise TimError(
+                    f"{where} a file, not a folder", "pass a folder path (it is created if needed)"
+                )
+            break
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark and print its JSON report; returns the exit status."""
+    check_out_dir(args.out)
     _threads(args.threads)
     commands = {"quality": run_quality_command, "cost": run_cost_command, "geneval": run_geneval_command}
     report = commands[args.bench_command](args)

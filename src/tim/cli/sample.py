@@ -34,9 +34,9 @@ import torch
 
 from tim.cli.main import HelpFormatter
 from tim.errors import TimError
+from tim.samplers import MAX_STEPS  # the one step cap, shared with run configs and pipeline recipes
 
 # Limits of the command line (issue 13: every parameter with a range is checked before any work).
-MAX_STEPS = 1000  # 4x the largest step count the paper samples with (250, paper.md §7 table)
 MAX_GUIDANCE_SCALE = 30.0  # 10x the largest CFG scale the paper uses (3.0 at 512, paper.md §7)
 MAX_STOCHASTICITY = 1.0  # rho = 1 is the full reverse SDE (noise scale rho * alpha_t, paper.md §7 App. A.3)
 MAX_SIDE = 16384  # pixels per side: 4x the largest size the paper samples (4096, paper.md §8)
@@ -185,12 +185,19 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+MAX_PROMPTS_BYTES = 10 * 2**20  # a --prompts file larger than this is not a caption list
+MAX_PROMPTS = 100_000  # prompts per job (x samples per prompt); more is almost surely a mistake
+
+
 def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> list[str]:
     """The prompts of ``--prompt`` (repeatable) followed by those of ``--prompts FILE``.
 
     Args:
         prompts: the ``--prompt`` values (None when not given).
-        prompts_file: a UTF-8 text file with one prompt per line; blank lines are ignored.
+        prompts_file: a UTF-8 text file with one prompt per line; blank lines are ignored. It must
+            be a regular file or a pipe (``/dev/stdin``, ``<(...)``) and is read up to
+            :data:`MAX_PROMPTS_BYTES` bytes and :data:`MAX_PROMPTS` prompts, so ``/dev/zero`` or a
+            huge file is refused instead of read without end.
 
     Returns:
         The prompts in order (may be empty when neither option was given).
@@ -199,29 +206,46 @@ def read_prompts(prompts: Sequence[str] | None, prompts_file: str | None) -> lis
     if any(not text for text in found):
         raise TimError("--prompt is empty", 'pass a caption such as --prompt "a red circle"')
     if prompts_file is not None:
-        path = Path(prompts_file)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise TimError(
-                f"--prompts file {path} does not exist", "pass a text file with one prompt per line"
-            ) from None
-        except (OSError, UnicodeDecodeError) as error:
-            reason = (
-                "is not UTF-8 text"
-                if isinstance(error, UnicodeDecodeError)
-                else f"cannot be read ({error.strerror})"
-            )
-            raise TimError(
-                f"--prompts file {path} {reason}", "pass a UTF-8 text file with one prompt per line"
-            ) from None
-        from_file = [line.strip() for line in lines if line.strip()]
-        if not from_file:
-            raise TimError(
-                f"--prompts file {path} has no prompts (only blank lines)", "write one prompt per line"
-            )
-        found += from_file
+        found += _read_prompts_file(Path(prompts_file))
+    if len(found) > MAX_PROMPTS:
+        raise TimError(
+            f"{len(found):,} prompts are more than the limit of {MAX_PROMPTS:,} per job",
+            "split the prompts over several jobs",
+        )
     return found
+
+
+def _read_prompts_file(path: Path) -> list[str]:
+    """The non-blank lines of a bounded ``--prompts`` file (see :func:`read_prompts`)."""
+    import stat
+
+    fix = "pass a UTF-8 text file with one prompt per line"
+    try:
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+            raise TimError(f"--prompts file {path} is {kind}, not a regular file or a pipe", fix)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PROMPTS_BYTES + 1)
+    except FileNotFoundError:
+        raise TimError(f"--prompts file {path} does not exist", fix) from None
+    except OSError as error:
+        raise TimError(f"--prompts file {path} cannot be read ({error.strerror})", fix) from None
+    if len(data) > MAX_PROMPTS_BYTES:
+        raise TimError(
+            f"--prompts file {path} is larger than the limit of {MAX_PROMPTS_BYTES // 2**20} MiB",
+            f"split it into files of at most {MAX_PROMPTS:,} prompts",
+        )
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TimError(f"--prompts file {path} is not UTF-8 text", fix) from None
+    from_file = [line.strip() for line in lines if line.strip()]
+    if not from_file:
+        raise TimError(
+            f"--prompts file {path} has no prompts (only blank lines)", "write one prompt per line"
+        )
+    return from_file
 
 
 def resolve_counts(

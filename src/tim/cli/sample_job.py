@@ -15,6 +15,13 @@ one shard, whatever N is:
 name first and then renamed, so a job killed at any moment leaves only whole files. Rerunning the
 same command resumes after the last finished shard; a rerun with other settings is refused.
 
+Nothing read from ``index.json`` is trusted: every entry must have exactly the layout and the file
+names this job writes (:func:`validate_index`), so a hand-edited or planted index can never make a
+resume count, read, delete or rewrite a file outside ``--out``. Nor does a job go through symbolic
+links: an index, shard, grid, per-sample PNG or ``steps_<k>/`` folder that is a link is refused
+(:func:`refuse_links`) rather than followed, and the folder's ``.lock`` is opened with
+``O_NOFOLLOW`` (:mod:`tim.training.lock`).
+
 Noise: sample ``i`` starts from ``N(0, I)`` noise drawn on the CPU by its own generator seeded
 with ``seed + i`` (the same rule as :class:`tim.pipeline.TiMPipeline`, so sample ``i`` of ``tim
 sample --seed S`` is ``pipe(..., seed=S)``'s image ``i``); that generator then also draws the
@@ -28,18 +35,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 import torch
 
 from tim.errors import TimError
 from tim.system import available_memory, format_bytes
-from tim.training.lock import RunLock
+from tim.training.lock import RunLock, refuse_link
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tim-sample-index/1"
@@ -322,8 +330,13 @@ def make_job_dir(out: Path) -> None:
 
 
 def read_index(out: Path) -> dict | None:
-    """The job index of ``out`` (None when there is none); a damaged one is a one-line error."""
+    """The job index of ``out`` (None when there is none); a damaged one is a one-line error.
+
+    Only the envelope is checked here (a JSON object of our format with a ``command`` and ``steps``
+    object); :func:`validate_index` checks the rest against the job that resumes it.
+    """
     path = out / INDEX_NAME
+    refuse_link(path, "sampling job index")
     if not path.exists():
         return None
     try:
@@ -334,12 +347,109 @@ def read_index(out: Path) -> dict | None:
         not isinstance(index, dict)
         or index.get("format") != INDEX_FORMAT
         or not isinstance(index.get("steps"), dict)
+        or not isinstance(index.get("command", {}), dict)
     ):
         raise TimError(
             f"{path} is not a readable tim sample index",
             "pass another --out folder, or --overwrite to start that job again",
         )
     return index
+
+
+def _index_error(path: Path, key: str, problem: str) -> TimError:
+    return TimError(
+        f"{path} is not a valid tim sample index ({key} {problem})",
+        "rerun the command with --overwrite to start that job again, or pass another --out folder",
+    )
+
+
+def _shown(value: object) -> str:
+    """A value read from the index, written as JSON (``null``, ``"0"``), as the user sees it in the file."""
+    return json.dumps(value)[:80]
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_index(path: Path, index: dict, job: Job) -> None:
+    """Check a saved index (of this job's identity) entry by entry before a resume trusts any of it.
+
+    Every step count of ``job`` has a record ``{"nfe": int | null, "shards": [...], "grid": name |
+    null}``; every shard entry is ``{"shard", "start", "stop", "npz", "bytes", "png"}`` with a shard
+    number of this job (each at most once), its exact sample range, and exactly the file name this
+    job writes for it (:meth:`Job.npz_name`); the grid is ``steps_<k>.png``. So every name a resume
+    stats, reads, deletes or rewrites is a plain file name inside ``--out``: no ``/``, no ``..``,
+    never absolute.
+
+    Args:
+        path: the index file (for the error).
+        index: its parsed content (a JSON object with a ``steps`` object, see :func:`read_index`).
+        job: the job that resumes it.
+
+    Raises:
+        TimError: one line naming the file and the first bad key.
+    """
+    steps_records = index["steps"]
+    wanted = {str(k): k for k in job.steps}
+    for key in steps_records:
+        if key not in wanted:
+            raise _index_error(path, f"steps.{key}", "is not a step count of this job")
+    for key, steps in wanted.items():
+        where = f"steps.{key}"
+        record = steps_records.get(key)
+        if not isinstance(record, dict):
+            raise _index_error(path, where, "is missing" if record is None else "is not an object")
+        if record.get("nfe") is not None and not _is_int(record.get("nfe")):
+            raise _index_error(path, f"{where}.nfe", f"= {_shown(record.get('nfe'))} is not an integer")
+        grid = record.get("grid")
+        if grid is not None and grid != f"steps_{steps:03d}.png":
+            raise _index_error(path, f"{where}.grid", f'= {_shown(grid)} is not "steps_{steps:03d}.png"')
+        shards = record.get("shards")
+        if not isinstance(shards, list):
+            raise _index_error(path, f"{where}.shards", f"= {_shown(shards)} is not a list")
+        seen: set[int] = set()
+        for position, entry in enumerate(shards):
+            _validate_shard(path, f"{where}.shards[{position}]", entry, job, steps, seen)
+
+
+def _validate_shard(path: Path, where: str, entry: object, job: Job, steps: int, seen: set[int]) -> None:
+    """One shard entry of :func:`validate_index`."""
+    if not isinstance(entry, dict):
+        raise _index_error(path, where, "is not an object")
+    shard = entry.get("shard")
+    if not _is_int(shard) or not 0 <= shard < job.num_shards:
+        raise _index_error(
+            path, f"{where}.shard", f"= {_shown(shard)} is not a shard number in [0, {job.num_shards - 1}]"
+        )
+    if shard in seen:
+        raise _index_error(path, f"{where}.shard", f"= {shard} appears twice")
+    seen.add(shard)
+    indices = job.shard_range(shard)
+    expected = {"start": indices.start, "stop": indices.stop, "npz": job.npz_name(steps, shard)}
+    for key, value in expected.items():
+        if type(entry.get(key)) is not type(value) or entry.get(key) != value:
+            raise _index_error(path, f"{where}.{key}", f"= {_shown(entry.get(key))} is not {_shown(value)}")
+    size = entry.get("bytes")
+    if not _is_int(size) or size < 0:
+        raise _index_error(path, f"{where}.bytes", f"= {_shown(size)} is not a file size in bytes")
+    if not isinstance(entry.get("png"), bool):
+        raise _index_error(path, f"{where}.png", f"= {_shown(entry.get('png'))} is not true or false")
+
+
+def refuse_links(out: Path, job: Job) -> None:
+    """Refuse (one-line TimError) a job whose files or folders in ``out`` are symbolic links.
+
+    A job reads, deletes and writes only the index, its shards, its grids and its ``steps_<k>/``
+    folders (the per-sample PNGs are checked as a resume looks at them, :func:`_non_empty`);
+    a link at any of those names could point the job at files outside ``out``, so none is followed.
+    """
+    names = [INDEX_NAME]
+    for steps in job.steps:
+        names += [f"steps_{steps:03d}", f"steps_{steps:03d}.png"]
+        names += [job.npz_name(steps, shard) for shard in range(job.num_shards)]
+    for name in names:
+        refuse_link(out / name, "--out entry")
 
 
 def write_index(out: Path, index: dict) -> None:
@@ -374,6 +484,7 @@ def start_index(out: Path, job: Job, overwrite: bool) -> dict:
                 f"--out {out} holds a sampling job with other settings ({shown})",
                 "rerun the original command to resume it, or pass another --out or --overwrite",
             )
+        validate_index(out / INDEX_NAME, saved, job)
         return saved
     return {
         "format": INDEX_FORMAT,
@@ -388,22 +499,27 @@ def start_index(out: Path, job: Job, overwrite: bool) -> dict:
 
 
 def _non_empty(path: Path) -> bool:
+    """``path`` is a non-empty regular file (a symbolic link is refused, never followed)."""
     try:
-        return path.stat().st_size > 0
+        info = path.lstat()
     except OSError:
         return False
+    if stat.S_ISLNK(info.st_mode):
+        refuse_link(path, "--out entry")
+    return stat.S_ISREG(info.st_mode) and info.st_size > 0
 
 
 def _shard_done(out: Path, job: Job, steps: int, entry: dict) -> bool:
-    """A shard recorded in the index counts as done when its files are all still there, whole."""
+    """A shard recorded in the (validated) index counts as done when its files are all still there, whole."""
     try:
-        if (out / entry["npz"]).stat().st_size != entry["bytes"]:
-            return False
-        return not entry.get("png") or all(
-            _non_empty(out / job.png_name(steps, i)) for i in range(entry["start"], entry["stop"])
-        )
-    except (OSError, KeyError, TypeError):
+        info = (out / entry["npz"]).lstat()
+    except OSError:
         return False
+    if not stat.S_ISREG(info.st_mode) or info.st_size != entry["bytes"]:
+        return False
+    return not entry["png"] or all(
+        _non_empty(out / job.png_name(steps, i)) for i in range(entry["start"], entry["stop"])
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -445,6 +561,7 @@ def run_job(
     check_memory(job, backend, device or torch.device("cpu"))
     make_job_dir(out)
     with JobLock(out):
+        refuse_links(out, job)  # before anything in out is read, deleted or written
         index = start_index(out, job, overwrite)
         _remove_temporaries(out)  # of a killed earlier run; only the lock holder may do this
         return _run_locked(backend, job, out, index, progress)
@@ -489,8 +606,9 @@ def JobLock(out: Path) -> RunLock:  # noqa: N802 - used like the class it return
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Delete the half-written ``.<name>.*.tmp`` files a killed job may have left."""
-    for folder in [out, *out.glob("steps_*/")]:
+    """Delete the half-written ``.<name>.*.tmp`` files a killed job may have left (not through links)."""
+    folders = [path for path in out.glob("steps_*") if path.is_dir() and not path.is_symlink()]
+    for folder in [out, *folders]:
         for pattern in (".*.tmp", ".*.tmp.png"):
             for temporary in folder.glob(pattern):
                 temporary.unlink(missing_ok=True)
@@ -499,10 +617,10 @@ def _remove_temporaries(out: Path) -> None:
 def _progress_bar(job: Job, todo: list[tuple[int, int]], enabled: bool):  # noqa: ANN202 - tqdm or None
     if not enabled or not todo:
         return None
-    from tqdm.auto import tqdm
+    from tim.progress import progress_bar
 
     batches = sum(-(-len(job.shard_range(shard)) // job.batch_size) for _, shard in todo)
-    return tqdm(total=batches, unit="batch", desc="sample", dynamic_ncols=True)
+    return progress_bar(total=batches, unit="batch", desc="sample", dynamic_ncols=True)
 
 
 def _run_shard(backend: Backend, job: Job, out: Path, index: dict, steps: int, shard: int, bar) -> int:  # noqa: ANN001
@@ -632,9 +750,14 @@ def write_grid(out: Path, job: Job, steps: int, kind: str) -> str:
         from tim import viz
 
         points = np.stack([picked[i] for i in wanted])
-        temporary = out / f".{name}.tmp.png"
-        viz.scatter({f"{steps} steps": points}, temporary)
-        os.replace(temporary, out / name)
+        handle, temporary = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp.png")
+        os.close(handle)  # a fresh file of ours (never a planted link), which the plot overwrites
+        try:
+            viz.scatter({f"{steps} steps": points}, Path(temporary))
+            os.replace(temporary, out / name)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         return name
     from tim import viz
 

@@ -19,7 +19,10 @@ Captions of an image folder (``data.name=image_folder`` with ``data.text_encoder
   "caption": "<text>"}``; an image named on several lines is one item per line (several captions);
 - otherwise a ``.txt`` sidecar per image with the same stem (``cat.png`` + ``cat.txt``).
 
-A line that is not a JSON object with string ``file`` and ``caption`` is an error naming the line.
+A line that is not a JSON object with string ``file`` and ``caption`` is an error naming the line,
+and so is a ``file`` that leads out of the data root: an absolute path, one with a ``..`` part, or
+one whose resolved path (symbolic links followed) is not inside the resolved ``data.root``. A
+captions file can therefore never make training read an image from elsewhere on the machine.
 Lines naming missing files or giving an empty caption, images without a caption and unreadable
 images are skipped, reported in one warning and counted against ``data.max_bad_fraction`` as the
 plain image folder does.
@@ -190,6 +193,36 @@ def _shown(text: str) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
+def inside_root(name: str, root: Path, where: str) -> Path:
+    """``root / name`` when ``name`` is a relative path that stays inside ``root``, else a one-line TimError.
+
+    Refused: an absolute path, a ``..`` part, and a path whose resolved form (symbolic links
+    followed) lies outside the resolved ``root`` (a link inside the root that leads out of it).
+
+    Args:
+        name: the path as the captions file gives it.
+        root: ``data.root``.
+        where: what the error names (the captions file and line).
+    """
+    relative = Path(name)
+    file = root / relative
+    try:
+        inside = (
+            not relative.is_absolute()
+            and ".." not in relative.parts
+            and file.resolve().is_relative_to(root.resolve())
+        )
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a link loop
+        inside = False
+    if not inside:
+        raise TimError(
+            f"{where} names {name!r}, which is not inside data.root '{root}'",
+            "give each image as a path relative to data.root, without a leading '/', '..' or a "
+            "symbolic link leading out of it (copy the image into data.root)",
+        )
+    return file
+
+
 def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Parse ``captions.jsonl``.
 
@@ -198,7 +231,8 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
         that name files which do not exist or give an empty caption.
 
     Raises:
-        TimError: a line that is not a JSON object with string ``file`` and ``caption``.
+        TimError: a line that is not a JSON object with string ``file`` and ``caption``, or whose
+            ``file`` is not inside ``root`` (see :func:`inside_root`).
     """
     fix = (
         'write one JSON object per line: {"file": "<image path relative to data.root>", "caption": "<text>"}'
@@ -228,7 +262,7 @@ def read_captions_file(path: Path, root: Path) -> tuple[list[tuple[Path, str]], 
                 f'\'{path}\' line {number} needs string "file" and "caption" keys: {_shown(line.strip())!r}',
                 fix,
             )
-        file = root / entry["file"]
+        file = inside_root(entry["file"], root, f"'{path}' line {number}")
         if not file.is_file():
             missing.append((file, f"named on line {number} of {CAPTIONS_FILE} but does not exist"))
             continue

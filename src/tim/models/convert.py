@@ -12,6 +12,11 @@ and raw weights are present); a prefix ``module.`` (DDP), ``_orig_mod.`` (torch.
 (``shared/specs/state-dicts/*.txt``) to ours with :data:`RELEASED_TO_OURS`; any missing,
 unexpected or mis-shaped key raises one :class:`tim.errors.TimError` line naming them.
 
+A ``.safetensors`` file is checked from its header alone before anything large happens: its keys,
+shapes and dtypes against the layout of the requested model (built on the meta device), and the
+config's size against the free memory, so a file of a smaller model loaded as ``TiM-XL/2`` is
+refused before the 672M-parameter network is built or any tensor is read.
+
 The converted model uses the released RoPE positions (``rope_positions="wrapped"``) and attends
 padded caption tokens (``mask_context=False``), so it reproduces the released outputs.
 """
@@ -22,14 +27,24 @@ import dataclasses
 import json
 import re
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, TypeVar
 
 from torch import Tensor
 
 from tim.errors import TimError
 from tim.models.conditioning import TextConditioning
 from tim.models.tim import TIME_CONDITIONS, TiM, TiMConfig
-from tim.models.weights import load_state_dict_strict, read_safetensors, torch_load_weights_only
+from tim.models.weights import (
+    TensorInfo,
+    check_layout,
+    check_model_fits,
+    expected_layout,
+    load_state_dict_strict,
+    read_safetensors,
+    read_safetensors_header,
+    tensor_layout,
+    torch_load_weights_only,
+)
 
 # (released pattern, our replacement), applied in order to every key.
 RELEASED_TO_OURS: list[tuple[str, str]] = [
@@ -46,6 +61,8 @@ RELEASED_TO_OURS: list[tuple[str, str]] = [
 NESTING_KEYS = ("ema", "ema_model", "model", "state_dict", "module", "model_state_dict")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.", "ema.", "model.")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+NULL_CONTEXT_KEY = "cond_embedder.null_context"
+ValueT = TypeVar("ValueT")
 
 
 def released_to_ours(key: str) -> str:
@@ -133,6 +150,27 @@ def read_checkpoint(path: str | Path, prefer_ema: bool = True) -> tuple[dict[str
     return strip_prefixes(unnest(state, prefer_ema, path)), metadata
 
 
+def read_checkpoint_layout(
+    path: Path, prefer_ema: bool = True
+) -> tuple[dict[str, TensorInfo], dict[str, str], dict[str, Tensor] | None]:
+    """Layout (released names, prefixes stripped) and metadata of a checkpoint, reading as little as possible.
+
+    Returns:
+        ``(layout, metadata, tensors)``: for ``.safetensors`` only the header is read and
+        ``tensors`` is None; a pickle-format file must be read whole (``weights_only=True``), so
+        its tensors come back too.
+    """
+    if not path.is_file():
+        raise TimError(f"checkpoint {path} does not exist", "pass the path of a local .safetensors/.pt file")
+    if path.suffix == ".safetensors":
+        layout, metadata = read_safetensors_header(path)
+        if not layout:
+            raise TimError(f"checkpoint {path} holds no tensors", "pass a TiM weights file")
+        return strip_prefixes(layout), metadata, None
+    state, metadata = read_checkpoint(path, prefer_ema)
+    return tensor_layout(state), metadata, state
+
+
 def unnest(state: Any, prefer_ema: bool, path: Path) -> dict[str, Tensor]:
     """Descend into ``{"ema": {...}}``-style wrappers until a flat name -> tensor dict remains."""
     order = (
@@ -158,7 +196,7 @@ def _is_dict(value: object) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict)
 
 
-def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def strip_prefixes(state: dict[str, ValueT]) -> dict[str, ValueT]:
     """Remove wrapper prefixes (``module.``, ``_orig_mod.``, ``ema.``, ``model.``) shared by all keys."""
     changed = True
     while changed:
@@ -179,7 +217,17 @@ def resolve_config(
             raise TimError(
                 f"checkpoint {path} carries no config", "pass a preset name (e.g. 'TiM-XL/2') or a TiMConfig"
             )
-        return released_config(json.loads(metadata["config"]))
+        try:
+            released: object = json.loads(metadata["config"])
+        except (json.JSONDecodeError, RecursionError):
+            released = None
+        if not _is_dict(released) or "qk_norm" not in released:
+            raise TimError(
+                f"the config in the metadata of {path} is not a JSON object of TiM constructor arguments "
+                "with qk_norm",
+                "pass a preset name (e.g. 'TiM-XL/2') or a TiMConfig",
+            )
+        return released_config(released)
     if isinstance(config_or_preset, str):
         from tim.models import TIM_PRESETS
 
@@ -215,15 +263,24 @@ def load_released_checkpoint(
         >>> model = load_released_checkpoint("TiM-XL-2-256.safetensors", "TiM-XL/2")
     """
     path = Path(path)
-    released, metadata = read_checkpoint(path, prefer_ema)
+    layout, metadata, released = read_checkpoint_layout(path, prefer_ema)
     config = resolve_config(config_or_preset, metadata, path)
-    if config.z_dim > 0 and not any(k.startswith("projector.") for k in released):
+    if config.z_dim > 0 and not any(k.startswith("projector.") for k in layout):
         config = dataclasses.replace(config, z_dim=0)
     config = dataclasses.replace(config, **overrides)
+    # Size, keys, shapes and dtypes first: nothing large is built or read for a file that cannot fit.
+    check_model_fits(config, path)
+    expected = expected_layout(lambda: TiM(config))
+    found = {released_to_ours(k): v for k, v in layout.items()}
+    if NULL_CONTEXT_KEY in expected:  # released T2I files have no null caption; ours (zeros) is kept
+        found.setdefault(NULL_CONTEXT_KEY, expected[NULL_CONTEXT_KEY])
+    check_layout(found, expected, str(path))
+    if released is None:
+        released = strip_prefixes(read_safetensors(path)[0])
     model = TiM(config)
     state = {released_to_ours(k): v for k, v in released.items()}
     if isinstance(model.cond_embedder, TextConditioning):  # the one adapter with a null_context buffer
         # Released T2I files have no null caption (the trainer encoded ""); keep ours (zeros).
-        state.setdefault("cond_embedder.null_context", model.cond_embedder.null_context)
+        state.setdefault(NULL_CONTEXT_KEY, model.cond_embedder.null_context)
     load_state_dict_strict(model, state, source=str(path))
     return model.eval()

@@ -131,7 +131,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
+    """Write ``data`` to a new file at ``path``, fsynced; a file or symbolic link already there is replaced.
+
+    Every path written here is a fresh temporary (or a file inside a fresh temporary folder), so
+    the old entry is removed and the new one created with ``O_EXCL``, which never follows a link:
+    a link planted at a predictable temporary name cannot redirect the write.
+    """
+    path.unlink(missing_ok=True)
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_BINARY", 0), 0o666
+    )
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

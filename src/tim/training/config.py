@@ -25,6 +25,7 @@ from tim.errors import TimError
 from tim.models import MLP_PRESETS, TIM_PRESETS, MLPConfig, TiMConfig
 from tim.objective import OBJECTIVES
 from tim.paths import PATHS
+from tim.samplers import MAX_STEPS
 from tim.training import strict
 from tim.training.checkpoint import write_json_atomic
 from tim.training.repa import RepaConfig
@@ -123,7 +124,7 @@ class TrainConfig:
 class SampleConfig:
     """How the periodic sample grids are drawn (tim.samplers.sample)."""
 
-    steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count
+    steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count, each in [1, tim.samplers.MAX_STEPS]
     num: int = bounded(16, ge=0)  # samples per grid; 0 = no grids
     guidance_scale: float = bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in it (fractions of t_max)
@@ -225,6 +226,12 @@ def _check_consistency(config: RunConfig) -> None:
         raise TimError(
             f"sample.steps = {list(config.sample.steps)} must be a non-empty list of integers >= 1",
             "use e.g. sample.steps=1,2,4",
+        )
+    if max(config.sample.steps) > MAX_STEPS:
+        raise TimError(
+            f"sample.steps = {list(config.sample.steps)} has {max(config.sample.steps)} steps, above the "
+            f"maximum of {MAX_STEPS}",
+            f"use step counts in [1, {MAX_STEPS}] (quality stops improving long before)",
         )
     if not all(0.0 <= beta < 1.0 for beta in config.optim.betas):
         raise TimError(

@@ -8,6 +8,10 @@ file may stay behind, but an unlocked file means nobody holds it. Only the holde
 checkpoint temporaries (see ``loop._prepare_run_dir``), so a clean-up can never hit another
 process's checkpoint in progress.
 
+The lock file is opened with ``O_NOFOLLOW`` and must be a regular file: a ``.lock`` that is a
+symbolic link (dangling or not) is refused with a one-line error instead of being followed, so a
+planted link can never make the holder create or truncate a file elsewhere.
+
 ``flock`` is advisory (only processes that ask for it are excluded) and on network file systems
 its strength depends on the server (Linux NFS emulates it with byte-range locks). Platforms
 without ``fcntl`` (Windows) train without the lock, with a warning.
@@ -15,7 +19,9 @@ without ``fcntl`` (Windows) train without the lock, with a warning.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +29,46 @@ from types import TracebackType
 from tim.errors import TimError
 
 LOCK_NAME = ".lock"
+
+
+def refuse_link(path: Path, what: str) -> None:
+    """One-line TimError when ``path`` is a symbolic link (tim never reads or writes through one)."""
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:  # removed in the meantime
+            target = "?"
+        raise TimError(
+            f"{what} '{path}' is a symbolic link (to '{target}'), which tim does not follow",
+            f"remove the link ('rm {path}') and rerun",
+        )
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating it) the lock file ``path`` for reading and writing, never through a symbolic link.
+
+    ``O_NOFOLLOW`` makes the open itself fail on a link, so there is no window between a check and
+    the open; ``O_NONBLOCK`` keeps a FIFO planted at ``path`` from hanging the open.
+
+    Raises:
+        TimError: ``path`` is a symbolic link, not a regular file, or cannot be opened.
+    """
+    refuse_link(path, "lock file")
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # the link appeared after the check above
+            refuse_link(path, "lock file")
+        raise TimError(
+            f"cannot open the lock file '{path}' ({error.strerror or error})",
+            "make the folder writable, or remove what is in the way at that path",
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TimError(f"lock file '{path}' is not a regular file", "remove it and rerun")
+    os.set_blocking(fd, True)
+    return fd
 
 
 class RunLock:
@@ -34,7 +80,8 @@ class RunLock:
         holder: what kind of process holds it, for the error and the no-lock warning.
 
     Raises:
-        TimError: another process holds the lock (its PID is named).
+        TimError: another process holds the lock (its PID is named), or the lock path is a symbolic
+            link or not a regular file.
     """
 
     def __init__(
@@ -50,7 +97,7 @@ class RunLock:
                 stacklevel=2,
             )
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

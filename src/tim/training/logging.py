@@ -172,9 +172,11 @@ class Progress:
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            from tim.progress import progress_bar
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
+            self.bar = progress_bar(
+                total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train"
+            )
 
     def update(self, loss: float | None, images: int) -> None:
         """Advance by one step and show the latest (unweighted) loss."""
