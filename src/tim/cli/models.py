@@ -86,14 +86,14 @@ def run_list(args: argparse.Namespace) -> int:
     if not names:
         print(f"no bundled models are installed (looked in {pretrained.ROOT})")
         return 0
-    print(f"{'name':<18} {'params':>7} {'size':>8}  {'trained':<24} headline score")
+    print(f"{'name':<18} {'params':>7} {'size':>8}  {'trained':<28} headline score")
     for name in names:
         card = read_card(pretrained.ROOT / name)
         size = sum(entry["bytes"] for entry in card["files"].values())
         trained = f"{card.get('steps', 0):,} steps, {card.get('images', 0) / 1e6:.1f}M images"
         print(
             f"{PREFIX + name:<18} {card.get('parameters', 0) / 1e6:6.2f}M {size / 2**20:6.1f}MB  "
-            f"{trained:<24} {headline(card)}"
+            f"{trained:<28} {headline(card)}"
         )
         if card.get("description"):
             print(f"{'':<18} {card['description']}")
