@@ -430,6 +430,14 @@ CONFIG_CASES = [
         ("'fp32', 'bf16'",),
     ),
     Case(
+        "config-bad-derivative-precision",
+        "config",
+        "`objective.derivative_precision=fp16`",
+        config_error("objective.derivative_precision=fp16"),
+        ("objective.derivative_precision", "'fp16'", "not allowed"),
+        ("'fp32', 'tf32', 'mixed', 'bf16'",),
+    ),
+    Case(
         "config-unknown-model-preset",
         "config",
         "`model.preset=TiM-nope`",

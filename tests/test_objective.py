@@ -92,7 +92,8 @@ def test_dde_stencil_stays_in_domain_and_above_r() -> None:
     x, z = torch.randn(2, 3, 2).unbind(0)
     dF = dde_derivative(F, path, x, z, t, r, epsilon=0.005)
     torch.testing.assert_close(dF, torch.full_like(dF, 3.0))
-    t_plus, t_minus = seen
+    (both,) = seen  # one network call of 2N rows: the + points, then the - points
+    t_plus, t_minus = both.chunk(2)
     assert (t_plus <= path.t_max).all() and (t_minus >= r).all()
     assert t_plus[0] == 1.0 and t_minus[1] == 0.5
 
@@ -126,7 +127,7 @@ def test_derivative_only_on_rows_with_r_below_t() -> None:
 
     def F(x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         seen_rows.append(x_t.shape[0])
-        assert (y >= 10).all() if x_t.shape[0] == 2 else True  # derivative passes get the matching cond rows
+        assert (y >= 10).all() if x_t.shape[0] == 4 else True  # derivative passes get the matching cond rows
         return net(x_t, t, r, y)
 
     loss = TransitionLoss()
@@ -135,7 +136,7 @@ def test_derivative_only_on_rows_with_r_below_t() -> None:
     r = torch.tensor([0.5, 0.6, 0.2, 0.3, 0.9])
     y = torch.tensor([0, 1, 10, 11, 2])
     dF = loss.time_derivative(F, x, z, t, r, {"y": y})
-    assert seen_rows == [2, 2]
+    assert seen_rows == [4]  # the two rows with r < t, at t + eps and t - eps in one call
     assert (dF[[0, 1, 4]] == 0).all() and (dF[[2, 3]] != 0).all()
 
 

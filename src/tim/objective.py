@@ -32,8 +32,9 @@ should pass an ``F_nograd`` in eval mode.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,7 +44,10 @@ from torch import Tensor
 
 from tim.errors import TimError
 from tim.guidance import guided_target_offset
-from tim.network import Network  # re-exported: ``from tim.objective import Network`` keeps working
+from tim.network import (
+    Network,  # re-exported: ``from tim.objective import Network`` keeps working
+    float32_conditioning,
+)
 from tim.paths import LinearPath, Path, expand_time
 from tim.timesteps import resolution_shift, resolve_generator, sample_time_pairs, shift_path_time
 
@@ -61,6 +65,8 @@ __all__ = [
     "per_sample_mse",
     "per_sample_cosine",
     "DDE_EPSILON",
+    "DERIVATIVE_PRECISIONS",
+    "derivative_precision_context",
 ]
 
 DDE_EPSILON = 0.005  # paper §4, Table 10: the value used in every experiment
@@ -72,6 +78,11 @@ _POSITIVE = {"gt": 0.0}
 _NON_NEGATIVE = {"ge": 0.0}
 
 Derivative = Literal["dde", "jvp"]
+# Arithmetic of the DDE passes (see dde_derivative): fp32 = float32 network, IEEE matmuls;
+# tf32 = float32 network, TF32 matmuls on CUDA; mixed = bf16 trunk with float32 time conditioning,
+# modulation and output, stencil in float64; bf16 = the whole network under bf16 autocast.
+DerivativePrecision = Literal["fp32", "tf32", "mixed", "bf16"]
+DERIVATIVE_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "mixed", "bf16")
 TimeTransform = Literal["tan", "identity", "sigmoid"]
 TimeFunction = Literal["sqrt", "constant", "reciprocal", "square", "soft_min_snr"]
 
@@ -119,6 +130,54 @@ def _slice_rows(cond: dict[str, Any], rows: slice, batch: int) -> dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- derivatives
+def _repeat_rows(cond: dict[str, Any], batch: int) -> dict[str, Any]:
+    # The condition of a batch stacked twice (rows i and batch + i alike); other values untouched.
+    return {
+        key: torch.cat([value, value])
+        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch
+        else value
+        for key, value in cond.items()
+    }
+
+
+@contextlib.contextmanager
+def _float32_matmul_precision(precision: str, device: torch.device) -> Generator[None, None, None]:
+    # CUDA float32 matmuls for one block: "high" allows TF32, "highest" is IEEE float32. Other
+    # devices are left alone (on a CPU, tf32 is fp32). Restored on exit.
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def derivative_precision_context(
+    precision: DerivativePrecision, device: torch.device
+) -> contextlib.ExitStack[bool | None]:
+    """The arithmetic of the DDE network passes for one precision mode (see :func:`dde_derivative`).
+
+    ``fp32``: autocast off, IEEE float32 matmuls on CUDA; ``tf32``: autocast off, TF32 matmuls on
+    CUDA; ``mixed``: bf16 autocast with :func:`tim.network.float32_conditioning` on; ``bf16``:
+    bf16 autocast.
+
+    Args:
+        precision: the mode.
+        device: the device the network runs on.
+    """
+    stack = contextlib.ExitStack()
+    if precision in ("mixed", "bf16"):
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+        stack.enter_context(float32_conditioning(precision == "mixed"))
+    else:
+        stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        stack.enter_context(_float32_matmul_precision("high" if precision == "tf32" else "highest", device))
+    return stack
+
+
 def dde_derivative(
     F: Network,
     path: Path,
@@ -129,17 +188,29 @@ def dde_derivative(
     cond: dict[str, Any] | None = None,
     *,
     epsilon: float = DDE_EPSILON,
+    precision: DerivativePrecision = "fp32",
 ) -> Tensor:
     """Total derivative dF/dt along the conditional path by central differences (TiM Eq. (10)).
 
     dF/dt ~ [F(x_{t+}, t+, r) - F(x_{t-}, t-, r)] / (t+ - t-), x_s = alpha_s x + sigma_s z with the
     same (x, z), r fixed. The stencil t+ = min(t + eps, t_max), t- = max(t - eps, r, t_min) keeps
     both points inside the path's domain and t- >= r (a one-sided stencil at the edges, divided by
-    its real width). Runs without gradient (sg[F]) and in float32 (float64 for float64 data) even
-    inside a bf16 autocast region: a bf16 difference at eps = 5e-3 is ~40% off (design.md).
+    its real width). Runs without gradient (sg[F]); the two points of every row go through the
+    network in ONE call of 2N rows (the + rows, then the - rows).
+
+    ``precision`` chooses the arithmetic of that call, whatever autocast the caller is in
+    (docs/benchmarks.md, "DDE precision modes", measures each):
+
+    * ``"fp32"`` (default): float32 network (float64 for float64 data), IEEE float32 matmuls on CUDA;
+    * ``"tf32"``: as fp32 with TF32 matmuls on CUDA (identical to fp32 elsewhere);
+    * ``"mixed"``: the network under bf16 autocast with its input, time and interval embeddings, adaLN /
+      interval modulation and output layer in float32 (:func:`tim.network.float32_conditioning`;
+      honoured by :class:`tim.models.TiM` and :class:`tim.models.TiMMLP`), the perturbed times and
+      inputs and the difference in float64 (float32 on devices without float64);
+    * ``"bf16"``: the whole network under bf16 autocast (the published trainer's passes).
 
     Args:
-        F: the network (evaluated twice, no grad).
+        F: the network (evaluated once on 2N rows, no grad).
         path: the path.
         x: data, shape ``(N, ...)``, rows with r < t.
         z: noise, shape of ``x``.
@@ -147,20 +218,25 @@ def dde_derivative(
         r: target times, shape ``(N,)``, r < t.
         cond: condition dict for these rows.
         epsilon: half-width of the stencil (paper: 0.005).
+        precision: ``"fp32"``, ``"tf32"``, ``"mixed"`` or ``"bf16"``.
 
     Returns:
         dF/dt, shape of ``x``, float32 (float64 for float64 data).
     """
     cond = {} if cond is None else cond
-    dtype = _work_dtype(x.dtype)
-    x, z, t, r = x.to(dtype), z.to(dtype), t.to(dtype), r.to(dtype)
+    dtype = _work_dtype(x.dtype)  # what the network is fed and what is returned
+    stencil = torch.float64 if precision == "mixed" and x.device.type != "mps" else dtype
+    x, z, t, r = x.to(stencil), z.to(stencil), t.to(stencil), r.to(stencil)
     t_plus = (t + epsilon).clamp(max=path.t_max)
     t_minus = torch.maximum(t - epsilon, r.clamp(min=path.t_min))
-    c_r = path.time_input(r)
-    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        F_plus = F(path.interpolate(x, z, t_plus).x_t, path.time_input(t_plus), c_r, **cond).to(dtype)
-        F_minus = F(path.interpolate(x, z, t_minus).x_t, path.time_input(t_minus), c_r, **cond).to(dtype)
-    return (F_plus - F_minus) / expand_time(t_plus - t_minus, x)
+    n = x.shape[0]
+    x_both = torch.cat([path.interpolate(x, z, t_plus).x_t, path.interpolate(x, z, t_minus).x_t]).to(dtype)
+    c_both = path.time_input(torch.cat([t_plus, t_minus])).to(dtype)
+    c_r = path.time_input(r).to(dtype)
+    with torch.no_grad(), derivative_precision_context(precision, x.device):
+        F_both = F(x_both, c_both, torch.cat([c_r, c_r]), **_repeat_rows(cond, n)).to(stencil)
+    dF_dt = (F_both[:n] - F_both[n:]) / expand_time(t_plus - t_minus, x)
+    return dF_dt.to(dtype)
 
 
 def jvp_derivative(
@@ -305,6 +381,8 @@ class TransitionLoss:
         consistency_share: fraction of rows with r = t_min (paper 0.1).
         derivative: ``"dde"`` (default) or ``"jvp"``.
         epsilon: DDE half-width (paper 0.005).
+        derivative_precision: arithmetic of the DDE passes, ``"fp32"`` (default), ``"tf32"``,
+            ``"mixed"`` or ``"bf16"`` (:func:`dde_derivative`); the JVP always runs in float32.
         time_transform: tau of the time weight (``"tan"``, ``"identity"``, ``"sigmoid"``).
         time_function: weighting function (``"sqrt"``, ``"constant"``, ``"reciprocal"``, ``"square"``,
             ``"soft_min_snr"``).
@@ -331,6 +409,7 @@ class TransitionLoss:
     consistency_share: float = field(default=0.1, metadata=_SHARE)
     derivative: Derivative = "dde"
     epsilon: float = field(default=DDE_EPSILON, metadata=_POSITIVE)
+    derivative_precision: DerivativePrecision = "fp32"
     time_transform: TimeTransform = "tan"
     time_function: TimeFunction = "sqrt"
     weight_sigma_d: float = field(default=1.0, metadata=_POSITIVE)
@@ -348,6 +427,7 @@ class TransitionLoss:
 
     def __post_init__(self) -> None:
         _check_choice("derivative", self.derivative, ("dde", "jvp"))
+        _check_choice("derivative_precision", self.derivative_precision, DERIVATIVE_PRECISIONS)
         _check_choice("time_transform", self.time_transform, ("tan", "identity", "sigmoid"))
         _check_choice(
             "time_function", self.time_function, ("sqrt", "constant", "reciprocal", "square", "soft_min_snr")
@@ -453,7 +533,9 @@ class TransitionLoss:
     ) -> Tensor:
         if self.derivative == "jvp":
             return jvp_derivative(F, self.path, x, z, t, r, cond)
-        return dde_derivative(F, self.path, x, z, t, r, cond, epsilon=self.epsilon)
+        return dde_derivative(
+            F, self.path, x, z, t, r, cond, epsilon=self.epsilon, precision=self.derivative_precision
+        )
 
     def derivative_rows(self, n: int) -> slice | None:
         """Rows of a batch of ``n`` that can have r < t when the times come from :meth:`sample_times`.

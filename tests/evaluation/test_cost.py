@@ -82,3 +82,20 @@ def test_tiny_cost_run_reports_every_variant() -> None:
     assert report["matmul_peak"]["flops_per_second"] > 0
     assert set(report["backends"]["sdpa"]["sampling"]["by_steps"]) == {"1", "2"}
     assert "| tim_jvp |" in markdown_cost(report)
+
+
+def test_derivative_precision_modes_add_dde_variants() -> None:
+    from tim.errors import TimError
+    from tim.evaluation.cost import variants
+
+    config = CostConfig(**TINY_MLP, batch_size=8, derivative_precisions=("mixed", "bf16"))
+    chosen = variants(config)
+    assert list(chosen) == ["flow_matching", "tim_dde", "tim_jvp", "tim_dde_bf16"]
+    assert chosen["tim_dde"]["derivative_precision"] == "mixed"
+    step = TrainingStep(config, "tim_dde_bf16", "sdpa", torch.device("cpu"))
+    assert step.objective.derivative_precision == "bf16"
+    step()
+    results = {name: {"step_seconds_median": 1.0, "peak_memory_bytes": None} for name in chosen}
+    assert cost_ratios(results)["tim_dde_bf16_time_vs_tim_jvp"] == 1.0
+    with pytest.raises(TimError, match="derivative precisions"):
+        CostConfig(derivative_precisions=("fp16",))

@@ -147,6 +147,12 @@ def _add_quality(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA decay of the evaluated weights")
     parser.add_argument(
+        "--train-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="train.precision of every run (bf16 = autocast)",
+    )
+    parser.add_argument(
         "--sampling-steps", default="1,2,4,8,16,32,64,128", help="comma-separated step counts"
     )
     parser.add_argument(
@@ -209,6 +215,12 @@ def _add_cost(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
     parser.add_argument(
+        "--derivative-precision",
+        default="fp32",
+        help="comma-separated DDE precision modes (fp32, tf32, mixed, bf16): tim_dde runs the first, "
+        "each further one adds a tim_dde_<mode> variant",
+    )
+    parser.add_argument(
         "--attention", default="sdpa", help="comma-separated attention backends, e.g. sdpa,flash"
     )
     parser.add_argument("--matmul-size", type=int, default=1024, help="side of the reference matmul")
@@ -261,6 +273,7 @@ def run_quality_command(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
         lr=args.lr,
         ema_decay=args.ema_decay,
+        train_precision=args.train_precision,
         step_counts=parse_int_list(args.sampling_steps),
         num_samples=args.num_samples,
         guidance_scale=args.cfg,
@@ -293,6 +306,7 @@ def run_cost_command(args: argparse.Namespace) -> dict:
         sampling_batch=args.sampling_batch,
         device=args.device,
         precision=args.precision,
+        derivative_precisions=tuple(m for m in args.derivative_precision.split(",") if m),
         attention_backends=tuple(b for b in args.attention.split(",") if b),
         matmul_size=args.matmul_size,
     )

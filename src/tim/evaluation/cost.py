@@ -39,6 +39,20 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def variants(config: CostConfig) -> dict[str, dict]:
+    """The objectives timed, name -> :func:`tim.objective.build_objective` arguments.
+
+    :data:`VARIANTS` with ``tim_dde`` in the first of ``config.derivative_precisions``, then one
+    ``tim_dde_<mode>`` per further mode (``objective.derivative_precision``).
+    """
+    first, *others = config.derivative_precisions
+    chosen = {name: dict(options) for name, options in VARIANTS.items()}
+    chosen["tim_dde"]["derivative_precision"] = first
+    for mode in others:
+        chosen[f"tim_dde_{mode}"] = {"name": "tim", "derivative": "dde", "derivative_precision": mode}
+    return chosen
+
+
 @dataclass(frozen=True)
 class CostConfig:
     """Settings of the cost benchmark.
@@ -52,7 +66,9 @@ class CostConfig:
         sampling_steps: step counts for the sampling-time measurement.
         sampling_batch: images per sampling call.
         device: "cpu" or "cuda".
-        precision: "fp32" or "bf16" (autocast; the derivative passes stay in float32).
+        precision: "fp32" or "bf16" (autocast of the training step).
+        derivative_precisions: DDE precision modes timed (``tim_dde`` is the first; each further
+            mode adds a ``tim_dde_<mode>`` variant); see :func:`tim.objective.dde_derivative`.
         attention_backends: model attention backends to compare (e.g. ("sdpa", "flash")).
         matmul_size: side of the square matmul for the peak-throughput reference.
         seed: seed of the weights and data.
@@ -67,6 +83,7 @@ class CostConfig:
     sampling_batch: int = 32
     device: str = "cpu"
     precision: str = "fp32"
+    derivative_precisions: tuple[str, ...] = ("fp32",)
     attention_backends: tuple[str, ...] = ("sdpa",)
     matmul_size: int = 1024
     seed: int = 0
@@ -74,6 +91,14 @@ class CostConfig:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise TimError(f"unknown precision {self.precision!r}", "use fp32 or bf16")
+        from tim.objective import DERIVATIVE_PRECISIONS
+
+        unknown = [m for m in self.derivative_precisions if m not in DERIVATIVE_PRECISIONS]
+        if unknown or not self.derivative_precisions:
+            raise TimError(
+                f"derivative precisions {list(self.derivative_precisions)} are not all known",
+                f"choose from {list(DERIVATIVE_PRECISIONS)}",
+            )
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise TimError(f"device {self.device!r} requested but CUDA is not available", "use --device cpu")
         for name, value in (
@@ -127,7 +152,7 @@ class TrainingStep:
         from tim.objective import build_objective
 
         self.model = build_network(config, backend, device)
-        self.objective = build_objective(**VARIANTS[variant])
+        self.objective = build_objective(**variants(config)[variant])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.autocast, self.device = _autocast(config, device), device
         generator = torch.Generator().manual_seed(config.seed)
@@ -213,7 +238,7 @@ def training_costs(config: CostConfig, backend: str, device: torch.device) -> di
     Each round also times one fp32 and one bf16 ``matmul_size`` matmul: ``matmul_peak`` holds
     their medians, the same-process reference of "% of matmul peak".
     """
-    steps = {variant: TrainingStep(config, variant, backend, device) for variant in VARIANTS}
+    steps = {variant: TrainingStep(config, variant, backend, device) for variant in variants(config)}
     n = config.matmul_size
     operands = {
         name: [torch.randn(n, n, device=device, dtype=dtype) for _ in range(2)]
@@ -224,7 +249,7 @@ def training_costs(config: CostConfig, backend: str, device: torch.device) -> di
             step()
         for a, b in operands.values():
             time_call(lambda a=a, b=b: a @ b, device)
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    times: dict[str, list[float]] = {variant: [] for variant in steps}
     matmul_times: dict[str, list[float]] = {name: [] for name in MATMUL_DTYPES}
     for _ in range(config.timed_steps):
         for variant, step in steps.items():  # interleaved: load drifts hit all variants alike
@@ -259,7 +284,7 @@ def cost_ratios(results: dict) -> dict:
     """Step time and memory of each variant relative to flow matching, and DDE vs JVP."""
     base = results["flow_matching"]
     ratios = {}
-    for variant in ("tim_dde", "tim_jvp"):
+    for variant in [name for name in results if name.startswith("tim_")]:
         ratios[f"{variant}_time_vs_flow_matching"] = (
             results[variant]["step_seconds_median"] / base["step_seconds_median"]
         )
@@ -267,9 +292,10 @@ def cost_ratios(results: dict) -> dict:
             ratios[f"{variant}_memory_vs_flow_matching"] = (
                 results[variant]["peak_memory_bytes"] / base["peak_memory_bytes"]
             )
-    ratios["tim_dde_time_vs_tim_jvp"] = (
-        results["tim_dde"]["step_seconds_median"] / results["tim_jvp"]["step_seconds_median"]
-    )
+    for variant in [name for name in results if name.startswith("tim_dde")]:
+        ratios[f"{variant}_time_vs_tim_jvp"] = (
+            results[variant]["step_seconds_median"] / results["tim_jvp"]["step_seconds_median"]
+        )
     return ratios
 
 
@@ -339,7 +365,7 @@ def run_cost(config: CostConfig, log: Callable[[str], None] = print) -> dict:
         same_process = training["matmul_peak"][config.precision][
             "flops_per_second"
         ]  # interleaved with the steps
-        for variant in VARIANTS:
+        for variant in variants(config):
             training[variant]["fraction_of_matmul_peak"] = (
                 training[variant]["achieved_flops_per_second"] / same_process
             )
@@ -376,7 +402,7 @@ def markdown_cost(report: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         base = training["flow_matching"]
-        for variant in VARIANTS:
+        for variant in [name for name in training if name not in ("ratios", "matmul_peak")]:
             row = training[variant]
             memory = row["peak_memory_bytes"]
             mem_ratio = (

@@ -71,6 +71,7 @@ class QualityConfig:
         batch_size: training batch.
         lr: AdamW learning rate (constant after a short warm-up).
         ema_decay: EMA decay of the evaluated weights.
+        train_precision: ``train.precision`` of every run, "fp32" or "bf16" (autocast).
         step_counts: sampling step counts (uniform grid from t = 1 to 0).
         num_samples: samples per evaluation.
         guidance_scale: CFG scale of the guided evaluation (class-conditional data only); 1 = skip it.
@@ -92,6 +93,7 @@ class QualityConfig:
     batch_size: int = 128
     lr: float = 2e-3
     ema_decay: float = 0.995
+    train_precision: str = "fp32"
     step_counts: tuple[int, ...] = STEP_COUNTS
     num_samples: int = 1000
     guidance_scale: float = 1.5
@@ -116,6 +118,8 @@ class QualityConfig:
         for name, value, least in lower_bounds:
             if value < least:
                 raise TimError(f"{name} = {value} is below {least}", f"pass a value of at least {least}")
+        if self.train_precision not in ("fp32", "bf16"):
+            raise TimError(f"unknown train precision {self.train_precision!r}", "use fp32 or bf16")
         if not self.guidance_scale >= 0:  # also catches NaN
             raise TimError(
                 f"guidance_scale (--cfg) = {self.guidance_scale} is negative or not a number",
@@ -159,6 +163,7 @@ def run_config_dict(config: QualityConfig, method: str, seed: int) -> dict:
             "batch_size": config.batch_size,
             "seed": seed,
             "device": "cpu",
+            "precision": config.train_precision,
             "label_dropout": 0.0 if config.is_toy else 0.1,
             "checkpoint_every": steps,
             "log_every": max(1, steps // 10),

@@ -10,6 +10,7 @@ eps 1e-5) are reproduced so that released checkpoints load into :class:`tim.mode
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F_nn
 from torch import Tensor, nn
 from torch.autograd import forward_ad
+
+from tim.network import conditioning_in_float32
 
 TIME_FREQUENCY_DIM = 256  # sinusoidal feature width of every time embedder (released-architecture.md §1.2)
 MAX_PERIOD = 10000.0  # sinusoid period range (paper.md §6: "max_period 10000")
@@ -88,6 +91,24 @@ def swiglu_hidden_size(hidden_size: int, mlp_ratio: float) -> int:
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """adaLN modulation ``x (1 + scale) + shift`` (DiT, Peebles & Xie 2023); shift/scale (B, 1, D)."""
     return x * (1 + scale) + shift
+
+
+def float32_conditioning_active(like: Tensor) -> bool:
+    """Whether :func:`tim.network.float32_conditioning` is on inside an autocast region of ``like``'s device.
+
+    Then the input embedding, the time embeddings, the adaLN / interval modulation and the output
+    layer run in float32
+    (autocast off) while the trunk's matmuls stay in the autocast dtype; otherwise False and the
+    network runs exactly as without the switch.
+    """
+    return conditioning_in_float32() and torch.is_autocast_enabled(like.device.type)
+
+
+def float32_region(like: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast off when :func:`float32_conditioning_active` (else a null context)."""
+    if float32_conditioning_active(like):
+        return torch.autocast(device_type=like.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def block_norm(hidden_size: int) -> nn.LayerNorm:
@@ -435,7 +456,9 @@ class SelfAttention(_AttentionKernel):
         B, N, D = u.shape
         qkv = self.qkv(u)  # (B, N, 3D)
         if self.qkv_interval is not None:
-            qkv = qkv + self.qkv_interval(dt_emb)  # broadcast (B, 1, 3D) over tokens
+            with float32_region(dt_emb):  # float32 under float32_conditioning, added in qkv's dtype
+                interval = self.qkv_interval(dt_emb)
+            qkv = qkv + interval.to(qkv.dtype)  # broadcast (B, 1, 3D) over tokens
         q, k, v = qkv.view(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, nh, hd) views
         q, k = rope_rotate(self.q_norm(q), rope), rope_rotate(self.k_norm(k), rope)
         o = self._attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, nh, N, hd)

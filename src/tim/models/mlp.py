@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from tim.errors import TimError
 from tim.models.conditioning import ClassConditioning, Conditioned, NoConditioning
-from tim.models.layers import TimestepEmbedder, modulate
+from tim.models.layers import TimestepEmbedder, float32_conditioning_active, float32_region, modulate
 from tim.models.tim import batch_times, config_from_dict
 
 
@@ -74,7 +74,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         """h, c: (B, hidden) -> (B, hidden)."""
-        shift, scale, gate = self.modulation(c).chunk(3, dim=-1)
+        with float32_region(c):  # adaLN in float32 under tim.network.float32_conditioning
+            shift, scale, gate = self.modulation(c).chunk(3, dim=-1)
         return h + gate * self.mlp(modulate(self.norm(h), shift, scale))
 
 
@@ -115,10 +116,14 @@ class TiMMLP(Conditioned, nn.Module):
             )
         t, r = batch_times(x_t, t, r)
         dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder
-        c = self.t_embedder(t) + dt_embedder(t - r)  # (B, H), paper.md §6 De-TE
+        with float32_region(x_t):  # float32 under tim.network.float32_conditioning (mixed precision)
+            c = self.t_embedder(t) + dt_embedder(t - r)  # (B, H), paper.md §6 De-TE
+            h = self.input(x_t)  # (B, H)
         pooled = self.embed_cond(cond, x_t.shape[0]).pooled
         c = c if pooled is None else c + pooled
-        h = self.input(x_t)  # (B, H)
         for block in self.blocks:
             h = block(h, c)
+        if float32_conditioning_active(h):  # output layer in float32
+            with float32_region(h):
+                return self.output(h.to(c.dtype)), None  # (B, dim)
         return self.output(h), None  # (B, dim)

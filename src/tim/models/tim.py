@@ -41,6 +41,8 @@ from tim.models.layers import (
     TimestepEmbedder,
     block_norm,
     flash_attn_available,
+    float32_conditioning_active,
+    float32_region,
     modulate,
     needs_differentiable_attention,
     swiglu_hidden_size,
@@ -251,9 +253,10 @@ class TiMBlock(nn.Module):
 
     def forward(self, x: Tensor, inputs: BlockInputs) -> Tensor:
         """Update tokens x (B, N, D)."""
-        mods = self.modulation(inputs.c).chunk(
-            9 if self.cross_attn is not None else 6, dim=-1
-        )  # each (B, 1, D)
+        with float32_region(inputs.c):  # adaLN in float32 under tim.network.float32_conditioning
+            mods = self.modulation(inputs.c).chunk(
+                9 if self.cross_attn is not None else 6, dim=-1
+            )  # each (B, 1, D)
         shift, scale, gate = mods[:3]
         x = x + gate * self.attn(modulate(self.norm1(x), shift, scale), inputs.dt_emb, inputs.rope)
         if self.cross_attn is not None and self.norm_context is not None and self.norm_cross is not None:
@@ -461,8 +464,11 @@ class TiM(Conditioned, nn.Module):
         """Patch tokens and the per-block inputs (conditioning vector, Δt embedding, RoPE tables)."""
         t, r = self._check_inputs(x_t, t, r)
         p = self.config.patch_size
-        tokens = self.patch_embed(x_t).flatten(2).transpose(1, 2)  # (B, N, D), token n = row * w + col
-        t_emb, dt_emb = self.time_embeddings(t, r)  # (B, D) each
+        # Under tim.network.float32_conditioning (mixed precision) the input embedding and the
+        # time embeddings run in float32, so the residual stream starts in float32.
+        with float32_region(x_t):
+            tokens = self.patch_embed(x_t).flatten(2).transpose(1, 2)  # (B, N, D), token n = row * w + col
+            t_emb, dt_emb = self.time_embeddings(t, r)  # (B, D) each
         embedded = self.embed_cond(cond, x_t.shape[0])
         c = t_emb + dt_emb if embedded.pooled is None else t_emb + dt_emb + embedded.pooled  # (B, D)
         # RoPE is applied in at least float32, also under bf16 autocast (released §1.5 dtype note).
@@ -485,7 +491,11 @@ class TiM(Conditioned, nn.Module):
     def _output(self, tokens: Tensor, inputs: BlockInputs, shape: torch.Size) -> Tensor:
         """Final layer and unpatchify to (B, C, H, W)."""
         p = self.config.patch_size
-        out = self.final_layer(tokens, inputs.c)  # (B, N, p*p*C)
+        if float32_conditioning_active(tokens):  # output layer in float32 (tim.network.float32_conditioning)
+            with float32_region(tokens):
+                out = self.final_layer(tokens.to(inputs.c.dtype), inputs.c)  # (B, N, p*p*C)
+        else:
+            out = self.final_layer(tokens, inputs.c)  # (B, N, p*p*C)
         return unpatchify(out, p, shape[-2] // p, shape[-1] // p)
 
     def _check_inputs(self, x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:

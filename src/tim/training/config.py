@@ -107,6 +107,7 @@ class TrainConfig:
     batch_size: int = bounded(64, ge=1)  # global batch per optimizer step (all processes)
     seed: int = bounded(0, ge=0, le=MAX_SEED)  # seeds model init, data order and every random draw
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast where supported
+    tf32: bool = True  # CUDA only: TF32 float32 matmuls and convolutions (as the published configs)
     label_dropout: float = bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, paper.md §5.3
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     parallel: Literal["ddp", "fsdp"] = "ddp"  # wrapping when launched with torchrun
@@ -298,7 +299,7 @@ def build_objective_from_config(config: RunConfig) -> Any:
 RESUMABLE_KEYS = tuple(
     "train.steps train.images train.time_limit train.checkpoint_every train.keep_last train.sample_every "
     "train.log_every train.max_bad_steps train.progress train.device train.parallel train.deterministic "
-    "train.compile optim.accumulation logging sample".split()
+    "train.compile train.tf32 optim.accumulation logging sample".split()
 )
 
 

@@ -31,6 +31,7 @@ import dataclasses
 import gc
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 
 from tim.data.build import build_data_source
 from tim.data.sources import DataSource
-from tim.errors import TimError
+from tim.errors import TimError, first_line
 from tim.objective import TransitionLoss
 from tim.training import distributed
 from tim.training.checkpoint import (
@@ -53,6 +54,7 @@ from tim.training.checkpoint import (
 from tim.training.config import (
     RunConfig,
     build_objective_from_config,
+    migrate_layout,
     model_config,
     save_config,
 )
@@ -61,8 +63,8 @@ from tim.training.lock import RunLock
 from tim.training.logging import MetricsLogger, Progress
 from tim.training.memory import check_training_memory, parameter_count
 from tim.training.outputs import export_run, sample_grids
-from tim.training.preemption import Preempted, StopRequest
-from tim.training.state import TrainState, restore_state, save_state
+from tim.training.preemption import Preempted, SignalStop, StopRequest
+from tim.training.state import TrainState, optimizer_state_problem, restore_state, save_state
 from tim.training.text import check_text_model, is_text_model, with_null_prompt
 
 _STREAM_TAG = 0x7111  # separates the loop's random streams from the data source's (same seed)
@@ -118,6 +120,27 @@ def _autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContex
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise TimError("train.precision = 'bf16' is not supported by this GPU", "set train.precision=fp32")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``train.tf32`` on CUDA: TF32 float32 matmuls and cuDNN convolutions inside, restored on exit.
+
+    TF32 keeps float32's range with a 10-bit mantissa and runs float32 matmuls on tensor cores
+    (several times IEEE float32 throughput). Other devices are left untouched. The DDE passes
+    choose their own matmul precision (``objective.derivative_precision``).
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def _build_model(cfg: RunConfig, info: Any, device: torch.device) -> nn.Module:
@@ -316,7 +339,12 @@ def train(
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         # fork_rng: the per-step re-seeding of the global RNG must not leak into the caller.
-        with StopRequest() as stop, torch.random.fork_rng(devices=devices), contextlib.ExitStack() as held:
+        with (
+            StopRequest() as stop,
+            torch.random.fork_rng(devices=devices),
+            tf32_matmuls(cfg.train.tf32, env.device),
+            contextlib.ExitStack() as held,
+        ):
             return _run(
                 cfg,
                 run_dir,
@@ -353,34 +381,32 @@ def _run(
 ) -> Path:
     micro_batch = _micro_batch(cfg, env)
     needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * parameter_count(model_config(cfg))
-    # The lock first: a second trainer fails at once, before loading any data.
-    lock = distributed.on_main(env, lambda: _prepare_run_dir(run_dir, needed, restart))
+    # The lock first: a second trainer fails at once, before loading any data. Setting an old run
+    # aside is a few renames that must not be cut in half (deferred); everything after it until the
+    # first step only reads and allocates, so a signal there stops at once (interruptible).
+    with stop.deferred("preparing the run folder"):
+        lock = distributed.on_main(
+            env, lambda: _prepare_run_dir(run_dir, needed, restart, cfg.train.keep_last)
+        )
     if lock is not None:
         held.callback(lock.release)
-    source = data or build_data_source(
-        cfg.data, batch_size=micro_batch, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed
-    )
-    _check_memory(cfg, source.info, micro_batch // env.world_size, env)
-    model = _build_model(cfg, source.info, env.device)
-    ema = make_ema(model)
-    objective = build_objective_from_config(cfg)
-    F, F_nograd, features_fn, objective = _wrap(cfg, env, model, ema, objective, source.info)
-    if cfg.train.compile:
-        F, F_nograd, features_fn = _compile(F, F_nograd, features_fn, objective)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        betas=cfg.optim.betas,
-        weight_decay=cfg.optim.weight_decay,
-        eps=cfg.optim.eps,
-    )
-    checkpoint = _latest_checkpoint(run_dir, env)
-    state = TrainState()
-    if checkpoint is not None:
-        state = restore_state(
-            checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change
-        )
-    distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))  # after the resume check
+    try:
+        with stop.interruptible():
+            source, model, ema, objective, optimizer, (F, F_nograd, features_fn) = _set_up(
+                cfg, env, data, micro_batch
+            )
+            stop.check()  # again at each phase boundary, in case a library swallowed the first stop
+            checkpoint = _latest_checkpoint(run_dir, env, cfg, model, optimizer, source)
+            stop.check()
+            state = TrainState()
+            if checkpoint is not None:
+                state = restore_state(
+                    checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change
+                )
+            with stop.deferred("writing config.json"):  # after the resume check
+                distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))
+    except SignalStop as stopped:
+        raise Preempted(stopped.signal_name, None, _newest(run_dir, env)) from None
     parts = StepParts(
         model=model,
         F=F,
@@ -433,7 +459,10 @@ def _run(
                 save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
                 saved = state.step
             if cfg.train.sample_every and state.step % cfg.train.sample_every == 0 and (env.is_main or fsdp):
-                sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+                try:  # drawing a grid is interruptible: a signal abandons the grid, not the steps
+                    sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+                except SignalStop:
+                    pass  # stop.requested is set: the check below saves a checkpoint and stops
             late, stopping = _stop_flags(cfg, started, stop, env)  # every process stops after the same step
             if (late or stopping) and state.step < total:
                 where = (
@@ -455,10 +484,42 @@ def _run(
         logger.close()
     if preempted is not None:
         raise preempted  # no final grids or export: a preempted job has seconds, not minutes
-    if env.is_main or fsdp:
-        sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
-    export_run(cfg, run_dir, ema, state, env)
+    try:  # the final checkpoint is saved: the grids may be abandoned, a rerun draws them again
+        stop.check()
+        if env.is_main or fsdp:
+            sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+        stop.check()
+    except SignalStop as stopped:
+        raise Preempted(
+            stopped.signal_name, state.step, _newest(run_dir, env), "drawing the final sample grids"
+        ) from None
+    with stop.deferred("writing the exported weights"):  # seconds; a signal here lets the run finish
+        export_run(cfg, run_dir, ema, state, env)
     return run_dir
+
+
+def _set_up(
+    cfg: RunConfig, env: distributed.DistEnv, data: DataSource | None, micro_batch: int
+) -> tuple[DataSource, nn.Module, nn.Module, Any, torch.optim.Optimizer, tuple[nn.Module, nn.Module, Any]]:
+    """The data source, the network and its EMA, the objective, AdamW and the passes ``(F, F_nograd, features_fn)``."""
+    source = data or build_data_source(
+        cfg.data, batch_size=micro_batch, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed
+    )
+    _check_memory(cfg, source.info, micro_batch // env.world_size, env)
+    model = _build_model(cfg, source.info, env.device)
+    ema = make_ema(model)
+    objective = build_objective_from_config(cfg)
+    F, F_nograd, features_fn, objective = _wrap(cfg, env, model, ema, objective, source.info)
+    if cfg.train.compile:
+        F, F_nograd, features_fn = _compile(F, F_nograd, features_fn, objective)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        weight_decay=cfg.optim.weight_decay,
+        eps=cfg.optim.eps,
+    )
+    return source, model, ema, objective, optimizer, (F, F_nograd, features_fn)
 
 
 def _wrap(
@@ -522,13 +583,13 @@ def _check_memory(cfg: RunConfig, info: Any, rows: int, env: distributed.DistEnv
     check_training_memory(model_config(cfg), largest, max(1, rows), cfg.train.batch_size, env.device)
 
 
-def _prepare_run_dir(run_dir: Path, needed_bytes: int, restart: bool) -> RunLock:
+def _prepare_run_dir(run_dir: Path, needed_bytes: int, restart: bool, keep_last: int) -> RunLock:
     """Check the run directory, take its lock, set an old run aside on restart, clear a killed run's leftovers.
 
     Returns:
         The held lock (released when training ends).
     """
-    check_output_dir(run_dir, needed_bytes)
+    check_output_dir(run_dir, needed_bytes, keep_last=keep_last)
     lock = RunLock(run_dir)  # before anything in the directory is read or changed
     try:
         if restart:
@@ -568,9 +629,34 @@ def _set_aside(run_dir: Path) -> Path | None:
     return target
 
 
-def _latest_checkpoint(run_dir: Path, env: distributed.DistEnv) -> Any:
-    """The newest good checkpoint; a run whose checkpoints are all unusable is an error, never a silent restart."""
-    checkpoint = load_latest(run_dir, report=env.is_main)
+def _latest_checkpoint(
+    run_dir: Path,
+    env: distributed.DistEnv,
+    cfg: RunConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    source: DataSource,
+) -> Any:
+    """The newest good checkpoint; a run whose checkpoints are all unusable is an error, never a silent restart.
+
+    A checkpoint whose data position does not fit ``source`` or whose optimizer state does not fit
+    ``optimizer`` is unusable too (named and skipped). One of another model is returned: resuming it
+    is refused with its own message (``state.check_resume_config``).
+    """
+
+    def fits(checkpoint: Any) -> str | None:
+        if migrate_layout(checkpoint.config).get("model") != cfg.to_dict()["model"]:
+            return None  # refused by check_resume_config, naming both models
+        if "data" not in checkpoint.state:
+            return "state.json has no data position ('data')"
+        try:  # only sets a position; restore_state loads the chosen checkpoint's again
+            source.load_state_dict(checkpoint.state["data"])
+        except (TimError, TypeError, ValueError, KeyError, AttributeError) as error:
+            return f"state.json's data position does not fit the data source ({first_line(error)})"
+        updates = checkpoint.state.get("ema_updates", 0)
+        return optimizer_state_problem(checkpoint.parts["optimizer"], model, optimizer, updates)
+
+    checkpoint = load_latest(run_dir, report=env.is_main, check=fits)
     found = list_checkpoints(run_dir)
     if checkpoint is None and found:
         raise TimError(
