@@ -8,13 +8,16 @@ Gradio) that checks a request, runs the pipeline and tiles the images; it is wha
 Serving rules (issue 12): the model is loaded once; generations run one at a time (a queue); every
 bad request (a :class:`tim.errors.TimError`, a size or steps limit, running out of memory) becomes a
 message in the page, never a crashed server; the page binds 127.0.0.1 unless told otherwise and never
-reaches the network (analytics off, no share links, fonts served locally).
+reaches the network (analytics off, no share links, fonts served locally). What it generates stays
+private: the PNGs offered for download and Gradio's own copies of the images (``GRADIO_TEMP_DIR``,
+unless the user set it) live in one folder of mode 0700 (:func:`private_folder`), removed at exit.
 
 Layer: only ``tim.cli.app`` imports this module; it builds on :mod:`tim.pipeline`.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import shutil
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from tim.errors import TimError
+from tim.system import create_temporary
 
 MAX_STEPS = 128  # issue 12: the steps slider runs 1-128 (the demo's largest step count)
 COMPARE_STEPS = (1, 2, 4, 8, 16)  # issue 12: the "compare" strip
@@ -470,13 +474,13 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
+    handle, temporary = create_temporary(path.parent, f".{path.name}.", ".png.tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             Image.fromarray(image).save(file, format="PNG")
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 
@@ -494,9 +498,30 @@ def download_name(info: ModelInfo, generation: Generation, seed: int, label: int
 # ----------------------------------------------------------------------------- the page
 
 
+_PRIVATE: list[Path] = []  # this process's private folder, once created
+
+
+def private_folder() -> Path:
+    """This process's private folder (mode 0700, ``tim-app-*`` in the temporary folder), removed at exit.
+
+    Everything the page generates goes here: the PNGs offered for download and, unless the user set
+    ``GRADIO_TEMP_DIR``, Gradio's cache of the images it serves. Gradio's default cache is a shared
+    folder (``/tmp/gradio``) whose files other users can read and which outlives the app.
+    """
+    if not _PRIVATE:
+        folder = Path(tempfile.mkdtemp(prefix="tim-app-"))  # 0700: only this user may enter
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _PRIVATE.append(folder)
+    return _PRIVATE[0]
+
+
 def _gradio():
     # No network, ever: analytics and its version check off before Gradio is first imported.
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # Gradio's cache of served images: our private folder, unless the user chose one. Set before
+    # Gradio is imported (some of its modules read it then); components read it when built.
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = str(private_folder() / "gradio")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gradio
@@ -532,7 +557,7 @@ def build_page(
     gr = _gradio()
     info = describe(pipe) if info is None else info
     temporary = output_dir is None  # then removed again by serve_until_interrupted
-    output_dir = Path(tempfile.mkdtemp(prefix="tim-app-") if temporary else output_dir)
+    output_dir = Path(tempfile.mkdtemp(prefix="png-", dir=private_folder()) if temporary else output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     def on_generate(label, prompt, steps, compare, scale, low, high, rho, seed, num, height, width):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from tim.errors import TimError
-from tim.system import available_memory
+from tim.system import available_memory, give_new_file_mode
 
 KINDS = ("AutoencoderKL", "AutoencoderDC")
 INSTALL_HINT = 'pip install "transition-models[latent]"'
@@ -802,6 +802,9 @@ def _save_with_report(ae: Autoencoder, out: Path, report: dict[str, Any] | None)
         ae.vae.save_pretrained(str(temp), safe_serialization=True)
         if report is not None:
             (temp / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        for path in [temp, *temp.rglob("*")]:  # mkdtemp makes 0700 and safetensors 0600: the umask's modes
+            if not path.is_symlink():
+                give_new_file_mode(path, folder=path.is_dir())
         if out.exists():
             out.rmdir()  # an empty folder (the caller checked)
         os.replace(temp, out)

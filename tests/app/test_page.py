@@ -105,3 +105,40 @@ def test_text_model_page_shows_the_prompt_box(text_pipe, tmp_path) -> None:
         *{**ARGUMENTS, "label": app.EVERY_CLASS, "prompt": "red\nblue"}.values()
     )
     assert summary.startswith("4 images")
+
+
+def test_generated_images_stay_in_a_private_folder_removed_at_exit(tiny_pipe, monkeypatch) -> None:
+    """The download PNGs and Gradio's cached copies live in one 0700 folder, which is removed at exit."""
+    import atexit
+    import os
+    import shutil
+    import stat
+    from pathlib import Path
+
+    pytest.importorskip("gradio", reason="Gradio is not installed (pip install 'transition-models[app]')")
+    cleanups = []
+    monkeypatch.setattr(atexit, "register", lambda fn, *args, **kwargs: cleanups.append((fn, args, kwargs)))
+    monkeypatch.setattr(app, "_PRIVATE", [])
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    app._gradio()
+    private = app.private_folder()
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.name.startswith("tim-app-")
+    assert Path(os.environ["GRADIO_TEMP_DIR"]).parent == private
+    page = app.build_page(tiny_pipe, source="tiny")  # no output_dir: the private folder
+    image, _, download = _handler(page).fn(*ARGUMENTS.values())
+    assert Path(download["value"]).is_relative_to(private)
+    shown = next(c for c in page.blocks.values() if getattr(c, "elem_id", None) == "tim-output")
+    cached = Path(shown.postprocess(image).path)  # what Gradio serves: its own copy of the image
+    assert cached.is_file() and cached.is_relative_to(private), cached
+    assert (shutil.rmtree, (private,), {"ignore_errors": True}) in cleanups
+    for fn, args, kwargs in cleanups:  # what happens at exit
+        fn(*args, **kwargs)
+    assert not private.exists()
+
+
+def test_a_gradio_temp_dir_set_by_the_user_is_kept(monkeypatch, tmp_path) -> None:
+    import os
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "mine"))
+    app._gradio()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "mine")

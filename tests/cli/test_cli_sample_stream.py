@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tim.errors import TimError
+from tim.training.preemption import EXIT_PREEMPTED
 
 
 def _argv(run: Path, out: Path, *extra: str) -> list[str]:
@@ -345,7 +346,8 @@ def test_sigterm_keeps_finished_shards_and_the_same_command_resumes(tiny_run: Pa
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 143 and "SIGTERM" in err and "rerun the same command" in err, err
+    assert process.returncode == EXIT_PREEMPTED, err
+    assert "stopped on SIGTERM; the finished shards" in err and "rerun the same command" in err, err
     done = len(json.loads((out / "index.json").read_text())["steps"]["1"]["shards"])
     assert 1 <= done < 40 and not list(out.glob(".*.tmp"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
@@ -513,3 +515,185 @@ def test_a_dangling_lock_link_creates_no_file(tiny_run: Path, tmp_path: Path, ru
     code, _, err = run_cli(_argv(tiny_run, out, *SMALL, "--overwrite"))
     assert code == 2 and "lock file" in err and "is a symbolic link" in err, err
     assert not important.exists() and not (out / "index.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Signals in every phase, full disks, odd --out folders, file modes
+
+
+def _signal_then_work(number: int, seconds: float = 30.0):  # noqa: ANN202
+    """A stand-in for a long phase: the signal arrives while it works (a sleep the handler interrupts)."""
+    import os
+    import time
+
+    def long_phase(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        os.kill(os.getpid(), number)
+        time.sleep(seconds)  # the handler raises at the next bytecode: this never finishes
+        raise AssertionError("the stop signal did not stop this phase")
+
+    return long_phase
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("phase", ["loading", "batch"])
+def test_a_signal_in_any_phase_stops_at_once_with_exit_75(
+    phase: str, signal_name: str, tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import time
+
+    from tim.cli import sample as sample_cli
+    from tim.cli.sample import PipelineBackend
+
+    number = getattr(signal, signal_name)
+    out = tmp_path / "s"
+    if phase == "loading":
+        monkeypatch.setattr(sample_cli, "load_backend", _signal_then_work(number))
+    else:  # inside the 3rd shard of 1 step (2 batches per shard): shards 0 and 1 are finished
+        original, calls = PipelineBackend.generate, {"n": 0}
+
+        def generate(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            calls["n"] += 1
+            if calls["n"] == 6:
+                return _signal_then_work(number)()
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(PipelineBackend, "generate", generate)
+    started = time.monotonic()
+    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert time.monotonic() - started < 25  # stopped at once, not after the 30 s phase
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == EXIT_PREEMPTED, err
+    assert lines[-1].startswith(f"stopped on {signal_name}; ") and "rerun the same command" in lines[-1], (
+        lines
+    )
+    assert all(line.startswith(("received ", "stopped on ")) for line in lines), lines
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handlers were put back (no leak into pytest)
+    if phase == "loading":
+        assert "nothing was written" in lines[-1] and not out.exists()
+    else:
+        assert "the finished shards in" in lines[-1]
+        index = json.loads((out / "index.json").read_text())
+        assert [s["shard"] for s in index["steps"]["1"]["shards"]] == [0, 1] and not index["complete"]
+        assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.tmp.png"))  # nothing half-written
+
+
+def _full_disk(what: str):  # noqa: ANN202
+    import errno
+
+    def writer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return writer
+
+
+# (what is patched to fail, the file the message must name, finished shards kept)
+DISK_FULL = {
+    "npz-shard": ("numpy.savez", "steps_001-00000.npz", 0),
+    "png": ("PIL.Image.Image.save", "steps_001/000000.png", 0),
+    "grid": ("tim.viz.grid_array", "steps_001.png", 8),
+}
+
+
+@pytest.mark.parametrize("case", list(DISK_FULL))
+def test_a_full_disk_while_sampling_is_one_line_and_keeps_finished_work(
+    case: str, tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    target, name, kept = DISK_FULL[case]
+    out = tmp_path / "s"
+    if case == "grid":  # the shards are written; the grid write fails (ENOSPC from the PNG writer)
+        from tim.cli import sample_job
+
+        real = sample_job.save_png
+
+        def save_png(path, pixels, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            if path.name == name:
+                raise sample_job.WriteFailed(path, OSError(errno.ENOSPC, "No space left on device"))
+            return real(path, pixels, **kwargs)
+
+        monkeypatch.setattr(sample_job, "save_png", save_png)
+    else:
+        monkeypatch.setattr(target, _full_disk(target))
+    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("error: the disk is full while writing") and name in lines[0], lines
+    assert f"the {kept} finished shard(s)" in lines[0] if kept else "nothing finished" in lines[0], lines
+    assert "free disk space, then rerun the same command to resume" in lines[0]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.tmp.png"))
+    monkeypatch.undo()  # disk space freed: the same command finishes the job
+    code, stdout, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 0, err
+
+
+def test_a_write_refused_by_permissions_is_one_line(
+    tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def denied(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("numpy.savez", denied)
+    code, _, err = run_cli(_argv(tiny_run, tmp_path / "s", *JOB))
+    assert code == 2 and "Traceback" not in err, err
+    assert "cannot write '" in err and "Permission denied" in err and "make --out writable" in err
+
+
+@pytest.mark.parametrize("where", ["out", "parent"])
+def test_an_unwritable_out_is_refused_before_loading(
+    where: str, tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from tim.cli import sample as sample_cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    out = locked if where == "out" else locked / "new" / "s"
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode)
+    )
+    monkeypatch.setattr(sample_cli, "load_backend", lambda *a: pytest.fail("loaded the model first"))
+    code, _, err = run_cli(_argv(tiny_run, out, *JOB))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is not writable (permission denied)" in err and "pass a folder you may write to" in err
+
+
+@pytest.mark.parametrize(
+    ("entry", "make"),
+    [
+        ("steps_001", "file"),
+        ("steps_002.png", "folder"),
+        ("steps_001-00000.npz", "folder"),
+        ("index.json", "folder"),
+    ],
+)
+def test_an_out_entry_of_the_wrong_kind_is_one_line_before_any_work(
+    entry: str, make: str, tiny_run: Path, tmp_path: Path, run_cli
+) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / entry).mkdir() if make == "folder" else (out / entry).write_text("x")
+    code, _, err = run_cli([*_argv(tiny_run, out, *JOB), "--overwrite"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"'{out / entry}' is a {make}" in err and "move it out of the way" in err
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == [entry]  # nothing written
+
+
+def test_written_files_get_the_umask_mode(tiny_run: Path, tmp_path: Path, run_cli) -> None:
+    import os
+    import stat
+
+    previous = os.umask(0o027)  # not the usual 022: the files must follow the umask, not a constant
+    try:
+        code, _, err = run_cli(_argv(tiny_run, tmp_path / "s", "--steps", "1", "--class", "0", "--num", "2"))
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file() and p.name != ".lock"]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert len(files) >= 5 and set(modes.values()) == {"0o640"}, modes  # 0o666 & ~0o027; mkstemp gives 0o600

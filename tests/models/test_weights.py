@@ -212,3 +212,19 @@ def test_estimated_parameters_are_exact_for_every_preset() -> None:
         with torch.device("meta"):
             real = sum(p.numel() for p in build_model(config).parameters())
         assert estimated_parameters(config) == real, config
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_exported_weights_get_the_umask_mode(mask: int, tmp_path: Path) -> None:
+    """safetensors writes 0600; an exported folder's files get 0o666 & ~umask like any new file."""
+    import stat
+
+    model = build_model("MLP-toy", hidden_size=8, depth=1)
+    previous = os.umask(mask)
+    try:
+        folder = save_pretrained(model, tmp_path / "export")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes == {"config.json": 0o666 & ~mask, "model.safetensors": 0o666 & ~mask}, modes
+    assert from_pretrained(folder).config == model.config  # and the file is whole

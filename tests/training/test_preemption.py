@@ -178,3 +178,87 @@ def test_preempted_is_handled_like_ctrl_c_by_callers_that_do_not_know_it() -> No
         pytest.fail("Preempted was swallowed by 'except Exception'")
     except KeyboardInterrupt as stopped:
         assert isinstance(stopped, Preempted) and stopped.step == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Every long phase stops on a signal, not only the training steps
+
+
+def _signal_then_work(number: int = signal.SIGTERM):  # noqa: ANN202
+    """A stand-in for a long phase (a huge model's set-up, a 1,000-step grid): the signal arrives while it works."""
+
+    def long_phase(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        os.kill(os.getpid(), number)
+        time.sleep(30)  # the handler raises at the next bytecode: this never finishes
+        raise AssertionError("the stop signal did not stop this phase")
+
+    return long_phase
+
+
+# phase -> (what is patched, overrides, the stop line's words, the checkpoint left, whether the run was resumed)
+PHASES = {
+    "setup-fresh": (
+        "tim.training.loop._build_model",
+        [],
+        "while setting up the run, before any training step; no checkpoint was written",
+        None,
+        False,
+    ),
+    "setup-resume": (
+        "tim.training.loop._build_model",
+        [],
+        "while setting up the run, before any training step; its checkpoints in",
+        3,
+        True,
+    ),
+    "final-grid": (
+        "tim.samplers.sample",
+        ["sample.num=4"],
+        "while drawing the final sample grids after step 3; checkpoint saved in",
+        3,
+        False,
+    ),
+    "grid-during-training": (
+        "tim.samplers.sample",
+        ["sample.num=4", "train.sample_every=2", "train.steps=1000000"],
+        "after step 2; checkpoint saved in",
+        2,
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_signal_outside_the_training_steps_stops_at_once_with_exit_75(
+    phase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers.cli import run_cli
+
+    target, overrides, words, left, resume = PHASES[phase]
+    run = tmp_path / "run"
+    argv = ["train", "--config", "toy2d", "--out", str(run), *TINY, "train.steps=3", *overrides]
+    if resume:
+        assert run_cli(argv)[0] == 0
+        argv = [*argv, "train.steps=6"]
+    before = sorted(p.name for p in list_checkpoints(run))
+    monkeypatch.setattr(target, _signal_then_work())
+    started = time.monotonic()
+    code, stdout, stderr = run_cli(argv)
+    assert time.monotonic() - started < 25, "the phase ran on after the signal"
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == EXIT_PREEMPTED and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("stopped on SIGTERM ") and words in lines[0], lines
+    assert "rerun the same command" in lines[0]
+    found = [int(p.name.split("_")[1]) for p in list_checkpoints(run)]
+    assert (found[-1] if found else None) == left and all(
+        verify_checkpoint(p) is None for p in list_checkpoints(run)
+    )
+    if phase.startswith("setup"):
+        assert sorted(p.name for p in list_checkpoints(run)) == before  # nothing written
+    assert not (run / "pretrained").exists() or resume  # no export after a stop
+    assert not list(run.rglob(".tmp-*")) and not list(run.rglob("*.tmp"))  # nothing half-written
+    monkeypatch.undo()  # the rerun finishes what was stopped
+    if phase == "final-grid":
+        code, _, stderr = run_cli(argv)
+        assert code == 0 and (run / "pretrained" / "model.safetensors").is_file(), stderr
+        assert (run / "samples" / "step_00000003_nfe_1.png").is_file()

@@ -428,3 +428,171 @@ def test_unusable_gpus_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> N
     ) as raised:
         resolve_device("auto", local_rank=1)
     assert "\n" not in str(raised.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# state.json is read back like every other file: checked before it is trusted
+
+
+def _rewrite_state(checkpoint: Path, edit) -> None:  # noqa: ANN001 - a function of the parsed state
+    """Edit a checkpoint's state.json and re-sign it in the manifest (only the layout check can notice)."""
+    from tim.training.checkpoint import sha256_file
+
+    state = json.loads((checkpoint / "state.json").read_text())
+    state = edit(state)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"]["state.json"] = {
+        "size": (checkpoint / "state.json").stat().st_size,
+        "sha256": sha256_file(checkpoint / "state.json"),
+    }
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _set(key: str, value: object):  # noqa: ANN202
+    return lambda state: {**state, key: value}
+
+
+def _optimizer_layout(edit):  # noqa: ANN001, ANN202
+    def apply(state: dict) -> dict:
+        state["layouts"]["optimizer"] = edit(state["layouts"]["optimizer"])
+        return state
+
+    return apply
+
+
+# (edit of the newest checkpoint's state.json, words of the warning that names it)
+STATE_CASES = {
+    "not-an-object": (lambda state: [1, 2, 3], "holds a JSON list, not an object"),
+    "data-null": (_set("data", None), "data = null, not an object (the data position)"),
+    "data-list": (_set("data", [1, 2]), "data = [1, 2], not an object"),
+    "data-of-another-source": (
+        _set("data", {"rows": 96, "seed": 0}),
+        "data position does not fit the data source",
+    ),
+    "data-value-null": (
+        _set("data", {"step": None, "seed": 0}),
+        "data position does not fit the data source",
+    ),
+    "data-missing": (
+        lambda state: {k: v for k, v in state.items() if k != "data"},
+        "no data position ('data')",
+    ),
+    "images-text": (_set("images", "lots"), 'images = "lots", not a non-negative integer'),
+    "skipped-negative": (_set("skipped", -1), "skipped = -1, not a non-negative integer"),
+    "ema-updates-bool": (_set("ema_updates", True), "ema_updates = true"),
+    "world-size-zero": (_set("world_size", 0), "world_size = 0, not a positive integer"),
+    "step-disagrees": (_set("step", 5), "says step 5 in a folder named step_00000006"),
+    "no-layouts": (lambda state: {k: v for k, v in state.items() if k != "layouts"}, "no 'layouts' object"),
+    "optimizer-state-emptied": (
+        _optimizer_layout(lambda layout: {**layout, "state": {}}),
+        "the optimizer state is empty after 6 optimizer step(s)",
+    ),
+    "optimizer-layout-emptied": (_optimizer_layout(lambda layout: {}), "no list of parameter groups"),
+    "optimizer-groups-emptied": (
+        _optimizer_layout(lambda layout: {**layout, "param_groups": []}),
+        "has 0 parameter group(s), the optimizer 1",
+    ),
+    "optimizer-group-params-emptied": (
+        _optimizer_layout(
+            lambda layout: {**layout, "param_groups": [{**layout["param_groups"][0], "params": []}]}
+        ),
+        "parameter group 0 of the optimizer state does not list the model's parameters",
+    ),
+    "optimizer-entry-foreign": (
+        _optimizer_layout(
+            lambda layout: {**layout, "state": {**layout["state"], "elsewhere.weight": {"step": 1}}}
+        ),
+        "'elsewhere.weight', which is not a model parameter",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STATE_CASES))
+def test_a_malformed_state_json_is_named_and_skipped_on_resume(
+    case: str, tiny_config, tmp_path: Path
+) -> None:
+    """A state.json that is valid JSON (and matches the manifest) but not our layout: named, skipped, never a traceback."""
+    edit, words = STATE_CASES[case]
+    run = train(tiny_config(), tmp_path / "run")
+    newest = list_checkpoints(run)[-1]
+    _rewrite_state(newest, edit)
+    with pytest.warns(UserWarning) as caught:
+        train(tiny_config("train.steps=7"), run)  # resumes from the previous checkpoint (step 3)
+    messages = [str(w.message) for w in caught if "is unusable" in str(w.message)]
+    assert len(messages) == 1 and "step_00000006" in messages[0] and words in messages[0], messages
+    assert "falling back to the previous one" in messages[0] and "\n" not in messages[0]
+    assert [step for step, _ in _losses(run)] == [1, 2, 3, 4, 5, 6, 7]  # steps 4-6 trained again
+    assert load_latest(run).step == 7
+
+
+def test_every_malformed_state_json_makes_all_checkpoints_unusable_one_line(
+    tiny_config, tmp_path: Path
+) -> None:
+    run = train(tiny_config(), tmp_path / "run")
+    for checkpoint in list_checkpoints(run):
+        _rewrite_state(checkpoint, _set("data", None))
+    with pytest.warns(UserWarning, match="data = null"), pytest.raises(TimError, match="all 2 checkpoint"):
+        train(tiny_config("train.steps=8"), run)
+    with pytest.raises(
+        TimError, match=r"step 3 .* is unusable \(its contents cannot be read: state.json has data"
+    ):
+        from tim.training import load_run
+
+        load_run(run, step=3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run-folder entries of the wrong kind; the free-space check counts what pruning frees
+
+
+@pytest.mark.parametrize(
+    ("entry", "make", "kind"),
+    [
+        ("checkpoints", "file", "folder"),
+        ("samples", "file", "folder"),
+        ("pretrained", "file", "folder"),
+        ("metrics.jsonl", "folder", "file"),
+        ("config.json", "folder", "file"),
+        ("summary.json", "folder", "file"),
+    ],
+)
+def test_a_run_folder_entry_of_the_wrong_kind_is_one_line_before_training(
+    entry: str, make: str, kind: str, tiny_config, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / entry).mkdir() if make == "folder" else (run / entry).write_text("x")
+    with pytest.raises(TimError) as raised:
+        train(tiny_config("sample.num=4"), run)
+    message = str(raised.value)
+    assert f"'{run / entry}' is a {make}, but a run keeps its {entry} there as a {kind}" in message
+    assert "move it out of the way" in message and "\n" not in message
+    assert sorted(p.name for p in run.iterdir()) == [entry]  # refused before anything was written
+
+
+def test_free_space_counts_the_checkpoints_that_pruning_will_free(
+    tiny_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that filled its volume can be extended there: its own old checkpoints will be replaced."""
+    import shutil
+
+    from tim.training import checkpoint as ckpt
+    from tim.training.config import model_config
+    from tim.training.loop import _BYTES_PER_PARAM
+    from tim.training.memory import parameter_count
+
+    cfg = tiny_config("train.keep_last=2")
+    run = train(cfg, tmp_path / "run")  # 2 checkpoints kept
+    one = _BYTES_PER_PARAM * parameter_count(model_config(cfg))  # the estimate of one checkpoint
+    reclaim, count = ckpt.reclaimable_bytes(run)
+    assert count == 2 and reclaim >= 2 * one
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=int(1.5 * one)))
+    with pytest.raises(TimError, match=r"only .* MiB free .* but checkpoints need about"):
+        train(cfg, tmp_path / "fresh")  # 3 checkpoints' worth does not fit in 1.5
+    train(tiny_config("train.keep_last=2", "train.steps=9"), run)  # the same space is enough to go on
+    assert load_latest(run).step == 9 and len(list_checkpoints(run)) == 2
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=one // 2))
+    with pytest.raises(TimError, match=r"counting the .* MiB its 2 old checkpoint\(s\) will free"):
+        train(tiny_config("train.keep_last=2", "train.steps=12"), run)  # the next one must fit before pruning

@@ -934,7 +934,7 @@ def _check_positive(name: str, value: int | None) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim sample`` (see :func:`add_parser` for the options)."""
-    from tim.cli.sample_job import Job, check_job_dir, default_shard_size, run_job
+    from tim.cli.sample_job import check_job_dir, check_writable_out
 
     # Everything that can be checked without the model, first (the message must not wait for loading).
     steps_list = None if args.steps is None else parse_steps(args.steps)
@@ -954,6 +954,38 @@ def run(args: argparse.Namespace) -> int:
     check_dtype(args.dtype, device)
     out = Path(args.out)
     check_job_dir(out, args.overwrite)  # nothing is created before the job starts
+    check_writable_out(out)
+    from tim.training.preemption import EXIT_PREEMPTED, SignalStop, StopRequest
+
+    # SIGTERM/SIGINT stop every phase at once (loading the model, a batch, a file write: every file
+    # goes through a temporary that is removed), exit 75: the finished shards stay and the same
+    # command resumes. A second signal aborts (the default action).
+    phase = {"started": False}
+    try:
+        with StopRequest(immediate=True):
+            return _load_and_run(args, out, device, steps_list, batch_size, interval, prompts, phase)
+    except SignalStop as stopped:
+        kept = (
+            f"the finished shards in {out} are kept"
+            if phase["started"]
+            else "nothing was written (the model was loading)"
+        )
+        print(f"stopped on {stopped.signal_name}; {kept}; rerun the same command to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+
+
+def _load_and_run(
+    args: argparse.Namespace,
+    out: Path,
+    device: torch.device,
+    steps_list: list[int] | None,
+    batch_size: int | None,
+    interval: tuple[float, float] | None,
+    prompts: list[str],
+    phase: dict[str, bool],
+) -> int:
+    """Load the model, build the job and run it (under the command's stop request)."""
+    from tim.cli.sample_job import Job, default_shard_size, run_job
 
     backend = load_backend(args, device)
     conditions = _conditions(args, backend, prompts)
@@ -996,50 +1028,19 @@ def run(args: argparse.Namespace) -> int:
         png=args.png,
         identity=identity,
     )
-    stop = _StopOnSignal()
+    phase["started"] = True
     try:
-        with stop:
-            result = run_job(
-                backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device
-            )
-    except KeyboardInterrupt:
+        result = run_job(backend, job, out, overwrite=args.overwrite, progress=args.progress, device=device)
+    except KeyboardInterrupt as error:
+        if type(error) is not KeyboardInterrupt:
+            raise  # a stop signal: reported by run()
         print(
-            f"{stop.name or 'interrupted'}: the finished shards in {out} are kept; rerun the same command to resume",
+            f"interrupted: the finished shards in {out} are kept; rerun the same command to resume",
             file=sys.stderr,
         )
-        return 143 if stop.name == "SIGTERM" else 130  # 128 + the signal number, the shell convention
+        return 130  # 128 + SIGINT, the shell convention
     _report(result, job, out)
     return 0
-
-
-class _StopOnSignal:
-    """While a job runs, SIGTERM (what schedulers and ``kill`` send) stops it like Ctrl-C.
-
-    The current file write is abandoned (its temporary is removed) and the finished shards stay,
-    so the same command resumes. Outside the main thread (signals cannot be set there) it does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-        self._previous: Any = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.name = "SIGTERM"
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> _StopOnSignal:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _conditions(args: argparse.Namespace, backend: Any, prompts: list[str]) -> list:

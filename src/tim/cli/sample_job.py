@@ -32,11 +32,11 @@ would have drawn.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,9 @@ import numpy as np
 import torch
 
 from tim.errors import TimError
-from tim.system import available_memory, format_bytes
+from tim.system import available_memory, create_temporary, format_bytes
 from tim.training.lock import RunLock, refuse_link
+from tim.training.preemption import deferred
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tim-sample-index/1"
@@ -279,20 +280,58 @@ def atomic_write(path: Path, write: Callable[[Any], None], *, sync: bool = True)
 
     ``sync`` also fsyncs it first (survives a power cut, not only a killed process); the per-sample
     PNGs skip that, as 50,000 fsyncs cost minutes and a resume re-creates any PNG that is missing
-    or empty.
+    or empty. A stop signal waits for the file (:func:`tim.training.preemption.deferred`), so no
+    temporary is ever left behind; a failed write removes its temporary and raises :class:`WriteFailed`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            if sync:
-                file.flush()
-                os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with deferred(f"writing {path.name}"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = create_temporary(
+                path.parent, f".{path.name}.", ".tmp"
+            )  # umask's mode, not 0600
+        except OSError as error:
+            raise WriteFailed(path, error) from None
+        try:
+            with os.fdopen(handle, "wb") as file:
+                write(file)
+                if sync:
+                    file.flush()
+                    os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException as error:
+            temporary.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise WriteFailed(path, error) from None
+            raise
+
+
+class WriteFailed(OSError):
+    """Writing a file of the job failed (disk full, permissions...): the OSError, and the file it was for."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.path = path
+
+
+def write_error(error: OSError, out: Path, index: dict | None) -> TimError:
+    """The one line for a failed write in ``out``: what was written, what is kept, what to do."""
+    path = error.path if isinstance(error, WriteFailed) else Path(error.filename or out)
+    done = sum(len(record.get("shards", [])) for record in (index or {}).get("steps", {}).values())
+    kept = f"the {done} finished shard(s) in {out} are kept" if done else f"nothing finished in {out} is lost"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TimError(
+            f"the disk is full while writing '{path}' ({kept})",
+            "free disk space, then rerun the same command to resume",
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return TimError(
+            f"cannot write '{path}' ({error.strerror}; {kept})",
+            "make --out writable or pass another --out, then rerun the same command",
+        )
+    return TimError(
+        f"writing '{path}' failed ({error.strerror or error}; {kept})",
+        "remove what is in the way at that path or pass another --out, then rerun the same command to resume",
+    )
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -308,6 +347,31 @@ def save_png(path: Path, pixels: np.ndarray, *, sync: bool = True) -> None:
     image_cls, _, _ = _pil()
     image = image_cls.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     atomic_write(path, lambda file: image.save(file, format="PNG"), sync=sync)
+
+
+def check_writable_out(out: Path) -> None:
+    """Refuse (one line, before the model loads) an ``--out`` that cannot be created or written.
+
+    The folder itself when it exists, else the nearest folder above it that exists (it will be
+    created there): it must be a folder we may write into and enter.
+    """
+    target = out
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if target.exists() and not target.is_dir():
+        raise TimError(
+            f"--out {out} cannot be created ('{target}' is a file)", "pass a folder path with --out"
+        )
+    if not os.access(target, os.W_OK | os.X_OK):
+        problem = (
+            f"--out {out} is not writable"
+            if target == out
+            else f"--out {out} cannot be created: '{target}' is not writable"
+        )
+        raise TimError(
+            f"{problem} (permission denied)",
+            "pass a folder you may write to with --out, or fix its permissions",
+        )
 
 
 def check_job_dir(out: Path, overwrite: bool) -> None:
@@ -327,6 +391,7 @@ def make_job_dir(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TimError(f"cannot create --out {out} ({error.strerror})", "pass a writable folder") from None
+    check_writable_out(out)
 
 
 def read_index(out: Path) -> dict | None:
@@ -441,15 +506,24 @@ def refuse_links(out: Path, job: Job) -> None:
     """Refuse (one-line TimError) a job whose files or folders in ``out`` are symbolic links.
 
     A job reads, deletes and writes only the index, its shards, its grids and its ``steps_<k>/``
-    folders (the per-sample PNGs are checked as a resume looks at them, :func:`_non_empty`);
+    folders (the per-sample PNGs are checked as a resume looks at them, ``_non_empty``);
     a link at any of those names could point the job at files outside ``out``, so none is followed.
     """
     names = [INDEX_NAME]
+    folders = []
     for steps in job.steps:
         names += [f"steps_{steps:03d}", f"steps_{steps:03d}.png"]
         names += [job.npz_name(steps, shard) for shard in range(job.num_shards)]
+        folders += [f"steps_{steps:03d}"] if job.png else []
     for name in names:
-        refuse_link(out / name, "--out entry")
+        path = out / name
+        refuse_link(path, "--out entry")
+        if path.exists() and path.is_dir() != (name in folders):
+            found, wanted = ("a folder", "file") if path.is_dir() else ("a file", "folder")
+            raise TimError(
+                f"--out entry '{path}' is {found}, but tim sample writes a {wanted} there",
+                f"move it out of the way ('mv {path} {path}.old') or pass another --out",
+            )
 
 
 def write_index(out: Path, index: dict) -> None:
@@ -564,7 +638,10 @@ def run_job(
         refuse_links(out, job)  # before anything in out is read, deleted or written
         index = start_index(out, job, overwrite)
         _remove_temporaries(out)  # of a killed earlier run; only the lock holder may do this
-        return _run_locked(backend, job, out, index, progress)
+        try:
+            return _run_locked(backend, job, out, index, progress)
+        except OSError as error:  # disk full, permissions changed, something in the way: one line
+            raise write_error(error, out, index) from None
 
 
 def _run_locked(backend: Backend, job: Job, out: Path, index: dict, progress: bool) -> JobResult:
@@ -750,14 +827,17 @@ def write_grid(out: Path, job: Job, steps: int, kind: str) -> str:
         from tim import viz
 
         points = np.stack([picked[i] for i in wanted])
-        handle, temporary = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp.png")
-        os.close(handle)  # a fresh file of ours (never a planted link), which the plot overwrites
-        try:
-            viz.scatter({f"{steps} steps": points}, Path(temporary))
-            os.replace(temporary, out / name)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with deferred(f"writing {name}"):  # a stop signal waits for the plot: no temporary is left
+            handle, temporary = create_temporary(out, f".{name}.", ".tmp.png")
+            os.close(handle)  # a fresh file of ours (never a planted link), which the plot overwrites
+            try:
+                viz.scatter({f"{steps} steps": points}, temporary)
+                os.replace(temporary, out / name)
+            except BaseException as error:
+                temporary.unlink(missing_ok=True)
+                if isinstance(error, OSError):
+                    raise WriteFailed(out / name, error) from None
+                raise
         return name
     from tim import viz
 

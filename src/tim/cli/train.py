@@ -3,8 +3,9 @@
 The config file (YAML/JSON, or a preset name such as ``digits``) maps strictly onto
 :class:`tim.training.RunConfig`; dotted overrides such as ``optim.lr=3e-4`` are applied on top.
 Running the same command again resumes from the latest good checkpoint in ``--out``.
-SIGTERM or Ctrl-C stops after the current optimizer step with a checkpoint and exit status 75
-(``tim.training.preemption.EXIT_PREEMPTED``); a second signal aborts at once.
+SIGTERM or Ctrl-C stops after the current optimizer step with a checkpoint, or at once during
+set-up and sample grids, with exit status 75 (``tim.training.preemption.EXIT_PREEMPTED``); a second
+signal aborts at once.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     try:
         run_dir = train(cfg, out, restart=args.restart, allow_config_change=args.allow_config_change)
-    except Preempted as stopped:  # SIGTERM/SIGINT: a checkpoint was written; not an error of the user
+    except Preempted as stopped:  # SIGTERM/SIGINT: the checkpoints on disk are whole; not a user error
         sys.stderr.write(f"{stopped}\n")
         return EXIT_PREEMPTED
     prompt = " --prompt TEXT" if cfg.data.text_encoder else ""  # text runs sample from prompts

@@ -25,6 +25,7 @@ from tim.data.buckets import BucketedSource, Size
 from tim.data.config import DataConfig, DataInfo
 from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
+from tim.system import give_new_file_mode
 
 SHARD_FORMAT = "tim-latents-v1"
 Encoder = Callable[[Tensor], Tensor]  # images (B, 3, H, W) in [-1, 1] -> raw latents (B, C, h, w)
@@ -78,6 +79,7 @@ def write_latent_shards(
                 tensors["labels"] = torch.tensor([ids[i] for i in chunk], dtype=torch.int64)
             path = out_dir / f"shard-{len(paths):05d}.safetensors"
             save_file(tensors, str(path), metadata=metadata)
+            give_new_file_mode(path)  # safetensors writes 0600
             paths.append(path)
     return paths
 

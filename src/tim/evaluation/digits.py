@@ -24,6 +24,7 @@ from torch import nn
 from tim.data.digits import digits_to_unit_range, load_digits_tensors
 from tim.errors import TimError
 from tim.evaluation.metrics import frechet_distance, kernel_distance
+from tim.system import give_new_file_mode
 
 ASSET_NAME = "digits_classifier.safetensors"
 METADATA_KEY = "tim_metadata"  # safetensors metadata holds str -> str; the JSON lives under this key
@@ -98,6 +99,7 @@ def save_digits_classifier(model: DigitsClassifier, path: str | Path, metadata: 
     payload = {"config": asdict(model.config), **metadata}
     tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
+    give_new_file_mode(path)  # safetensors writes 0600
 
 
 def load_digits_classifier(path: str | Path | None = None) -> tuple[DigitsClassifier, dict]:

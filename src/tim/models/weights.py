@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError, first_line
+from tim.system import give_new_file_mode
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -89,7 +91,14 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     }
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    # safetensors creates its file 0600: write a temporary, give it the umask's mode, rename it in.
+    temporary = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
+    try:
+        save_file(state, str(temporary), metadata={"format": "pt"})
+        give_new_file_mode(temporary)
+        os.replace(temporary, directory / WEIGHTS_NAME)
+    finally:
+        temporary.unlink(missing_ok=True)
     return directory
 
 

@@ -30,7 +30,9 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +359,47 @@ def _manifest_problem(manifest: Any) -> str | None:
     return None
 
 
+class UnusableCheckpoint(ValueError):
+    """A checkpoint whose files match their manifest but do not hold what we write (the message says what)."""
+
+
+_COUNTERS = ("images", "skipped", "bad_streak", "ema_updates")  # TrainState's counters besides the step
+
+
+def _is_count(value: object, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def state_problem(state: Any, path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> str | None:
+    """Why a parsed ``state.json`` does not have the layout :func:`save_checkpoint` writes, or None.
+
+    Checked before anything in it is used: an object with the folder's step, non-negative integer
+    counters, a ``data`` object when present (a data source's position), positive ``world_size`` and
+    ``micro_batch``, and a ``layouts`` object with an entry for every tensor file read.
+    """
+    if not isinstance(state, dict):
+        return f"state.json holds a JSON {type(state).__name__}, not an object"
+    step = state.get("step")
+    if not _is_count(step) or step != _step_of(path):
+        return f"state.json says step {json.dumps(step)} in a folder named {path.name}"
+    for key in _COUNTERS:
+        if key in state and not _is_count(state[key]):
+            return f"state.json has {key} = {json.dumps(state[key])[:40]}, not a non-negative integer"
+    for key in ("world_size", "micro_batch"):
+        if key in state and not _is_count(state[key], 1):
+            return f"state.json has {key} = {json.dumps(state[key])[:40]}, not a positive integer"
+    data = state.get("data", {})
+    if not isinstance(data, dict):
+        return f"state.json has data = {json.dumps(data)[:60]}, not an object (the data position)"
+    layouts = state.get("layouts")
+    if not isinstance(layouts, dict):
+        return "state.json has no 'layouts' object"
+    for name in parts:
+        if not isinstance(layouts.get(name), (dict, list)):
+            return f"state.json has no layout for {name}.safetensors"
+    return None
+
+
 def read_checkpoint(path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkpoint:
     """Read a checkpoint directory (call :func:`verify_checkpoint` first).
 
@@ -366,26 +409,30 @@ def read_checkpoint(path: Path, parts: tuple[str, ...] = TENSOR_PARTS) -> Checkp
 
     Returns:
         The :class:`Checkpoint`.
+
+    Raises:
+        UnusableCheckpoint: ``state.json`` or ``config.json`` does not have the layout we write.
     """
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
     config = json.loads((path / "config.json").read_text())
-    if (
-        not isinstance(state, dict)
-        or not isinstance(state.get("layouts"), dict)
-        or not isinstance(config, dict)
-    ):
-        raise ValueError("state.json or config.json is not an object of the expected layout")
-    if not isinstance(state.get("step"), int) or state["step"] != _step_of(path):
-        raise ValueError(f"state.json says step {state.get('step')!r} in a folder named {path.name}")
+    problem = state_problem(state, path, parts)
+    if problem is None and not isinstance(config, dict):
+        problem = f"config.json holds a JSON {type(config).__name__}, not an object"
+    if problem is not None:
+        raise UnusableCheckpoint(problem)
     layouts = state.pop("layouts")
     loaded = {name: unflatten_state(load_file(path / f"{name}.safetensors"), layouts[name]) for name in parts}
     return Checkpoint(path=path, step=state["step"], parts=loaded, state=state, config=config)
 
 
 def load_latest(
-    run_dir: str | Path, *, report: bool = True, parts: tuple[str, ...] = TENSOR_PARTS
+    run_dir: str | Path,
+    *,
+    report: bool = True,
+    parts: tuple[str, ...] = TENSOR_PARTS,
+    check: Callable[[Checkpoint], str | None] | None = None,
 ) -> Checkpoint | None:
     """Load the newest checkpoint that passes verification; report and skip broken ones.
 
@@ -393,6 +440,8 @@ def load_latest(
         run_dir: the run directory.
         report: emit a warning naming each corrupt or partial checkpoint that is skipped.
         parts: which tensor files to load.
+        check: says why a loaded checkpoint does not fit the caller (e.g. its optimizer state does
+            not match the live optimizer), or None; one that does not fit is skipped like a corrupt one.
 
     Returns:
         The checkpoint, or None when the run has no usable checkpoint.
@@ -403,7 +452,13 @@ def load_latest(
         problem = verify_checkpoint(path)
         if problem is None:
             try:
-                return read_checkpoint(path, parts)
+                checkpoint = read_checkpoint(path, parts)
+                unfit = check(checkpoint) if check is not None else None
+                if unfit is None:
+                    return checkpoint
+                problem = f"its contents do not fit this run: {unfit}"
+            except UnusableCheckpoint as error:
+                problem = f"its contents cannot be read: {error}"
             except (
                 ValueError,
                 KeyError,
@@ -432,18 +487,74 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-def check_output_dir(run_dir: str | Path, needed_bytes: int) -> Path:
+# What a run folder holds besides the lock (tim.training.loop._RUN_OUTPUTS): folder or file.
+RUN_ENTRIES = {
+    CHECKPOINT_DIR: "folder",
+    "samples": "folder",
+    "pretrained": "folder",
+    "tensorboard": "folder",
+    "config.json": "file",
+    "metrics.jsonl": "file",
+    "metrics.csv": "file",
+    "summary.json": "file",
+}
+
+
+def _entry_problem(run_dir: Path) -> TimError | None:
+    """A run-folder entry of the wrong kind (``checkpoints`` a file, ``metrics.jsonl`` a folder), or None."""
+    for name, kind in RUN_ENTRIES.items():
+        path = run_dir / name
+        if path.is_symlink() or not path.exists():
+            continue  # links are refused where they are opened; a missing entry is created
+        if path.is_dir() != (kind == "folder"):
+            found = "a folder" if path.is_dir() else "a file"
+            return TimError(
+                f"'{path}' is {found}, but a run keeps its {name} there as a {kind}",
+                f"move it out of the way ('mv {path} {path}.old') or choose another run directory",
+            )
+    return None
+
+
+def reclaimable_bytes(run_dir: str | Path) -> tuple[int, int]:
+    """``(bytes, count)`` of the run's existing checkpoints and temporaries, which pruning will delete.
+
+    Pruning keeps the newest ``train.keep_last`` checkpoints after each save, so a continued run
+    replaces every one that is there now; files are counted with ``lstat`` (links are not followed).
+    """
+    root = checkpoint_dir(run_dir)
+    total, count = 0, 0
+    if not root.is_dir() or root.is_symlink():
+        return 0, 0
+    for folder in root.iterdir():
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        count += _step_of(folder) is not None
+        for file in folder.iterdir():
+            try:
+                info = file.lstat()
+            except OSError:
+                continue
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total, count
+
+
+def check_output_dir(run_dir: str | Path, needed_bytes: int, *, keep_last: int = 0) -> Path:
     """Fail early (before training) when the run directory is unusable or the disk too full.
 
     Args:
         run_dir: the run directory (created if missing).
-        needed_bytes: free space required, e.g. (keep_last + 1) checkpoints.
+        needed_bytes: space the run's checkpoints need, e.g. (keep_last + 1) checkpoints.
+        keep_last: ``train.keep_last``. When given, the bytes of the run's own existing checkpoints
+            count as free (pruning deletes them as new ones are written), but at least one
+            checkpoint's share of ``needed_bytes`` must be free now: the next one is written before
+            any old one is deleted.
 
     Returns:
         The run directory as a Path.
 
     Raises:
-        TimError: the directory cannot be created or written, or free space is below ``needed_bytes``.
+        TimError: the directory cannot be created or written, an entry of the run folder has the
+            wrong kind (``checkpoints`` a file...), or free space is below what is needed.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -460,11 +571,21 @@ def check_output_dir(run_dir: str | Path, needed_bytes: int) -> Path:
             f"run directory '{run_dir}' is not writable ({error.strerror or error})",
             "choose a writable run directory or fix its permissions",
         ) from None
+    wrong = _entry_problem(run_dir)
+    if wrong is not None:
+        raise wrong
     free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
+    reclaim, count = reclaimable_bytes(run_dir) if keep_last > 0 else (0, 0)
+    required = max(needed_bytes // (keep_last + 1), needed_bytes - reclaim) if keep_last > 0 else needed_bytes
+    if free < required:
+        counted = (
+            f" (counting the {reclaim / 2**20:.1f} MiB its {count} old checkpoint(s) will free)"
+            if count
+            else ""
+        )
         raise TimError(
             f"only {free / 2**20:.1f} MiB free at '{run_dir}' but checkpoints need about "
-            f"{needed_bytes / 2**20:.1f} MiB",
+            f"{required / 2**20:.1f} MiB{counted}",
             "free disk space, lower train.keep_last or choose another run directory",
         )
     return run_dir

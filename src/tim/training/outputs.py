@@ -12,6 +12,7 @@ from torch import nn
 from tim.training import distributed
 from tim.training.config import RunConfig, model_config
 from tim.training.logging import write_summary
+from tim.training.preemption import deferred, interruptible
 from tim.training.state import TrainState
 from tim.training.text import grid_condition
 
@@ -25,7 +26,12 @@ def sample_grids(
     info: Any,
     env: distributed.DistEnv,
 ) -> None:
-    """Draw the EMA model's samples with each ``sample.steps`` count and save a grid per count."""
+    """Draw the EMA model's samples with each ``sample.steps`` count and save a grid per count.
+
+    Drawing is interruptible (a stop signal raises :class:`tim.training.preemption.SignalStop` at
+    once: a grid is worth nothing next to a preempted job's seconds); writing a grid is deferred, so
+    a PNG is never cut in half.
+    """
     if cfg.sample.num == 0:
         return
     try:
@@ -37,19 +43,20 @@ def sample_grids(
     noise = torch.randn((cfg.sample.num, *info.shape), generator=generator, device=env.device)
     out = run_dir / "samples"
     out.mkdir(exist_ok=True)
-    if getattr(
-        info, "text_dim", 0
-    ):  # text model: one training caption per grid row (samples/grid_prompts.txt)
-        cond = grid_condition(info, cfg.sample.num, env.device, out if env.is_main else None)
-    else:
-        cond = (
-            {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes}
-            if info.num_classes
-            else {}
-        )
+    with interruptible():
+        if getattr(
+            info, "text_dim", 0
+        ):  # text model: one training caption per grid row (samples/grid_prompts.txt)
+            cond = grid_condition(info, cfg.sample.num, env.device, out if env.is_main else None)
+        else:
+            cond = (
+                {"y": torch.arange(cfg.sample.num, device=env.device) % info.num_classes}
+                if info.num_classes
+                else {}
+            )
     uncond = ema.null_cond(cond) if cond else None
     for steps in cfg.sample.steps:
-        with torch.no_grad():
+        with interruptible(), torch.no_grad():
             x = sample(
                 ema,
                 noise,
@@ -63,10 +70,11 @@ def sample_grids(
                 generator=generator,
             ).x.cpu()
         name = out / f"step_{step:08d}_nfe_{steps}.png"
-        if env.is_main and info.kind == "image":
-            save_grid(_preview(x), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
-        elif env.is_main:
-            scatter({f"{steps} steps": x}, name, title=f"step {step}, {steps} sampling steps")
+        with deferred("writing a sample grid"):
+            if env.is_main and info.kind == "image":
+                save_grid(_preview(x), name, nrow=int(math.sqrt(cfg.sample.num)) or 1)
+            elif env.is_main:
+                scatter({f"{steps} steps": x}, name, title=f"step {step}, {steps} sampling steps")
 
 
 def _preview(x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from tim.errors import TimError
 from tim.training import distributed
 from tim.training.checkpoint import (
     Checkpoint,
+    UnusableCheckpoint,
     list_checkpoints,
     load_latest,
     read_checkpoint,
@@ -151,6 +152,49 @@ def check_resume_config(checkpoint: Checkpoint, cfg: RunConfig, *, allow_config_
         )
 
 
+_ADAMW_KEYS = {"step", "exp_avg", "exp_avg_sq"}  # plus max_exp_avg_sq with amsgrad
+
+
+def optimizer_state_problem(
+    saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, ema_updates: int
+) -> str | None:
+    """Why a checkpoint's optimizer state does not fit the live optimizer, or None.
+
+    ``torch`` loads an optimizer state whose parameter entries are missing without a word (the
+    moments silently start again from zero), so the layout is checked first: the same parameter
+    groups holding the same parameter names, a state entry only for a parameter of the model, with
+    AdamW's keys and the parameter's shape, and, once an optimizer step was taken
+    (``ema_updates`` > 0), at least one entry.
+    """
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    shapes = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+    if not isinstance(saved, dict) or not isinstance(saved.get("param_groups"), list):
+        return "the optimizer state has no list of parameter groups"
+    groups, state = saved["param_groups"], saved.get("state")
+    if len(groups) != len(optimizer.param_groups):
+        return f"the optimizer state has {len(groups)} parameter group(s), the optimizer {len(optimizer.param_groups)}"
+    for number, (group, live) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        wanted = [names.get(id(parameter)) for parameter in live["params"]]
+        if not isinstance(group, dict) or group.get("params") != wanted:
+            return f"parameter group {number} of the optimizer state does not list the model's parameters"
+    if not isinstance(state, dict):
+        return "the optimizer state has no per-parameter state object"
+    keys = _ADAMW_KEYS | ({"max_exp_avg_sq"} if optimizer.defaults.get("amsgrad") else set())
+    for name, entry in state.items():
+        if name not in shapes:
+            return f"the optimizer state has an entry for {str(name)[:60]!r}, which is not a model parameter"
+        if not isinstance(entry, dict) or set(entry) != keys:
+            return f"the optimizer state of {name} does not hold {', '.join(sorted(keys))}"
+        for key in keys - {"step"}:
+            if not isinstance(entry[key], torch.Tensor) or tuple(entry[key].shape) != shapes[name]:
+                return f"the optimizer's {key} of {name} does not have the parameter's shape {shapes[name]}"
+    if ema_updates > 0 and not state:
+        return (
+            f"the optimizer state is empty after {ema_updates} optimizer step(s) (the AdamW moments are lost)"
+        )
+    return None
+
+
 def restore_state(
     checkpoint: Checkpoint,
     cfg: RunConfig,
@@ -184,11 +228,12 @@ def _checkpoint_at(run_dir: str | Path, step: int, which: str) -> Any:
     """The verified checkpoint of ``step`` (its weights ``which`` only); one line when it is absent or bad."""
     path = next((p for p in list_checkpoints(run_dir) if p.name == f"step_{step:08d}"), None)
     problem = "it does not exist" if path is None else verify_checkpoint(path)
-    if path is None or problem is not None:
-        raise TimError(
-            f"checkpoint of step {step} in '{run_dir}' is unusable ({problem})", "pass another step"
-        )
-    return read_checkpoint(path, (which,))
+    if path is not None and problem is None:
+        try:
+            return read_checkpoint(path, (which,))
+        except UnusableCheckpoint as error:
+            problem = f"its contents cannot be read: {error}"
+    raise TimError(f"checkpoint of step {step} in '{run_dir}' is unusable ({problem})", "pass another step")
 
 
 def load_run(
