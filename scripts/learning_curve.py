@@ -66,7 +66,7 @@ def plot(curve: dict, path: Path, title: str) -> None:
     steps = sorted(curve, key=int)
     images = [curve[s]["images"] / 1e6 for s in steps]
     metrics = [k for k in curve[steps[0]] if k != "images"]
-    panels = sorted({m.split(" ")[0] for m in metrics})
+    panels = list(dict.fromkeys(m.split(" ")[0] for m in metrics))  # in the order the metrics come
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=True):
         for metric in [m for m in metrics if m.split(" ")[0] == panel]:

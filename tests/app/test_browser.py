@@ -279,7 +279,6 @@ def test_app_without_checkpoint_opens_the_bundled_scenes_model(tmp_path: Path) -
     server = Server(None, _free_port(), trap)
     try:
         server.wait_ready()
-        assert "bundled:scenes" in "".join(server.output)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -307,3 +306,4 @@ def test_app_without_checkpoint_opens_the_bundled_scenes_model(tmp_path: Path) -
         trap.close()
     assert code == 0, f"tim app did not stop cleanly on Ctrl-C ({code}):\n{''.join(server.output)}"
     assert trap.connections == 0, "the server tried to reach the network (through the proxy variables)"
+    assert "serving bundled:scenes" in "".join(server.output)
