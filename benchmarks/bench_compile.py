@@ -1,4 +1,4 @@
-"""Eager vs ``torch.compile``: one TiM-DDE training step and 1-step sampling, interleaved (issue 14).
+"""Eager vs ``torch.compile``: one TiM-DDE training step and 1-step sampling, interleaved.
 
 Prints one JSON object with the median seconds of each variant over ``--repeats`` rounds (the
 variants alternate inside every round, so load drifts hit both alike), their ratio, the one-off

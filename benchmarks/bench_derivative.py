@@ -1,4 +1,4 @@
-"""Accuracy and cost of derivative schemes for dF/dt against the fp32 JVP (issue 14, item 1).
+"""Accuracy and cost of derivative schemes for dF/dt against the fp32 JVP.
 
 For each network, rows with r < t are drawn from the training distribution of (t, r)
 (:meth:`tim.objective.TransitionLoss.sample_times`), the exact derivative is taken by

@@ -31,7 +31,7 @@ from tim.models.layers import SelfAttention, apply_rope, attention
 
 
 def legacy_self_attention(self: SelfAttention, u: torch.Tensor, dt_emb: torch.Tensor, rope) -> torch.Tensor:  # noqa: ANN001
-    """The self-attention forward before issue 14 (for before/after timing only)."""
+    """The self-attention forward before the faster block (for before/after timing only)."""
     B, N, D = u.shape
     qkv = self.qkv(u)
     if self.qkv_interval is not None:

@@ -49,7 +49,7 @@ from tim.pipeline import SamplingRecipe, TiMPipeline, estimate_generation_bytes
 NARROW_T2I = dataclasses.replace(
     TIM_PRESETS["TiM-T2I"], hidden_size=64, depth=2, num_heads=1, modulation_rank=16, text_dim=64, z_dim=0
 )
-CAPTION_TOKENS = 256  # TiM-T2I caption length (paper.md §6: Gemma features padded to 256 tokens)
+CAPTION_TOKENS = 256  # TiM-T2I caption length (published code: Gemma features padded to 256 tokens)
 
 
 def median(values: list[float]) -> float:
@@ -197,7 +197,7 @@ def decode_section(config: TiMConfig, batch: int, repeats: int, device: torch.de
 def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
     """The library's estimate for a 4096^2 TiM-T2I generation (bf16, CFG, DC-AE f32c32 decode)."""
     config = TIM_PRESETS["TiM-T2I"]
-    h = w = 4096 // 32  # DC-AE f32 (paper.md §6, released-architecture.md §6.1)
+    h = w = 4096 // 32  # DC-AE f32 (published TiM-T2I, github.com/WZDTHU/TiM)
     with torch.device("meta"):  # shapes only: no 3.5 GB allocation, no initialisation work
         params = sum(math.prod(p.shape) for p in build_model(config, z_dim=0).parameters())
     network = estimate_generation_bytes(

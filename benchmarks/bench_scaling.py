@@ -1,7 +1,7 @@
-"""Forward time and peak memory vs token count for a small TiM on CPU (issue 7 item 5).
+"""Forward time and peak memory vs token count for a small TiM on CPU (native-resolution scaling).
 
 Token counts 64 ... 16,384 (16,384 = a 4096x4096 image through a 32x autoencoder at patch 1, the
-paper's largest size, paper.md §8). Square token grids, batch 1, float32, ``torch.no_grad``.
+paper's largest size, arXiv 2509.04394, App. C.2). Square token grids, batch 1, float32, ``torch.no_grad``.
 
 Memory method: every (tokens, backend) point runs in a FRESH subprocess. The worker builds the
 model and the input, then reports ``peak_mb`` = growth of ``resource.getrusage(RUSAGE_SELF).ru_maxrss``

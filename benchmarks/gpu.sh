@@ -4,7 +4,7 @@
 # matching, TiM-DDE and TiM-JVP side by side, the DDE in each derivative precision mode (fp32, tf32,
 # mixed, bf16: objective.derivative_precision); SDPA vs flash attention when flash-attn is installed.
 # Prints the JSON report on stdout (progress on stderr) and writes cost.json / cost.md to $OUT_DIR.
-# Then (issue 14) the current vs previous attention block (block.json), eager vs torch.compile
+# Then the current vs previous attention block (block.json), eager vs torch.compile
 # training step and 1-step sampling (compile.json), each capped at $EXTRA_TIMEOUT_S.
 #
 # Usage: benchmarks/gpu.sh [OUT_DIR]      (env: PYTHON=python3, BATCH=256, TIMEOUT_S=280, EXTRA_TIMEOUT_S=150)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10's benchmark at GPU scale, in one call of under 10 minutes: TiM, flow matching and
+# The GenEval-in-miniature benchmark at GPU scale, in one call of under 10 minutes: TiM, flow matching and
 # MeanFlow trained side by side on ONE GPU (three processes) on the synthetic scenes, with the
 # same network, data, batch, optimizer and steps, then scored with GenEval in miniature at
 # 1, 2, 4 ... 128 steps, without and with CFG, on seen and held-out prompts (tim bench geneval).

@@ -1,4 +1,4 @@
-"""Issue 16: does TiM's quality rise with every added sampling step? Budget sweep + sampler experiments.
+"""Drift study: does TiM's quality rise with every added sampling step? Budget sweep + sampler experiments.
 
 Two stages, each writing JSON as results arrive (a killed job loses only the cell in progress):
 

@@ -1,10 +1,10 @@
-"""Native-resolution demo (issue 7 item 4): train on mixed sizes, sample at seen and unseen sizes.
+"""Native-resolution demo: train on mixed sizes, sample at seen and unseen sizes.
 
 1. Data: the synthetic "shapes" dataset (tim.data.shapes: circle / square / triangle / plus, grey
    here), rendered at 16x16, 16x32, 32x16 and 32x32 (MIN_SIDE .. MAX_SIDE), read through resolution buckets: every batch is one
-   size, and its batch size follows a token budget (paper.md §8: B ∝ 1/(H W)).
+   size, and its batch size follows a token budget (arXiv 2509.04394, App. C.2: B ∝ 1/(H W)).
 2. Training: ``tim.training.train`` with a small class-conditional TiM (patch 4) and the
-   resolution-dependent time shift (SD3 rule, paper.md §5.2, base 16x16), for a few minutes on CPU.
+   resolution-dependent time shift (SD3 rule, base 16x16), for a few minutes on CPU.
 3. Sampling with the EMA model at the seen sizes and at unseen ones (24x24 in between, 48x48
    larger, 16x48 and 48x16 = 3:1), with 1 and 4 steps and classifier-free guidance, each size with
    its own time shift; unseen sizes also with RoPE position interpolation. Sampling goes through
@@ -66,7 +66,7 @@ BASE = (16, 16)  # base resolution of the time shift (the model's nominal input_
 MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE, MAX_ASPECT = 16, 32, 16, 2.0
 UNSEEN = [(24, 24), (48, 48), (16, 48), (48, 16)]
 STEPS = (1, 4)
-GUIDANCE = 2.0  # default CFG scale at sampling (training drops labels 10% of the time, paper.md §5.3)
+GUIDANCE = 2.0  # default CFG scale at sampling (training drops labels 10% of the time, as published)
 SEEDS_IN_OVERVIEW = 2
 SAMPLES_PER_CLASS = 16  # per (size, steps) for the accuracy and the per-size PNGs
 CHANNELS = 1  # grey shapes: learnable in a few CPU minutes

@@ -1,6 +1,6 @@
 """REPA ablation at digits scale: TiM with and without the representation-alignment term.
 
-The published TiM trainers always add REPA against a frozen RADIO-v2.5-B (paper.md §12 item 1);
+The published TiM trainers always add REPA against a frozen RADIO-v2.5-B (github.com/WZDTHU/TiM; the paper does not mention it);
 no pretrained vision model can be downloaded here, so two small DINOv2-architecture encoders are
 built offline (Hugging Face ``Dinov2Model``, 2 layers, width 64, 4x4 patches = one patch per TiM
 token of the 8x8 digits, saved with ``save_pretrained``):

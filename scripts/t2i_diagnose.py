@@ -1,4 +1,4 @@
-"""Why does the scenes text-to-image model not follow its prompts? Two measurements and a picture (issue 10).
+"""Why does the scenes text-to-image model not follow its prompts? Two measurements and a picture.
 
 ``probe``: do the caption features carry what the judge checks? A logistic-regression probe from
 all-MiniLM-L6-v2 features of every training caption (714) to the first / second object's shape and

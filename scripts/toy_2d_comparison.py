@@ -1,4 +1,4 @@
-"""TiM vs flow matching on a 2-D toy: the paper's central claim in miniature (paper.md §0, Table 4).
+"""TiM vs flow matching on a 2-D toy: the paper's central claim in miniature (arXiv 2509.04394, Table 4).
 
 Trains the same small TiMMLP from the same initialisation and for the same number of steps with
 three objectives, then samples each at 1, 2, 4, ..., 64 steps (TiM with its transition sampler,

@@ -1923,7 +1923,7 @@ RELIABILITY_CASES = [
 ]
 
 # ------------------------------------------------------------------------------------------------
-# Text-to-image rows: text encoders, captioned data, text-conditioned training (issue 10).
+# Text-to-image rows: text encoders, captioned data, text-conditioned training.
 
 
 def _text_encoder_error(name_or_path: Callable[[Path], str]) -> Callable[[Path], str]:

@@ -29,7 +29,7 @@ class Teacher:
 
 
 def published_target(path, x, z, t, w_gt, w_cond, window):  # noqa: ANN001, ANN201
-    """released-architecture.md §3: base <- w_gt' base + w_cond' F_cond + (1 - w_gt' - w_cond') F_uncond at r = t."""
+    """Published code (github.com/WZDTHU/TiM): base <- w_gt' base + w_cond' F_cond + (1 - w_gt' - w_cond') F_uncond at r = t."""
     x_t = path.interpolate(x, z, t).x_t
     F_cond, F_uncond = 1.0 + x_t, -0.5 * x_t
     inside = ((t >= window[0]) & (t <= window[1]))[:, None, None].to(x.dtype)

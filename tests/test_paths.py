@@ -71,7 +71,7 @@ def test_closed_forms_match_general_form(path: Path) -> None:
 
 
 def test_published_edm_formulas_are_wrong_unless_sigma_d_is_one() -> None:
-    """paper.md §12 item 5: the published A, B and B/B' use sigma_d^3; equal to ours only at sigma_d = 1."""
+    """arXiv 2509.04394, Eqs. 37-38 and the published code: A, B and B/B' use sigma_d^3; equal to ours only at sigma_d = 1."""
     t, r = torch.tensor([2.0, 0.7, 10.0]), torch.tensor([0.5, 0.1, 3.0])
 
     def published(sd: float) -> tuple[torch.Tensor, ...]:

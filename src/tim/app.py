@@ -5,7 +5,7 @@ class or type a prompt, move the steps slider, or tick "compare" to render the S
 4, 8 and 16 steps. The page is a thin shell around :func:`generate`, a pure function (no browser, no
 Gradio) that checks a request, runs the pipeline and tiles the images; it is what the unit tests call.
 
-Serving rules (issue 12): the model is loaded once; generations run one at a time (a queue); every
+Serving rules: the model is loaded once; generations run one at a time (a queue); every
 bad request (a :class:`tim.errors.TimError`, a size or steps limit, running out of memory) becomes a
 message in the page, never a crashed server; the page binds 127.0.0.1 unless told otherwise and never
 reaches the network (analytics off, no share links, fonts served locally). What it generates stays
@@ -36,8 +36,8 @@ import torch
 from tim.errors import TimError
 from tim.system import create_temporary
 
-MAX_STEPS = 128  # issue 12: the steps slider runs 1-128 (the demo's largest step count)
-COMPARE_STEPS = (1, 2, 4, 8, 16)  # issue 12: the "compare" strip
+MAX_STEPS = 128  # the steps slider runs 1-128 (the demo's largest step count)
+COMPARE_STEPS = (1, 2, 4, 8, 16)  # the "compare" strip
 MAX_IMAGES_PER_ROW = 16  # the "number of images" slider (per class / per prompt)
 MAX_ROWS = 16  # classes or prompt lines in one request (digits: all 10 classes fit)
 MAX_COMPARE_ROWS = 32  # compare mode draws one row per image: keeps the strip a readable height

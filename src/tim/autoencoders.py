@@ -1,7 +1,7 @@
 """Image autoencoders for latent TiM: diffusers ``AutoencoderKL`` (SD-VAE) and ``AutoencoderDC`` (DC-AE).
 
 The paper's class-to-image checkpoints work in the latent space of the SD-VAE (f8, 4 channels) and
-its 512-pixel and text-to-image checkpoints in that of DC-AE (f32, 32 channels) (docs/paper.md §7).
+its 512-pixel and text-to-image checkpoints in that of DC-AE (f32, 32 channels) (the published code, github.com/WZDTHU/TiM).
 :class:`Autoencoder` wraps either one, loaded from a LOCAL ``save_pretrained`` folder (never a
 download), behind one interface:
 

@@ -1,11 +1,11 @@
 """Guidance: classifier-free guidance at sampling time and model guidance in the training target.
 
 * :func:`classifier_free_guidance` - F = F_uncond + s (F_cond - F_uncond) (Ho & Salimans 2022;
-  paper.md §7).
+  arXiv 2509.04394, Alg. 2).
 * :func:`in_guidance_interval` - whether a sampling time is guided. ``"inclusive"`` (our default)
   guides low t_max <= t <= high t_max; ``"strict"`` reproduces the published sampler
-  (low t_max < t < high t_max, so t = t_max is never guided; paper.md §12 item 6).
-* :func:`guided_target_offset` - model guidance (paper.md §5.4, TiM Eq. (51)): the target gains
+  (low t_max < t < high t_max, so t = t_max is never guided, as in the published code, github.com/WZDTHU/TiM).
+* :func:`guided_target_offset` - model guidance (TiM paper, arXiv 2509.04394, Eq. (51)): the target gains
   (omega - 1)(F_cond - F_uncond) of a teacher (EMA) evaluated at r = t, inside a time window.
 """
 
@@ -70,7 +70,7 @@ def guided_target_offset(
     w_gt: float = 1.0,
     base: Tensor | None = None,
 ) -> Tensor:
-    """Model-guidance offset of the training target (TiM Eq. (51), paper.md §5.4).
+    """Model-guidance offset of the training target (TiM paper, arXiv 2509.04394, Eq. (51)).
 
     The published ``enhance_target`` replaces the target's base quantity D (the diffusion target,
     v_t on the linear path) by ``w_gt D + w_cond F_cond + (1 - w_gt - w_cond) F_uncond`` with

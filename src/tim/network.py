@@ -25,7 +25,7 @@ __all__ = ["Network", "conditioning_in_float32", "float32_conditioning"]
 
 
 class Network(Protocol):
-    """A network F(x_t, t, r, **cond) -> Tensor of the shape of x_t (paper.md §3.2: f_theta(x_t, t, r)).
+    """A network F(x_t, t, r, **cond) -> Tensor of the shape of x_t (arXiv 2509.04394, Sec. 3: f_theta(x_t, t, r)).
 
     ``t`` and ``r`` are the path's network time inputs c_noise(t), c_noise(r), shape ``(B,)``;
     ``cond`` holds the condition tensors (``y`` labels, caption features...), each of batch ``B``.

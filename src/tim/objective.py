@@ -1,17 +1,17 @@
 """Training objectives: the TiM transition loss and two baselines on the same interface.
 
-Paper -> code map (arXiv:2509.04394v1; section numbers refer to ``paper.md``):
+Paper -> code map (TiM paper, arXiv 2509.04394v1; equation, table and appendix numbers are the paper's):
 
 =============================================================  =======================================
 paper                                                          code
 =============================================================  =======================================
-(t, r) sampling, r = t / r = 0 shares (§5.2, Table 11)         :func:`tim.timesteps.sample_time_pairs`
-x_t = alpha x + sigma z, v_t (§3.1)                            :meth:`tim.paths.Path.interpolate`
-DDE, TiM Eq. (10) (§4)                                         :func:`dde_derivative`
-JVP alternative (§4)                                           :func:`jvp_derivative`
-target from the state transition identity (§3.3-3.4)           :meth:`tim.paths.Path.transition_target`
-model guidance, TiM Eq. (51) (§5.4)                            :func:`tim.guidance.guided_target_offset`
-per-sample MSE + cosine direction loss (Alg. 1, §5.1)          :func:`per_sample_mse`, :func:`per_sample_cosine`
+(t, r) sampling, r = t / r = 0 shares (Table 11)               :func:`tim.timesteps.sample_time_pairs`
+x_t = alpha x + sigma z, v_t (Tables 7-8)                      :meth:`tim.paths.Path.interpolate`
+DDE, TiM Eq. (10)                                              :func:`dde_derivative`
+JVP alternative (Table 1)                                      :func:`jvp_derivative`
+target from the state transition identity (App. A.1)           :meth:`tim.paths.Path.transition_target`
+model guidance, TiM Eq. (51)                                   :func:`tim.guidance.guided_target_offset`
+per-sample MSE + cosine direction loss (Alg. 1)                :func:`per_sample_mse`, :func:`per_sample_cosine`
 time weight (sigma_d + tau(t) - tau(r))^(-1/2) (Table 12)      :func:`time_weight`
 adaptive normalisation w / (sg(L) + c) (Alg. 1)                :func:`adaptive_weight`
 full loss, Eq. (13) + Alg. 1                                   :class:`TransitionLoss`
@@ -69,7 +69,7 @@ __all__ = [
     "derivative_precision_context",
 ]
 
-DDE_EPSILON = 0.005  # paper §4, Table 10: the value used in every experiment
+DDE_EPSILON = 0.005  # arXiv 2509.04394, Table 10: the value used in every experiment
 ADAPTIVE_C = 1e-5  # published code: 1 / (L.detach() + 10e-6)
 COSINE_EPS = 1e-8  # published code: cosine_similarity(..., eps=1e-8)
 # Valid ranges of fields, as dataclass field metadata ``gt/ge/lt/le`` (tim.training.config checks them).
@@ -248,7 +248,7 @@ def jvp_derivative(
     r: Tensor,
     cond: dict[str, Any] | None = None,
 ) -> Tensor:
-    """Exact total derivative dF/dt along the conditional path by forward-mode AD (paper §4).
+    """Exact total derivative dF/dt along the conditional path by forward-mode AD (the JVP row of arXiv 2509.04394, Table 1).
 
     dF/dt = d_x F . v_t + d_t F, computed as ``torch.func.jvp`` of t -> F(x_t(t), c(t), c(r)) with
     tangent (v_t, 1); the chain rule through ``c_noise`` is taken by autodiff. No gradient (sg[F]),
@@ -299,7 +299,7 @@ def time_weight(
     sigma_d: float = 1.0,
     interval: bool = True,
 ) -> Tensor:
-    """Interval time weight w(t, r) = fn(tau(t) - tau(r)) (paper.md §5.1, Table 12).
+    """Interval time weight w(t, r) = fn(tau(t) - tau(r)) (arXiv 2509.04394, Table 12).
 
     tau: ``"tan"`` tan t (default), ``"identity"`` t, ``"sigmoid"`` t/(1 - t). With Delta = tau(t) - tau(r)
     (or Delta = tau(t) when ``interval=False``, the published ``weight_t_and_r=False``):
@@ -332,7 +332,7 @@ def time_weight(
 
 
 def adaptive_weight(loss: Tensor, *, c: float = ADAPTIVE_C, power: float = 1.0) -> Tensor:
-    """Adaptive normalisation 1 / (sg(L) + c)^p (paper.md §5.1, Alg. 1; MeanFlow uses p = 1, c = 1e-3).
+    """Adaptive normalisation 1 / (sg(L) + c)^p (arXiv 2509.04394, Alg. 1; MeanFlow uses p = 1, c = 1e-3).
 
     Args:
         loss: per-sample losses, shape ``(B,)``.
@@ -363,7 +363,7 @@ def per_sample_cosine(F_pred: Tensor, target: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- the TiM loss
 @dataclass
 class TransitionLoss:
-    """The TiM objective; defaults are the paper's final recipe (paper.md §5.1-5.2, Alg. 1).
+    """The TiM objective; defaults are the paper's final recipe (arXiv 2509.04394, Alg. 1, Tables 11-12).
 
     Per call: draw (t, r) and z; x_t, v_t on the path; F_pred = F(x_t, c(t), c(r)); dF/dt of
     sg[F] by DDE (or JVP) on rows with r < t (0 elsewhere); the target of the state transition
@@ -763,7 +763,7 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------- baselines
 @dataclass
 class FlowMatchingLoss(TransitionLoss):
-    """Flow matching / SiT baseline (paper.md Table 4 row a) on the TiM interface.
+    """Flow matching / SiT baseline (arXiv 2509.04394, Table 4 row a) on the TiM interface.
 
     Every row has r = t, so the target is the diffusion target alpha_hat x + sigma_hat z (the
     velocity z - x on the linear path) and no derivative pass runs; one time draw per row from the
@@ -791,7 +791,7 @@ class FlowMatchingLoss(TransitionLoss):
 
 @dataclass
 class MeanFlowLoss(TransitionLoss):
-    """MeanFlow (Geng et al. 2025) on the TiM interface (paper.md App. B.2: same target on the linear path).
+    """MeanFlow (Geng et al. 2025) on the TiM interface (arXiv 2509.04394, App. B.2: same target on the linear path).
 
     The target is u_tgt = v - (t - r) du/dt, identical to TiM's on the linear path. Differences
     from TiM's recipe:

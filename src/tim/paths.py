@@ -6,11 +6,11 @@ for :class:`LinearPath` ``t = 0`` is data and ``t = 1`` is pure noise, :class:`T
 
 A path supplies four scalar functions of ``t`` and their time derivatives:
 
-* the schedule ``alpha_t, sigma_t`` (``x_t = alpha_t x + sigma_t z``, paper.md §3.1);
+* the schedule ``alpha_t, sigma_t`` (``x_t = alpha_t x + sigma_t z``, arXiv 2509.04394, Tables 7-8);
 * the output parametrisation ``alpha_hat_t, sigma_hat_t``: the network ``F`` regresses onto
   ``alpha_hat_t x + sigma_hat_t z`` in the diffusion limit ``r = t``.
 
-Everything else is written ONCE in the general form of paper.md §3.2-3.4 (arXiv:2509.04394v1, App. A.1) in :class:`Path`:
+Everything else is written ONCE in the general form of the TiM paper (arXiv 2509.04394, Sec. 3 and App. A.1) in :class:`Path`:
 
 ==========================================  ==================================================
 quantity                                    method
@@ -22,18 +22,18 @@ B / (dB/dt)                                 :meth:`Path.transition_ratio`
 target = a^x + s^z + B/B'(a^'x + s^'z - dF/dt)  :meth:`Path.transition_target`
 x_hat, z_hat implied by F                   :meth:`Path.predictions`
 PF-ODE velocity implied by F                :meth:`Path.velocity`
-stochastic transition (paper.md §7)         :meth:`Path.stochastic_transition`
+stochastic transition (App. A.3, Alg. 2)    :meth:`Path.stochastic_transition`
 ==========================================  ==================================================
 
 Per-path closed forms (e.g. linear: ``x_r = x_t - (t - r) F``, target ``v - (t - r) dF/dt``) are
 short overrides; the tests check each against the general form.
 
-Equation numbers are the paper's (arXiv:2509.04394v1) as ``paper.md`` quotes them: the per-path
+Equation, table and appendix numbers are those of the paper (arXiv 2509.04394v1): the per-path
 schedules, parametrisations, ``c_noise``, ``C_t``, ``A_{t,r}``, ``B_{t,r}`` and ``B/(dB/dt)`` are the
 rows of Tab. 7/8; the transition identity and the general target are derived in App. A.1; the
 linear target is the MeanFlow objective, Eq. 49; EDM's ``alpha_t`` is Eq. 34 and its ``A, B`` are
 Eqs. 37-38 (corrected for sigma_d != 1); the stochastic transition is App. A.3. The general forms
-of paper.md §3.2 carry no equation number in our copy of the paper, so they cite the section.
+of the first-order state transition (Sec. 3 of the paper) are cited by name, not by equation.
 
 Shapes: the scalar functions act elementwise on ``t`` of any shape. Methods taking data tensors
 accept ``t``/``r`` of shape ``(B,)`` (one time per row) or ``()`` and broadcast them over the
@@ -116,7 +116,7 @@ class Path(ABC):
     t_max: float
     sigma_d: float
 
-    # Schedule and parametrisation (paper Tab. 7/8, paper.md §3.1). Elementwise on ``t``.
+    # Schedule and parametrisation (arXiv 2509.04394, Tables 7-8). Elementwise on ``t``.
     @abstractmethod
     def alpha(self, t: Tensor) -> Tensor:
         """Data coefficient alpha_t of x_t = alpha_t x + sigma_t z."""
@@ -161,7 +161,7 @@ class Path(ABC):
 
     # ------------------------------------------------------------------ general form
     def interpolate(self, x: Tensor, z: Tensor, t: Tensor) -> PathSample:
-        """Point on the conditional path and its velocity (paper.md §3.1).
+        """Point on the conditional path and its velocity (arXiv 2509.04394, Tables 7-8).
 
         x_t = alpha_t x + sigma_t z;  v_t = d_alpha_t x + d_sigma_t z.
 
@@ -179,14 +179,14 @@ class Path(ABC):
         return PathSample(x_t, v_t)
 
     def c_coefficient(self, t: Tensor) -> Tensor:
-        """C_t = sigma_hat_t alpha_t - alpha_hat_t sigma_t (paper.md §3.2; per path: Tab. 7/8), elementwise."""
+        """C_t = sigma_hat_t alpha_t - alpha_hat_t sigma_t (arXiv 2509.04394, Sec. 3; per path: Tab. 7/8), elementwise."""
         return self.sigma_hat(t) * self.alpha(t) - self.alpha_hat(t) * self.sigma(t)
 
     def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        """Coefficients of the first-order state transition x_r = A x_t + B F (paper.md §3.2).
+        """Coefficients of the first-order state transition x_r = A x_t + B F (arXiv 2509.04394, Sec. 3).
 
         A = (alpha_r sigma_hat_t - sigma_r alpha_hat_t) / C_t,
-        B = (sigma_r alpha_t - alpha_r sigma_t) / C_t   (paper.md §3.2; per path: Tab. 7/8).
+        B = (sigma_r alpha_t - alpha_r sigma_t) / C_t   (arXiv 2509.04394, Sec. 3; per path: Tab. 7/8).
 
         Args:
             t: current times (any shape).
@@ -219,7 +219,7 @@ class Path(ABC):
         return n * c_t / (d_n * c_t - n * d_c)
 
     def transition(self, x_t: Tensor, F: Tensor, t: Tensor, r: Tensor) -> Tensor:
-        """Jump from time t to time r <= t: x_r = A_{t,r} x_t + B_{t,r} F (paper.md §3.2).
+        """Jump from time t to time r <= t: x_r = A_{t,r} x_t + B_{t,r} F (arXiv 2509.04394, Sec. 3).
 
         Args:
             x_t: state at time t, shape ``(B, ...)``.
@@ -234,12 +234,12 @@ class Path(ABC):
         return a * x_t + b * F
 
     def diffusion_target(self, x: Tensor, z: Tensor, t: Tensor) -> Tensor:
-        """alpha_hat_t x + sigma_hat_t z: the regression target at r = t (App. B, paper.md §3.5)."""
+        """alpha_hat_t x + sigma_hat_t z: the regression target at r = t (arXiv 2509.04394, App. B)."""
         t = expand_time(t, x)
         return self.alpha_hat(t) * x + self.sigma_hat(t) * z
 
     def transition_target(self, x: Tensor, z: Tensor, t: Tensor, r: Tensor, dF_dt: Tensor) -> Tensor:
-        """Regression target from the state transition identity (App. A.1; paper.md §3.3-3.4).
+        """Regression target from the state transition identity (arXiv 2509.04394, Sec. 3, App. A.1).
 
         target = alpha_hat_t x + sigma_hat_t z
                  + (B / dB/dt) (d_alpha_hat_t x + d_sigma_hat_t z - dF/dt).
@@ -260,7 +260,7 @@ class Path(ABC):
         return self.diffusion_target(x, z, t) + self.transition_ratio(t_, r_) * slope
 
     def predictions(self, x_t: Tensor, F: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Data and noise implied by an output F (paper.md §3.2).
+        """Data and noise implied by an output F (arXiv 2509.04394, Sec. 3).
 
         x_hat = (sigma_hat_t x_t - sigma_t F) / C_t,  z_hat = (alpha_t F - alpha_hat_t x_t) / C_t.
 
@@ -282,7 +282,7 @@ class Path(ABC):
     def stochastic_transition(
         self, x_t: Tensor, F: Tensor, t: Tensor, r: Tensor, stochasticity: float, noise: Tensor
     ) -> Tensor:
-        """Transition plus a reverse-SDE correction of strength rho (paper.md §7, App. A.3).
+        """Transition plus a reverse-SDE correction of strength rho (arXiv 2509.04394, App. A.3, Alg. 2).
 
         With g^2 = 2 rho sigma_t (alpha_t d_sigma_t - d_alpha_t sigma_t) and dt = t - r:
         x_r <- A x_t + B F - rho (alpha_t d_sigma_t - d_alpha_t sigma_t) z_hat dt + sqrt(g^2 dt) xi,
@@ -317,7 +317,7 @@ class LinearPath(Path):
 
     Closed forms: x_r = x_t - (t - r) F; target v - (t - r) dF/dt, the MeanFlow objective (Eq. 49).
 
-    Training times are logit-normal: logit(t) ~ N(P_mean, P_std^2) (paper.md §5.2; C2I values
+    Training times are logit-normal: logit(t) ~ N(P_mean, P_std^2) (the published code, github.com/WZDTHU/TiM; C2I values
     P_mean = -0.4, P_std = 1.0 from the published configs; T2I uses 0.0 / 1.6).
     """
 
@@ -380,7 +380,7 @@ class LinearPath(Path):
 class TrigFlowPath(Path):
     """TrigFlow: alpha = cos t, sigma = sin t, F ~ cos t z - sin t x (Tab. 7/8 row TrigFlow).
 
-    Closed forms: x_r = cos(t - r) x_t - sin(t - r) F; target v - tan(t - r) (x_t + dF/dt) (paper.md §3.4).
+    Closed forms: x_r = cos(t - r) x_t - sin(t - r) F; target v - tan(t - r) (x_t + dF/dt) (arXiv 2509.04394, App. A.1).
 
     Training times t = arctan(exp(P_mean + P_std n)) (published defaults P_mean -1.0, P_std 1.6,
     T_max 1.57, sigma_d 0.5), clamped into [t_min, t_max].
@@ -450,7 +450,7 @@ class TrigFlowPath(Path):
 
 
 class EDMPath(Path):
-    """EDM (Karras et al. 2022) in TiM's scaled form, correct for every sigma_d (Tab. 7/8; paper.md §12).
+    """EDM (Karras et al. 2022) in TiM's scaled form, correct for every sigma_d (arXiv 2509.04394, Tab. 7/8; its Eqs. 37-38 hold only at sigma_d = 1).
 
     alpha = 1/sqrt(t^2 + sd^2) (Eq. 34), sigma = t/sqrt(t^2 + sd^2), F ~ EDM's F-target
     alpha_hat = t/(sd sqrt(t^2 + sd^2)), sigma_hat = -sd/sqrt(t^2 + sd^2), c_noise = ln(t)/4.
@@ -542,7 +542,7 @@ class VPPath(Path):
     """The VP-SDE (DDPM) path (Tab. 7/8 row VP-SDE).
 
     beta_t = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), alpha = 1/sqrt(beta^2+1),
-    sigma = beta/sqrt(beta^2+1), F ~ z (epsilon prediction), c_noise = (T - 1) t (paper.md §3.1);
+    sigma = beta/sqrt(beta^2+1), F ~ z (epsilon prediction), c_noise = (T - 1) t (arXiv 2509.04394, Tables 7-8);
     B/(dB/dt) = (beta_t - beta_r) / beta_dot_t.
 
     Training times t ~ U(t_min, 1) (published: beta_d 19.9, beta_min 0.1, t_min 1e-5, T 1000).
@@ -621,7 +621,7 @@ class VPPath(Path):
 class VEPath(Path):
     """VE-SDE (score matching): alpha = 1, sigma = t, F ~ -z, c_noise = ln(t/2) (Tab. 7/8 row VE-SDE).
 
-    Closed forms: x_r = x_t + (t - r) F; target -z - (t - r) dF/dt (paper.md §3.4).
+    Closed forms: x_r = x_t + (t - r) F; target -z - (t - r) dF/dt (arXiv 2509.04394, App. A.1).
 
     Training times t = sigma_min (sigma_max/sigma_min)^u, u ~ U(0, 1) (published 0.02, 100).
     """

@@ -12,7 +12,7 @@ What the pipeline does for you:
 
 * **Sizes.** Any ``height``/``width`` divisible by (autoencoder factor x patch size). The recipe's
   rules set the time shift (``shift_rule="sqrt_area"``: SD3's ``shift * sqrt(h w / (h0 w0))`` over
-  the base size, paper.md §5.2/§8) and the RoPE position scale (``rope_rule="interpolate"``:
+  the base size, arXiv 2509.04394, App. C.2) and the RoPE position scale (``rope_rule="interpolate"``:
   ``min(1, max_side / max(h, w))``, position interpolation for grids larger than trained) from the
   latent size; both in latent (model-input) units.
 * **Seeds.** Image ``i`` of a call starts from noise drawn on the CPU by its own generator,
@@ -164,7 +164,7 @@ class SamplingRecipe:
         guidance_scale: default CFG scale (1 = none).
         guidance_interval: ``(low, high)`` fractions of t_max where CFG applies.
         interval: ``"inclusive"`` (library default) or ``"strict"`` (the published sampler: the
-            first step at t = t_max is never guided; released-architecture.md §0 item 12).
+            first step at t = t_max is never guided; github.com/WZDTHU/TiM).
         stochasticity: rho of the stochastic transition (0 = deterministic).
         shift: time shift at the base size (1 = uniform grid).
         shift_rule: ``"none"`` (always ``shift``) or ``"sqrt_area"`` (``shift * sqrt(h w / (h0 w0))``).
@@ -236,7 +236,7 @@ class SamplingRecipe:
             (
                 0 <= self.stochasticity <= 1,
                 f"stochasticity={self.stochasticity}",
-                "use 0 for the deterministic sampler, at most 1 (paper.md §7 uses 0.2)",
+                "use 0 for the deterministic sampler, at most 1 (the paper uses 0.2)",
             ),
             (self.shift > 0, f"shift={self.shift}", "use 1.0 for no shift"),
             (
@@ -293,7 +293,7 @@ class SamplingRecipe:
         return None if self.base_size is None else max(self.base_size)
 
     def shift_at(self, height: int, width: int) -> float:
-        """Time shift for a latent of ``height x width`` (paper.md §5.2, §8: SD3 resolution shift)."""
+        """Time shift for a latent of ``height x width`` (SD3 resolution shift, arXiv 2509.04394, App. C.2)."""
         if self.shift_rule == "none":
             return self.shift
         from tim.timesteps import resolution_shift
@@ -333,11 +333,11 @@ class SamplingRecipe:
             raise TimError(f"{source}: {str(error).removeprefix('sampling recipe: ')}") from None
 
 
-# Recipes of the released checkpoints (tim convert). Numbers: paper.md §7 "Recommended settings",
-# released-architecture.md §5 "Official sampling settings" and §6.1; each is cited where it is used.
+# Recipes of the released checkpoints (tim convert). Numbers: the TiM paper (arXiv 2509.04394) and the
+# sampling scripts of the published code (github.com/WZDTHU/TiM); each is cited where it is used.
 RELEASED_RECIPES: dict[str, dict[str, Any]] = {
     # ImageNet-256 (SD-VAE f8c4, latents 32x32x4). 250 steps: CFG 2.5 on (0, 0.6), rho 0.2 -> FID
-    # 1.65; 1 step: no CFG -> FID 7.11 (paper.md §7, Table 13). With the strict interval, the 1-step
+    # 1.65; 1 step: no CFG -> FID 7.11 (arXiv 2509.04394, Table 13). With the strict interval, the 1-step
     # default is never guided (t = 1 lies outside (0, 0.6)), so one recipe reproduces both settings.
     "TiM-XL/2": dict(
         steps=1,
@@ -348,7 +348,7 @@ RELEASED_RECIPES: dict[str, dict[str, Any]] = {
         height=256,
         width=256,
     ),
-    # TiM-B/4 was only evaluated in the ablations (80 epochs, ImageNet-256, paper.md §10); we use
+    # TiM-B/4 was only evaluated in the ablations (80 epochs, ImageNet-256, arXiv 2509.04394, Table 4); we use
     # the ImageNet-256 settings of TiM-XL/2 (same data, same autoencoder).
     "TiM-B/4": dict(
         steps=1,
@@ -360,7 +360,7 @@ RELEASED_RECIPES: dict[str, dict[str, Any]] = {
         width=256,
     ),
     # ImageNet-512 (DC-AE f32c32, latents 16x16x32): 250 steps CFG 3.0 on (0, 0.7), rho 0.2 -> FID
-    # 1.69; 1 step no CFG -> FID 5.07 (paper.md §7, Table 14).
+    # 1.69; 1 step no CFG -> FID 5.07 (arXiv 2509.04394, Table 14).
     "TiM-XL/1": dict(
         steps=1,
         guidance_scale=3.0,
@@ -371,9 +371,9 @@ RELEASED_RECIPES: dict[str, dict[str, Any]] = {
         width=512,
     ),
     # Text-to-image: GenEval settings 4 steps, CFG 2.5, interval (0, 1), first step unguided (strict),
-    # rho 0 (paper.md §7); evaluated at 1024^2, the base of the SD3 resolution shift (paper.md §5.2,
-    # §8: n = 1024^2 -> 32x32 DC-AE latents); trained up to 4096^2 (paper.md §8, 128-latent sides),
-    # interpolated RoPE beyond that; Gemma captions of at most 256 tokens (paper.md §6).
+    # rho 0 (published scripts); evaluated at 1024^2, the base of the SD3 resolution shift (n = 1024^2
+    # -> 32x32 DC-AE latents); trained up to 4096^2 (128-latent sides; arXiv 2509.04394, App. C.2),
+    # interpolated RoPE beyond that; Gemma captions of at most 256 tokens (published code).
     "TiM-T2I": dict(
         steps=4,
         guidance_scale=2.5,
@@ -399,7 +399,7 @@ def released_recipe(
     Args:
         preset: ``"TiM-B/4"``, ``"TiM-XL/2"``, ``"TiM-XL/1"`` or ``"TiM-T2I"``.
         latent_scale: the autoencoder's scaling factor (the released VAE wrappers normalise latents
-            as ``z * scaling_factor``, released-architecture.md §5).
+            as ``z * scaling_factor``, published code).
         latent_shift: the autoencoder's shift factor (0 for SD-VAE and DC-AE).
         class_names: optional label names (e.g. the 1000 ImageNet classes).
     """
@@ -592,7 +592,7 @@ class TiMPipeline:
         return (self.recipe.height or side, self.recipe.width or side)
 
     def compile(self) -> TiMPipeline:
-        """Sample through ``torch.compile(model, dynamic=False)`` (issue 14): each batch shape compiles once.
+        """Sample through ``torch.compile(model, dynamic=False)``: each batch shape compiles once.
 
         The weights stay those of ``self.model`` (saving, ``to`` and dtype changes act on it);
         the first call per shape pays the compilation (seconds to minutes).
@@ -629,7 +629,7 @@ class TiMPipeline:
         output_type: OutputType = "pil",
         progress: bool = False,
     ) -> PipelineOutput:
-        """Generate images (paper.md §7 sampler with the saved recipe).
+        """Generate images (the paper's Alg. 2 sampler with the saved recipe).
 
         Args:
             class_labels: class ids (class models); one image per label and per ``num_images_per_prompt``.

@@ -1,13 +1,13 @@
 """Any-step sampling: transition sampling over an explicit time grid and flow-matching baselines.
 
-paper.md §7 (Alg. 2): on a decreasing grid t_0 = t_max > t_1 > ... > t_N = t_min, step i calls
+TiM paper (arXiv 2509.04394), Alg. 2: on a decreasing grid t_0 = t_max > t_1 > ... > t_N = t_min, step i calls
 F = F(x, c(t_i), c(t_{i+1})) and jumps x <- A x + B F (linear path: x - (t_i - t_{i+1}) F). The same
 network therefore samples with 1, 2, 4, ... steps. Options:
 
 * classifier-free guidance F_u + s (F_c - F_u) inside a guidance interval, ends inclusive by default;
   ``interval="strict"`` reproduces the published sampler (t strictly inside (low, high) t_max, so
-  the first step at t = t_max is unguided when high = 1; paper.md §12 item 6);
-* stochastic sampling with strength rho (paper.md §7, App. A.3; linear path only, as published),
+  the first step at t = t_max is unguided when high = 1, as in the published code);
+* stochastic sampling with strength rho (arXiv 2509.04394, App. A.3; linear path only, as published),
   never on the first or last step, noise from the explicit generator;
 * baselines ``"euler"`` and ``"heun"``: flow-matching ODE solvers on the velocity of F(x, t, t).
 
@@ -38,7 +38,7 @@ Method = Literal["transition", "euler", "heun"]
 
 # The most sampling steps any entry point accepts (``tim sample --steps``, ``sample.steps`` of a run
 # config, ``steps`` of a pipeline's recipe.json): 4x the largest step count the paper samples with
-# (250, paper.md §7 table). Quality stops improving long before; a larger number is almost surely a typo.
+# (250, the paper's largest step count). Quality stops improving long before; a larger number is almost surely a typo.
 MAX_STEPS = 1000
 
 
@@ -149,7 +149,7 @@ def _check_arguments(
     if len(guidance_interval) != 2 or not 0.0 <= guidance_interval[0] <= guidance_interval[1] <= 1.0:
         raise TimError(
             f"guidance_interval must be (low, high) fractions of t_max with 0 <= low <= high <= 1, got {guidance_interval!r}",
-            "e.g. (0.0, 1.0) to guide every step, (0.0, 0.6) as in paper.md §7",
+            "e.g. (0.0, 1.0) to guide every step, (0.0, 0.6) as in the paper",
         )
     if method not in ("transition", "euler", "heun"):
         raise TimError(f"unknown sampling method {method!r}", "choose 'transition', 'euler' or 'heun'")
@@ -166,7 +166,7 @@ def _check_arguments(
         # at rho 1000 and 16 steps 1e26. sample.stochasticity in the run config has the same bound.
         raise TimError(
             f"stochasticity must lie in [0, {MAX_STOCHASTICITY:g}], got {stochasticity}",
-            "use 0 for the deterministic sampler, about 0.2 as in paper.md §7",
+            "use 0 for the deterministic sampler, about 0.2 as in the paper",
         )
     if guidance_scale < 0:
         raise TimError(
@@ -204,7 +204,7 @@ def sample(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     return_trajectory: bool = False,
 ) -> SampleResult:
-    """Generate samples from noise with any number of steps (paper.md §7).
+    """Generate samples from noise with any number of steps (arXiv 2509.04394, Alg. 2).
 
     Args:
         F: network ``F(x_t, t, r, **cond)``; called with inputs in ``noise.dtype``.

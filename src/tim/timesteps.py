@@ -1,11 +1,11 @@
 """Time sampling: training (t, r) pairs and inference time grids.
 
-* :func:`sample_time_pairs` - paper.md §5.2: two draws from the path's time distribution,
-  t = max, r = min; the first ``round(diffusion_share n)`` rows get r = t, the last
+* :func:`sample_time_pairs` - two draws from the path's time distribution (shares: arXiv
+  2509.04394, Table 11), t = max, r = min; the first ``round(diffusion_share n)`` rows get r = t, the last
   ``round(consistency_share n)`` rows get r = t_min (published layout, banker's rounding).
-* :func:`time_grid` - paper.md §7: uniform grid from t_max down to t_min, optionally shifted.
+* :func:`time_grid` - arXiv 2509.04394, Alg. 2: uniform grid from t_max down to t_min, optionally shifted.
 * :func:`shift_time`, :func:`resolution_shift` - SD3's resolution-dependent time shift
-  (paper.md §5.2, §8).
+  (the paper applies it for text-to-image, arXiv 2509.04394, App. C.2).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def resolve_generator(
 
 
 def shift_time(t: Tensor, shift: float) -> Tensor:
-    """SD3 time shift on [0, 1]: s t / (1 + (s - 1) t) (Esser et al. 2024; paper.md §5.2).
+    """SD3 time shift on [0, 1]: s t / (1 + (s - 1) t) (Esser et al. 2024).
 
     ``shift > 1`` moves times towards noise (t = 1); maps 0 -> 0 and 1 -> 1, monotone.
 
@@ -73,7 +73,7 @@ def shift_path_time(t: Tensor, path: Path, shift: float) -> Tensor:
 
 
 def resolution_shift(height: int, width: int, base_height: int, base_width: int) -> float:
-    """Resolution-dependent shift sqrt(H W / (H0 W0)) (SD3; paper.md §5.2, base 1024^2 for T2I).
+    """Resolution-dependent shift sqrt(H W / (H0 W0)) (SD3; base 1024^2 for T2I in arXiv 2509.04394, App. C.2).
 
     Args:
         height: image (or latent) height H.
@@ -102,7 +102,7 @@ def sample_time_pairs(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Draw training pairs (t, r), r <= t (paper.md §5.2, Table 11 shares).
+    """Draw training pairs (t, r), r <= t (arXiv 2509.04394, Table 11 shares).
 
     Two independent draws t1, t2 from ``path.sample_time`` (in this order); t = max, r = min.
     Rows ``[:round(diffusion_share n)]`` get r = t ("diffusion" rows), rows
@@ -153,7 +153,7 @@ def sample_time_pairs(
 
 
 def time_grid(steps: int, *, path: Path, shift: float = 1.0) -> Tensor:
-    """Uniform inference grid from t_max down to t_min, optionally shifted (paper.md §7).
+    """Uniform inference grid from t_max down to t_min, optionally shifted (arXiv 2509.04394, Alg. 2).
 
     Args:
         steps: number of transitions (NFE without guidance), >= 1.

@@ -12,13 +12,13 @@ from tim.errors import TimError
 
 
 def test_round_down_matches_the_paper_example() -> None:
-    assert round_down_size(1025, 513, 32) == (1024, 512)  # paper.md §8
+    assert round_down_size(1025, 513, 32) == (1024, 512)  # arXiv 2509.04394, App. C.2
     assert round_down_size(31, 64, 32) == (0, 64)  # too small: must be skipped by the caller
     assert round_down_size(37, 22, 4) == (36, 20)
 
 
 def test_batch_size_follows_the_papers_token_budget() -> None:
-    # paper.md §8: B = round(16 * 1024^2 / (H W)); with DC-AE f32 and patch 1 one token = 32x32 pixels.
+    # arXiv 2509.04394, App. C.2: B = round(16 * 1024^2 / (H W)); with DC-AE f32 and patch 1 one token = 32x32 pixels.
     budget = 16 * (1024 // 32) ** 2
     expected = {
         (512, 512): 64,

@@ -33,7 +33,7 @@ def test_timestep_features_closed_form_cos_first() -> None:
 
 
 def test_swiglu_hidden_sizes_of_released_models() -> None:
-    # released-architecture.md §0 item 4: 768 -> 2048, 1152 -> 3072; tiny reference 64 -> 170.
+    # published code: 768 -> 2048, 1152 -> 3072; tiny reference 64 -> 170.
     assert [swiglu_hidden_size(d, 4.0) for d in (768, 1152, 64)] == [2048, 3072, 170]
 
 

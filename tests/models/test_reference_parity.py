@@ -180,14 +180,14 @@ def test_sampling_run(reference_model: TiM, specs: Path) -> None:
         return_trajectory=True,
     )
     torch.testing.assert_close(result.times.float(), ref["main.t_steps"])
-    assert result.nfe == 1 + 3 * 2  # 1 unguided step + 3 guided steps (a CFG pair counts 2): 7, paper.md §12
+    assert result.nfe == 1 + 3 * 2  # 1 unguided step + 3 guided steps (a CFG pair counts 2): 7, not 8
     for step, state in enumerate(result.trajectory):
         close(state, trajectory[step])
 
 
 def test_jvp_derivative_agrees_with_reference_dde(reference_model: TiM, specs: Path) -> None:
     """The objective's JVP backend runs through the model's automatic math-attention path and
-    agrees with the published central difference to its O(eps^2) error (paper.md §4)."""
+    agrees with the published central difference to its O(eps^2) error."""
     from tim.objective import TransitionLoss
 
     ref = load(specs, "tiny_c2i_dde")

@@ -37,7 +37,7 @@ def tiny(condition: str, decoupled: bool = True) -> TiM:
 
 
 def closed_form(model: TiM, condition: str, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """The published get_delta_embed table (released-architecture.md §1.3 item 3), term by term."""
+    """The published get_delta_embed table (github.com/WZDTHU/TiM), term by term."""
     E_t = model.t_embedder
     E_d = model.dt_embedder if model.dt_embedder is not None else model.t_embedder
     terms = {

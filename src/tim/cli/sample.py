@@ -36,10 +36,10 @@ from tim.cli.main import HelpFormatter
 from tim.errors import TimError
 from tim.samplers import MAX_STEPS  # the one step cap, shared with run configs and pipeline recipes
 
-# Limits of the command line (issue 13: every parameter with a range is checked before any work).
-MAX_GUIDANCE_SCALE = 30.0  # 10x the largest CFG scale the paper uses (3.0 at 512, paper.md §7)
-MAX_STOCHASTICITY = 1.0  # rho = 1 is the full reverse SDE (noise scale rho * alpha_t, paper.md §7 App. A.3)
-MAX_SIDE = 16384  # pixels per side: 4x the largest size the paper samples (4096, paper.md §8)
+# Limits of the command line (every parameter with a range is checked before any work).
+MAX_GUIDANCE_SCALE = 30.0  # 10x the largest CFG scale the paper uses (3.0 at 512, published sampling scripts)
+MAX_STOCHASTICITY = 1.0  # rho = 1 is the full reverse SDE (noise scale rho * alpha_t, paper App. A.3)
+MAX_SIDE = 16384  # pixels per side: 4x the largest size the paper samples (4096, arXiv 2509.04394, App. C.2)
 MAX_SAMPLES = 10_000_000  # per step count: 200 FID sets of 50,000; more is almost surely a typo
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; sample i uses seed + i
 DEFAULT_PER_CONDITION = 8  # samples per class / prompt (in total when unconditional) if no count is given
@@ -341,7 +341,7 @@ def check_sampler_options(cfg: float | None, stochasticity: float | None) -> Non
     ):
         raise TimError(
             f"--stochasticity {stochasticity} is outside [0, {MAX_STOCHASTICITY:g}]",
-            "pass a value in [0, 1] such as 0.2 (the paper's, paper.md §7); 0 = deterministic",
+            "pass a value in [0, 1] such as 0.2 (the paper's); 0 = deterministic",
         )
 
 

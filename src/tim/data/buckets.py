@@ -1,10 +1,10 @@
-"""Resolution buckets: train on every item at its own size (paper.md §8, native resolution).
+"""Resolution buckets: train on every item at its own size (native resolution, arXiv 2509.04394, App. C.2).
 
 - Each item keeps its size rounded down to a multiple of ``patch_multiple`` (autoencoder factor x
   patch size; the paper resizes 1025x513 to 1024x512 for DC-AE's factor 32).
 - Items of equal size form a bucket; every batch comes from one bucket.
 - A bucket's batch size keeps the tokens per step about constant: B = round(budget / tokens),
-  tokens = (H / patch_multiple)(W / patch_multiple) (paper.md §8: B = round(16 * 1024^2 / (H W))
+  tokens = (H / patch_multiple)(W / patch_multiple) (App. C.2 of the paper: B = round(16 * 1024^2 / (H W))
   per GPU, i.e. 512^2 -> 64, 1024^2 -> 16, 4096^2 -> 1).
 
 Order (deterministic in ``(seed, epoch)``): per epoch, each bucket is shuffled and cut into
@@ -33,7 +33,7 @@ Size = tuple[int, int]
 
 
 def round_down_size(height: int, width: int, multiple: int) -> Size:
-    """(H, W) rounded down to multiples of ``multiple`` (paper.md §8: 32 floor(H / 32)).
+    """(H, W) rounded down to multiples of ``multiple`` (arXiv 2509.04394, App. C.2: 32 floor(H / 32)).
 
     A side below ``multiple`` becomes 0: such an item cannot be patchified and must be skipped.
     """
@@ -46,7 +46,7 @@ def tokens_per_item(size: Size, patch_multiple: int) -> int:
 
 
 def bucket_batch_size(size: Size, token_budget: int, patch_multiple: int) -> int:
-    """Per-rank batch for a bucket: max(1, round(token_budget / tokens)) (paper.md §8: B ∝ 1/(H W))."""
+    """Per-rank batch for a bucket: max(1, round(token_budget / tokens)) (App. C.2 of the paper: B ∝ 1/(H W))."""
     return max(1, round(token_budget / tokens_per_item(size, patch_multiple)))
 
 

@@ -11,7 +11,7 @@ with ``M = data.max_text_length`` and ``D`` the encoder's width. Every distinct 
 encoded once, when the source is built (the encoder's cache serves every later batch); the cost
 is in ``info.text.encode_seconds``. The training loop passes every non-``"x"`` key as ``cond``
 and ``model.drop_cond`` replaces a caption by the null prompt's features with probability
-``train.label_dropout`` (10%, paper.md §5.3) for classifier-free guidance.
+``train.label_dropout`` (10%, as published) for classifier-free guidance.
 
 Captions of an image folder (``data.name=image_folder`` with ``data.text_encoder`` set):
 
@@ -48,7 +48,7 @@ from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
 
 CAPTIONS_FILE = "captions.jsonl"
-DEFAULT_SCENE_SIZE = 32  # issue 10: scenes are RGB 32x32 by default
+DEFAULT_SCENE_SIZE = 32  # scenes are RGB 32x32 by default
 SCENE_SEED = (
     0  # the training scenes are render_scenes(..., seed=0): the dataset is fixed, train.seed orders it
 )

@@ -28,7 +28,7 @@ class DataConfig:
     Batch semantics: the trainer's ``batch_size`` is the GLOBAL batch; each of ``world_size``
     ranks receives its own disjoint ``batch_size // world_size`` rows, so a 2-rank run sees exactly
     the rows a 1-rank run sees. Bucketed sources instead give each rank whole batches from one
-    resolution bucket, sized from ``token_budget`` (paper.md §8: per-GPU batch ∝ 1/(H·W)).
+    resolution bucket, sized from ``token_budget`` (arXiv 2509.04394, App. C.2: per-GPU batch ∝ 1/(H·W)).
     """
 
     name: str = "digits"  # one of DATA_NAMES: "digits" (default, sklearn 8x8), "image_folder", "latents", "shapes", "scenes" (captioned), or a 2-D toy

@@ -7,7 +7,7 @@ path is meant for; large datasets go through latent shards, :mod:`tim.data.laten
   least twice the target, bicubic resize of the short side to the target, centre crop).
 - Native size (``image_size == 0``, not bucketed): every image must already have the same size.
 - Bucketed: each image is resized to its own size rounded down to ``patch_multiple``
-  (paper.md §8: 1025x513 -> 1024x512), after an optional ``max_pixels`` cap that keeps the aspect.
+  (arXiv 2509.04394, App. C.2: 1025x513 -> 1024x512), after an optional ``max_pixels`` cap that keeps the aspect.
 
 Decoding keeps what an image shows (:func:`decode_to_8bit`): 16-bit grey is scaled to 8 bits,
 palette, CMYK and YCbCr images become RGB, and alpha is composited over black.
@@ -113,7 +113,7 @@ def adm_center_crop(image: Any, size: int) -> Any:
 
 
 def native_resize(image: Any, multiple: int, max_pixels: int) -> Any | None:
-    """Resize a PIL image to its own size rounded down to ``multiple`` (paper.md §8); None if too small.
+    """Resize a PIL image to its own size rounded down to ``multiple`` (arXiv 2509.04394, App. C.2); None if too small.
 
     With ``max_pixels > 0`` a larger image is first scaled down (aspect kept) to at most that many pixels.
     """

@@ -1,7 +1,7 @@
-"""Synthetic compositional scenes with captions: the embedded text-to-image dataset (issue 10).
+"""Synthetic compositional scenes with captions: the embedded text-to-image dataset.
 
 Every image is a black canvas holding one to four flat-coloured shapes, and its caption says
-what is there, in GenEval's six categories (paper.md §5.4, Table 2). The conventions below are
+what is there, in GenEval's six categories (arXiv 2509.04394, Table 2). The conventions below are
 fixed (an external evaluator relies on them):
 
 * RGB, ``size`` x ``size`` pixels (32 by default, any side >= 16), background (0, 0, 0);
@@ -51,7 +51,7 @@ import numpy as np
 from tim.errors import TimError
 
 SHAPES = ("circle", "square", "triangle")
-# The six palette colours, RGB values fixed by issue 10.
+# The six palette colours and their fixed RGB values.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 200, 60),
@@ -60,18 +60,18 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (150, 60, 200),
     "white": (235, 235, 235),
 }
-BACKGROUND = (0, 0, 0)  # issue 10: black background
+BACKGROUND = (0, 0, 0)  # black background
 CATEGORIES = ("single_object", "two_objects", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")
-NUMBERS = ("one", "two", "three", "four")  # counting 1-4 (issue 10)
+NUMBERS = ("one", "two", "three", "four")  # counting 1-4
 SPLITS = ("train", "heldout")
 # One held-out colour per shape, three different colours: every colour and every shape is still
 # seen in training, only these combinations are not.
 HELDOUT_PAIRS = frozenset({("circle", "blue"), ("square", "yellow"), ("triangle", "red")})
 
 MIN_SIZE = 24  # smallest canvas on which random layouts of four >= 7 px objects with gaps are quick to find
-MIN_OBJECT_PX = 7  # issue 10: every bounding box >= 7 px
-MIN_RELATION_PX = 4.0  # issue 10: centroids >= 4 px apart along a captioned relation's axis
+MIN_OBJECT_PX = 7  # every bounding box >= 7 px
+MIN_RELATION_PX = 4.0  # centroids >= 4 px apart along a captioned relation's axis
 GAP_PX = 2  # empty pixels between two boxes, so objects of one colour never touch
 _MAX_LAYOUT_TRIES = 1000  # rejection sampling of whole layouts (a 32 px layout needs < 2 on average)
 _POSITION_TRIES = 50  # random positions tried per object before the layout starts again

@@ -4,7 +4,7 @@ For one network and one batch, the three ways to train it are measured side by s
 flow matching (one forward + backward), TiM with the DDE derivative (plus two no-grad forwards
 on the r < t rows, paper Eq. (10)) and TiM with the exact JVP derivative (forward-mode AD on
 those rows). The variants are interleaved step by step, so machine load drifts affect them
-alike, and each is reported as a ratio to flow matching (paper.md Table 1 reports the same
+alike, and each is reported as a ratio to flow matching (the TiM paper, arXiv 2509.04394, Table 1, reports the same
 comparison on an A100: DDE 1.33x the training throughput of JVP).
 
 Peak memory is the allocator's peak on CUDA; on CPU it is the peak of live tensor bytes
@@ -15,7 +15,7 @@ FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
 elementwise work is not counted), and achieved FLOP/s are compared with the throughput of one
 ``matmul_size`` square matrix multiply timed in the same process and thread count, interleaved
 with the training steps (one fp32 and one bf16 matmul per round, median over the rounds), so the
-reference sees the same load as the steps (issue 14: a reference taken at another time of a
+reference sees the same load as the steps (a reference taken at another time of a
 shared machine gave 89-90% "of peak" where the interleaved one gives 24-45%).
 """
 

@@ -1,6 +1,6 @@
 """GenEval in miniature: a deterministic object detector for the synthetic scenes and a prompt scorer.
 
-GenEval (paper.md §5.4, Table 2) scores a text-to-image model by running an object detector on
+GenEval (TiM paper, arXiv 2509.04394, Table 2) scores a text-to-image model by running an object detector on
 its images and checking each image against its prompt's structured spec. Here the scenes of
 :mod:`tim.data.scenes` are simple enough for an exact, training-free detector:
 

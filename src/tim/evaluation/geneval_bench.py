@@ -33,7 +33,7 @@ from tim.errors import TimError
 
 METHODS = ("tim", "flow_matching", "meanflow")
 DEVICES = ("cpu", "cuda")
-STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # issue 10's grid
+STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # the GenEval-in-miniature grid
 EVAL_NOISE_SEED = 20_000  # sampling noise seed offset: disjoint from every training stream
 EVAL_PROMPT_SEED = 7  # which prompts of each split are evaluated (fixed, so every run sees the same)
 # The network: the `scenes_t2i` preset's TiM-scenes as it is, 4x4 patches 128 wide (64 tokens per
@@ -350,7 +350,7 @@ def score_model(
 
 
 def check_targets(results: dict, config: GenevalConfig) -> list[dict]:
-    """Issue 10's targets on the seen prompts, for every guidance scale evaluated."""
+    """The GenEval-in-miniature targets on the seen prompts, for every guidance scale evaluated."""
     targets = []
     for scale in map(str, config.guidance_scales):
         curve = {

@@ -46,8 +46,9 @@ DIGITS_MODEL = {
     "patch_size": 4,
 }
 TOY_MODEL = {"preset": "MLP-toy", "hidden_size": 128, "depth": 3}
-# Issue 16's monotonicity target: each step count <= 1.02 x its value at half the steps (the step
-# counts double), within the stated noise. Issue 5 used 1.05.
+# Monotonicity target: each step count <= 1.02 x its value at half the steps (the step counts
+# double), within the stated noise (docs/benchmarks.md, "Quality drift after 4 steps"). The first
+# benchmark used 1.05.
 MONOTONE_RATIO = 1.02
 SAMPLE_NOISE_SEED = 10_000  # evaluation noise seed offset: disjoint from every training stream
 # TiM's objective on 2-D toys: plain MSE, the recipe of the ``toy2d`` run preset. The image recipe's
@@ -85,7 +86,7 @@ class QualityConfig:
     dataset: str = "digits"
     methods: tuple[str, ...] = METHODS
     seeds: tuple[int, ...] = (0, 1)
-    # 2,000 steps and 1,000 samples (issue 16, docs/benchmarks.md "The budget sweep"): at 500 steps
+    # 2,000 steps and 1,000 samples (docs/benchmarks.md "The budget sweep"): at 500 steps
     # the bench network is still in the regime where every method's metric rises after 4-8 steps
     # (TiM FD +22% from 4 to 128 steps), at 2,000 the rise is inside the seed spread; at 300
     # samples the set-to-set noise of the Frechet distance was as large as the effects measured.
@@ -537,7 +538,7 @@ def run_budget_sweep(
     log: Callable[[str], None] = print,
     jobs: int = 1,
 ) -> dict:
-    """:func:`run_quality` once per training budget (issue 16: does the drift survive longer training?).
+    """:func:`run_quality` once per training budget (does the drift after 4 steps survive longer training?).
 
     Each budget writes its own report to ``out_dir/train_steps_N/``; trained runs are shared in
     ``out_dir/runs``. The combined ``quality_budgets.json`` is rewritten after every budget (a killed

@@ -4,7 +4,7 @@ Every network is a callable ``F(x_t, t, r, **cond)`` returning a tensor shaped l
 (docs/internals.md), with ``forward_with_features``, ``null_cond`` and ``drop_cond``.
 
 Presets (``TIM_PRESETS``, ``MLP_PRESETS``; DiT-style registry). The released sizes match the
-parameter counts of ``shared/specs/state-dicts/param_counts.md`` (with the projector; set
+parameter counts of the published checkpoints (with the projector; set
 ``z_dim=0`` to drop it):
 
 ======================  =====================================================================
@@ -32,7 +32,7 @@ from tim.models.tim import TiM, TiMConfig, WithFeatures
 from tim.models.weights import from_pretrained, save_pretrained
 
 TIM_PRESETS: dict[str, TiMConfig] = {
-    # Released configs (released-architecture.md §6.1), our default RoPE grid; the converter
+    # Released configs (published code, github.com/WZDTHU/TiM), our default RoPE grid; the converter
     # switches to the released "wrapped" positions.
     "TiM-B/4": TiMConfig(
         in_channels=4,

@@ -1,6 +1,6 @@
 """Conditioning adapters: class labels, caption features, or nothing.
 
-The conditioning type is a constructor choice of :class:`tim.models.TiM` (design.md rule 6): the
+The conditioning type is a constructor choice of :class:`tim.models.TiM` (docs/internals.md, tim.models): the
 model holds exactly one of these adapters. Each adapter embeds the batch's ``cond`` dict, builds
 the classifier-free-guidance null version of it, and applies CFG dropout.
 
@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from tim.errors import TimError
 from tim.models.layers import SwiGLU
 
-LABEL_INIT_STD = 0.02  # class embedding init (paper.md §6: "nn.Embedding(1001, D) with std 0.02 init")
-CAPTION_MLP_INIT_STD = 0.02  # caption SwiGLU weights (released-architecture.md §2)
-CAPTION_NORM_EPS = 1e-5  # caption LayerNorm, affine, PyTorch default (released-architecture.md §2)
+LABEL_INIT_STD = 0.02  # class embedding init (published code: nn.Embedding(1001, D), std 0.02)
+CAPTION_MLP_INIT_STD = 0.02  # caption SwiGLU weights (published code)
+CAPTION_NORM_EPS = 1e-5  # caption LayerNorm, affine, PyTorch default (published code)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class NoConditioning(nn.Module):
 
 
 class ClassConditioning(nn.Module):
-    """Label embedding table with one extra row, the null class ``num_classes``, for CFG (paper.md §6)."""
+    """Label embedding table with one extra row, the null class ``num_classes``, for CFG (as published)."""
 
     def __init__(self, num_classes: int, hidden_size: int) -> None:
         super().__init__()
@@ -149,7 +149,7 @@ class ClassConditioning(nn.Module):
 
 
 class TextConditioning(nn.Module):
-    """Caption features from any text encoder -> tokens for cross-attention (paper.md §6 T2I).
+    """Caption features from any text encoder -> tokens for cross-attention (arXiv 2509.04394, App. C.1).
 
     ``embed = SwiGLU(LayerNorm(context))`` (D_text -> 4D -> D). The CFG null caption is the
     ``null_context`` buffer (M0, D_text), zero features by default; set it from your encoder's

@@ -9,7 +9,7 @@ Accepted layouts: a flat state dict, or one nested under ``"ema"``, ``"ema_model
 ``"state_dict"``, ``"module"`` or ``"model_state_dict"`` (EMA weights are preferred when both EMA
 and raw weights are present); a prefix ``module.`` (DDP), ``_orig_mod.`` (torch.compile) or
 ``ema.``/``model.`` shared by every key is stripped. Keys are renamed from the released names
-(``shared/specs/state-dicts/*.txt``) to ours with :data:`RELEASED_TO_OURS`; any missing,
+(the published checkpoints, github.com/WZDTHU/TiM) to ours with :data:`RELEASED_TO_OURS`; any missing,
 unexpected or mis-shaped key raises one :class:`tim.errors.TimError` line naming them.
 
 A ``.safetensors`` file is checked from its header alone before anything large happens: its keys,
@@ -116,7 +116,7 @@ def released_config(released: dict[str, Any]) -> TiMConfig:
         depth=released.get("depth", 28),
         num_heads=released.get("num_heads", 16),
         mlp_ratio=released.get("mlp_ratio", 4.0),
-        # Released default when absent: (hidden_size // 4) * 3 (released-architecture.md §1.1).
+        # Released default when absent: (hidden_size // 4) * 3 (published code).
         modulation_rank=released.get("lora_hidden_size") or (D // 4) * 3,
         conditioning="text" if text else "class",
         num_classes=released.get("num_classes", 1000),

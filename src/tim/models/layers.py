@@ -5,7 +5,7 @@ Time embedding, SwiGLU, adaLN modulation, 2-D RoPE, attention kernels and patchi
 Every layer here is plain PyTorch; the published network's exact conventions (cos-first timestep
 features, interleaved-pair RoPE, ``(p_row, p_col, C)`` unpatchify order, LayerNorm qk-norm with
 eps 1e-5) are reproduced so that released checkpoints load into :class:`tim.models.TiM`
-(``shared/specs/released-architecture.md`` §0-§1).
+(the published code, github.com/WZDTHU/TiM).
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from torch.autograd import forward_ad
 
 from tim.network import conditioning_in_float32
 
-TIME_FREQUENCY_DIM = 256  # sinusoidal feature width of every time embedder (released-architecture.md §1.2)
-MAX_PERIOD = 10000.0  # sinusoid period range (paper.md §6: "max_period 10000")
-BLOCK_NORM_EPS = 1e-6  # block and final LayerNorms (released-architecture.md §1.2)
-QK_NORM_EPS = 1e-5  # per-head LayerNorm on q and k: PyTorch default, as released (§0 item 5)
+TIME_FREQUENCY_DIM = 256  # sinusoidal feature width of every time embedder (published code)
+MAX_PERIOD = 10000.0  # sinusoid period range (as in the published code)
+BLOCK_NORM_EPS = 1e-6  # block and final LayerNorms (published code)
+QK_NORM_EPS = 1e-5  # per-head LayerNorm on q and k: PyTorch default, as released
 
 AttentionBackend = Literal["auto", "sdpa", "flash", "math"]
 
 
 def timestep_features(s: Tensor, dim: int = TIME_FREQUENCY_DIM) -> Tensor:
-    """Sinusoidal features of a scalar time input (paper.md §6 De-TE; released §1.3 step 2).
+    """Sinusoidal features of a scalar time input (De-TE, arXiv 2509.04394, Sec. 3.4; cos-first as published).
 
     ``f_k = exp(-ln(10000) k / (dim/2))``, ``a_k = s f_k`` and ``TE(s) = [cos(a) | sin(a)]``
     (cos first). ``s`` is used as is (no x1000 scaling), so for the linear path all angles stay
-    at most 1 rad, which keeps the finite-difference derivative smooth (design.md pitfalls).
+    at most 1 rad, which keeps the finite-difference derivative smooth.
 
     Args:
         s: times, shape (B,).
@@ -54,7 +54,7 @@ def timestep_features(s: Tensor, dim: int = TIME_FREQUENCY_DIM) -> Tensor:
 
 
 class TimestepEmbedder(nn.Module):
-    """``E(s) = Linear(SiLU(Linear(TE(s))))``: one of the two decoupled time embedders (paper.md §6)."""
+    """``E(s) = Linear(SiLU(Linear(TE(s))))``: one of the two decoupled time embedders (arXiv 2509.04394, Sec. 3.4)."""
 
     def __init__(self, hidden_size: int, frequency_dim: int = TIME_FREQUENCY_DIM) -> None:
         super().__init__()
@@ -70,7 +70,7 @@ class TimestepEmbedder(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """``fc_out(SiLU(fc_gate(x)) * fc_value(x))`` (Shazeer 2020; the FFN and adaLN of paper.md §6)."""
+    """``fc_out(SiLU(fc_gate(x)) * fc_value(x))`` (Shazeer 2020; the FFN and adaLN of arXiv 2509.04394, App. C.1)."""
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None) -> None:
         super().__init__()
@@ -84,7 +84,7 @@ class SwiGLU(nn.Module):
 
 
 def swiglu_hidden_size(hidden_size: int, mlp_ratio: float) -> int:
-    """FFN width ``int(D * mlp_ratio) * 2 // 3`` keeping SwiGLU's cost equal to a GELU MLP (paper.md §6)."""
+    """FFN width ``int(D * mlp_ratio) * 2 // 3`` keeping SwiGLU's cost equal to a GELU MLP (arXiv 2509.04394, App. C.1)."""
     return int(hidden_size * mlp_ratio) * 2 // 3
 
 
@@ -137,7 +137,7 @@ def patchify(x: Tensor, p: int) -> Tensor:
 
 
 def unpatchify(tokens: Tensor, p: int, h: int, w: int) -> Tensor:
-    """Reassemble patch tokens into images in the released layout (released §1.3 step 9).
+    """Reassemble patch tokens into images in the released layout (the published code, github.com/WZDTHU/TiM).
 
     Args:
         tokens: shape (B, h*w, p*p*C), features ordered ``(p_row, p_col, C)`` (channel fastest).
@@ -166,7 +166,7 @@ def rope_positions(h: int, w: int, convention: RopePositions, device: torch.devi
     ``"grid"`` (our default) gives ``(row, col)`` for token ``n = row * w + col``. ``"wrapped"``
     reproduces the released code, whose ``meshgrid(arange(h), arange(w), indexing='xy')`` yields
     ``(n mod h, n div h)``: ``(col, row)`` on square grids but neither on ``h != w`` grids
-    (released-architecture.md §0 item 6, §1.5).
+    (the published code, github.com/WZDTHU/TiM).
 
     Returns:
         Float64 positions, shape (h*w, 2).
@@ -178,7 +178,7 @@ def rope_positions(h: int, w: int, convention: RopePositions, device: torch.devi
 
 
 class RotaryEmbedding2D(nn.Module):
-    """Axial 2-D RoPE (Su et al. 2021; paper.md §6): half of each head's dims per grid axis.
+    """Axial 2-D RoPE (Su et al. 2021; arXiv 2509.04394, App. C.1): half of each head's dims per grid axis.
 
     Frequencies ``f_j = theta^(-j / (hd/4))``, j < hd/4, each used for one interleaved pair of
     dims (GPT-J "rotate every two"); the first ``hd/2`` dims rotate with the first position
@@ -311,10 +311,10 @@ def needs_differentiable_attention(*tensors: Tensor) -> bool:
 
     ``torch.func.jvp`` (like every functorch transform) wraps its tensors; the forward-AD API of
     ``torch.autograd.forward_ad`` attaches a tangent instead. SDPA's CPU and flash kernels have no
-    forward-AD rule (design.md pitfalls), so :func:`attention` then uses :func:`math_attention`.
+    forward-AD rule, so :func:`attention` then uses :func:`math_attention`.
     Other functorch transforms (vmap, grad) also take the math kernel, which is always correct.
     Inside ``torch.compile`` this returns False (SDPA, no graph break): differentiate an eager
-    model with ``torch.func.jvp``, not a compiled one (design.md pitfalls).
+    model with ``torch.func.jvp``, not a compiled one.
     """
     if torch.compiler.is_compiling():
         return False
@@ -431,10 +431,10 @@ class _AttentionKernel(nn.Module):
 
 
 class SelfAttention(_AttentionKernel):
-    """Interval-aware self-attention with qk-norm and 2-D RoPE (paper.md §6 IA-Attn).
+    """Interval-aware self-attention with qk-norm and 2-D RoPE (IA-Attn, arXiv 2509.04394, Sec. 3.4).
 
     ``[q, k, v] = W u + b + W_Δ E_Δ(t - r)``: the bias-free projection of the Δt embedding is added
-    to every token's q, k and v before qk-norm and RoPE (paper.md §6: ``q = z W_q + b_q + E_Δt W'_q``).
+    to every token's q, k and v before qk-norm and RoPE (the paper's ``q = z W_q + b_q + E_Δt W'_q``).
 
     Layout: q, k and v stay views of the (B, N, 3, heads, hd) projection until attention, which
     takes them as (B, heads, N, hd) transposed views; SDPA's CPU kernel writes its output as
@@ -466,7 +466,7 @@ class SelfAttention(_AttentionKernel):
 
 
 class CrossAttention(_AttentionKernel):
-    """Image tokens attend to caption tokens (paper.md §6 T2I block); RoPE on the queries only."""
+    """Image tokens attend to caption tokens (arXiv 2509.04394, App. C.1); RoPE on the queries only."""
 
     def __init__(self, hidden_size: int, num_heads: int, qk_norm: bool) -> None:
         super().__init__()

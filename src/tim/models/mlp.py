@@ -2,7 +2,7 @@
 
 Same interface as :class:`tim.models.TiM` — ``F(x_t, t, r, **cond)`` with ``x_t`` of shape (B, D)
 — and the same decoupled sinusoidal time embeddings ``c = E_t(t) + E_Δ(t - r) [+ E_y(y)]``
-(paper.md §6 De-TE). The body is a stack of residual SiLU MLP blocks, each modulated by ``c``
+(De-TE, arXiv 2509.04394, Sec. 3.4). The body is a stack of residual SiLU MLP blocks, each modulated by ``c``
 (adaLN, DiT), so the time and class information reaches every layer.
 """
 
@@ -117,7 +117,7 @@ class TiMMLP(Conditioned, nn.Module):
         t, r = batch_times(x_t, t, r)
         dt_embedder = self.dt_embedder if self.dt_embedder is not None else self.t_embedder
         with float32_region(x_t):  # float32 under tim.network.float32_conditioning (mixed precision)
-            c = self.t_embedder(t) + dt_embedder(t - r)  # (B, H), paper.md §6 De-TE
+            c = self.t_embedder(t) + dt_embedder(t - r)  # (B, H), De-TE
             h = self.input(x_t)  # (B, H)
         pooled = self.embed_cond(cond, x_t.shape[0]).pooled
         c = c if pooled is None else c + pooled

@@ -1,4 +1,4 @@
-"""The TiM transformer F(x_t, t, r, cond) (paper.md §6; TiM arXiv:2509.04394 §3.4, App. C.1).
+"""The TiM transformer F(x_t, t, r, cond) (TiM paper, arXiv 2509.04394, Sec. 3.4, App. C.1).
 
 A DiT-family backbone on patch tokens with
 - decoupled time embeddings: ``c = E_t(t) + E_Δ(t - r) + E_y(y)`` (De-TE),
@@ -54,10 +54,10 @@ if TYPE_CHECKING:
 
 Conditioning = Literal["class", "text", "none"]
 # What the second time embedder sees: the published code's ``new_condition`` options
-# (released-architecture.md §1.3 item 3); every released config uses "t-r".
+# (github.com/WZDTHU/TiM); every released config uses "t-r".
 TimeCondition = Literal["t-r", "r", "t,r", "t,t-r", "r,t-r", "t,r,t-r"]
 TIME_CONDITIONS: tuple[str, ...] = ("t-r", "r", "t,r", "t,t-r", "r,t-r", "t,r,t-r")
-TIME_INIT_STD = 0.02  # t-embedder MLP weights (released-architecture.md §1.6 item 4; DiT)
+TIME_INIT_STD = 0.02  # t-embedder MLP weights (published code; DiT)
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ class BlockInputs:
 
 
 class TiMBlock(nn.Module):
-    """Transformer block with adaLN-Zero: self-attention, [cross-attention,] SwiGLU FFN (paper.md §6).
+    """Transformer block with adaLN-Zero: self-attention, [cross-attention,] SwiGLU FFN (arXiv 2509.04394, App. C.1).
 
     ``x += gate * sublayer(LN(x) (1 + scale) + shift)`` for each sub-layer, the (shift, scale,
     gate) triples coming from a low-rank SwiGLU of ``c`` (LoRA-AdaLN; 6D outputs, 9D with text).
@@ -304,7 +304,7 @@ def build_projector(config: TiMConfig) -> nn.Sequential | None:
 
 
 class TiM(Conditioned, nn.Module):
-    """Transition Model network ``F(x_t, t, r, **cond) -> (B, C, H, W)`` (paper.md §6).
+    """Transition Model network ``F(x_t, t, r, **cond) -> (B, C, H, W)`` (arXiv 2509.04394, Sec. 3.4).
 
     Example:
         >>> model = TiM(TIM_PRESETS["TiM-tiny"])
@@ -332,7 +332,7 @@ class TiM(Conditioned, nn.Module):
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
-        """Released initialisation (released-architecture.md §1.6), making the output exactly 0.
+        """Released initialisation (published code, github.com/WZDTHU/TiM), making the output exactly 0.
 
         Xavier-uniform weights and zero biases for every Linear and the patch embedding (as a
         [D, C p p] matrix); labels ~ N(0, 0.02); t-embedder weights ~ N(0, 0.02) (the Δt embedder
@@ -409,7 +409,7 @@ class TiM(Conditioned, nn.Module):
     # ----------------------------------------------------------------------------- forward
 
     def forward(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> Tensor:
-        """Transition output F(x_t, t, r) (paper.md §3.2), shape of ``x_t``.
+        """Transition output F(x_t, t, r) (arXiv 2509.04394, Sec. 3), shape of ``x_t``.
 
         Args:
             x_t: noisy latents (B, C, H, W), H and W divisible by the patch size.
@@ -427,7 +427,7 @@ class TiM(Conditioned, nn.Module):
         """Like :meth:`forward`, also returning alignment features (B, N, z_dim), or None without projector.
 
         The features are ``projector(tokens)`` after ``encoder_depth`` blocks (REPA, Yu et al. 2025;
-        the released TiM trains them against RADIO features, paper.md §12 item 1).
+        the released TiM trains them against RADIO features, which the paper does not mention).
         """
         if self.projector is None:
             return self.forward(x_t, t, r, **cond), None
@@ -438,7 +438,7 @@ class TiM(Conditioned, nn.Module):
         return self._output(tokens, inputs, x_t.shape), features
 
     def time_embeddings(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        """Time embeddings (paper.md §6 De-TE): ``(E_t(t), e)``, each (B, D).
+        """Time embeddings (De-TE, arXiv 2509.04394, Sec. 3.4): ``(E_t(t), e)``, each (B, D).
 
         ``e`` is E_Δ(t - r) by default; the other ``config.time_condition`` options combine
         E_t and E_Δ of t, r and t - r as the published ``get_delta_embed`` does.
@@ -471,7 +471,7 @@ class TiM(Conditioned, nn.Module):
             t_emb, dt_emb = self.time_embeddings(t, r)  # (B, D) each
         embedded = self.embed_cond(cond, x_t.shape[0])
         c = t_emb + dt_emb if embedded.pooled is None else t_emb + dt_emb + embedded.pooled  # (B, D)
-        # RoPE is applied in at least float32, also under bf16 autocast (released §1.5 dtype note).
+        # RoPE is applied in at least float32, also under bf16 autocast (as in the published code).
         rope_dtype = torch.promote_types(self.patch_embed.weight.dtype, torch.float32)
         rope = self.rope.tables(x_t.shape[-2] // p, x_t.shape[-1] // p, x_t.device, rope_dtype)
         inputs = BlockInputs(c[:, None], dt_emb[:, None], rope, embedded.context, embedded.context_mask)

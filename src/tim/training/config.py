@@ -78,12 +78,12 @@ _MIRRORED: dict[str, tuple[type, dict[str, Any], str]] = {
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with a constant learning rate and optional linear warm-up (paper.md §5.3)."""
+    """AdamW with a constant learning rate and optional linear warm-up (published TiM configs, github.com/WZDTHU/TiM)."""
 
     lr: float = bounded(1e-4, gt=0.0)  # learning rate after warm-up
-    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2), paper.md §5.3
-    weight_decay: float = bounded(0.01, ge=0.0)  # AdamW decoupled weight decay, paper.md §5.3
-    eps: float = bounded(1e-6, gt=0.0)  # AdamW denominator epsilon, paper.md §5.3
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2), published TiM configs
+    weight_decay: float = bounded(0.01, ge=0.0)  # AdamW decoupled weight decay, published TiM configs
+    eps: float = bounded(1e-6, gt=0.0)  # AdamW denominator epsilon, published TiM configs
     warmup_steps: int = bounded(0, ge=0)  # linear warm-up from 0 to lr over this many steps
     grad_clip: float = bounded(1.0, ge=0.0)  # max global gradient norm; 0 disables clipping
     accumulation: int = bounded(1, ge=1)  # micro-batches per optimizer step (per process)
@@ -91,7 +91,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class EMAConfig:
-    """Exponential moving average of the weights (paper.md §5.3: 0.9999 every step)."""
+    """Exponential moving average of the weights (published TiM: 0.9999 every step)."""
 
     decay: float = bounded(0.9999, ge=0.0, lt=1.0)  # target decay per optimizer step
     warmup: bool = True  # use min(decay, (1 + n) / (10 + n)) so short runs get a useful EMA
@@ -108,7 +108,7 @@ class TrainConfig:
     seed: int = bounded(0, ge=0, le=MAX_SEED)  # seeds model init, data order and every random draw
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast where supported
     tf32: bool = True  # CUDA only: TF32 float32 matmuls and convolutions (as the published configs)
-    label_dropout: float = bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, paper.md §5.3
+    label_dropout: float = bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, published TiM configs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     parallel: Literal["ddp", "fsdp"] = "ddp"  # wrapping when launched with torchrun
     checkpoint_every: int = bounded(500, ge=1)  # optimizer steps between checkpoints
@@ -176,7 +176,7 @@ def set_options(section: Any) -> dict[str, Any]:
 def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:
     """Config data with the old ``model.overrides`` / ``objective.options`` / ``path.options`` lifted.
 
-    Before issue 15 the mirrored sections kept their options in a nested dict; config.json files of
+    Before the typed configuration the mirrored sections kept their options in a nested dict; config.json files of
     older runs may hold them so: their keys are lifted into the section (flat keys win).
     """
     data = dict(data)
@@ -237,13 +237,13 @@ def _check_consistency(config: RunConfig) -> None:
     if not all(0.0 <= beta < 1.0 for beta in config.optim.betas):
         raise TimError(
             f"optim.betas = {list(config.optim.betas)} must both lie in [0, 1)",
-            "use e.g. optim.betas=[0.9,0.95] (paper.md §5.3)",
+            "use e.g. optim.betas=[0.9,0.95] (the published TiM)",
         )
     low, high = config.sample.guidance_interval
     if not 0.0 <= low <= high <= 1.0:
         raise TimError(
             f"sample.guidance_interval = ({low}, {high}) is not an interval of fractions of t_max",
-            "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (paper.md §7)",
+            "give two fractions with 0 <= low <= high <= 1, e.g. [0.0, 0.6] (the paper's 250-step setting)",
         )
 
 

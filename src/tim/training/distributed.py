@@ -8,7 +8,7 @@ Wrapping happens in :func:`wrap` and nowhere else:
 
 * ``ddp``: ``DistributedDataParallel``. The objective's derivative passes (DDE: two no-grad
   forward passes) run on the *unwrapped* module so they neither trigger DDP's gradient hooks nor
-  desynchronise its reducer (design.md pitfalls: PyTorch issues 102197, 182661).
+  desynchronise its reducer (PyTorch GitHub issues 102197 and 182661).
 * ``fsdp``: FSDP2 ``fully_shard`` on every block and on the root. The module stays the same
   object and each forward all-gathers its shards, so the derivative passes run on the sharded
   module itself. DDE needs nothing but ordinary no-grad forward passes, which is exactly what

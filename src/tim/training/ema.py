@@ -1,6 +1,6 @@
 """Exponential moving average of the weights (DiT's update with a warm-up for short runs).
 
-``ema <- decay_n * ema + (1 - decay_n) * theta`` after every optimizer step n (paper.md §5.3 uses
+``ema <- decay_n * ema + (1 - decay_n) * theta`` after every optimizer step n (the published TiM uses
 decay 0.9999 every step). A fixed 0.9999 needs ~10^4 steps before the average forgets the random
 initialisation, far longer than a CPU demo run, so by default the decay ramps up as
 ``decay_n = min(decay, (1 + n) / (10 + n))`` (the warm-up of TensorFlow's ExponentialMovingAverage

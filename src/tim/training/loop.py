@@ -274,7 +274,7 @@ def _train_step(
 
 
 def _step_outcome(loss_and_norm: Tensor, rows: int, env: distributed.DistEnv) -> tuple[bool, int]:
-    """``(finite on every process, global rows)`` with the step's only host sync (issue 14).
+    """``(finite on every process, global rows)`` with the step's only host sync.
 
     Skipping a non-finite step exactly needs its answer before the optimizer steps, so one
     device-to-host read per step remains: a single flag (one process), or the flag and the row

@@ -1,9 +1,9 @@
-"""REPA: align one block's projected hidden states with a frozen vision encoder (paper.md §5.1 item 9).
+"""REPA: align one block's projected hidden states with a frozen vision encoder (published TiM code, github.com/WZDTHU/TiM).
 
 The published trainers add ``proj_coeff * mean_tokens(1 - cos(h_proj, h_target))`` to the TiM loss,
 where ``h_proj`` is the TiM projector's output after block ``encoder_depth`` and ``h_target`` the
 patch features of a frozen RADIO-v2.5-B of the image, resized bicubically so that the encoder sees
-one patch per TiM token (paper.md §12 item 1: the paper never mentions it). Here the encoder is any
+one patch per TiM token (the published trainers use it; the paper, arXiv 2509.04394, never mentions it). Here the encoder is any
 local Hugging Face vision model folder (DINOv2, ViT, SigLIP/CLIP vision towers...; RADIO's folder
 runs its own code, allowed only with ``repa.trust_remote_code``). Settings:
 

@@ -132,7 +132,7 @@ def check_resume_config(checkpoint: Checkpoint, cfg: RunConfig, *, allow_config_
     :data:`tim.training.config.RESUMABLE_KEYS` are an error listing them, unless
     ``allow_config_change`` (``tim train --allow-config-change``) accepts them.
     """
-    saved_model = migrate_layout(checkpoint.config).get("model")  # runs before issue 15: nested layout
+    saved_model = migrate_layout(checkpoint.config).get("model")  # older runs: nested layout
     if saved_model != cfg.to_dict()["model"]:
         raise TimError(
             f"checkpoint '{checkpoint.path}' was trained with model {saved_model}, "

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from tim.errors import TimError, first_line
 
 # YAML aliases may expand a document to at most this many nodes (OmegaConf's loader counts them
-# before building anything): a config has a few hundred, a ten-line "alias bomb" billions (issue 13).
+# before building anything): a config has a few hundred, a ten-line "alias bomb" billions.
 MAX_YAML_NODES = 10_000
 
 
