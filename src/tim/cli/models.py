@@ -270,32 +270,25 @@ def _log(line: str) -> None:
 def render_scores(card: dict[str, Any]) -> str:
     """The score tables of a card, as markdown."""
     scores, lines = card.get("scores") or {}, []
-    if "geneval" in scores:
-        for split, by_scale in scores["geneval"].items():
-            for scale, rows in by_scale.items():
-                counts = list(rows)
-                lines += [
-                    f"GenEval in miniature, {split} prompts, CFG {float(scale):g}:",
-                    "",
-                    "| category | " + " | ".join(counts) + " |",
-                    "|---|" + "---:|" * len(counts),
-                ]
-                for key in [k for k in rows[counts[0]] if k not in ("nfe", "seconds")]:
-                    lines.append(f"| {key} | " + " | ".join(f"{rows[c][key]:.3f}" for c in counts) + " |")
-                lines.append("")
+    for split, by_scale in (scores.get("geneval") or {}).items():
+        for scale, rows in by_scale.items():
+            keys = [k for k in next(iter(rows.values())) if k not in ("nfe", "seconds")]
+            title = f"GenEval in miniature, {split} prompts, CFG {float(scale):g}:"
+            lines += _table(title, "category", rows, keys)
     if "digits" in scores:
-        rows = scores["digits"]["steps"]
-        counts = list(rows)
-        lines += [
-            f"Digits, {scores['digits']['per_class']} per class, no guidance:",
-            "",
-            "| metric | " + " | ".join(counts) + " |",
-            "|---|" + "---:|" * len(counts),
-        ]
-        for key in ("class_accuracy", "frechet_distance", "kid"):
-            lines.append(f"| {key} | " + " | ".join(f"{rows[c][key]:.3f}" for c in counts) + " |")
-        lines.append("")
+        title = f"Digits, {scores['digits']['per_class']} per class, no guidance:"
+        lines += _table(
+            title, "metric", scores["digits"]["steps"], ["class_accuracy", "frechet_distance", "kid"]
+        )
     return "\n".join(lines) or "(not scored yet)"
+
+
+def _table(title: str, label: str, rows: dict[str, dict[str, float]], keys: list[str]) -> list[str]:
+    """A markdown table: one column per step count (the keys of ``rows``), one row per metric."""
+    counts = list(rows)
+    lines = [title, "", f"| {label} | " + " | ".join(counts) + " |", "|---|" + "---:|" * len(counts)]
+    lines += [f"| {key} | " + " | ".join(f"{rows[c][key]:.3f}" for c in counts) + " |" for key in keys]
+    return [*lines, ""]
 
 
 def render_card(card: dict[str, Any]) -> str:
