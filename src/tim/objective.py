@@ -173,7 +173,9 @@ def derivative_precision_context(
         stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
         stack.enter_context(float32_conditioning(precision == "mixed"))
     else:
-        stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        # Under torch.compile, entering an autocast context is a graph break: skip it when autocast is off.
+        if torch.is_autocast_enabled(device.type) or not torch.compiler.is_compiling():
+            stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
         stack.enter_context(_float32_matmul_precision("high" if precision == "tf32" else "highest", device))
     return stack
 
