@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.safetensors_files import edit_header
 from tim.errors import TimError
 
 # ------------------------------------------------------------------------------------------------
@@ -2314,24 +2315,9 @@ AUTOENCODER_CASES = [
 # endless prompt files, huge autoencoder images, an output path that is a file.
 
 
-def _edit_header(path: Path, edit: Callable[[dict], None], extra_bytes: int = 0) -> Path:
-    """Rewrite a safetensors file's JSON header with ``edit``; optionally grow the file (sparse)."""
-    data = path.read_bytes()
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    edit(header)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
-    if extra_bytes:
-        with open(path, "r+b") as handle:
-            handle.truncate(path.stat().st_size + extra_bytes)
-    return path
-
-
 def _int_relabelled(tmp: Path) -> Path:
     path, _ = tiny_model_file(tmp)
-    return _edit_header(path, lambda header: header["final_layer.linear.weight"].update(dtype="I32"))
+    return edit_header(path, lambda header: header["final_layer.linear.weight"].update(dtype="I32"))
 
 
 def _huge_tensor(folder: Path) -> None:
@@ -2339,7 +2325,7 @@ def _huge_tensor(folder: Path) -> None:
         end = max(entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__")
         header["huge"] = {"dtype": "F32", "shape": [2**31], "data_offsets": [end, end + 2**33]}
 
-    _edit_header(folder / "model.safetensors", add, extra_bytes=2**33)
+    edit_header(folder / "model.safetensors", add, extra_bytes=2**33)
 
 
 def _config_list(folder: Path) -> None:

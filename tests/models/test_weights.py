@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.safetensors_files import edit_header
 from tim.errors import TimError
 from tim.models import TIM_PRESETS, TiM, build_model, from_pretrained, save_pretrained
 
@@ -85,19 +86,6 @@ def test_config_dict_round_trip() -> None:
 
 # ------------------------------------------------------------------------------------------------
 # Untrusted files: the header, the config and the size are checked before anything large happens.
-
-
-def edit_header(path: Path, edit, extra_bytes: int = 0) -> None:
-    """Rewrite the JSON header of a safetensors file with ``edit(header)``; optionally grow the file (sparse)."""
-    data = path.read_bytes()
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    edit(header)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
-    if extra_bytes:
-        os.truncate(path, path.stat().st_size + extra_bytes)
 
 
 def no_tensor_reads(monkeypatch: pytest.MonkeyPatch) -> None:
