@@ -32,7 +32,7 @@ from tim.network import Network
 from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
-__all__ = ["MAX_STEPS", "SampleResult", "sample", "Method"]
+__all__ = ["MAX_STEPS", "SampleResult", "sample", "sample_batches", "seeded_noise", "Method"]
 
 Method = Literal["transition", "euler", "heun"]
 
@@ -255,6 +255,79 @@ def sample(
         if trajectory is not None:
             trajectory.append(x.float())
     return SampleResult(x=x.float(), nfe=nfe, times=times, trajectory=trajectory)
+
+
+def seeded_noise(indices: range, shape: Sequence[int], seed: int) -> tuple[Tensor, list[torch.Generator]]:
+    """The starting noise of samples ``indices`` and their generators, sample i seeded ``seed + i``.
+
+    Sample i is then the same image whatever the batch size, the device order or the other requests:
+    the rule of every user-facing generator (``TiMPipeline``, ``tim sample``, the app, the benchmarks).
+
+    Returns:
+        ``(noise (n, *shape) float32 on the CPU, one generator per sample)``; each generator has
+        drawn its sample's noise and continues from there (stochastic steps draw from it).
+    """
+    generators = [torch.Generator().manual_seed(seed + index) for index in indices]
+    noise = (
+        torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
+        if generators
+        else torch.empty((0, *shape))
+    )
+    return noise, generators
+
+
+@torch.no_grad()
+def sample_batches(
+    F: Network,
+    noise: Tensor,
+    *,
+    cond: dict[str, Any] | None = None,
+    guidance_scale: float = 1.0,
+    batch_size: int | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    check_finite: str | None = None,
+    **options: Any,
+) -> SampleResult:
+    """THE sampling loop of tim: :func:`sample` over batches, with the CFG null condition built here.
+
+    Every caller that turns noise into samples goes through this function (the pipeline, ``tim
+    sample`` jobs, the app, the benchmarks, the demos and the training preview grids), so guidance,
+    batching and the NaN check mean the same everywhere.
+
+    Args:
+        F: the network; its ``null_cond`` gives the unconditional input when guided.
+        noise: (N, ...) starting noise; its dtype is the network's input dtype.
+        cond: condition tensors with N rows (``{}``/None: unconditional).
+        guidance_scale: CFG scale (1 = none; then no null condition is built).
+        batch_size: rows per :func:`sample` call (None: all at once).
+        generator: one generator shared by the batches, or one per row (see :func:`seeded_noise`).
+        check_finite: when given, a NaN or infinite sample raises ``TimError`` with this fix.
+        **options: the other :func:`sample` keywords (path, steps, grid, guidance_interval,
+            interval, stochasticity, shift, method).
+
+    Returns:
+        A :class:`SampleResult` for all rows: ``x`` float32 on the noise's device, ``nfe`` of one
+        batch, the grid; no trajectory.
+    """
+    cond = {} if cond is None else cond
+    size = len(noise) if batch_size is None else max(1, batch_size)
+    parts, result = [], None
+    for start in range(0, len(noise), size):
+        rows = slice(start, start + size)
+        part = {key: value[rows] for key, value in cond.items()} if len(noise) > size else cond
+        uncond = F.null_cond(part) if part and guidance_scale != 1.0 else None
+        rows_generator = generator[rows] if isinstance(generator, Sequence) else generator
+        result = sample(
+            F, noise[rows], cond=part, uncond=uncond, guidance_scale=guidance_scale,
+            generator=rows_generator, **options,
+        )
+        if check_finite is not None and not torch.isfinite(result.x).all():
+            raise TimError(f"sampling with {options.get('steps', 1)} steps produced NaN or Inf", check_finite)
+        parts.append(result.x)
+    if result is None:
+        return SampleResult(x=noise.float(), nfe=0, times=torch.empty(0, dtype=torch.float64), trajectory=None)
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return SampleResult(x=x, nfe=result.nfe, times=result.times, trajectory=None)
 
 
 def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator]) -> Tensor:
