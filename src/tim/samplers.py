@@ -32,14 +32,20 @@ from tim.network import Network
 from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
-__all__ = ["MAX_STEPS", "SampleResult", "sample", "sample_batches", "seeded_noise", "Method"]
+__all__ = ["MAX_STEPS", "MAX_GUIDANCE_SCALE", "MAX_STOCHASTICITY", "SampleResult", "sample", "sample_batches", "seeded_noise", "Method"]
 
 Method = Literal["transition", "euler", "heun"]
 
+# THE sampler limits: the sampler, the pipeline's recipe, `tim sample`, the app and run configs all
+# check against these (one table; a value read back from a file is checked like a typed one).
+#
 # The most sampling steps any entry point accepts (``tim sample --steps``, ``sample.steps`` of a run
 # config, ``steps`` of a pipeline's recipe.json): 4x the largest step count the paper samples with
 # (250, the paper's largest step count). Quality stops improving long before; a larger number is almost surely a typo.
 MAX_STEPS = 1000
+# The largest classifier-free guidance scale: 10x the largest the paper uses (3.0 at 512 px).
+MAX_GUIDANCE_SCALE = 30.0
+MAX_STOCHASTICITY = 1.0  # the noise-removal term rho * z_hat * (t - r) must not exceed the noise present
 
 
 @dataclass
@@ -123,7 +129,6 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
     return times
 
 
-MAX_STOCHASTICITY = 1.0  # the noise-removal term rho * z_hat * (t - r) must not exceed the noise present
 
 
 def _check_arguments(
