@@ -69,7 +69,7 @@ def jobs(tim: list[str], python: list[str], work: Path) -> dict[str, list[list[s
 
 
 def outputs(work: Path, job: str) -> dict[str, dict[str, np.ndarray]]:
-    """Every array a job wrote, by file (relative path)."""
+    """Every array a job wrote (``.npz``, ``.safetensors``; a PNG as its bytes), by file (relative path)."""
     found: dict[str, dict[str, np.ndarray]] = {}
     base = {"digits_train": "digits", "t2i_train": "t2i", "digits_sample": "digits_sample",
             "t2i_sample": "t2i_sample", "pipeline": "pipeline.npz"}[job]
@@ -84,6 +84,8 @@ def outputs(work: Path, job: str) -> dict[str, dict[str, np.ndarray]]:
             from safetensors.numpy import load_file
 
             found[name] = dict(load_file(str(file)))
+        elif file.suffix == ".png":
+            found[name] = {"png": np.frombuffer(file.read_bytes(), dtype=np.uint8)}
     return found
 
 
