@@ -1,7 +1,7 @@
 """Files that are never half-written: THE atomic-write helper of tim, and images as uint8 and PNG.
 
 Every file tim writes for a user (checkpoints, logs, pipeline folders, sample shards, PNGs, reports)
-goes through :func:`atomic_write`: the content goes to a fresh temporary file in the same folder
+goes through :func:`atomic_write` (safetensors files: :func:`write_safetensors`): the content goes to a fresh temporary file in the same folder
 (created with ``O_EXCL``, so a link planted at that name is never followed, and with the umask's
 mode, see :mod:`tim.system`), is optionally fsynced, and is renamed over the destination (atomic on
 POSIX). A crash or a kill at any moment leaves either the old file or the new one, never a mix; a
@@ -36,7 +36,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], *, sync: b
             leave an empty file under the final name. Off for bulk outputs that are cheap to redo.
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+        ``path`` as a ``pathlib.Path``.
 
     Raises:
         OSError: creating, writing or renaming failed (the temporary is removed).
@@ -75,6 +75,34 @@ def write_json(
     """:func:`atomic_write` of ``data`` as JSON with a final newline."""
     text = json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n"
     return write_text(path, text, sync=sync)
+
+
+def write_safetensors(
+    path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write torch tensors as a ``.safetensors`` file with the guarantees of :func:`atomic_write`.
+
+    safetensors writes to a path (and with mode 0600): it gets a fresh temporary (``O_EXCL``, never
+    through a planted link), which is given the umask's mode, fsynced and renamed in.
+    """
+    from safetensors.torch import save_file
+
+    from tim.system import give_new_file_mode
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = create_temporary(path.parent, f".{path.name}.", ".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        give_new_file_mode(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_folder(path.parent)
+    return path
 
 
 def fsync_folder(path: str | Path) -> None:

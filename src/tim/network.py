@@ -34,6 +34,12 @@ class Network(Protocol):
     def __call__(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Any) -> Tensor: ...  # noqa: D102
 
 
+class GuidedNetwork(Network, Protocol):
+    """A :class:`Network` that can be guided: ``null_cond(cond)`` is the unconditional input (CFG)."""
+
+    def null_cond(self, cond: dict[str, Any]) -> dict[str, Any]: ...  # noqa: D102
+
+
 # A plain module global (not a ContextVar): torch.compile guards on it, so a compiled network
 # traces one graph with the switch off and one with it on instead of breaking the graph.
 _float32_conditioning = False

@@ -73,20 +73,40 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
 
 def verify(folder: Path, card: dict[str, Any]) -> None:
     """Check every file the card lists: present, not a link, its size and its SHA-256."""
-    for name, entry in card["files"].items():
+    check_files(folder, card["files"])
+
+
+def check_files(
+    folder: Path,
+    files: Any,
+    *,
+    what: str = "bundled model",
+    index: str = CARD_NAME,
+    fix: str = REINSTALL,
+) -> None:
+    """Check a folder against its table ``{relative path: {"bytes", "sha256"}}`` (see :func:`file_table`).
+
+    Each entry must be a relative path inside ``folder`` naming a regular file (not a link) of the
+    recorded size and SHA-256; the first that is not gives one line naming the file and ``fix``.
+    Used for the bundled models (their ``card.json``) and for every pipeline folder that
+    ``save_pretrained`` wrote (``pipeline.json``).
+    """
+    if not isinstance(files, dict):
+        raise TimError(f"{what} index {folder / index} has a malformed file table", fix)
+    for name, entry in files.items():
         path = folder / name
         if not isinstance(entry, dict) or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise TimError(f"bundled model card {folder / CARD_NAME} has a bad entry {name!r}", REINSTALL)
+            raise TimError(f"{what} index {folder / index} has a bad entry {name!r}", fix)
         if path.is_symlink() or not path.is_file():
-            raise TimError(f"bundled model file {path} is missing", REINSTALL)
+            raise TimError(f"{what} file {path} is missing", fix)
         size = path.stat().st_size
         if size != entry.get("bytes"):
             raise TimError(
-                f"bundled model file {path} is damaged or truncated ({size} bytes, expected {entry.get('bytes')})",
-                REINSTALL,
+                f"{what} file {path} is damaged or truncated ({size} bytes, expected {entry.get('bytes')})",
+                fix,
             )
         if sha256_of(path) != entry.get("sha256"):
-            raise TimError(f"bundled model file {path} is damaged (SHA-256 differs from its card)", REINSTALL)
+            raise TimError(f"{what} file {path} is damaged (SHA-256 differs from {index})", fix)
 
 
 def resolve(source: str, root: Path | None = None) -> Path:

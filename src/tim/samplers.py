@@ -21,18 +21,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
 
 from tim.errors import TimError
 from tim.guidance import IntervalMode, classifier_free_guidance, concat_cond, in_guidance_interval
-from tim.network import Network
+from tim.network import GuidedNetwork, Network
 from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
-__all__ = ["MAX_STEPS", "MAX_GUIDANCE_SCALE", "MAX_STOCHASTICITY", "SampleResult", "sample", "sample_batches", "seeded_noise", "Method"]
+__all__ = [
+    "MAX_STEPS",
+    "MAX_GUIDANCE_SCALE",
+    "MAX_STOCHASTICITY",
+    "SampleResult",
+    "sample",
+    "sample_batches",
+    "seeded_noise",
+    "Method",
+]
 
 Method = Literal["transition", "euler", "heun"]
 
@@ -127,8 +136,6 @@ def _resolve_grid(grid: Tensor | Sequence[float] | None, steps: int, path: Path,
             "keep every time inside the domain",
         )
     return times
-
-
 
 
 def _check_arguments(
@@ -316,21 +323,29 @@ def sample_batches(
     """
     cond = {} if cond is None else cond
     size = len(noise) if batch_size is None else max(1, batch_size)
-    parts, result = [], None
+    parts: list[Tensor] = []
+    result: SampleResult | None = None
     for start in range(0, len(noise), size):
         rows = slice(start, start + size)
         part = {key: value[rows] for key, value in cond.items()} if len(noise) > size else cond
-        uncond = F.null_cond(part) if part and guidance_scale != 1.0 else None
+        uncond = cast(GuidedNetwork, F).null_cond(part) if part and guidance_scale != 1.0 else None
         rows_generator = generator[rows] if isinstance(generator, Sequence) else generator
         result = sample(
-            F, noise[rows], cond=part, uncond=uncond, guidance_scale=guidance_scale,
-            generator=rows_generator, **options,
+            F,
+            noise[rows],
+            cond=part,
+            uncond=uncond,
+            guidance_scale=guidance_scale,
+            generator=rows_generator,
+            **options,
         )
         if check_finite is not None and not torch.isfinite(result.x).all():
             raise TimError(f"sampling with {options.get('steps', 1)} steps produced NaN or Inf", check_finite)
         parts.append(result.x)
     if result is None:
-        return SampleResult(x=noise.float(), nfe=0, times=torch.empty(0, dtype=torch.float64), trajectory=None)
+        return SampleResult(
+            x=noise.float(), nfe=0, times=torch.empty(0, dtype=torch.float64), trajectory=None
+        )
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
     return SampleResult(x=x, nfe=result.nfe, times=result.times, trajectory=None)
 
@@ -339,7 +354,7 @@ def _step_noise(x: Tensor, generator: torch.Generator | Sequence[torch.Generator
     """Fresh N(0, I) noise like ``x`` (float64) for a stochastic step.
 
     With one generator per row (a list), row i comes from generator i alone, so each sample's
-    noise does not depend on how samples are batched (``tim.pipeline`` relies on this).
+    noise does not depend on how samples are batched (``tim.generation`` relies on this).
     """
     if not isinstance(generator, Sequence):
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)

@@ -127,7 +127,7 @@ def test_same_seed_same_samples_and_seed_shifts_by_index(tiny_run: Path, tmp_pat
 
 
 def test_cli_equals_the_pipeline_call(tiny_run: Path, tmp_path: Path, run_cli) -> None:
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     out = tmp_path / "s"
     _sample(
@@ -153,7 +153,7 @@ def test_cli_equals_the_pipeline_call(tiny_run: Path, tmp_path: Path, run_cli) -
 
 def test_step_counts_share_the_noise(tiny_run: Path) -> None:
     """Every step count starts from the same noise: a 1-step sample is F applied once to that noise."""
-    from tim.cli.sample import generate, load_for_sampling
+    from tim.generation import generate, load_for_sampling
 
     model, info = load_for_sampling(tiny_run)
     first, second = generate(model, info.path, info.data_shape, [1, 1], class_ids=[0, 1], per_class=2, seed=3)
@@ -170,7 +170,7 @@ def test_step_counts_share_the_noise(tiny_run: Path) -> None:
 
 def test_generate_matches_the_command(tiny_run: Path, tmp_path: Path, run_cli) -> None:
     """tim demo's in-memory generate() and tim sample give the same samples for the same seed."""
-    from tim.cli.sample import generate, load_for_sampling
+    from tim.generation import generate, load_for_sampling
 
     out = tmp_path / "s"
     _sample(
@@ -216,7 +216,7 @@ def test_overwrite_allows_a_non_empty_folder(tiny_run: Path, tmp_path: Path, run
 
 
 def test_pipeline_folder_gives_the_run_samples(tiny_run: Path, tmp_path: Path, run_cli) -> None:
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     folder = TiMPipeline.from_run(tiny_run).save_pretrained(tmp_path / "pipe")
     _sample(run_cli, tiny_run, tmp_path / "a", "--steps", "2", "--class", "6", "--per-class", "2", "--no-png")
@@ -235,7 +235,7 @@ def test_latent_pipeline_decodes_to_pixels(tmp_path: Path, run_cli) -> None:
     from helpers.autoencoders import tiny_kl
     from helpers.pipeline import tiny_model
     from tim.autoencoders import Autoencoder
-    from tim.pipeline import SamplingRecipe, TiMPipeline
+    from tim.generation import SamplingRecipe, TiMPipeline
 
     autoencoder = Autoencoder.from_pretrained(tiny_kl(tmp_path / "vae"))
     model = tiny_model()  # 4 latent channels, 8x8 latents
@@ -258,7 +258,7 @@ def test_latent_pipeline_decodes_to_pixels(tmp_path: Path, run_cli) -> None:
 def test_text_model_prompts(tmp_path: Path, run_cli) -> None:
     from helpers.pipeline import tiny_model
     from helpers.text_models import tiny_bert
-    from tim.pipeline import SamplingRecipe, TiMPipeline
+    from tim.generation import SamplingRecipe, TiMPipeline
     from tim.text import TextEncoder
 
     encoder = TextEncoder(str(tiny_bert(tmp_path / "bert")), max_length=8)
@@ -494,14 +494,14 @@ def test_small_released_file_as_xl2_is_refused_from_its_header(
     assert devices == ["meta"] and not (tmp_path / "out").exists()
 
 
-def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -> None:
-    """Every `tim sample` line of the README parses; its resume example is the first command again."""
+def test_documented_sample_commands_parse_and_resume_example_repeats_the_command() -> None:
+    """Every `tim sample` line of the CLI page parses; its resume example is the first command again."""
     import re
     import shlex
 
     from tim.cli.main import build_parser
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     lines = [
         line.split("  #")[0].strip()
         for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
@@ -525,7 +525,7 @@ def test_readme_sample_commands_parse_and_resume_example_repeats_the_command() -
 
 
 def test_training_progress_bar_shows_images_as_a_count() -> None:
-    """Issue 11: the bar printed `images=1e+4`; it shows `images=10,000`."""
+    """The bar printed `images=1e+4`; it shows `images=10,000`."""
     from tim.training.logging import Progress
 
     bar = Progress(enabled=True, total=5, initial=0)

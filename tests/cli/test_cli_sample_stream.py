@@ -62,7 +62,7 @@ def test_noise_is_drawn_per_batch(
     tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pipeline is asked for one batch at a time, so it never draws the noise of the whole job."""
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     sizes: list[int] = []
     original = TiMPipeline._noise
@@ -82,7 +82,7 @@ def test_noise_is_drawn_per_batch(
 def test_interrupted_job_resumes_where_it_stopped(
     tiny_run: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tim.cli.sample import PipelineBackend
+    from tim.generation import PipelineBackend
 
     reference = tmp_path / "ref"
     assert run_cli(_argv(tiny_run, reference, *JOB))[0] == 0
@@ -167,7 +167,10 @@ def test_memory_is_estimated_before_allocating(tiny_run: Path, tmp_path: Path, r
 
 
 def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tim.cli import sample_job
+    import torch
+
+    from tim.generation import memory
+    from tim.generation.job import Job
 
     class Fake:
         kind, conditioning, num_classes = "image", "class", 10
@@ -178,8 +181,8 @@ def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPat
         def batch_bytes(self, batch_size, height, width, guided):  # noqa: ANN001, ANN202
             return batch_size * 2**30 * (2 if guided else 1)
 
-    monkeypatch.setattr(sample_job, "available_memory", lambda device: (10 * 2**30, "test limit"))
-    job = sample_job.Job(
+    monkeypatch.setattr(memory, "available_memory", lambda device: (10 * 2**30, "test limit"))
+    job = Job(
         steps=(1,),
         conditions=(0,),
         counts=(64,),
@@ -195,8 +198,8 @@ def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPat
         match=r"64 8x8 samples per batch needs about 64.0 GiB but only 10.0 GiB is "
         r"available \(test limit\); lower --batch-size \(a batch of 1 needs about 1.0 GiB\)",
     ):
-        sample_job.check_memory(job, Fake(), sample_job.torch.device("cpu"))
-    small = sample_job.Job(
+        memory.check_memory(job, Fake(), torch.device("cpu"))
+    small = Job(
         steps=(1,),
         conditions=(0,),
         counts=(64,),
@@ -207,13 +210,13 @@ def test_memory_check_names_the_size_and_the_limit(monkeypatch: pytest.MonkeyPat
         width=8,
         options={"guidance_scale": 1.0},
     )
-    assert sample_job.check_memory(small, Fake(), sample_job.torch.device("cpu")) > 4 * 2**30
+    assert memory.check_memory(small, Fake(), torch.device("cpu")) > 4 * 2**30
 
 
 def test_available_memory_reads_the_system() -> None:
     import torch
 
-    from tim.cli.sample_job import available_memory
+    from tim.system import available_memory
 
     free, source = available_memory(torch.device("cpu"))
     assert 0 < free < 2**50 and source
@@ -254,7 +257,7 @@ def test_limits_are_one_line_errors_before_any_output(
 
 
 def test_split_count_and_shard_size() -> None:
-    from tim.cli.sample_job import default_shard_size, split_count
+    from tim.generation.job import default_shard_size, split_count
 
     assert split_count(10, 3) == (4, 3, 3) and sum(split_count(50_000, 1000)) == 50_000
     assert default_shard_size(64) == 1000  # tiny digits: the sample cap
@@ -294,7 +297,7 @@ def test_fifty_thousand_samples_stream_in_bounded_memory(tiny_run: Path, tmp_pat
 def test_one_job_per_folder_and_stale_temporaries_are_removed(
     tiny_run: Path, tmp_path: Path, run_cli
 ) -> None:
-    from tim.cli.sample_job import JobLock
+    from tim.generation.job import JobLock
 
     out = tmp_path / "s"
     assert run_cli(_argv(tiny_run, out, *JOB))[0] == 0
@@ -543,7 +546,7 @@ def test_a_signal_in_any_phase_stops_at_once_with_exit_75(
     import time
 
     from tim.cli import sample as sample_cli
-    from tim.cli.sample import PipelineBackend
+    from tim.generation import PipelineBackend
 
     number = getattr(signal, signal_name)
     out = tmp_path / "s"
@@ -604,16 +607,16 @@ def test_a_full_disk_while_sampling_is_one_line_and_keeps_finished_work(
     target, name, kept = DISK_FULL[case]
     out = tmp_path / "s"
     if case == "grid":  # the shards are written; the grid write fails (ENOSPC from the PNG writer)
-        from tim.cli import sample_job
+        from tim.generation import job_files
 
-        real = sample_job.save_png
+        real = job_files.save_png
 
         def save_png(path, pixels, **kwargs):  # noqa: ANN001, ANN003, ANN202
             if path.name == name:
-                raise sample_job.WriteFailed(path, OSError(errno.ENOSPC, "No space left on device"))
+                raise OSError(errno.ENOSPC, "No space left on device")
             return real(path, pixels, **kwargs)
 
-        monkeypatch.setattr(sample_job, "save_png", save_png)
+        monkeypatch.setattr(job_files, "save_png", save_png)
     else:
         monkeypatch.setattr(target, _full_disk(target))
     code, _, err = run_cli(_argv(tiny_run, out, *JOB))

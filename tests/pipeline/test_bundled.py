@@ -18,7 +18,7 @@ from helpers.pipeline import tiny_model
 from tim import pretrained
 from tim.cli.models import render_card, store_16bit, write_card
 from tim.errors import TimError
-from tim.pipeline import SamplingRecipe, TiMPipeline
+from tim.generation import SamplingRecipe, TiMPipeline
 
 pytest.importorskip("safetensors")
 

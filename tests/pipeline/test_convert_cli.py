@@ -19,9 +19,9 @@ from safetensors.torch import save_file
 
 from helpers.autoencoders import tiny_dc, tiny_kl
 from helpers.cli import run_cli
+from tim.generation import TiMPipeline
 from tim.models import TIM_PRESETS, TiM, TiMConfig, load_released_checkpoint
 from tim.models.convert import ours_to_released
-from tim.pipeline import TiMPipeline
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "state-dicts"
 # TiM-XL/2's structure (4 latent channels, patch 2, projector, interval attention) at test size.
@@ -294,13 +294,14 @@ def test_convert_text_to_image(tmp_path: Path, tiny_presets: None) -> None:
         )(prompt="x")
 
 
-def test_readme_convert_commands_parse() -> None:
-    """The README's `tim convert` lines use options that exist."""
+def test_documented_convert_commands_parse() -> None:
+    """The `tim convert` lines of the released-checkpoints page use options that exist."""
     import shlex
 
     from tim.cli.main import build_parser
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().replace("\\\n", " ")
+    page = Path(__file__).resolve().parents[2] / "docs" / "released-checkpoints.md"
+    readme = page.read_text().replace("\\\n", " ")
     lines = [line.split("#")[0] for line in readme.splitlines() if line.startswith("tim convert ")]
     assert len(lines) >= 2
     for line in lines:

@@ -13,7 +13,13 @@ import torch
 
 from helpers.pipeline import PixelShuffleAutoencoder, tiny_model
 from tim.errors import TimError
-from tim.pipeline import PipelineOutput, SamplingRecipe, TiMPipeline, estimate_generation_bytes, resolve_dtype
+from tim.generation import (
+    PipelineOutput,
+    SamplingRecipe,
+    TiMPipeline,
+    estimate_generation_bytes,
+    resolve_dtype,
+)
 from tim.timesteps import resolution_shift
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,7 +230,7 @@ def test_broken_pipeline_folders(tmp_path: Path) -> None:
     meta = json.loads((folder / "pipeline.json").read_text())
     (folder / "pipeline.json").write_text(json.dumps(meta | {"autoencoder": "copy"}))
     with pytest.raises(TimError, match="has no autoencoder/"):
-        from tim.pipeline import part_location
+        from tim.generation.folders import part_location
 
         part_location(folder, json.loads((folder / "pipeline.json").read_text()), "autoencoder")
 
@@ -259,7 +265,7 @@ def native_demo():  # noqa: ANN201 - the script as a module
 
 def test_recipe_rules_reproduce_the_native_resolution_demo() -> None:
     """The recipe a demo run gets: shift sqrt(HW / 16^2) and RoPE scale 32 / max side above 32, as the script computed."""
-    from tim.pipeline import run_recipe_fields
+    from tim.generation.folders import run_recipe_fields
 
     demo = native_demo()
     recipe = SamplingRecipe(**run_recipe_fields(demo.run_config(1.0, 10, [])))
@@ -394,3 +400,44 @@ def test_a_failed_save_leaves_the_old_folder_and_no_temporary(
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert TiMPipeline.from_pretrained(folder).recipe.steps == 2
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_damaged_weight_in_a_saved_pipeline_folder_is_refused_before_loading(tmp_path: Path) -> None:
+    """A flipped bit or a truncated weight file in a saved pipeline folder is one line, not garbage.
+
+    save_pretrained records the size and SHA-256 of the network's files in pipeline.json and
+    from_pretrained checks them before loading.
+    """
+    from tim.errors import TimError
+    from tim.generation import TiMPipeline
+
+    pipe = TiMPipeline.load("bundled:digits")
+    pipe.save_pretrained(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "pipeline.json").read_text())
+    assert sorted(meta["files"]) == ["model/config.json", "model/model.safetensors"]
+    TiMPipeline.from_pretrained(tmp_path / "p")  # intact: loads
+    weights = tmp_path / "p" / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(
+        TimError, match=r"model.safetensors is damaged \(SHA-256 differs from pipeline.json\)"
+    ):
+        TiMPipeline.from_pretrained(tmp_path / "p")
+    weights.write_bytes(bytes(data[:-10]))
+    with pytest.raises(TimError, match="damaged or truncated"):
+        TiMPipeline.from_pretrained(tmp_path / "p")
+
+
+def test_from_released_checks_the_file_before_loading_the_autoencoder(tmp_path: Path) -> None:
+    """A file that is not the preset's weights is refused by its header, before the autoencoder loads."""
+    from safetensors.torch import save_file
+
+    from tim.errors import TimError
+    from tim.generation import TiMPipeline
+
+    file = tmp_path / "not-tim.safetensors"
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(file))
+    with pytest.raises(TimError) as caught:  # the autoencoder folder does not even exist
+        TiMPipeline.from_released(file, preset="TiM-XL/2", autoencoder=tmp_path / "no-such-autoencoder")
+    assert "not-tim.safetensors" in str(caught.value) and "autoencoder" not in str(caught.value).split(";")[0]

@@ -5,7 +5,7 @@
 
 The folder holds the network (our layout, strictly checked against the preset: the first
 mismatched keys are named), the paper's sampling recipe for that checkpoint
-(``tim.pipeline.RELEASED_RECIPES``, every number cited there), the autoencoder (copied, or
+(``tim.generation.RELEASED_RECIPES``, every number cited there), the autoencoder (copied, or
 referenced with ``--reference``) and, for TiM-T2I, the text encoder. It is written into a temporary
 folder and renamed into place, so ``--out`` never holds a half-written pipeline.
 """
@@ -21,7 +21,7 @@ from tim.errors import TimError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``tim convert``."""
-    from tim.pipeline import RELEASED_RECIPES
+    from tim.generation import RELEASED_RECIPES
 
     parser = subparsers.add_parser(
         "convert",
@@ -80,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``--out`` (before any loading), unless it is a pipeline folder and --overwrite is set."""
-    from tim.pipeline import PIPELINE_NAME
+    from tim.generation.folders import PIPELINE_NAME
 
     if out.exists() and not out.is_dir():
         raise TimError(f"--out {out} exists and is a file", "pass a new folder with --out")
@@ -117,7 +117,7 @@ def read_class_names(path: str | None, num_classes: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tim convert`` (see :func:`add_parser` for the options)."""
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     released = Path(args.released)
     if not released.exists():

@@ -25,6 +25,8 @@ import torch
 
 from tim.cli.main import HelpFormatter
 from tim.errors import TimError
+from tim.generation.folders import PIPELINE_NAME, refresh_checksums
+from tim.io import write_safetensors, write_text
 
 STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
 SEEN_PER_CATEGORY, HELDOUT_PER_CATEGORY = 16, 8  # 96 seen and 40 held-out prompts
@@ -118,7 +120,7 @@ def headline(card: dict[str, Any]) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the bundled-format folder of a run (see the module docstring)."""
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
     from tim.training import load_run
 
     run_dir, out = Path(args.run_dir), Path(args.out)
@@ -146,8 +148,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 def store_16bit(path: Path, dtype: torch.dtype) -> None:
     """Rewrite a safetensors file with its floating tensors in ``dtype``; refuse values that overflow."""
-    from safetensors.torch import save_file  # pyright: ignore[reportUnknownVariableType]
-
     from tim.models.weights import read_safetensors
 
     tensors, metadata = read_safetensors(path)
@@ -157,9 +157,10 @@ def store_16bit(path: Path, dtype: torch.dtype) -> None:
             if value.abs().max() > limit:
                 raise TimError(f"weight {key} exceeds the {dtype} range", "export with --storage bf16")
             tensors[key] = value.to(dtype).contiguous()
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    temporary.replace(path)
+    write_safetensors(path, tensors, metadata=metadata)
+    folder = path.parent.parent  # <pipeline folder>/model/model.safetensors
+    if (folder / PIPELINE_NAME).is_file():
+        refresh_checksums(folder)
 
 
 def training_facts(run_dir: Path, cfg: Any) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def training_facts(run_dir: Path, cfg: Any) -> dict[str, Any]:
     The wall time adds up the ``seconds`` of each sitting in ``metrics.jsonl`` (the counter starts
     again at every resume) up to the checkpoint's step.
     """
-    from tim.evaluation.quality import machine_info
+    from tim.evaluation.machine import machine_info
     from tim.training.checkpoint import load_latest
 
     checkpoint = load_latest(run_dir, parts=())
@@ -203,8 +204,8 @@ def write_card(folder: Path, card: dict[str, Any]) -> None:
     for path in folder.rglob("*"):  # files of an installed package are world-readable
         path.chmod(0o755 if path.is_dir() else 0o644)
     card["files"] = file_table(folder)
-    (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "README.md").write_text(render_card(card))
+    write_text(folder / CARD_NAME, json.dumps(card, indent=2) + "\n")
+    write_text(folder / "README.md", render_card(card))
 
 
 # ------------------------------------------------------------------------------------------------ score
@@ -212,7 +213,7 @@ def write_card(folder: Path, card: dict[str, Any]) -> None:
 
 def run_score(args: argparse.Namespace) -> int:
     """Score a bundled-format folder (see the module docstring) and write the scores into its card."""
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
     from tim.pretrained import read_card, resolve
 
     folder = resolve(args.folder) if args.folder.startswith("bundled:") else Path(args.folder)
@@ -236,7 +237,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 def score_text(pipe: Any, steps: tuple[int, ...], scale: float, quick: bool) -> dict[str, Any]:
     """GenEval in miniature, seen and held-out prompts, without and with CFG ``scale``."""
-    from tim.evaluation.geneval_bench import score_model
+    from tim.experiments.geneval import score_model
 
     seen, heldout = (2, 1) if quick else (SEEN_PER_CATEGORY, HELDOUT_PER_CATEGORY)
     return score_model(pipe.model, pipe.text_encoder, steps, seen, heldout, scales=(1.0, scale), log=_log)
@@ -244,8 +245,8 @@ def score_text(pipe: Any, steps: tuple[int, ...], scale: float, quick: bool) -> 
 
 def score_digits(pipe: Any, steps: tuple[int, ...], per_class: int) -> dict[str, Any]:
     """Class accuracy, Frechet distance and KID of ``per_class`` digits per class at each step count."""
-    from tim.cli.sample import generate
     from tim.evaluation.digits import evaluate_digits
+    from tim.generation import generate
     from tim.paths import build_path
 
     path = build_path(pipe.recipe.path, **pipe.recipe.path_options)

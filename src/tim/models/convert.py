@@ -263,6 +263,35 @@ def load_released_checkpoint(
         >>> model = load_released_checkpoint("TiM-XL-2-256.safetensors", "TiM-XL/2")
     """
     path = Path(path)
+    config, released = check_released_checkpoint(path, config_or_preset, prefer_ema=prefer_ema, **overrides)
+    if released is None:
+        released = strip_prefixes(read_safetensors(path)[0])
+    model = TiM(config)
+    state = {released_to_ours(k): v for k, v in released.items()}
+    if isinstance(model.cond_embedder, TextConditioning):  # the one adapter with a null_context buffer
+        # Released T2I files have no null caption (the trainer encoded ""); keep ours (zeros).
+        state.setdefault(NULL_CONTEXT_KEY, model.cond_embedder.null_context)
+    load_state_dict_strict(model, state, source=str(path))
+    return model.eval()
+
+
+def check_released_checkpoint(
+    path: str | Path,
+    config_or_preset: TiMConfig | str | None = None,
+    *,
+    prefer_ema: bool = True,
+    **overrides: object,
+) -> tuple[TiMConfig, dict[str, Tensor] | None]:
+    """The cheap half of :func:`load_released_checkpoint`: the config and the file checked against it.
+
+    Keys, shapes, dtypes and the model's size are checked reading only the header of a
+    ``.safetensors`` file, so a wrong file is refused before anything large is built or read.
+
+    Returns:
+        ``(config, tensors)``; ``tensors`` is None for ``.safetensors`` (not read yet) and the
+        tensors of a pickle-format file (which must be read whole to be checked).
+    """
+    path = Path(path)
     layout, metadata, released = read_checkpoint_layout(path, prefer_ema)
     config = resolve_config(config_or_preset, metadata, path)
     if config.z_dim > 0 and not any(k.startswith("projector.") for k in layout):
@@ -275,12 +304,4 @@ def load_released_checkpoint(
     if NULL_CONTEXT_KEY in expected:  # released T2I files have no null caption; ours (zeros) is kept
         found.setdefault(NULL_CONTEXT_KEY, expected[NULL_CONTEXT_KEY])
     check_layout(found, expected, str(path))
-    if released is None:
-        released = strip_prefixes(read_safetensors(path)[0])
-    model = TiM(config)
-    state = {released_to_ours(k): v for k, v in released.items()}
-    if isinstance(model.cond_embedder, TextConditioning):  # the one adapter with a null_context buffer
-        # Released T2I files have no null caption (the trainer encoded ""); keep ours (zeros).
-        state.setdefault(NULL_CONTEXT_KEY, model.cond_embedder.null_context)
-    load_state_dict_strict(model, state, source=str(path))
-    return model.eval()
+    return config, released
