@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from tim.evaluation.quality import (
+from tim.experiments.quality import (
     DIGITS_MODEL,
     QualityConfig,
     parse_int_list,

@@ -47,23 +47,79 @@ def jobs(tim: list[str], python: list[str], work: Path) -> dict[str, list[list[s
     digits, t2i = str(work / "digits"), str(work / "t2i")
     return {
         "digits_train": [
-            [*tim, "train", "--config", "configs/digits.yaml", "--out", digits, "train.steps=40",
-             "train.log_every=10", "train.checkpoint_every=40", "sample.steps=[1,2]", "sample.num=8"],
+            [
+                *tim,
+                "train",
+                "--config",
+                "configs/digits.yaml",
+                "--out",
+                digits,
+                "train.steps=40",
+                "train.log_every=10",
+                "train.checkpoint_every=40",
+                "sample.steps=[1,2]",
+                "sample.num=8",
+            ],
         ],
         "digits_sample": [
-            [*tim, "sample", "--checkpoint", digits, "--steps", "1,4", "--per-class", "2", "--cfg", "1.5",
-             "--seed", "3", "--out", str(work / "digits_sample"), "--no-progress"],
+            [
+                *tim,
+                "sample",
+                "--checkpoint",
+                digits,
+                "--steps",
+                "1,4",
+                "--per-class",
+                "2",
+                "--cfg",
+                "1.5",
+                "--seed",
+                "3",
+                "--out",
+                str(work / "digits_sample"),
+                "--no-progress",
+            ],
         ],
         "pipeline": [[*python, "-c", PIPELINE_SNIPPET, digits, str(work / "pipeline.npz")]],
         "t2i_train": [
-            [*tim, "train", "--config", "configs/scenes_t2i.yaml", "--out", t2i, "train.steps=6",
-             "train.batch_size=8", "train.log_every=2", "train.checkpoint_every=6", "sample.steps=[1]",
-             "sample.num=4", "train.time_limit=0"],
+            [
+                *tim,
+                "train",
+                "--config",
+                "configs/scenes_t2i.yaml",
+                "--out",
+                t2i,
+                "train.steps=6",
+                "train.batch_size=8",
+                "train.log_every=2",
+                "train.checkpoint_every=6",
+                "sample.steps=[1]",
+                "sample.num=4",
+                "train.time_limit=0",
+            ],
         ],
         "t2i_sample": [
-            [*tim, "sample", "--checkpoint", t2i, "--steps", "1,2", "--prompt", "two red circles",
-             "--prompt", "a blue square", "--per-prompt", "2", "--cfg", "2", "--seed", "1",
-             "--out", str(work / "t2i_sample"), "--no-progress"],
+            [
+                *tim,
+                "sample",
+                "--checkpoint",
+                t2i,
+                "--steps",
+                "1,2",
+                "--prompt",
+                "two red circles",
+                "--prompt",
+                "a blue square",
+                "--per-prompt",
+                "2",
+                "--cfg",
+                "2",
+                "--seed",
+                "1",
+                "--out",
+                str(work / "t2i_sample"),
+                "--no-progress",
+            ],
         ],
     }
 
@@ -71,8 +127,13 @@ def jobs(tim: list[str], python: list[str], work: Path) -> dict[str, list[list[s
 def outputs(work: Path, job: str) -> dict[str, dict[str, np.ndarray]]:
     """Every array a job wrote (``.npz``, ``.safetensors``; a PNG as its bytes), by file (relative path)."""
     found: dict[str, dict[str, np.ndarray]] = {}
-    base = {"digits_train": "digits", "t2i_train": "t2i", "digits_sample": "digits_sample",
-            "t2i_sample": "t2i_sample", "pipeline": "pipeline.npz"}[job]
+    base = {
+        "digits_train": "digits",
+        "t2i_train": "t2i",
+        "digits_sample": "digits_sample",
+        "t2i_sample": "t2i_sample",
+        "pipeline": "pipeline.npz",
+    }[job]
     target = work / base
     files = [target] if target.is_file() else sorted(target.rglob("*"))
     for file in files:
@@ -91,11 +152,21 @@ def outputs(work: Path, job: str) -> dict[str, dict[str, np.ndarray]]:
 
 def run_tree(src: Path, work: Path, names: list[str]) -> dict[str, str]:
     """Run the jobs with ``src`` first on the import path; return each job's error output, if any."""
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(src),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     python = [sys.executable]
-    check = subprocess.run([*python, "-c", "import tim; print(tim.__file__)"], env=env, text=True,
-                           capture_output=True, check=True)
+    check = subprocess.run(
+        [*python, "-c", "import tim; print(tim.__file__)"],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     if not check.stdout.strip().startswith(str(src)):
         raise SystemExit(f"tim imported from {check.stdout.strip()}, not {src}")
     tim = [*python, "-m", "tim.cli.main"]
@@ -139,12 +210,18 @@ def main() -> None:
     args = parser.parse_args()
     names = args.jobs.split(",")
     order = ["digits_train", "digits_sample", "pipeline", "t2i_train", "t2i_sample"]
-    names = [n for n in order if n in names or (n.endswith("_train") and n.replace("train", "sample") in names)]
+    names = [
+        n for n in order if n in names or (n.endswith("_train") and n.replace("train", "sample") in names)
+    ]
     scratch = Path(tempfile.mkdtemp(prefix="tim-bit-identity-"))
     keep = args.keep or scratch
     reference = scratch / "reference-tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(reference), args.reference], cwd=ROOT,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(reference), args.reference],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     try:
         failed = {}
         for label, src in (("before", reference / "src"), ("after", ROOT / "src")):

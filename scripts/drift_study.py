@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tim.evaluation.quality import QualityConfig, run_config_dict
+from tim.experiments.quality import QualityConfig, run_config_dict
 
 ROOT = Path("outputs/drift")
 STEP_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)  # the grid

@@ -15,8 +15,11 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from tim.io import write_text
 
 TEXT_STEPS, CLASS_STEPS = (1, 8), (1, 8, 128)
 SEEN, HELDOUT, GUIDED = 16, 8, 2.0
@@ -28,7 +31,7 @@ def score_checkpoint(run_dir: Path, step: int) -> dict:
 
     model, cfg = load_run(run_dir, step=step)
     if getattr(model.config, "conditioning", "") == "text":
-        from tim.evaluation.geneval_bench import score_model
+        from tim.experiments.geneval import score_model
         from tim.text import TextEncoder
 
         encoder = TextEncoder(cfg.data.text_encoder or "minilm", max_length=cfg.data.max_text_length)
@@ -41,15 +44,15 @@ def score_checkpoint(run_dir: Path, step: int) -> dict:
             for scale, rows in by_scale.items()
             for steps in TEXT_STEPS
         } | {"images": step * cfg.train.batch_size}
-    from tim.cli.sample import generate
     from tim.evaluation.digits import evaluate_digits
+    from tim.generation import sample_classes
     from tim.training.config import build_path_from_config
 
-    shape = (model.config.in_channels, model.config.input_size, model.config.input_size)
+    c: Any = model.config
+    shape, path = (c.in_channels, c.input_size, c.input_size), build_path_from_config(cfg)
     row: dict = {"images": step * cfg.train.batch_size}
-    for item in generate(
-        model, build_path_from_config(cfg), shape, CLASS_STEPS, class_ids=list(range(10)), per_class=50
-    ):
+    for steps in CLASS_STEPS:
+        item = sample_classes(model, path, shape, steps, class_ids=list(range(10)), per_class=50)
         result = evaluate_digits(item.samples, item.labels)
         row[f"accuracy {item.steps} steps"] = round(result["class_accuracy"], 4)
         row[f"frechet {item.steps} steps"] = round(result["frechet_distance"], 4)
@@ -104,12 +107,9 @@ def main() -> None:
         started = time.perf_counter()
         curve[str(step)] = score_checkpoint(args.run_dir, step)
         print(f"step {step}: {curve[str(step)]} ({time.perf_counter() - started:.0f} s)", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.out.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps(dict(sorted(curve.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
+        write_text(
+            args.out, json.dumps(dict(sorted(curve.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n"
         )
-        temporary.replace(args.out)
     if args.plot is not None and curve:
         plot(curve, args.plot, args.title or args.run_dir.name)
 

@@ -8,7 +8,7 @@
 3. Sampling with the EMA model at the seen sizes and at unseen ones (24x24 in between, 48x48
    larger, 16x48 and 48x16 = 3:1), with 1 and 4 steps and classifier-free guidance, each size with
    its own time shift; unseen sizes also with RoPE position interpolation. Sampling goes through
-   ``tim.pipeline.TiMPipeline.from_run``, whose recipe (built from the run config) applies both rules.
+   ``tim.generation.TiMPipeline.from_run``, whose recipe (built from the run config) applies both rules.
 4. Judging: a small CNN trained here on rendered shapes of every size (real data, not samples)
    classifies the samples; its accuracy per (size, steps) lands in ``summary.json`` and in the
    figure. It only says "the shape is the one asked for", not "the image looks real".
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from tim.data.shapes import SHAPE_NAMES, render_shapes, shape_sizes
-from tim.pipeline import TiMPipeline
+from tim.generation import TiMPipeline
 from tim.training import RunConfig, train
 from tim.training.config import apply_overrides, config_from_dict
 

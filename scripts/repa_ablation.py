@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from tim.evaluation.quality import DIGITS_MODEL, QualityConfig, evaluate_run, parse_int_list, run_config_dict
+from tim.experiments.quality import DIGITS_MODEL, QualityConfig, evaluate_run, parse_int_list, run_config_dict
 
 ENCODER_WIDTH = 64  # = model.z_dim
 

@@ -93,7 +93,7 @@ def probe(max_length: int) -> dict[str, dict[str, list[float]]]:
 def context(run: Path, per_category: int) -> dict[str, dict[str, float]]:
     """GenEval in miniature with real / permuted caption features and with CFG, 1 and 4 steps."""
     from tim.evaluation.geneval import score_images
-    from tim.evaluation.geneval_bench import eval_specs, generate
+    from tim.experiments.geneval import eval_specs, generate
     from tim.text import TextEncoder
     from tim.training import load_run
 
@@ -159,9 +159,10 @@ def derivative(run: Path, epsilons: list[float], num: int) -> dict[str, dict[str
 
 def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: Path) -> dict[str, float]:
     """The demo's labelled montage (its grid prompts, the same noise per step count) for any run."""
-    from tim.cli.demo_t2i import GRID_PROMPTS, grid_labels, save_png
-    from tim.cli.demo_t2i import montage as draw_montage
-    from tim.evaluation.geneval_bench import generate
+    from tim.experiments.geneval import generate
+    from tim.experiments.t2i import GRID_PROMPTS, grid_labels
+    from tim.experiments.t2i import montage as draw_montage
+    from tim.io import save_png
     from tim.text import TextEncoder
     from tim.training import load_run
 
@@ -175,7 +176,7 @@ def montage(run: Path, steps_list: list[int], columns: int, scale: float, out: P
     )
     grids = {steps: generate(model, cond, steps, noise, guidance_scale=scale)[0] for steps in steps_list}
     image = draw_montage({"grids": grids}, grid_labels(GRID_PROMPTS), columns, steps_list, shown=columns)
-    save_png(image, out)  # never a half-written file
+    save_png(out, image)  # never a half-written file
     print(f"wrote {out}", flush=True)
     return {"prompts": len(GRID_PROMPTS), "columns": columns, "cfg": scale}
 

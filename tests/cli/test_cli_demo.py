@@ -99,17 +99,17 @@ def test_overwrite_retrains_and_time_limit_override_wins(tmp_path: Path, run_cli
 
 
 def test_time_budget_leaves_room_for_sampling() -> None:
-    from tim.cli.demo import _fit_time_limit
+    from tim.experiments.digits import fit_time_limit
     from tim.training import load_config
 
     cfg = load_config("digits", TINY)
-    few = _fit_time_limit(cfg, 10.0, [1], per_class=2).train.time_limit
-    many = _fit_time_limit(cfg, 10.0, [1, 2, 4, 8, 16, 32, 64, 128], per_class=2).train.time_limit
+    few = fit_time_limit(cfg, 10.0, [1], per_class=2).train.time_limit
+    many = fit_time_limit(cfg, 10.0, [1, 2, 4, 8, 16, 32, 64, 128], per_class=2).train.time_limit
     assert 0 < many <= few < 10.0
 
 
 def test_report_lists_every_step_count() -> None:
-    from tim.cli.demo import render_report
+    from tim.experiments.digits import render_report
 
     row = {"nfe": 1, "class_accuracy": 0.9, "frechet_distance": 1.5, "kid": 0.01}
     summary = {
@@ -160,6 +160,6 @@ def test_quick_demo_end_to_end_learns_digits(tmp_path: Path, run_cli) -> None:
 def test_idle_cores_is_between_one_and_all_cores() -> None:
     import os
 
-    from tim.cli.demo import idle_cores
+    from tim.experiments.engine import idle_cores
 
     assert 1 <= idle_cores() <= (os.cpu_count() or 1)

@@ -1,4 +1,4 @@
-"""`tim --help` and the one-line error contract of every subcommand (issue 6 item 4, command line)."""
+"""`tim --help` and the one-line error contract of every subcommand (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -185,15 +185,52 @@ def test_bad_command_lines_give_one_line_errors_with_exit_2(tmp_path: Path, tiny
     assert not (tmp_path / "new").exists(), "a failed command left an output folder behind"
 
 
+def _fake_demos(monkeypatch) -> list:
+    """Replace every demo by one that records what `tim demo` passed to it."""
+    import dataclasses
+
+    import tim.cli.demo as demo
+
+    seen = []
+
+    def fake(name):
+        real = demo.importlib.import_module(f"tim.experiments.{name}").EXPERIMENT
+        return dataclasses.replace(
+            real, configure=lambda options: None, run=lambda options, plan: seen.append((name, options)) or 0
+        )
+
+    monkeypatch.setattr(demo, "experiment", fake)
+    return seen
+
+
 def test_overrides_after_options_reach_the_command(monkeypatch, tmp_path) -> None:
-    import tim.cli.demo_latent as demo_latent
     from tim.cli.main import main
 
-    seen = {}
-    monkeypatch.setattr(
-        demo_latent, "run_demo", lambda args, overrides: seen.update(quick=args.quick, overrides=overrides)
-    )
+    seen = _fake_demos(monkeypatch)
     assert main(["demo", "latent", "--quick", "--out", str(tmp_path), "train.steps=3", "optim.lr=1e-3"]) == 0
-    assert seen == {"quick": True, "overrides": ["train.steps=3", "optim.lr=1e-3"]}
+    ((name, options),) = seen
+    assert (name, options.quick, options.overrides) == ("latent", True, ["train.steps=3", "optim.lr=1e-3"])
     with pytest.raises(SystemExit):
         main(["demo", "latent", "--quick", "train.steps=3", "--bogus"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "name", "overrides"),
+    [
+        (["demo", "--quick", "--out", "{out}", "train.steps=3"], "digits", ["train.steps=3"]),
+        (["demo", "digits", "--quick", "--out", "{out}"], "digits", []),
+        (["demo", "--quick", "--out", "{out}", "t2i", "train.steps=3"], "t2i", ["train.steps=3"]),
+        (["demo", "t2i", "--out", "{out}", "--quick", "a=1", "--seed", "2", "b=2"], "t2i", ["a=1", "b=2"]),
+        (["demo", "--seed", "3", "--quick", "--out", "{out}", "latent"], "latent", []),
+    ],
+)
+def test_demo_names_and_options_in_any_order(monkeypatch, tmp_path, argv, name, overrides) -> None:
+    """`tim demo` runs the digits; the shared options may come before or after the demo's name."""
+    from tim.cli.main import main
+
+    seen = _fake_demos(monkeypatch)
+    out = tmp_path / "out"
+    assert main([word.replace("{out}", str(out)) for word in argv]) == 0
+    ((ran, options),) = seen
+    assert (ran, options.quick, options.overrides, options.out) == (name, True, overrides, out)
+    assert options.seed == (3 if name == "latent" else 2 if "b=2" in overrides else 0)

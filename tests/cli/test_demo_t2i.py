@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tim.cli.demo_t2i import DEMO_OVERRIDES
+from tim.experiments.t2i import DEMO_OVERRIDES
 
 TINY = [
     "model.hidden_size=32",
@@ -125,7 +125,7 @@ def test_tiny_t2i_demo_writes_every_output(tmp_path: Path, run_cli) -> None:
     assert interior["|dF/dt| / |v|"] > 0 and 0 <= interior["eps=0.0005"] < interior["eps=0.05"]  # O(eps^2)
     assert diagnose.main(["derivative", str(out / "run"), "--eps", "0"]) == 2  # a one-line error
     from tim import viz
-    from tim.cli.demo_t2i import GRID_PROMPTS
+    from tim.experiments.t2i import GRID_PROMPTS
 
     block = viz.grid_array(torch.zeros(2 * len(GRID_PROMPTS), 3, 32, 32), nrow=2, scale=2)
     with Image.open(tmp_path / "m.png") as drawn:  # every grid prompt, 2 samples each, below a header
@@ -204,7 +204,7 @@ def test_full_t2i_demo_fits_15_minutes(tmp_path: Path, run_cli) -> None:
 
 
 def test_report_lines_of_the_bundled_model() -> None:
-    from tim.cli.demo_t2i import bundled_lines
+    from tim.experiments.t2i import bundled_lines
 
     assert bundled_lines(None) == []
     bundled = {

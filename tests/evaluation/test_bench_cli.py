@@ -32,7 +32,7 @@ def test_quality_flags_map_onto_the_config(tmp_path, monkeypatch, capsys) -> Non
         seen["config"], seen["out"], seen["jobs"] = config, out, jobs
         return {"results": {}, "per_seed": {"hidden": True}}
 
-    monkeypatch.setattr("tim.evaluation.quality.run_quality", fake_run_quality)
+    monkeypatch.setattr("tim.experiments.quality.run_quality", fake_run_quality)
     status = main(
         [
             "bench",
@@ -76,13 +76,13 @@ def test_quality_flags_map_onto_the_config(tmp_path, monkeypatch, capsys) -> Non
 
 
 def test_quality_defaults_are_past_the_drift_regime(tmp_path, monkeypatch) -> None:
-    """Issue 16: by default the bench trains 2,000 steps and scores 1,000 samples (docs/benchmarks.md).
+    """By default the bench trains 2,000 steps and scores 1,000 samples (docs/benchmarks.md).
 
     At 500 steps every method's Frechet distance still rose after 4-8 sampling steps (TiM +22% from
     4 to 128), and 300 samples had a set-to-set noise as large as the effects; the CLI takes its
     defaults from the config, so the two cannot disagree.
     """
-    from tim.evaluation.quality import QualityConfig
+    from tim.experiments.quality import QualityConfig
 
     seen = []
 
@@ -90,7 +90,7 @@ def test_quality_defaults_are_past_the_drift_regime(tmp_path, monkeypatch) -> No
         seen.append(config)
         return {"results": {}}
 
-    monkeypatch.setattr("tim.evaluation.quality.run_quality", fake_run_quality)
+    monkeypatch.setattr("tim.experiments.quality.run_quality", fake_run_quality)
     assert main(["bench", "quality", "--out", str(tmp_path)]) == 0
     assert (QualityConfig().train_steps, QualityConfig().num_samples) == (2000, 1000)
     assert (seen[0].train_steps, seen[0].num_samples) == (2000, 1000)
@@ -150,7 +150,7 @@ def test_a_list_of_train_steps_sweeps_the_budget(tmp_path, monkeypatch, capsys) 
         seen["config"], seen["budgets"] = config, budgets
         return {"budgets": {str(b): {} for b in budgets}}
 
-    monkeypatch.setattr("tim.evaluation.quality.run_budget_sweep", fake_sweep)
+    monkeypatch.setattr("tim.experiments.quality.run_budget_sweep", fake_sweep)
     args = ["bench", "quality", "--dataset", "moons", "--train-steps", "7,9", "--out", str(tmp_path)]
     assert main(args) == 0
     assert seen["budgets"] == (7, 9) and seen["config"].train_steps == 7
@@ -165,8 +165,12 @@ def test_out_that_is_a_file_is_one_line_before_any_work(tmp_path, monkeypatch, c
     def never(*args, **kwargs):
         raise AssertionError("the benchmark ran")
 
-    for name in ("quality.run_quality", "cost.run_cost", "geneval_bench.run_geneval"):
-        monkeypatch.setattr(f"tim.evaluation.{name}", never)
+    for name in (
+        "experiments.quality.run_quality",
+        "evaluation.cost.run_cost",
+        "experiments.geneval.run_geneval",
+    ):
+        monkeypatch.setattr(f"tim.{name}", never)
     (tmp_path / "report").write_text("not a folder")
     for out, fragment in (
         (tmp_path / "report", f"--out '{tmp_path / 'report'}' is a file, not a folder"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tim.errors import TimError
-from tim.evaluation.geneval_bench import GenevalConfig, check_targets, eval_specs, run_config_dict
+from tim.experiments.geneval import GenevalConfig, check_targets, eval_specs, run_config_dict
 
 TINY_MODEL = {
     "preset": "TiM-scenes",
@@ -42,7 +42,7 @@ def _one_method_config(**changes) -> GenevalConfig:
 
 
 def test_tiny_benchmark_writes_tables(tmp_path: Path) -> None:
-    from tim.evaluation.geneval_bench import run_geneval
+    from tim.experiments.geneval import run_geneval
 
     config = GenevalConfig(
         methods=("tim", "flow_matching"),
@@ -117,7 +117,7 @@ def test_bad_device_encoder_or_time_limit_is_a_one_line_error(field, value):
 
 
 def test_cuda_reaches_the_run_config(monkeypatch):
-    from tim.evaluation.geneval_bench import run_name
+    from tim.experiments.geneval import run_name
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     config = GenevalConfig(device="cuda")
@@ -126,7 +126,7 @@ def test_cuda_reaches_the_run_config(monkeypatch):
 
 
 def test_a_missing_encoder_folder_fails_before_anything_is_written(tmp_path: Path) -> None:
-    from tim.evaluation.geneval_bench import run_geneval
+    from tim.experiments.geneval import run_geneval
 
     with pytest.raises(TimError, match="neither 'minilm' nor a local folder"):
         run_geneval(GenevalConfig(text_encoder=str(tmp_path / "nope")), tmp_path / "out", log=lambda _: None)
@@ -140,7 +140,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
 
 
 def test_device_and_encoder_reach_the_run_config_and_defaults_keep_run_names():
-    from tim.evaluation.geneval_bench import run_name
+    from tim.experiments.geneval import run_name
 
     data = run_config_dict(GenevalConfig(text_encoder="/models/minilm-fp16"), "tim")
     assert data["train"]["device"] == "cpu" and data["data"]["text_encoder"] == "/models/minilm-fp16"
@@ -157,7 +157,7 @@ def test_device_and_encoder_reach_the_run_config_and_defaults_keep_run_names():
 def test_a_local_encoder_folder_trains_and_scores(tmp_path: Path) -> None:
     """--text-encoder FOLDER: the run trains on that encoder's features and is scored with it."""
     from helpers.text_models import tiny_bert
-    from tim.evaluation.geneval_bench import run_geneval
+    from tim.experiments.geneval import run_geneval
 
     folder = tiny_bert(tmp_path / "bert", hidden=32)
     config = _one_method_config(model={**TINY_MODEL, "text_dim": 32}, text_encoder=str(folder))
@@ -233,7 +233,7 @@ def test_gpu_script_runs_the_benchmark_end_to_end_on_the_cpu(tmp_path: Path) -> 
 
 def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> None:
     """--time-limit: training stops with its checkpoint; the report says how far it got."""
-    from tim.evaluation.geneval_bench import run_geneval
+    from tim.experiments.geneval import run_geneval
 
     config = _one_method_config(train_steps=100_000, time_limit=0.02)  # 1.2 s
     report = run_geneval(config, tmp_path, log=lambda _: None)
@@ -241,3 +241,11 @@ def test_a_time_limited_run_stops_early_and_is_still_scored(tmp_path: Path) -> N
     assert 0 < reached < 100_000
     assert "Unequal or shortened training budgets" in (tmp_path / "geneval.md").read_text()
     assert 0.0 <= report["results"]["tim"]["seen"]["1.0"]["1"]["overall"] <= 1.0
+
+
+def test_train_precision_reaches_the_run_config_and_is_checked() -> None:
+    """--train-precision bf16 trains every method under bf16 autocast; fp32 leaves the config as before."""
+    assert "precision" not in run_config_dict(GenevalConfig(), "tim")["train"]
+    assert run_config_dict(GenevalConfig(train_precision="bf16"), "tim")["train"]["precision"] == "bf16"
+    with pytest.raises(TimError, match="unknown train precision"):
+        GenevalConfig(train_precision="fp8")

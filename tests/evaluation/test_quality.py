@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tim.errors import TimError
-from tim.evaluation.quality import (
+from tim.experiments.quality import (
     METHODS,
     QualityConfig,
     check_targets,
@@ -155,7 +155,7 @@ def test_monotone_target_is_1_02_and_judged_within_seed_noise() -> None:
 
 
 def test_budget_sweep_runs_each_budget_and_writes_the_combined_report(tmp_path, monkeypatch) -> None:
-    from tim.evaluation import quality
+    from tim.experiments import quality
 
     counts = (1, 2)
     calls = []

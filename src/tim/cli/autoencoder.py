@@ -153,7 +153,7 @@ def _parse_widths(text: str) -> tuple[int, ...]:
 
 
 def _idle_cores() -> int:
-    from tim.cli.demo import idle_cores
+    from tim.experiments.engine import idle_cores
 
     return idle_cores()
 
@@ -217,14 +217,13 @@ def load_training_images(
 def render_synthetic(name: str, num: int, size: int, seed: int) -> torch.Tensor:
     """``num`` synthetic images at ``size`` x ``size``, float in [-1, 1] (N, 3, size, size)."""
     if name == "scenes":
-        from tim.data.scenes import MIN_SIZE, render_scenes
+        from tim.data.scenes import MIN_SIZE, scene_tensor
 
         if size < MIN_SIZE:
             raise TimError(
                 f"--image-size {size} is below the scenes' minimum {MIN_SIZE}", f"pass {MIN_SIZE} or more"
             )
-        images, _, _ = render_scenes(num, seed=seed, size=size)
-        array = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        return scene_tensor(num, seed=seed, size=size)
     else:
         from tim.data.shapes import render_shapes
 

@@ -1,6 +1,7 @@
 """``tim bench quality``, ``tim bench cost`` and ``tim bench geneval``: the benchmarks of docs/benchmarks.md.
 
-Both print their JSON report to stdout (progress goes to stderr) and write it, with a Markdown
+Parsing only: the comparisons are :mod:`tim.experiments.quality` and :mod:`tim.experiments.geneval`,
+the cost measurement :mod:`tim.evaluation.cost`. Each prints their JSON report to stdout (progress goes to stderr) and write it, with a Markdown
 table (and for quality a plot), into ``--out``.
 """
 
@@ -10,8 +11,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tim.errors import TimError
+from tim.io import write_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _add_geneval(commands: argparse._SubParsersAction) -> None:
-    from tim.evaluation.geneval_bench import METHODS, GenevalConfig
+    from tim.experiments.geneval import METHODS, GenevalConfig
 
     default = GenevalConfig()
     parser = commands.add_parser(
@@ -78,6 +81,11 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
         default=default.guidance_scale,
         help="CFG scale of the guided evaluation (1 = skip it)",
     )
+    _add_geneval_setup(parser, default)
+
+
+def _add_geneval_setup(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``tim bench geneval``: the network, objective, device, text encoder and process options."""
     parser.add_argument(
         "--model-override",
         action="append",
@@ -112,6 +120,12 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
         "gives the steps each method reached",
     )
     parser.add_argument(
+        "--train-precision",
+        choices=("fp32", "bf16"),
+        default=default.train_precision,
+        help="train.precision of every run (bf16 = autocast)",
+    )
+    parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes, one method each with one thread"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -120,7 +134,7 @@ def _add_geneval(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_quality(commands: argparse._SubParsersAction) -> None:
-    from tim.evaluation.quality import METHODS, QualityConfig
+    from tim.experiments.quality import METHODS, QualityConfig
 
     defaults = QualityConfig()
 
@@ -258,7 +272,7 @@ def _threads(count: int) -> None:
 
 def run_quality_command(args: argparse.Namespace) -> dict:
     """``tim bench quality``: build the config from flags, run, write files; returns the report."""
-    from tim.evaluation.quality import QualityConfig, parse_int_list, run_budget_sweep, run_quality
+    from tim.experiments.quality import QualityConfig, parse_int_list, run_budget_sweep, run_quality
 
     budgets = parse_int_list(str(args.train_steps))
     model = None
@@ -283,18 +297,18 @@ def run_quality_command(args: argparse.Namespace) -> dict:
     if len(budgets) > 1:
         sweep = run_budget_sweep(config, budgets, args.out, log=_log, jobs=args.jobs)
         sweep["command"] = "tim " + " ".join(sys.argv[1:])
-        Path(args.out, "quality_budgets.json").write_text(json.dumps(sweep, indent=1))
+        write_text(Path(args.out, "quality_budgets.json"), json.dumps(sweep, indent=1))
         return sweep
     report = run_quality(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
-    Path(args.out, "quality.json").write_text(json.dumps(report, indent=1))
+    write_text(Path(args.out, "quality.json"), json.dumps(report, indent=1))
     return report
 
 
 def run_cost_command(args: argparse.Namespace) -> dict:
     """``tim bench cost``: build the config from flags, run, optionally write files; returns the report."""
     from tim.evaluation.cost import CostConfig, markdown_cost, run_cost
-    from tim.evaluation.quality import parse_int_list
+    from tim.experiments.quality import parse_int_list
 
     config = CostConfig(
         model=args.model,
@@ -313,23 +327,15 @@ def run_cost_command(args: argparse.Namespace) -> dict:
     report = run_cost(config, log=_log)
     report["command"] = "tim " + " ".join(sys.argv[1:])
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "cost.json").write_text(json.dumps(report, indent=1))
-        (out / "cost.md").write_text(markdown_cost(report))
+        write_text(Path(args.out, "cost.json"), json.dumps(report, indent=1))
+        write_text(Path(args.out, "cost.md"), markdown_cost(report))
     return report
 
 
 def run_geneval_command(args: argparse.Namespace) -> dict:
     """``tim bench geneval``: build the config from flags, run, write files; returns the report."""
-    from tim.evaluation.geneval_bench import (
-        SCENES_MODEL,
-        GenevalConfig,
-        markdown_report,
-        run_geneval,
-        write_atomic,
-    )
-    from tim.evaluation.quality import parse_int_list
+    from tim.experiments.geneval import SCENES_MODEL, GenevalConfig, markdown_report, run_geneval
+    from tim.experiments.quality import parse_int_list
 
     model = (
         {**SCENES_MODEL, **parse_overrides(args.model_override, example="depth=6")}
@@ -353,10 +359,11 @@ def run_geneval_command(args: argparse.Namespace) -> dict:
         device=args.device,
         text_encoder=args.text_encoder,
         time_limit=args.time_limit,
+        train_precision=args.train_precision,
     )
     report = run_geneval(config, args.out, log=_log, jobs=args.jobs)
     report["command"] = "tim " + " ".join(sys.argv[1:])
-    write_atomic(Path(args.out, "geneval.json"), json.dumps(report, indent=1))
+    write_text(Path(args.out, "geneval.json"), json.dumps(report, indent=1))
     print(markdown_report(report, config), file=sys.stderr)
     return report
 

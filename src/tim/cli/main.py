@@ -99,10 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Must be set before torch is first imported; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:  # `tim demo ...` without a demo name runs the digits demo
+        from tim.cli.demo import with_default_demo
+
+        argv = with_default_demo(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:
-        # `tim demo latent --quick KEY=VALUE`: argparse ends the KEY=VALUE positional at the first
-        # option, so words after an option arrive here; they belong to the overrides.
+        # `tim demo latent --quick KEY=VALUE --seed 1 KEY=VALUE`: argparse ends the KEY=VALUE positional
+        # at the first option, so words after an option arrive here; they belong to the overrides.
         if getattr(args, "overrides", None) is None or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]

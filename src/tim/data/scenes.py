@@ -45,10 +45,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tim.errors import TimError
+
+if TYPE_CHECKING:
+    import torch
 
 SHAPES = ("circle", "square", "triangle")
 # The six palette colours and their fixed RGB values.
@@ -442,3 +446,15 @@ def render_scenes(
         specs.append(sample_spec(rng, split))
         images.append(render_scene(specs[-1], size=size, generator=rng, split=split))
     return np.stack(images), [spec.caption for spec in specs], specs
+
+
+def scene_tensor(num: int, *, seed: int, size: int) -> torch.Tensor:
+    """``num`` random scenes of every category as a float tensor (N, 3, size, size) in [-1, 1].
+
+    The images the autoencoder trains and is scored on (``tim autoencoder``, ``tim demo latent``).
+    """
+    import torch
+
+    images, _, _ = render_scenes(num, seed=seed, size=size)
+    array = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    return torch.from_numpy(array).float() * (2 / 255) - 1

@@ -4,7 +4,7 @@
 - :mod:`tim.evaluation.digits`: the shipped digits classifier and :func:`evaluate_digits`.
 - :mod:`tim.evaluation.toy`: distances for the 2-D toy distributions.
 - :mod:`tim.evaluation.inception`: Inception-v3 FID features from user-supplied weights.
-- :mod:`tim.evaluation.quality` / :mod:`tim.evaluation.cost`: ``tim bench quality`` / ``tim bench cost``.
+- :mod:`tim.evaluation.cost`: ``tim bench cost`` (``tim bench quality`` / ``geneval`` are experiments: :mod:`tim.experiments`).
 
 Every number these functions return is labelled with its feature extractor, reference set and
 sample count.

@@ -319,13 +319,13 @@ def cost_targets(ratios: dict) -> list[dict]:
 
 def sampling_costs(config: CostConfig, backend: str, device: torch.device) -> dict:
     """Seconds per image and FLOPs per sampling step for each step count (transition sampler, no CFG)."""
-    from tim.samplers import sample
+    from tim.samplers import sample_batches
 
     model = build_network(config, backend, device).eval()
     noise, cond = _batch(model, config.sampling_batch, device, torch.Generator().manual_seed(config.seed))
 
     def run(steps: int):
-        return sample(model, noise, steps=steps, cond=cond)
+        return sample_batches(model, noise, steps=steps, cond=cond)
 
     with _autocast(config, device):
         flops_per_step = count_flops(lambda: run(1))
@@ -346,7 +346,7 @@ def sampling_costs(config: CostConfig, backend: str, device: torch.device) -> di
 
 def run_cost(config: CostConfig, log: Callable[[str], None] = print) -> dict:
     """The whole cost benchmark as a JSON-ready dict (see the module docstring)."""
-    from tim.evaluation.quality import machine_info
+    from tim.evaluation.machine import machine_info
 
     device = torch.device(config.device)
     started = time.perf_counter()

@@ -24,7 +24,6 @@ from torch import nn
 from tim.data.digits import digits_to_unit_range, load_digits_tensors
 from tim.errors import TimError
 from tim.evaluation.metrics import frechet_distance, kernel_distance
-from tim.system import give_new_file_mode
 
 ASSET_NAME = "digits_classifier.safetensors"
 METADATA_KEY = "tim_metadata"  # safetensors metadata holds str -> str; the JSON lives under this key
@@ -94,12 +93,11 @@ def default_asset_path() -> Path:
 
 def save_digits_classifier(model: DigitsClassifier, path: str | Path, metadata: dict) -> None:
     """Write weights + config + ``metadata`` (accuracy, split, seed ...) to one safetensors file."""
-    from safetensors.torch import save_file  # lazy: safetensors is an optional extra
+    from tim.io import write_safetensors  # safetensors (an optional extra) is imported lazily there
 
     payload = {"config": asdict(model.config), **metadata}
     tensors = {name: value.detach().contiguous() for name, value in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
-    give_new_file_mode(path)  # safetensors writes 0600
+    write_safetensors(path, tensors, metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
 
 
 def load_digits_classifier(path: str | Path | None = None) -> tuple[DigitsClassifier, dict]:

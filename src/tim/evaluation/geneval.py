@@ -28,7 +28,7 @@ an object "matches" a kind if its shape is the kind's and, when the kind names o
 Extra objects are not penalised except in counting, as in GenEval. ``overall`` is the mean of
 the per-category scores (GenEval's overall), not of the images.
 
-Validation (``tests/evaluation/test_geneval.py``; measured 2026-12-01): on the renderer's own
+Validation (``tests/evaluation/test_geneval.py``): on the renderer's own
 images the score is 1.000 overall and in every category at 24, 32 and 64 px, on both splits,
 also after Gaussian noise (std 8 levels), a 3x3 box blur or a colour drift of up to 12 levels per
 channel; with the prompts shuffled across the same images it falls to chance: 0.10-0.15 overall
