@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from tim.errors import TimError
+from tim.io import atomic_write
 
 
 def _pil():
@@ -111,10 +113,7 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int = 8
         The written path.
     """
     image_cls, _, _ = _pil()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_cls.fromarray(grid_array(images, nrow, scale)).save(path)
-    return path
+    return _save_image(image_cls.fromarray(grid_array(images, nrow, scale)), path)
 
 
 def montage(
@@ -158,10 +157,15 @@ def montage(
         left, top = gap + (i % ncol) * cell_w, header + (i // ncol) * cell_h
         draw.text((left, top + 2), label, fill="black", font=font)
         canvas.paste(image_cls.fromarray(panel), (left, top + caption))
+    return _save_image(canvas, path)
+
+
+def _save_image(image: Any, path: str | Path) -> Path:
+    """Save a PIL image with :func:`tim.io.atomic_write`, in the format its extension names (PNG for ``.png``)."""
+    image_cls, _, _ = _pil()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    file_format = image_cls.registered_extensions().get(path.suffix.lower())
+    return atomic_write(path, lambda file: image.save(file, format=file_format))
 
 
 def scatter(
@@ -245,8 +249,9 @@ def _save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:  # into the temporary's handle: the format is the one the extension names, as savefig(path) does
+        atomic_write(path, lambda file: fig.savefig(file, dpi=100, format=path.suffix[1:] or None))
+    finally:
+        plt.close(fig)
     return path

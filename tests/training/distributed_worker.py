@@ -4,6 +4,11 @@
 trains the same tiny run twice in one process group, once wrapped with DDP and once sharded with
 FSDP2 (``OUT/ddp``, ``OUT/fsdp``), and writes ``OUT/dde_rank<k>.json``: the DDE time derivative of
 an FSDP2-sharded network (forward passes only, under no_grad) against the same network unsharded.
+
+``... distributed_worker.py --precision-modes OUT OVERRIDES...`` trains the run FSDP2-sharded with
+bf16 autocast (``train.precision=bf16``) once per ``objective.derivative_precision`` mode
+(``OUT/<mode>``) and writes ``OUT/<mode>_rank<k>.safetensors``: the final model and EMA weights
+as rank k holds them, all-gathered from the shards after training.
 """
 
 from __future__ import annotations
@@ -62,5 +67,44 @@ def main() -> None:
     dist.destroy_process_group()
 
 
+DERIVATIVE_PRECISIONS = ("fp32", "tf32", "mixed", "bf16")
+
+
+def precision_modes() -> None:
+    """FSDP2 + bf16 autocast with each DDE precision mode; each rank writes the weights it ends with."""
+    from safetensors.torch import save_file
+    from torch.distributed.tensor import DTensor
+
+    from tim.training import distributed, load_config, train
+
+    torch.set_num_threads(1)
+    out, overrides = Path(sys.argv[2]), sys.argv[3:]
+    dist.init_process_group("gloo")
+    wrapped: dict[str, torch.nn.Module] = {}
+    original_wrap = distributed.wrap
+
+    def recording_wrap(model, ema, env, parallel):  # noqa: ANN001, ANN202 - same signature as wrap
+        wrapped.update(model=model, ema=ema)  # fully_shard keeps the module objects
+        return original_wrap(model, ema, env, parallel)
+
+    distributed.wrap = recording_wrap
+    try:
+        for mode in DERIVATIVE_PRECISIONS:
+            extra = ["train.parallel=fsdp", "train.precision=bf16", f"objective.derivative_precision={mode}"]
+            train(load_config(None, [*overrides, *extra]), out / mode)
+            weights = {}
+            for part, module in wrapped.items():
+                for key, value in module.state_dict().items():
+                    full = value.full_tensor() if isinstance(value, DTensor) else value  # a collective
+                    weights[f"{part}.{key}"] = full.detach().cpu().contiguous()
+            save_file(weights, str(out / f"{mode}_rank{dist.get_rank()}.safetensors"))
+    finally:
+        distributed.wrap = original_wrap
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--precision-modes"]:
+        precision_modes()
+    else:
+        main()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,13 +20,17 @@ from tim.training import (
     save_config,
 )
 from tim.training.config import (
+    _MIRRORED,
     ModelConfig,
     ObjectiveConfig,
+    PathConfig,
+    SampleConfig,
     build_objective_from_config,
     config_differences,
     set_options,
 )
 
+PATH_POSITIVE = ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min")  # bounded in PathConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -83,21 +90,57 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
     assert load_config(tmp_path / "c.yaml").optim.lr == 1e-4
 
 
-def test_mirrored_sections_have_every_field_of_what_they_build() -> None:
-    from tim.models import MLPConfig, TiMConfig
-    from tim.objective import MeanFlowLoss
+def _source_options(sources: list[type], bounds: dict[str, dict[str, float]]) -> list[tuple[str, Any, dict]]:
+    """(name, ``T | None``, range metadata) of every constructor option of ``sources``, first seen first."""
+    options: dict[str, tuple[str, Any, dict]] = {}
+    for source in sources:
+        is_dataclass = dataclasses.is_dataclass(source)
+        hints = typing.get_type_hints(source if is_dataclass else source.__init__)
+        metadata = {f.name: dict(f.metadata) for f in dataclasses.fields(source)} if is_dataclass else {}
+        for key in inspect.signature(source).parameters:
+            if key not in ("path", "alignment"):  # Python objects, not config data
+                options.setdefault(key, (key, hints[key] | None, bounds.get(key, metadata.get(key, {}))))
+    return list(options.values())
 
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    assert {f.name for f in dataclasses.fields(TiMConfig)} | {
-        f.name for f in dataclasses.fields(MLPConfig)
-    } < model_fields
-    objective_fields = {f.name for f in dataclasses.fields(ObjectiveConfig)}
-    assert {f.name for f in dataclasses.fields(MeanFlowLoss)} - {"path", "alignment"} < objective_fields
+
+@pytest.mark.parametrize("section", ["model", "path", "objective"])
+def test_named_sections_list_exactly_the_options_of_their_sources(section: str) -> None:
+    # The explicit ModelConfig/PathConfig/ObjectiveConfig fields must not drift from what they build.
+    from tim.models import MLPConfig, TiMConfig
+    from tim.objective import OBJECTIVES
+    from tim.paths import PATHS
+
+    schema, sources, bounds = {
+        "model": (ModelConfig, [TiMConfig, MLPConfig], {}),
+        "path": (PathConfig, list(PATHS.values()), {k: {"gt": 0.0} for k in PATH_POSITIVE}),
+        "objective": (ObjectiveConfig, list(OBJECTIVES.values()), {}),
+    }[section]
+    head, *options = dataclasses.fields(schema)
+    hints = typing.get_type_hints(schema)
+    got = [(f.name, hints[f.name], dict(f.metadata)) for f in options]
+    assert got == _source_options(sources, bounds)
+    assert all(f.default is None for f in options)  # None: the named class's own default applies
+    assert head.default == getattr(schema(), head.name) and head.default in _MIRRORED[section][1]
+
+
+def test_sample_section_is_bounded_by_the_sampler_limits() -> None:
+    from tim.samplers import MAX_GUIDANCE_SCALE, MAX_STEPS, MAX_STOCHASTICITY
+
+    bounds = {f.name: dict(f.metadata) for f in dataclasses.fields(SampleConfig)}
+    assert bounds["stochasticity"]["le"] == MAX_STOCHASTICITY
+    load_config(None, [f"sample.guidance_scale={MAX_GUIDANCE_SCALE}"])
+    with pytest.raises(TimError, match="sample.guidance_scale .* above the maximum of 30"):
+        load_config(None, [f"sample.guidance_scale={MAX_GUIDANCE_SCALE * 2}"])
+    with pytest.raises(TimError, match="above the maximum"):
+        load_config(None, [f"sample.steps={MAX_STEPS + 1}"])
+
+
+def test_mirrored_sections_have_every_field_of_what_they_build() -> None:
     built = build_objective_from_config(load_config(None, ["objective.name=flow_matching"]))
     assert built.diffusion_share == 1.0  # unset fields keep the named objective's own defaults
 
 
-# config.json as runs wrote it before issue 15: options nested under objective.options / model.overrides.
+# config.json as older runs wrote it: options nested under objective.options / model.overrides.
 OLD_CONFIG_JSON = """{
   "model": {"preset": "TiM-digits", "overrides": {"patch_size": 4, "depth": 2}},
   "path": {"name": "linear", "options": {"P_mean": -0.5}},

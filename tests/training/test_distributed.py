@@ -14,6 +14,7 @@ Marked slow (30-70 s: torchrun starts two processes that each import torch): run
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -118,3 +119,60 @@ def test_fsdp_checkpoint_resumes_in_one_process(runs: Path, tmp_path: Path) -> N
         train(load_config(None, [*RUN, "train.steps=4", "optim.accumulation=2"]), run)
     weights = load_file(run / "checkpoints/step_00000004/model.safetensors")
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+DERIVATIVE_PRECISIONS = ("fp32", "tf32", "mixed", "bf16")  # objective.derivative_precision modes
+
+
+def test_fsdp_bf16_trains_with_every_derivative_precision(tmp_path: Path) -> None:
+    """FSDP2 on 2 CPU processes (gloo) with bf16 autocast, once per DDE precision mode.
+
+    Each run (3 steps) must log a finite loss at every step, and the two ranks must end with the
+    same weights: each rank all-gathers its sharded model and EMA after training (the worker's
+    ``--precision-modes``), and both equal the checkpoint rank 0 wrote. bf16 here is autocast
+    (``train.precision=bf16``, what ``tim.training.distributed.wrap`` supports); parameters stay
+    float32. On the CPU ``tf32`` matmuls are plain float32, so that run equals the ``fp32`` one.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        "--precision-modes",
+        str(tmp_path),
+        *RUN,
+    ]
+    result = subprocess.run(
+        command,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final: dict[str, dict[str, torch.Tensor]] = {}
+    for mode in DERIVATIVE_PRECISIONS:
+        rows = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
+        losses = [row["loss"] for row in rows if "loss" in row]
+        assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), (mode, rows)
+        rank0, rank1 = (load_file(tmp_path / f"{mode}_rank{rank}.safetensors") for rank in (0, 1))
+        assert rank0.keys() == rank1.keys() and any(key.startswith("ema.") for key in rank0), mode
+        for key, value in rank0.items():
+            assert torch.isfinite(value).all(), (mode, key)
+            assert torch.equal(value, rank1[key]), f"{mode}: ranks disagree on {key}"
+        for part in ("model", "ema"):
+            saved = load_file(tmp_path / mode / "checkpoints/step_00000003" / f"{part}.safetensors")
+            assert saved.keys() == {
+                key.removeprefix(f"{part}.") for key in rank0 if key.startswith(f"{part}.")
+            }
+            for key, value in saved.items():
+                assert torch.equal(value, rank1[f"{part}.{key}"]), (
+                    f"{mode}: checkpoint differs on {part}.{key}"
+                )
+        final[mode] = rank0
+    # the mode reaches the DDE passes: bf16 derivatives give other weights than fp32 ones
+    assert any(not torch.equal(final["fp32"][key], final["bf16"][key]) for key in final["fp32"])

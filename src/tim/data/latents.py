@@ -25,7 +25,7 @@ from tim.data.buckets import BucketedSource, Size
 from tim.data.config import DataConfig, DataInfo
 from tim.data.sources import TensorSource, stream_options
 from tim.errors import TimError
-from tim.system import give_new_file_mode
+from tim.io import write_safetensors
 
 SHARD_FORMAT = "tim-latents-v1"
 Encoder = Callable[[Tensor], Tensor]  # images (B, 3, H, W) in [-1, 1] -> raw latents (B, C, h, w)
@@ -49,8 +49,6 @@ def write_latent_shards(
     Returns:
         The written shard paths.
     """
-    from safetensors.torch import save_file
-
     items = list(latents.unbind(0)) if isinstance(latents, Tensor) else list(latents)
     ids = None if labels is None else [int(v) for v in labels]
     if ids is not None and len(ids) != len(items):
@@ -78,8 +76,7 @@ def write_latent_shards(
             if ids is not None:
                 tensors["labels"] = torch.tensor([ids[i] for i in chunk], dtype=torch.int64)
             path = out_dir / f"shard-{len(paths):05d}.safetensors"
-            save_file(tensors, str(path), metadata=metadata)
-            give_new_file_mode(path)  # safetensors writes 0600
+            write_safetensors(path, tensors, metadata=metadata)
             paths.append(path)
     return paths
 

@@ -26,9 +26,10 @@ import dataclasses
 from torch import nn
 
 from tim.errors import TimError
+from tim.models.common import WithFeatures
 from tim.models.convert import load_released_checkpoint, released_config
 from tim.models.mlp import MLPConfig, TiMMLP
-from tim.models.tim import TiM, TiMConfig, WithFeatures
+from tim.models.tim import TiM, TiMConfig
 from tim.models.weights import from_pretrained, save_pretrained
 
 TIM_PRESETS: dict[str, TiMConfig] = {

@@ -14,9 +14,9 @@ from typing import Any, cast
 from torch import Tensor, nn
 
 from tim.errors import TimError
+from tim.models.common import batch_times, config_from_dict
 from tim.models.conditioning import ClassConditioning, Conditioned, NoConditioning
 from tim.models.layers import TimestepEmbedder, float32_conditioning_active, float32_region, modulate
-from tim.models.tim import batch_times, config_from_dict
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ Read top to bottom: :class:`TiMConfig`, :class:`TiMBlock`, :class:`FinalLayer`, 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint  # pyright: ignore[reportUnknownVariableType]  -- torch leaves `function` untyped
 
 from tim.errors import TimError
+from tim.models.common import batch_times, config_from_dict
 from tim.models.conditioning import (
     CAPTION_MLP_INIT_STD,
     LABEL_INIT_STD,
@@ -48,9 +50,6 @@ from tim.models.layers import (
     swiglu_hidden_size,
     unpatchify,
 )
-
-if TYPE_CHECKING:
-    from tim.models.mlp import TiMMLP
 
 Conditioning = Literal["class", "text", "none"]
 # What the second time embedder sees: the published code's ``new_condition`` options
@@ -193,18 +192,6 @@ class TiMConfig:
     def from_dict(cls, data: dict[str, Any]) -> TiMConfig:
         """Build from :meth:`to_dict` output; unknown keys raise TimError."""
         return config_from_dict(cls, data)
-
-
-ConfigT = TypeVar("ConfigT")
-
-
-def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-    """Strictly build dataclass ``cls`` from ``data``: unknown keys raise TimError."""
-    names = {f.name for f in fields(cls)}  # pyright: ignore[reportArgumentType]  -- cls is a dataclass
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TimError(f"unknown {cls.__name__} keys {unknown}", f"use only {sorted(names)}")
-    return cls(**data)
 
 
 def _checkpointed(block: nn.Module, tokens: Tensor, inputs: BlockInputs) -> Tensor:
@@ -515,29 +502,15 @@ class TiM(Conditioned, nn.Module):
         return batch_times(x_t, t, r)
 
 
-def batch_times(x_t: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """Time inputs as shape (B,) for a batch ``x_t`` (B, ...): a 0-d t or r is broadcast, others must be (B,)."""
-    B = x_t.shape[0]
-    t, r = (torch.as_tensor(s, device=x_t.device) for s in (t, r))
-    t, r = (s.expand(B) if s.ndim == 0 else s for s in (t, r))
-    if t.shape != (B,) or r.shape != (B,):
-        raise TimError(
-            f"t and r have shapes {tuple(t.shape)}, {tuple(r.shape)}", f"pass shape ({B},) time inputs"
+def __getattr__(name: str) -> Any:
+    """``WithFeatures`` moved to :mod:`tim.models.common` (import it from :mod:`tim.models`)."""
+    if name == "WithFeatures":
+        warnings.warn(
+            "tim.models.tim.WithFeatures moved: import it from tim.models (tim.models.common)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    return t, r
+        from tim.models.common import WithFeatures
 
-
-class WithFeatures(nn.Module):
-    """``forward = model.forward_with_features``, so a DDP/FSDP wrapper sees the feature pass.
-
-    DDP synchronises gradients only through ``forward``; wrap ``WithFeatures(model)`` (not
-    ``model``) when the training step calls ``forward_with_features`` with gradient.
-    """
-
-    def __init__(self, model: TiM | TiMMLP) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x_t: Tensor, t: Tensor, r: Tensor, **cond: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``(F, features)`` of the wrapped model."""
-        return self.model.forward_with_features(x_t, t, r, **cond)
+        return WithFeatures
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

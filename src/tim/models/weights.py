@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError, first_line
-from tim.system import give_new_file_mode
+from tim.io import write_json, write_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -80,8 +79,6 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
     Returns:
         The directory path.
     """
-    from safetensors.torch import save_file  # pyright: ignore[reportUnknownVariableType]  # [train] extra
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
@@ -89,16 +86,9 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> Path:
         "config": cast(Any, model).config.to_dict(),  # TiM or TiMMLP: a dataclass config
         "format_version": FORMAT_VERSION,
     }
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(directory / CONFIG_NAME, meta, indent=2, sort_keys=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # safetensors creates its file 0600: write a temporary, give it the umask's mode, rename it in.
-    temporary = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-    try:
-        save_file(state, str(temporary), metadata={"format": "pt"})
-        give_new_file_mode(temporary)
-        os.replace(temporary, directory / WEIGHTS_NAME)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_safetensors(directory / WEIGHTS_NAME, state, metadata={"format": "pt"})
     return directory
 
 

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from tim.errors import TimError, first_line
+from tim.io import fsync_folder, write_bytes, write_json
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "step_"
@@ -124,29 +125,13 @@ def unflatten_state(tensors: dict[str, Tensor], layout: Any) -> Any:
 # Low-level durable writes
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file at ``path``, fsynced; a file or symbolic link already there is replaced.
+    """Write ``data`` to ``path`` with :func:`tim.io.write_bytes` (fsynced; a file or link there is replaced).
 
-    Every path written here is a fresh temporary (or a file inside a fresh temporary folder), so
-    the old entry is removed and the new one created with ``O_EXCL``, which never follows a link:
-    a link planted at a predictable temporary name cannot redirect the write.
+    The bytes go to a fresh temporary created with ``O_EXCL`` (never through a planted link) and are
+    renamed over ``path``, so a link at a predictable name is replaced, never written through.
     """
-    path.unlink(missing_ok=True)
-    fd = os.open(
-        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_BINARY", 0), 0o666
-    )
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_bytes(path, data)
 
 
 def _write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
@@ -173,10 +158,8 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a fsynced temporary file and an atomic rename."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _write_bytes(temporary, (json.dumps(data, indent=1) + "\n").encode())
-    os.replace(temporary, path)
+    """Write ``data`` as JSON (indent 1, final newline) to ``path`` atomically (:func:`tim.io.write_json`)."""
+    write_json(path, data, indent=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,11 +256,11 @@ def save_checkpoint(
             },
         }
         _write_bytes(temporary / MANIFEST, json.dumps(manifest, indent=1).encode())
-        _fsync_dir(temporary)
+        fsync_folder(temporary)
         if final.exists():  # the same step written again (e.g. a rerun after a crash during cleanup)
             _discard(final)
         os.replace(temporary, final)
-        _fsync_dir(root)
+        fsync_folder(root)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         raise _disk_error(error, final) from None
@@ -487,7 +470,7 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     return stale
 
 
-# What a run folder holds besides the lock (tim.training.loop._RUN_OUTPUTS): folder or file.
+# What a run folder holds besides the lock (tim.training.rundir.RUN_OUTPUTS): folder or file.
 RUN_ENTRIES = {
     CHECKPOINT_DIR: "folder",
     "samples": "folder",

@@ -3,9 +3,10 @@
 :class:`RunConfig` is the schema of a training run. ``tim.training.strict`` reads YAML/JSON files,
 dotted overrides (``model.depth=4 sample.steps=1,2,4``) and a run's ``config.json`` onto it with
 OmegaConf and one-line :class:`tim.errors.TimError` messages; this module adds the schema itself,
-the rules across fields and the builders. ``model``, ``path`` and ``objective`` are generated from
-what they build (``TiMConfig``/``MLPConfig``, the path constructors, the objective dataclasses);
-a field left ``None`` means "its own default" (one definition).
+the rules across fields and the builders. ``model``, ``path`` and ``objective`` name a preset or
+class and list every option of what they may name (``TiMConfig``/``MLPConfig``, the path
+constructors, the objective dataclasses); an option left ``None`` means "its own default" (one
+definition). The sampling knobs are bounded by the one table of limits in :mod:`tim.samplers`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any, Literal
 
 from tim.data.config import DataConfig
 from tim.errors import TimError
-from tim.models import MLP_PRESETS, TIM_PRESETS, MLPConfig, TiMConfig
-from tim.objective import OBJECTIVES
+from tim.models import MLP_PRESETS, TIM_PRESETS
+from tim.models.layers import AttentionBackend, RopePositions
+from tim.models.tim import Conditioning, TimeCondition
+from tim.objective import OBJECTIVES, Derivative, DerivativePrecision, TimeFunction, TimeTransform
 from tim.paths import PATHS
-from tim.samplers import MAX_STEPS
+from tim.samplers import MAX_GUIDANCE_SCALE, MAX_STEPS, MAX_STOCHASTICITY
 from tim.training import strict
 from tim.training.checkpoint import write_json_atomic
 from tim.training.repa import RepaConfig
@@ -44,31 +47,96 @@ def _init_fields(cls: type) -> dict[str, tuple[Any, Any]]:
     return {key: (hints[key], metadata.get(key, {})) for key in keys}
 
 
-def _mirror(
-    name: str, head: tuple[str, Any, Any], sources: list[type], bounds: dict[str, Any] | None = None
-) -> type:
-    """A frozen dataclass: the ``head`` (name) field, then each option of ``sources`` as ``T | None``.
-
-    Each option keeps its source field's range metadata, or takes ``bounds[option]``.
-    """
-    options: dict[str, Any] = {}
-    for source in sources:
-        for key, (annotation, metadata) in _init_fields(source).items():
-            bound = field(default=None, metadata=(bounds or {}).get(key, metadata))
-            options.setdefault(key, (key, annotation | None, bound))
-    doc = f"{head[0]}, then the fields of {', '.join(s.__name__ for s in sources)} (None: its default)."
-    return dataclasses.make_dataclass(
-        name, [head, *options.values()], frozen=True, namespace={"__doc__": doc, "__module__": __name__}
-    )
+# ----------------------------------------------------------------------------------------------
+# The sections that name a class or preset (model, path, objective): the name field, then every
+# option of what they may name, each ``None`` by default ("the named class's own default": one
+# definition of every default). tests/training/test_config.py checks that the options are exactly
+# those of the sources (names, order, types, bounds), so they cannot drift apart.
 
 
-# The preset of tim.models, the path of tim.paths.PATHS, the objective of tim.objective.OBJECTIVES.
-ModelConfig = _mirror("ModelConfig", ("preset", str, "TiM-digits"), [TiMConfig, MLPConfig])
-# Path options that must be positive (the constructors check only some; the objective's are its metadata).
-_PATH_BOUNDS = {key: {"gt": 0.0} for key in ("P_std", "sigma_d", "t_max", "sigma_max", "sigma_min")}
-PathConfig = _mirror("PathConfig", ("name", str, "linear"), list(PATHS.values()), _PATH_BOUNDS)
-ObjectiveConfig = _mirror("ObjectiveConfig", ("name", str, "tim"), list(OBJECTIVES.values()))
-# Mirrored section -> (its schema, what its name field chooses from, the pre-issue-15 key of its options).
+@dataclass(frozen=True)
+class ModelConfig:
+    """preset, then the fields of TiMConfig, MLPConfig (None: its default)."""
+
+    preset: str = "TiM-digits"  # a name of tim.models.TIM_PRESETS or MLP_PRESETS
+    # TiMConfig (tim.models.tim; docs/architecture.md)
+    in_channels: int | None = None  # channels of the (latent) image
+    input_size: int | None = None  # side of the (latent) image in pixels
+    patch_size: int | None = None  # side of a patch token
+    hidden_size: int | None = None  # token width (MLPConfig: hidden width)
+    depth: int | None = None  # transformer blocks (MLPConfig: hidden layers)
+    num_heads: int | None = None  # attention heads
+    mlp_ratio: float | None = None  # feed-forward width / hidden_size
+    modulation_rank: int | None = None  # rank of the low-rank adaLN modulation
+    conditioning: Conditioning | None = None  # "class", "text" or "none"
+    num_classes: int | None = None  # class labels (the null class is extra)
+    text_dim: int | None = None  # width of the text encoder's features
+    mask_context: bool | None = None  # mask padded text tokens in cross-attention
+    pooled_text: bool | None = None  # add the pooled text feature to the time embedding
+    decoupled_time_embedding: bool | None = None  # separate embeddings of t and of the interval
+    interval_attention: bool | None = None  # interval-aware attention (paper Sec. 3.3)
+    time_condition: TimeCondition | None = None  # which times the network is conditioned on
+    qk_norm: bool | None = None  # per-head LayerNorm on q and k
+    rope_positions: RopePositions | None = None  # "grid" or the released code's "wrapped"
+    rope_theta: float | None = None  # RoPE base
+    rope_scale: float | None = None  # multiplies RoPE positions
+    encoder_depth: int | None = None  # alignment features after this many blocks
+    z_dim: int | None = None  # projector output width; 0 = no projector
+    projector_dim: int | None = None  # projector hidden width
+    attention_backend: AttentionBackend | None = None  # "auto", "sdpa", "flash" or "math"
+    checkpointing: bool | None = None  # activation checkpointing per block
+    # MLPConfig only (tim.models.mlp)
+    dim: int | None = None  # data dimension of the point-cloud MLP
+    zero_init_output: bool | None = None  # zero-initialise the output layer
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """name, then the fields of LinearPath, TrigFlowPath, EDMPath, VPPath, VEPath (None: its default)."""
+
+    name: str = "linear"  # a name of tim.paths.PATHS
+    P_mean: float | None = None  # mean of the log-normal training-time distribution
+    P_std: float | None = bounded(None, gt=0.0)  # its standard deviation
+    sigma_d: float | None = bounded(None, gt=0.0)  # data standard deviation (TrigFlow, EDM)
+    t_max: float | None = bounded(None, gt=0.0)  # largest time (TrigFlow, EDM)
+    t_min: float | None = None  # smallest time (EDM, VP)
+    beta_min: float | None = None  # VP noise schedule: beta at t = 0
+    beta_d: float | None = None  # VP noise schedule: beta(1) - beta(0)
+    T: int | None = None  # VP: discrete steps of the schedule
+    sigma_min: float | None = bounded(None, gt=0.0)  # VE: smallest noise level
+    sigma_max: float | None = bounded(None, gt=0.0)  # VE: largest noise level
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """name, then the fields of TransitionLoss, FlowMatchingLoss, MeanFlowLoss (None: its default)."""
+
+    name: str = "tim"  # a name of tim.objective.OBJECTIVES
+    diffusion_share: float | None = bounded(None, ge=0.0, le=1.0)  # rows trained at r = 0
+    consistency_share: float | None = bounded(None, ge=0.0, le=1.0)  # rows trained at r = t
+    derivative: Derivative | None = None  # "dde" (paper Sec. 3.3) or "jvp"
+    epsilon: float | None = bounded(None, gt=0.0)  # DDE finite-difference step
+    derivative_precision: DerivativePrecision | None = None  # precision of the DDE passes
+    time_transform: TimeTransform | None = None  # transform of the time weighting
+    time_function: TimeFunction | None = None  # loss weight as a function of time
+    weight_sigma_d: float | None = bounded(None, gt=0.0)  # sigma_d of the time weighting
+    weight_interval: bool | None = None  # weight by the interval t - r as well
+    adaptive: bool | None = None  # adaptive loss weighting
+    adaptive_c: float | None = bounded(None, gt=0.0)  # constant of the adaptive weighting
+    adaptive_power: float | None = bounded(None, ge=0.0)  # power of the adaptive weighting
+    direction_loss: bool | None = None  # add the direction (cosine) term
+    guidance_scale: float | None = bounded(None, ge=0.0)  # model-guidance scale of the target
+    guidance_window: tuple[float, float] | None = None  # times at which the target is guided
+    guidance_w_gt: float | None = None  # weight of the data target in the guided target
+    alignment_weight: float | None = bounded(None, ge=0.0)  # weight of representation alignment
+    shift_base: tuple[int, int] | None = None  # (H0, W0) of the resolution time shift
+    # MeanFlowLoss only
+    share_r_neq_t: float | None = bounded(None, ge=0.0, le=1.0)  # rows with r != t
+    P_mean: float | None = None  # mean of the log-normal time distribution
+    P_std: float | None = None  # its standard deviation
+
+
+# Section -> (its schema, what its name field chooses from, the key that older runs' config.json nested its options under).
 _MIRRORED: dict[str, tuple[type, dict[str, Any], str]] = {
     "model": (ModelConfig, {**TIM_PRESETS, **MLP_PRESETS}, "overrides"),
     "path": (PathConfig, dict(PATHS), "options"),
@@ -127,9 +195,9 @@ class SampleConfig:
 
     steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count, each in [1, tim.samplers.MAX_STEPS]
     num: int = bounded(16, ge=0)  # samples per grid; 0 = no grids
-    guidance_scale: float = bounded(1.0, ge=0.0)  # CFG scale; 1 = no guidance
+    guidance_scale: float = bounded(1.0, ge=0.0)  # CFG scale in [0, MAX_GUIDANCE_SCALE]; 1 = no guidance
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in it (fractions of t_max)
-    stochasticity: float = bounded(0.0, ge=0.0, le=1.0)  # rho of the stochastic transition
+    stochasticity: float = bounded(0.0, ge=0.0, le=MAX_STOCHASTICITY)  # rho of the stochastic transition
     seed: int = bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
 
@@ -146,9 +214,9 @@ class LoggingConfig:
 class RunConfig:
     """Everything that defines a training run; saved as ``config.json`` beside every checkpoint."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)  # type: ignore[valid-type]
-    path: PathConfig = field(default_factory=PathConfig)  # type: ignore[valid-type]
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # type: ignore[valid-type]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    path: PathConfig = field(default_factory=PathConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
@@ -192,7 +260,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
     Args:
         data: nested mapping with any subset of the sections; missing keys keep their defaults.
-            The pre-issue-15 nested layout of ``model``/``path``/``objective`` is migrated.
+            The older nested layout of ``model``/``path``/``objective`` is migrated.
 
     Returns:
         The validated run configuration.
@@ -233,6 +301,11 @@ def _check_consistency(config: RunConfig) -> None:
             f"sample.steps = {list(config.sample.steps)} has {max(config.sample.steps)} steps, above the "
             f"maximum of {MAX_STEPS}",
             f"use step counts in [1, {MAX_STEPS}] (quality stops improving long before)",
+        )
+    if config.sample.guidance_scale > MAX_GUIDANCE_SCALE:
+        raise TimError(
+            f"sample.guidance_scale = {config.sample.guidance_scale:g} is above the maximum of {MAX_GUIDANCE_SCALE:g}",
+            f"use a guidance scale in [0, {MAX_GUIDANCE_SCALE:g}] (1 = no guidance)",
         )
     if not all(0.0 <= beta < 1.0 for beta in config.optim.betas):
         raise TimError(

@@ -5,7 +5,7 @@ its PID into it. A second trainer on the same directory fails at once with a one
 that PID, before it reads or changes anything. The operating system releases the lock when the
 holder exits in any way (including ``kill -9``), so a crashed run never leaves a stale lock: the
 file may stay behind, but an unlocked file means nobody holds it. Only the holder deletes stale
-checkpoint temporaries (see ``loop._prepare_run_dir``), so a clean-up can never hit another
+checkpoint temporaries (see ``tim.training.rundir.prepare_run_dir``), so a clean-up can never hit another
 process's checkpoint in progress.
 
 The lock file is opened with ``O_NOFOLLOW`` and must be a regular file: a ``.lock`` that is a

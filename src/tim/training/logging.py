@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tim.errors import TimError
+from tim.io import write_text
 from tim.training.checkpoint import write_json_atomic
 
 JSONL = "metrics.jsonl"
@@ -55,7 +56,7 @@ def _truncate_jsonl(path: Path, after_step: int) -> None:
             f"integer 'step'): line {shown}",
             stacklevel=3,
         )
-    _rewrite(path, "".join(f"{line}\n" for line in kept))
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def _truncate_csv(path: Path, after_step: int) -> None:
@@ -75,13 +76,7 @@ def _truncate_csv(path: Path, after_step: int) -> None:
             and int(cells[step_column]) <= after_step
         ):
             kept.append(line)
-    _rewrite(path, "".join(f"{line}\n" for line in kept))
-
-
-def _rewrite(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class MetricsLogger:

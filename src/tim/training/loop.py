@@ -42,29 +42,23 @@ from torch import Tensor, nn
 
 from tim.data.build import build_data_source
 from tim.data.sources import DataSource
-from tim.errors import TimError, first_line
+from tim.errors import TimError
 from tim.objective import TransitionLoss
 from tim.training import distributed
-from tim.training.checkpoint import (
-    check_output_dir,
-    list_checkpoints,
-    load_latest,
-    remove_stale_temporaries,
-)
+from tim.training.checkpoint import load_latest
 from tim.training.config import (
     RunConfig,
     build_objective_from_config,
-    migrate_layout,
     model_config,
     save_config,
 )
 from tim.training.ema import ema_decay, make_ema, update_ema
-from tim.training.lock import RunLock
 from tim.training.logging import MetricsLogger, Progress
 from tim.training.memory import check_training_memory, parameter_count
 from tim.training.outputs import export_run, sample_grids
 from tim.training.preemption import Preempted, SignalStop, StopRequest
-from tim.training.state import TrainState, optimizer_state_problem, restore_state, save_state
+from tim.training.rundir import latest_checkpoint, newest_checkpoint, prepare_run_dir
+from tim.training.state import TrainState, restore_state, save_state
 from tim.training.text import check_text_model, is_text_model, with_null_prompt
 
 _STREAM_TAG = 0x7111  # separates the loop's random streams from the data source's (same seed)
@@ -189,7 +183,7 @@ def _condition(batch: dict[str, Tensor], device: torch.device, conditional: bool
 
 @dataclass(frozen=True)
 class StepParts:
-    """What every optimizer step uses, built once by ``_run``.
+    """What every optimizer step uses, built once by ``_start``.
 
     Attributes:
         model: the plain network (parameters, EMA source, ``drop_cond``/``null_cond``).
@@ -379,6 +373,51 @@ def _run(
     restart: bool,
     allow_config_change: bool,
 ) -> Path:
+    """Prepare the run (:func:`_start`), take the steps (:func:`_steps`), then draw the final grids and export."""
+    parts, state, checkpoint = _start(
+        cfg,
+        run_dir,
+        env,
+        data,
+        stop=stop,
+        held=held,
+        restart=restart,
+        allow_config_change=allow_config_change,
+    )
+    preempted = _steps(cfg, run_dir, env, stop, parts, state, checkpoint)
+    if preempted is not None:
+        raise preempted  # no final grids or export: a preempted job has seconds, not minutes
+    fsdp = env.distributed and cfg.train.parallel == "fsdp"
+    try:  # the final checkpoint is saved: the grids may be abandoned, a rerun draws them again
+        stop.check()
+        if env.is_main or fsdp:
+            sample_grids(cfg, run_dir, state.step, parts.ema, parts.objective, parts.source.info, env)
+        stop.check()
+    except SignalStop as stopped:
+        raise Preempted(
+            stopped.signal_name, state.step, newest_checkpoint(run_dir, env), "drawing the final sample grids"
+        ) from None
+    with stop.deferred("writing the exported weights"):  # seconds; a signal here lets the run finish
+        export_run(cfg, run_dir, parts.ema, state, env)
+    return run_dir
+
+
+def _start(
+    cfg: RunConfig,
+    run_dir: Path,
+    env: distributed.DistEnv,
+    data: DataSource | None,
+    *,
+    stop: StopRequest,
+    held: contextlib.ExitStack,
+    restart: bool,
+    allow_config_change: bool,
+) -> tuple[StepParts, TrainState, Any]:
+    """Lock the run folder, build everything, resume from the latest good checkpoint, save config.json.
+
+    Returns:
+        ``(the step's parts, the training state, the checkpoint resumed from or None)``.
+    """
     micro_batch = _micro_batch(cfg, env)
     needed = (cfg.train.keep_last + 1) * _BYTES_PER_PARAM * parameter_count(model_config(cfg))
     # The lock first: a second trainer fails at once, before loading any data. Setting an old run
@@ -386,7 +425,7 @@ def _run(
     # first step only reads and allocates, so a signal there stops at once (interruptible).
     with stop.deferred("preparing the run folder"):
         lock = distributed.on_main(
-            env, lambda: _prepare_run_dir(run_dir, needed, restart, cfg.train.keep_last)
+            env, lambda: prepare_run_dir(run_dir, needed, restart, cfg.train.keep_last)
         )
     if lock is not None:
         held.callback(lock.release)
@@ -396,7 +435,7 @@ def _run(
                 cfg, env, data, micro_batch
             )
             stop.check()  # again at each phase boundary, in case a library swallowed the first stop
-            checkpoint = _latest_checkpoint(run_dir, env, cfg, model, optimizer, source)
+            checkpoint = latest_checkpoint(run_dir, env, cfg, model, optimizer, source)
             stop.check()
             state = TrainState()
             if checkpoint is not None:
@@ -406,7 +445,7 @@ def _run(
             with stop.deferred("writing config.json"):  # after the resume check
                 distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))
     except SignalStop as stopped:
-        raise Preempted(stopped.signal_name, None, _newest(run_dir, env)) from None
+        raise Preempted(stopped.signal_name, None, newest_checkpoint(run_dir, env)) from None
     parts = StepParts(
         model=model,
         F=F,
@@ -419,7 +458,25 @@ def _run(
         autocast=_autocast(cfg, env.device),
         conditional=_is_conditional(model),
     )
+    return parts, state, checkpoint
+
+
+def _steps(
+    cfg: RunConfig,
+    run_dir: Path,
+    env: distributed.DistEnv,
+    stop: StopRequest,
+    parts: StepParts,
+    state: TrainState,
+    checkpoint: Any,
+) -> Preempted | None:
+    """Take the steps until the end, the time limit or a stop signal; logs, checkpoints and grids on the way.
+
+    Returns:
+        The :class:`Preempted` to raise when a signal stopped the run (after a checkpoint), else None.
+    """
     total, fsdp = total_steps(cfg), env.distributed and cfg.train.parallel == "fsdp"
+    model, ema, optimizer, source = parts.model, parts.ema, parts.optimizer, parts.source
     logger = MetricsLogger(
         run_dir,
         jsonl=cfg.logging.jsonl,
@@ -431,7 +488,7 @@ def _run(
     progress = Progress(total, state.step, enabled=env.is_main and cfg.train.progress)
     if checkpoint is not None:
         progress.write(f"resuming from {checkpoint.path} (step {state.step}, {state.images} images)")
-    started, saved, preempted = time.perf_counter(), state.step, None
+    started, saved = time.perf_counter(), state.step
     try:
         while state.step < total:
             metrics = _train_step(cfg, env, state, parts)
@@ -444,14 +501,10 @@ def _run(
                 state.bad_streak = 0
                 if state.step % cfg.train.log_every == 0 or state.step == total:
                     metrics = _read_metrics(metrics, env)
+                    seconds = round(time.perf_counter() - started, 3)
                     logger.log(
-                        {
-                            "step": state.step,
-                            "images": state.images,
-                            **metrics,
-                            "skipped": state.skipped,
-                            "seconds": round(time.perf_counter() - started, 3),
-                        }
+                        {"step": state.step, "images": state.images, **metrics}
+                        | {"skipped": state.skipped, "seconds": seconds}
                     )
                     shown = metrics.get("mse", metrics["loss"])  # the weighted loss is ~constant by design
             progress.update(shown, state.images)
@@ -460,7 +513,7 @@ def _run(
                 saved = state.step
             if cfg.train.sample_every and state.step % cfg.train.sample_every == 0 and (env.is_main or fsdp):
                 try:  # drawing a grid is interruptible: a signal abandons the grid, not the steps
-                    sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
+                    sample_grids(cfg, run_dir, state.step, ema, parts.objective, source.info, env)
                 except SignalStop:
                     pass  # stop.requested is set: the check below saves a checkpoint and stops
             late, stopping = _stop_flags(cfg, started, stop, env)  # every process stops after the same step
@@ -468,34 +521,20 @@ def _run(
                 where = (
                     save_state(run_dir, cfg, state, model, ema, optimizer, source.state_dict(), env)
                     if saved != state.step
-                    else _newest(run_dir, env)
+                    else newest_checkpoint(run_dir, env)
                 )
                 if stopping:
-                    preempted = Preempted(
+                    return Preempted(
                         stop.signal_name or "a stop signal (to another process)", state.step, where
                     )
-                else:
-                    progress.write(
-                        f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}"
-                    )
+                progress.write(
+                    f"train.time_limit of {cfg.train.time_limit:g} min reached at step {state.step}"
+                )
                 break
     finally:
         progress.close()
         logger.close()
-    if preempted is not None:
-        raise preempted  # no final grids or export: a preempted job has seconds, not minutes
-    try:  # the final checkpoint is saved: the grids may be abandoned, a rerun draws them again
-        stop.check()
-        if env.is_main or fsdp:
-            sample_grids(cfg, run_dir, state.step, ema, objective, source.info, env)
-        stop.check()
-    except SignalStop as stopped:
-        raise Preempted(
-            stopped.signal_name, state.step, _newest(run_dir, env), "drawing the final sample grids"
-        ) from None
-    with stop.deferred("writing the exported weights"):  # seconds; a signal here lets the run finish
-        export_run(cfg, run_dir, ema, state, env)
-    return run_dir
+    return None
 
 
 def _set_up(
@@ -581,97 +620,6 @@ def _check_memory(cfg: RunConfig, info: Any, rows: int, env: distributed.DistEnv
     shapes = [tuple(info.shape[:1]) + tuple(size) for size in info.sizes] or [tuple(info.shape)]
     largest = max(shapes, key=lambda shape: math.prod(shape))
     check_training_memory(model_config(cfg), largest, max(1, rows), cfg.train.batch_size, env.device)
-
-
-def _prepare_run_dir(run_dir: Path, needed_bytes: int, restart: bool, keep_last: int) -> RunLock:
-    """Check the run directory, take its lock, set an old run aside on restart, clear a killed run's leftovers.
-
-    Returns:
-        The held lock (released when training ends).
-    """
-    check_output_dir(run_dir, needed_bytes, keep_last=keep_last)
-    lock = RunLock(run_dir)  # before anything in the directory is read or changed
-    try:
-        if restart:
-            _set_aside(run_dir)
-        remove_stale_temporaries(run_dir)  # only the lock holder may: another writer's temporaries are live
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-_RUN_OUTPUTS = (
-    "checkpoints",
-    "metrics.jsonl",
-    "metrics.csv",
-    "samples",
-    "pretrained",
-    "summary.json",
-    "config.json",
-    "tensorboard",
-)
-
-
-def _set_aside(run_dir: Path) -> Path | None:
-    """Move a run's outputs into ``run_dir/previous-<UTC time>/`` (``--restart``: nothing is deleted)."""
-    present = [run_dir / name for name in _RUN_OUTPUTS if (run_dir / name).exists()]
-    if not present:
-        return None
-    target = run_dir / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
-    suffix = 0
-    while target.exists():
-        suffix += 1
-        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
-    target.mkdir()
-    for path in present:
-        path.rename(target / path.name)
-    return target
-
-
-def _latest_checkpoint(
-    run_dir: Path,
-    env: distributed.DistEnv,
-    cfg: RunConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    source: DataSource,
-) -> Any:
-    """The newest good checkpoint; a run whose checkpoints are all unusable is an error, never a silent restart.
-
-    A checkpoint whose data position does not fit ``source`` or whose optimizer state does not fit
-    ``optimizer`` is unusable too (named and skipped). One of another model is returned: resuming it
-    is refused with its own message (``state.check_resume_config``).
-    """
-
-    def fits(checkpoint: Any) -> str | None:
-        if migrate_layout(checkpoint.config).get("model") != cfg.to_dict()["model"]:
-            return None  # refused by check_resume_config, naming both models
-        if "data" not in checkpoint.state:
-            return "state.json has no data position ('data')"
-        try:  # only sets a position; restore_state loads the chosen checkpoint's again
-            source.load_state_dict(checkpoint.state["data"])
-        except (TimError, TypeError, ValueError, KeyError, AttributeError) as error:
-            return f"state.json's data position does not fit the data source ({first_line(error)})"
-        updates = checkpoint.state.get("ema_updates", 0)
-        return optimizer_state_problem(checkpoint.parts["optimizer"], model, optimizer, updates)
-
-    checkpoint = load_latest(run_dir, report=env.is_main, check=fits)
-    found = list_checkpoints(run_dir)
-    if checkpoint is None and found:
-        raise TimError(
-            f"all {len(found)} checkpoint(s) in '{run_dir / 'checkpoints'}' are unusable (each one is named "
-            "in a warning above); nothing was changed or deleted",
-            "restore a checkpoint folder from a backup, or start again from step 0 with "
-            "`tim train ... --restart` (train(..., restart=True)), which moves the old run aside",
-        )
-    return checkpoint
-
-
-def _newest(run_dir: Path, env: distributed.DistEnv) -> Path | None:
-    """The newest checkpoint folder (named in the preemption message; rank 0 only)."""
-    found = list_checkpoints(run_dir) if env.is_main else []
-    return found[-1] if found else None
 
 
 def _stop_flags(

@@ -35,7 +35,7 @@ def sample_grids(
     if cfg.sample.num == 0:
         return
     try:
-        from tim.samplers import sample
+        from tim.samplers import sample_batches
         from tim.viz import save_grid, scatter
     except ImportError:  # an optional part of the package is missing: training goes on without grids
         return
@@ -54,16 +54,14 @@ def sample_grids(
                 if info.num_classes
                 else {}
             )
-    uncond = ema.null_cond(cond) if cond else None
     for steps in cfg.sample.steps:
         with interruptible(), torch.no_grad():
-            x = sample(
+            x = sample_batches(
                 ema,
                 noise,
                 path=objective.path,
                 steps=steps,
                 cond=cond,
-                uncond=uncond,
                 guidance_scale=cfg.sample.guidance_scale,
                 guidance_interval=cfg.sample.guidance_interval,
                 stochasticity=cfg.sample.stochasticity,

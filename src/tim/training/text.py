@@ -10,7 +10,6 @@ model (``cond_embedder.null_context``) and travel with the weights.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from tim.errors import TimError
+from tim.io import write_text
 
 GRID_PROMPTS_FILE = "grid_prompts.txt"  # beside the sample grids: the caption of each grid row
 
@@ -90,9 +90,7 @@ def grid_condition(
     prompts = text.grid_prompts(math.ceil(num / per_row), per_row)[:num]
     if folder is not None:
         rows = prompts[::per_row]
-        temporary = folder / f".{GRID_PROMPTS_FILE}.tmp"
-        temporary.write_text("".join(f"row {k + 1}: {p}\n" for k, p in enumerate(rows)))
-        os.replace(temporary, folder / GRID_PROMPTS_FILE)
+        write_text(folder / GRID_PROMPTS_FILE, "".join(f"row {k + 1}: {p}\n" for k, p in enumerate(rows)))
     if text.encode is None:
         raise TimError(
             "the captioned data source gives no way to encode prompts for the sample grids",
