@@ -7,8 +7,8 @@ paper                                                          code
 =============================================================  =======================================
 (t, r) sampling, r = t / r = 0 shares (Table 11)               :func:`tim.timesteps.sample_time_pairs`
 x_t = alpha x + sigma z, v_t (Tables 7-8)                      :meth:`tim.paths.Path.interpolate`
-DDE, TiM Eq. (10)                                              :func:`dde_derivative`
-JVP alternative (Table 1)                                      :func:`jvp_derivative`
+DDE, TiM Eq. (10)                                              :func:`tim.derivative.dde_derivative`
+JVP alternative (Table 1)                                      :func:`tim.derivative.jvp_derivative`
 target from the state transition identity (App. A.1)           :meth:`tim.paths.Path.transition_target`
 model guidance, TiM Eq. (51)                                   :func:`tim.guidance.guided_target_offset`
 per-sample MSE + cosine direction loss (Alg. 1)                :func:`per_sample_mse`, :func:`per_sample_cosine`
@@ -32,9 +32,8 @@ should pass an ``F_nograd`` in eval mode.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,12 +41,21 @@ import torch
 import torch.nn.functional as functional
 from torch import Tensor
 
+from tim.derivative import (  # re-exported: ``from tim.objective import dde_derivative`` keeps working
+    DDE_EPSILON,
+    DERIVATIVE_PRECISIONS,
+    Derivative,
+    DerivativePrecision,
+    dde_derivative,
+    derivative_precision_context,
+    jvp_derivative,
+    select_condition_rows,
+    slice_condition_rows,
+    work_dtype,
+)
 from tim.errors import TimError
 from tim.guidance import guided_target_offset
-from tim.network import (
-    Network,  # re-exported: ``from tim.objective import Network`` keeps working
-    float32_conditioning,
-)
+from tim.network import Network  # re-exported: ``from tim.objective import Network`` keeps working
 from tim.paths import LinearPath, Path, expand_time
 from tim.timesteps import resolution_shift, resolve_generator, sample_time_pairs, shift_path_time
 
@@ -69,7 +77,6 @@ __all__ = [
     "derivative_precision_context",
 ]
 
-DDE_EPSILON = 0.005  # arXiv 2509.04394, Table 10: the value used in every experiment
 ADAPTIVE_C = 1e-5  # published code: 1 / (L.detach() + 10e-6)
 COSINE_EPS = 1e-8  # published code: cosine_similarity(..., eps=1e-8)
 # Valid ranges of fields, as dataclass field metadata ``gt/ge/lt/le`` (tim.training.config checks them).
@@ -77,12 +84,6 @@ _SHARE = {"ge": 0.0, "le": 1.0}  # a fraction of the batch's rows
 _POSITIVE = {"gt": 0.0}
 _NON_NEGATIVE = {"ge": 0.0}
 
-Derivative = Literal["dde", "jvp"]
-# Arithmetic of the DDE passes (see dde_derivative): fp32 = float32 network, IEEE matmuls;
-# tf32 = float32 network, TF32 matmuls on CUDA; mixed = bf16 trunk with float32 time conditioning,
-# modulation and output, stencil in float64; bf16 = the whole network under bf16 autocast.
-DerivativePrecision = Literal["fp32", "tf32", "mixed", "bf16"]
-DERIVATIVE_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "mixed", "bf16")
 TimeTransform = Literal["tan", "identity", "sigmoid"]
 TimeFunction = Literal["sqrt", "constant", "reciprocal", "square", "soft_min_snr"]
 
@@ -105,182 +106,6 @@ class LossOutput:
     loss: Tensor
     per_sample: Tensor
     stats: dict[str, Tensor]
-
-
-# ---------------------------------------------------------------------------- helpers
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    # float32, or float64 when the data is float64 (tests); never a 16-bit type.
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _select_rows(cond: dict[str, Any], rows: Tensor, batch: int) -> dict[str, Any]:
-    # Slice every per-row tensor of the condition; leave anything else untouched (no mutation).
-    return {
-        key: value[rows] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch else value
-        for key, value in cond.items()
-    }
-
-
-def _slice_rows(cond: dict[str, Any], rows: slice, batch: int) -> dict[str, Any]:
-    # As _select_rows for a slice (views, no index tensor).
-    return {
-        key: value[rows] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch else value
-        for key, value in cond.items()
-    }
-
-
-# ---------------------------------------------------------------------------- derivatives
-def _repeat_rows(cond: dict[str, Any], batch: int) -> dict[str, Any]:
-    # The condition of a batch stacked twice (rows i and batch + i alike); other values untouched.
-    return {
-        key: torch.cat([value, value])
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch
-        else value
-        for key, value in cond.items()
-    }
-
-
-@contextlib.contextmanager
-def _float32_matmul_precision(precision: str, device: torch.device) -> Generator[None, None, None]:
-    # CUDA float32 matmuls for one block: "high" allows TF32, "highest" is IEEE float32. Other
-    # devices are left alone (on a CPU, tf32 is fp32). Restored on exit.
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
-def derivative_precision_context(
-    precision: DerivativePrecision, device: torch.device
-) -> contextlib.ExitStack[bool | None]:
-    """The arithmetic of the DDE network passes for one precision mode (see :func:`dde_derivative`).
-
-    ``fp32``: autocast off, IEEE float32 matmuls on CUDA; ``tf32``: autocast off, TF32 matmuls on
-    CUDA; ``mixed``: bf16 autocast with :func:`tim.network.float32_conditioning` on; ``bf16``:
-    bf16 autocast.
-
-    Args:
-        precision: the mode.
-        device: the device the network runs on.
-    """
-    stack = contextlib.ExitStack()
-    if precision in ("mixed", "bf16"):
-        stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
-        stack.enter_context(float32_conditioning(precision == "mixed"))
-    else:
-        # Under torch.compile, entering an autocast context is a graph break: skip it when autocast is off.
-        if torch.is_autocast_enabled(device.type) or not torch.compiler.is_compiling():
-            stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
-        stack.enter_context(_float32_matmul_precision("high" if precision == "tf32" else "highest", device))
-    return stack
-
-
-def dde_derivative(
-    F: Network,
-    path: Path,
-    x: Tensor,
-    z: Tensor,
-    t: Tensor,
-    r: Tensor,
-    cond: dict[str, Any] | None = None,
-    *,
-    epsilon: float = DDE_EPSILON,
-    precision: DerivativePrecision = "fp32",
-) -> Tensor:
-    """Total derivative dF/dt along the conditional path by central differences (TiM Eq. (10)).
-
-    dF/dt ~ [F(x_{t+}, t+, r) - F(x_{t-}, t-, r)] / (t+ - t-), x_s = alpha_s x + sigma_s z with the
-    same (x, z), r fixed. The stencil t+ = min(t + eps, t_max), t- = max(t - eps, r, t_min) keeps
-    both points inside the path's domain and t- >= r (a one-sided stencil at the edges, divided by
-    its real width). Runs without gradient (sg[F]); the two points of every row go through the
-    network in ONE call of 2N rows (the + rows, then the - rows).
-
-    ``precision`` chooses the arithmetic of that call, whatever autocast the caller is in
-    (docs/benchmarks.md, "DDE precision modes", measures each):
-
-    * ``"fp32"`` (default): float32 network (float64 for float64 data), IEEE float32 matmuls on CUDA;
-    * ``"tf32"``: as fp32 with TF32 matmuls on CUDA (identical to fp32 elsewhere);
-    * ``"mixed"``: the network under bf16 autocast with its input, time and interval embeddings, adaLN /
-      interval modulation and output layer in float32 (:func:`tim.network.float32_conditioning`;
-      honoured by :class:`tim.models.TiM` and :class:`tim.models.TiMMLP`), the perturbed times and
-      inputs and the difference in float64 (float32 on devices without float64);
-    * ``"bf16"``: the whole network under bf16 autocast (the published trainer's passes).
-
-    Args:
-        F: the network (evaluated once on 2N rows, no grad).
-        path: the path.
-        x: data, shape ``(N, ...)``, rows with r < t.
-        z: noise, shape of ``x``.
-        t: current times, shape ``(N,)``.
-        r: target times, shape ``(N,)``, r < t.
-        cond: condition dict for these rows.
-        epsilon: half-width of the stencil (paper: 0.005).
-        precision: ``"fp32"``, ``"tf32"``, ``"mixed"`` or ``"bf16"``.
-
-    Returns:
-        dF/dt, shape of ``x``, float32 (float64 for float64 data).
-    """
-    cond = {} if cond is None else cond
-    dtype = _work_dtype(x.dtype)  # what the network is fed and what is returned
-    stencil = torch.float64 if precision == "mixed" and x.device.type != "mps" else dtype
-    x, z, t, r = x.to(stencil), z.to(stencil), t.to(stencil), r.to(stencil)
-    t_plus = (t + epsilon).clamp(max=path.t_max)
-    t_minus = torch.maximum(t - epsilon, r.clamp(min=path.t_min))
-    n = x.shape[0]
-    x_both = torch.cat([path.interpolate(x, z, t_plus).x_t, path.interpolate(x, z, t_minus).x_t]).to(dtype)
-    c_both = path.time_input(torch.cat([t_plus, t_minus])).to(dtype)
-    c_r = path.time_input(r).to(dtype)
-    with torch.no_grad(), derivative_precision_context(precision, x.device):
-        F_both = F(x_both, c_both, torch.cat([c_r, c_r]), **_repeat_rows(cond, n)).to(stencil)
-    dF_dt = (F_both[:n] - F_both[n:]) / expand_time(t_plus - t_minus, x)
-    return dF_dt.to(dtype)
-
-
-def jvp_derivative(
-    F: Network,
-    path: Path,
-    x: Tensor,
-    z: Tensor,
-    t: Tensor,
-    r: Tensor,
-    cond: dict[str, Any] | None = None,
-) -> Tensor:
-    """Exact total derivative dF/dt along the conditional path by forward-mode AD (the JVP row of arXiv 2509.04394, Table 1).
-
-    dF/dt = d_x F . v_t + d_t F, computed as ``torch.func.jvp`` of t -> F(x_t(t), c(t), c(r)) with
-    tangent (v_t, 1); the chain rule through ``c_noise`` is taken by autodiff. No gradient (sg[F]),
-    float32 even under autocast. The network must support forward-mode AD (math attention; SDPA
-    has no forward-mode rule on CPU).
-
-    Args:
-        F: the network.
-        path: the path.
-        x: data, shape ``(N, ...)``.
-        z: noise, shape of ``x``.
-        t: current times, shape ``(N,)``.
-        r: target times, shape ``(N,)``.
-        cond: condition dict for these rows.
-
-    Returns:
-        dF/dt, shape of ``x``.
-    """
-    cond = {} if cond is None else cond
-    dtype = _work_dtype(x.dtype)
-    x, z, t, r = x.to(dtype), z.to(dtype), t.to(dtype), r.to(dtype)
-    x_t, v_t = path.interpolate(x, z, t)
-    c_r = path.time_input(r)
-
-    def along_path(x_t: Tensor, t: Tensor) -> Tensor:
-        return F(x_t, path.time_input(t), c_r, **cond).to(dtype)
-
-    with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-        dF_dt: Tensor = torch.func.jvp(along_path, (x_t, t), (v_t, torch.ones_like(t)))[1]
-    return dF_dt
 
 
 # ---------------------------------------------------------------------------- weights and distances
@@ -509,7 +334,7 @@ class TransitionLoss:
                 no host sync (and no graph break under ``torch.compile``). None: the rows are
                 found with ``nonzero`` (explicit or MeanFlow times).
         """
-        dF_dt = torch.zeros(x.shape, dtype=_work_dtype(x.dtype), device=x.device)
+        dF_dt = torch.zeros(x.shape, dtype=work_dtype(x.dtype), device=x.device)
         if candidates is not None:
             if candidates.start >= candidates.stop:
                 return dF_dt
@@ -519,7 +344,7 @@ class TransitionLoss:
                 z[candidates],
                 t[candidates],
                 r[candidates],
-                _slice_rows(cond, candidates, x.shape[0]),
+                slice_condition_rows(cond, candidates, x.shape[0]),
             )
             strict = expand_time(r[candidates] < t[candidates], values)  # ties r = t get exactly 0
             dF_dt[candidates] = torch.where(strict, values, torch.zeros_like(values))
@@ -527,7 +352,9 @@ class TransitionLoss:
         rows = (r < t).nonzero().squeeze(1)
         if rows.numel() == 0:
             return dF_dt
-        values = self._derivative(F, x[rows], z[rows], t[rows], r[rows], _select_rows(cond, rows, x.shape[0]))
+        values = self._derivative(
+            F, x[rows], z[rows], t[rows], r[rows], select_condition_rows(cond, rows, x.shape[0])
+        )
         return dF_dt.index_copy(0, rows, values)
 
     def _derivative(
@@ -683,7 +510,7 @@ class TransitionLoss:
         if t is None or r is None:  # _check_batch: both or neither
             t, r = self.sample_times(x, generator)
             candidates = self.derivative_rows(x.shape[0])
-        time_dtype = _work_dtype(x.dtype)
+        time_dtype = work_dtype(x.dtype)
         t, r = t.to(device=x.device, dtype=time_dtype), r.to(device=x.device, dtype=time_dtype)
         if z is None:
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

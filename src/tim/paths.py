@@ -51,18 +51,8 @@ from torch import Tensor
 
 from tim.errors import TimError
 
-__all__ = [
-    "Path",
-    "PathSample",
-    "LinearPath",
-    "TrigFlowPath",
-    "EDMPath",
-    "VPPath",
-    "VEPath",
-    "PATHS",
-    "build_path",
-    "expand_time",
-]
+__all__ = ["Path", "PathSample", "PATHS", "build_path", "expand_time"]
+__all__ += ["LinearPath", "TrigFlowPath", "EDMPath", "VPPath", "VEPath"]  # the rows of Tab. 7/8
 
 
 class PathSample(NamedTuple):
@@ -95,13 +85,6 @@ def expand_time(t: Tensor, like: Tensor) -> Tensor:
             "pass one time per row, shape (B,), or a 0-dim tensor",
         )
     return t.reshape(-1, *([1] * (like.ndim - 1)))
-
-
-def _logit_normal_draw(
-    n: int, generator: torch.Generator | None, device: torch.device | str | None
-) -> Tensor:
-    # One randn(n) call, so that a generator seeded with 0 reproduces the published draws.
-    return torch.randn(n, generator=generator, device=device)
 
 
 class Path(ABC):
@@ -157,7 +140,7 @@ class Path(ABC):
     def sample_time(
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
-        """Draw ``n`` training times from the path's time distribution, shape ``(n,)``, float32."""
+        """Draw ``n`` training times, shape ``(n,)``, float32 (a logit-normal law: one randn(n), as published)."""
 
     # ------------------------------------------------------------------ general form
     def interpolate(self, x: Tensor, z: Tensor, t: Tensor) -> PathSample:
@@ -359,7 +342,7 @@ class LinearPath(Path):
     ) -> Tensor:
         # sigmoid(P_mean + P_std n) == s / (1 + s) with s = exp(...) (the published form), but
         # without overflow for large draws.
-        return torch.sigmoid(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device))
+        return torch.sigmoid(self.P_mean + self.P_std * torch.randn(n, generator=generator, device=device))
 
     def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
         return torch.ones_like(t * r), r - t  # A = 1, B = r - t
@@ -427,7 +410,8 @@ class TrigFlowPath(Path):
     def sample_time(  # noqa: D102
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
-        t = torch.atan(torch.exp(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device)))
+        draw = torch.randn(n, generator=generator, device=device)
+        t = torch.atan(torch.exp(self.P_mean + self.P_std * draw))
         return t.clamp(self.t_min, self.t_max)
 
     def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102
@@ -521,7 +505,7 @@ class EDMPath(Path):
     def sample_time(  # noqa: D102
         self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
     ) -> Tensor:
-        t = torch.exp(self.P_mean + self.P_std * _logit_normal_draw(n, generator, device))
+        t = torch.exp(self.P_mean + self.P_std * torch.randn(n, generator=generator, device=device))
         return t.clamp(self.t_min, self.t_max)
 
     def transition_coefficients(self, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102

@@ -18,8 +18,8 @@ def make_tiny_pipeline():
     adaLN-Zero makes a fresh TiM output exactly 0 (every step count would then return the noise),
     so all weights get a small random perturbation: 1 and 8 steps must give different images.
     """
+    from tim.generation import SamplingRecipe, TiMPipeline
     from tim.models import build_model
-    from tim.pipeline import SamplingRecipe, TiMPipeline
 
     torch.manual_seed(0)
     model = build_model("TiM-digits", **TINY)
@@ -61,8 +61,8 @@ class LetterEncoder:
 @pytest.fixture(scope="session")
 def text_pipe():
     """A tiny pixel-space text-to-image TiM with :class:`LetterEncoder` as its text encoder."""
+    from tim.generation import SamplingRecipe, TiMPipeline
     from tim.models import build_model
-    from tim.pipeline import SamplingRecipe, TiMPipeline
 
     torch.manual_seed(1)
     model = build_model("TiM-digits", conditioning="text", text_dim=12, **TINY)

@@ -193,7 +193,7 @@ def _non_blank(image: np.ndarray) -> bool:
 def test_page_in_chromium(tiny_pipeline_dir: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     chromium = _chromium()
     checkpoint = Path(os.environ.get("TIM_APP_CHECKPOINT", tiny_pipeline_dir))

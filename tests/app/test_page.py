@@ -118,7 +118,7 @@ def test_generated_images_stay_in_a_private_folder_removed_at_exit(tiny_pipe, mo
     pytest.importorskip("gradio", reason="Gradio is not installed (pip install 'transition-models[app]')")
     cleanups = []
     monkeypatch.setattr(atexit, "register", lambda fn, *args, **kwargs: cleanups.append((fn, args, kwargs)))
-    monkeypatch.setattr(app, "_PRIVATE", [])
+    monkeypatch.setattr(app.page, "_PRIVATE", [])  # the module that owns the folder
     monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
     app._gradio()
     private = app.private_folder()

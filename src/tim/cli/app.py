@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from tim import app  # Gradio is imported inside; a missing [app] extra is a one-line error
 
     app._gradio()  # before the checkpoint loads: the missing-extra message should not wait for it
-    from tim.pipeline import TiMPipeline
+    from tim.generation import TiMPipeline
 
     if args.host not in LOCAL_HOSTS:
         warnings.warn(
