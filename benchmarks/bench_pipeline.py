@@ -2,7 +2,7 @@
 
 Prints one JSON object with three sections:
 
-* ``overhead``: 1-step generation through :class:`tim.pipeline.TiMPipeline` (no autoencoder;
+* ``overhead``: 1-step generation through :class:`tim.generation.TiMPipeline` (no autoencoder;
   ``output_type="pt"`` for pixel models, ``"latent"`` for latent ones: per-image seeded noise,
   conditioning, the memory check, the sampler, range mapping) against the
   raw network forward ``F(z, 1, 0, y)`` at the same batch, both in one process and interleaved
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import torch
 
+from tim.generation import SamplingRecipe, TiMPipeline, estimate_generation_bytes
 from tim.models import TIM_PRESETS, TiMConfig, build_model
-from tim.pipeline import SamplingRecipe, TiMPipeline, estimate_generation_bytes
 
 # The narrow stand-in for TiM-T2I: the T2I token structure (patch 1 on 32-channel DC-AE latents,
 # caption cross-attention) at a width a CPU can run at 16,384 tokens.
@@ -237,7 +237,7 @@ def estimate_4096(device: torch.device, with_decode: bool = True) -> dict:
 MEASURE = """
 import json, sys, torch
 from tim.models import TiMConfig, TiM
-from tim.pipeline import SamplingRecipe, TiMPipeline
+from tim.generation import SamplingRecipe, TiMPipeline
 torch.set_num_threads(1)
 config = TiMConfig.from_dict(json.loads(sys.argv[1])); side = int(sys.argv[2]); device = torch.device(sys.argv[3])
 torch.manual_seed(0)
