@@ -11,5 +11,11 @@ from tim.deprecation import moved_names
 
 __getattr__, __dir__ = moved_names(
     __name__,
-    ["tim.generation.pipeline", "tim.generation.recipe", "tim.generation.memory", "tim.generation.folders"],
+    [
+        "tim.generation.pipeline",
+        "tim.generation.recipe",
+        "tim.generation.memory",
+        "tim.generation.folders",
+        "tim.training.recipe",
+    ],
 )

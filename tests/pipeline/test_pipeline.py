@@ -265,7 +265,7 @@ def native_demo():  # noqa: ANN201 - the script as a module
 
 def test_recipe_rules_reproduce_the_native_resolution_demo() -> None:
     """The recipe a demo run gets: shift sqrt(HW / 16^2) and RoPE scale 32 / max side above 32, as the script computed."""
-    from tim.generation.folders import run_recipe_fields
+    from tim.training.recipe import run_recipe_fields
 
     demo = native_demo()
     recipe = SamplingRecipe(**run_recipe_fields(demo.run_config(1.0, 10, [])))
@@ -441,3 +441,32 @@ def test_from_released_checks_the_file_before_loading_the_autoencoder(tmp_path: 
     with pytest.raises(TimError) as caught:  # the autoencoder folder does not even exist
         TiMPipeline.from_released(file, preset="TiM-XL/2", autoencoder=tmp_path / "no-such-autoencoder")
     assert "not-tim.safetensors" in str(caught.value) and "autoencoder" not in str(caught.value).split(";")[0]
+
+
+def test_a_run_writes_its_recipe_and_from_run_reads_it(digits_run: Path, tmp_path: Path) -> None:
+    """Training writes recipe.json beside config.json; from_run uses it (not the dataset's name), and a
+    run without one (trained before runs wrote it) gets the same recipe from its config."""
+    import shutil
+
+    from tim.errors import TimError
+    from tim.generation import TiMPipeline
+    from tim.training import load_config
+    from tim.training.recipe import run_recipe
+
+    stored = json.loads((digits_run / "recipe.json").read_text())
+    assert stored == run_recipe(load_config(str(digits_run / "config.json")))
+    assert stored["class_names"] == [str(k) for k in range(10)]
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    assert TiMPipeline.from_run(run).recipe == TiMPipeline.from_run(digits_run).recipe
+    (run / "recipe.json").write_text(json.dumps({**stored, "steps": 3, "guidance_scale": 1.5}))
+    recipe = TiMPipeline.from_run(run).recipe
+    assert (recipe.steps, recipe.guidance_scale) == (3, 1.5)
+    (run / "recipe.json").unlink()  # an older run: derived from its config, as before
+    assert TiMPipeline.from_run(run).recipe == TiMPipeline.from_run(digits_run).recipe
+    (run / "recipe.json").write_text(json.dumps({**stored, "steps": "4"}))
+    with pytest.raises(TimError, match=r"recipe.json: steps = \"4\" is not an integer"):
+        TiMPipeline.from_run(run)
+    (run / "recipe.json").write_text("[1, 2]")
+    with pytest.raises(TimError, match="is not a JSON object"):
+        TiMPipeline.from_run(run)

@@ -15,7 +15,7 @@ with :func:`tim.io.replace_folder`, so nothing is ever half-written)::
     autoencoder/         diffusers folder (copied), unless referenced by local path in pipeline.json
     text_encoder/        transformers folder (copied), unless referenced ("minilm" or a local path)
 
-A run's recipe comes from its config (:func:`run_recipe_fields`) and its data (:func:`run_data_facts`).
+A run's recipe is the ``recipe.json`` training wrote beside its config (:mod:`tim.training.recipe`).
 """
 
 from __future__ import annotations
@@ -227,22 +227,24 @@ def pipeline_from_run(
     autoencoder: Any = None,
     text_encoder: Any = None,
 ) -> Any:
-    """``cls.from_run``: a training run's weights with a recipe built from its config."""
+    """``cls.from_run``: a training run's weights with the recipe the run wrote (``recipe.json``)."""
+    from tim.models import TiM
     from tim.training import load_run
+    from tim.training.recipe import RUN_RECIPE_NAME, read_run_recipe, run_recipe
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TimError(f"run folder {run_dir} does not exist", "pass the folder written by tim train --out")
     device = torch.device(device)
     model, cfg = load_run(run_dir, which=weights, device=device)
-    from tim.models import TiM
-
     if not isinstance(model, TiM):
         raise TimError(
             f"run {run_dir} trained a {type(model).__name__} (vectors); the pipeline makes images",
             "sample it with tim sample or tim.samplers.sample",
         )
-    facts = run_data_facts(cfg)
+    facts = read_run_recipe(Path(run_dir))
+    if facts is None:  # a run trained before runs wrote recipe.json: derive it from the config
+        facts = run_recipe(cfg)
     recorded_ae, recorded_text = facts.pop("autoencoder", None), facts.pop("text_encoder", None)
     if model.config.conditioning != "class" or len(facts.get("class_names", ())) != model.config.num_classes:
         facts.pop("class_names", None)
@@ -256,7 +258,7 @@ def pipeline_from_run(
         ae_source = None
     ae = load_autoencoder(ae_source, device)
     text_source = text_encoder if text_encoder is not None else recorded_text
-    recipe = SamplingRecipe(**run_recipe_fields(cfg), **facts)
+    recipe = SamplingRecipe.from_dict(facts, Path(run_dir) / RUN_RECIPE_NAME)
     text = None
     if model.config.conditioning == "text" and text_source is not None:
         text = load_text_encoder(text_source, recipe.text_max_length, device)
@@ -512,83 +514,6 @@ def save_text_part(text_encoder: Any, target: Path, reference: bool) -> Any:
         return {"path": str(Path(source).resolve())}
     shutil.copytree(source, target)
     return "copy"
-
-
-def run_recipe_fields(cfg: Any) -> dict[str, Any]:
-    """Recipe fields from a run config: path, cfg.sample defaults, resolution shift, RoPE rule."""
-    from tim.training.config import set_options
-
-    base = cfg.objective.shift_base
-    fields: dict[str, Any] = {
-        "path": cfg.path.name,
-        "path_options": set_options(cfg.path),
-        "steps": max(cfg.sample.steps) if cfg.sample.steps else 4,
-        "guidance_scale": cfg.sample.guidance_scale,
-        "guidance_interval": tuple(cfg.sample.guidance_interval),
-        "stochasticity": cfg.sample.stochasticity,
-    }
-    if base is not None:
-        fields.update(shift_rule="sqrt_area", base_size=tuple(base))
-    if cfg.data.bucketed and cfg.data.name == "shapes":
-        # Positions up to the largest training side were seen; interpolate beyond (native-resolution demo).
-        fields.update(rope_rule="interpolate", rope_max_side=cfg.data.max_side)
-    return fields
-
-
-def run_data_facts(cfg: Any) -> dict[str, Any]:
-    """What the run's data says about its outputs, without loading the dataset.
-
-    Returns recipe fields (class_names, latent_scale, latent_shift, text_max_length) plus
-    ``autoencoder`` / ``text_encoder`` locations when recorded.
-    """
-    data = cfg.data
-    facts: dict[str, Any] = {}
-    if data.name == "digits":
-        facts["class_names"] = [str(k) for k in range(10)]
-    elif data.name == "shapes":
-        from tim.data.shapes import SHAPE_NAMES
-
-        facts["class_names"] = list(SHAPE_NAMES)
-    elif data.name == "image_folder":
-        root = Path(data.root)
-        if root.is_dir():
-            facts["class_names"] = sorted(
-                p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-            )
-    elif data.name == "latents":
-        facts.update(latent_metadata(Path(data.root)))
-    text = getattr(data, "text_encoder", "")
-    if text:
-        facts["text_encoder"] = text
-        if getattr(data, "max_text_length", 0):
-            facts["text_max_length"] = int(data.max_text_length)
-    return facts
-
-
-def latent_metadata(root: Path) -> dict[str, Any]:
-    """Scale, shift, autoencoder and class names recorded in a latent-shard folder (tim.data.latents)."""
-    from safetensors import safe_open
-
-    shards = sorted(root.glob("*.safetensors")) if root.is_dir() else []
-    if not shards:
-        warnings.warn(
-            f"the run's latent shards ({root}) are gone: latent scale 1 and shift 0 are assumed; "
-            "pass autoencoder=DIR and check the recipe",
-            stacklevel=4,
-        )
-        return {}
-    with safe_open(str(shards[0]), framework="pt") as f:
-        meta = f.metadata() or {}
-    facts: dict[str, Any] = {
-        "latent_scale": float(meta.get("scale", 1.0)),
-        "latent_shift": float(meta.get("shift", 0.0)),
-    }
-    if meta.get("autoencoder"):
-        facts["autoencoder"] = meta["autoencoder"]
-    names = json.loads(meta.get("class_names", "[]"))
-    if names:
-        facts["class_names"] = names
-    return facts
 
 
 @dataclass(frozen=True)

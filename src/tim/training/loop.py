@@ -57,6 +57,7 @@ from tim.training.logging import MetricsLogger, Progress
 from tim.training.memory import check_training_memory, parameter_count
 from tim.training.outputs import export_run, sample_grids
 from tim.training.preemption import Preempted, SignalStop, StopRequest
+from tim.training.recipe import write_run_recipe
 from tim.training.rundir import latest_checkpoint, newest_checkpoint, prepare_run_dir
 from tim.training.state import TrainState, restore_state, save_state
 from tim.training.text import check_text_model, is_text_model, with_null_prompt
@@ -442,8 +443,9 @@ def _start(
                 state = restore_state(
                     checkpoint, cfg, model, ema, optimizer, source, allow_config_change=allow_config_change
                 )
-            with stop.deferred("writing config.json"):  # after the resume check
+            with stop.deferred("writing config.json and recipe.json"):  # after the resume check
                 distributed.on_main(env, lambda: save_config(cfg, run_dir / "config.json"))
+                distributed.on_main(env, lambda: write_run_recipe(cfg, run_dir))
     except SignalStop as stopped:
         raise Preempted(stopped.signal_name, None, newest_checkpoint(run_dir, env)) from None
     parts = StepParts(

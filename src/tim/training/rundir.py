@@ -53,6 +53,7 @@ RUN_OUTPUTS = (
     "pretrained",
     "summary.json",
     "config.json",
+    "recipe.json",
     "tensorboard",
 )
 
