@@ -234,3 +234,20 @@ def test_demo_names_and_options_in_any_order(monkeypatch, tmp_path, argv, name, 
     ((ran, options),) = seen
     assert (ran, options.quick, options.overrides, options.out) == (name, True, overrides, out)
     assert options.seed == (3 if name == "latent" else 2 if "b=2" in overrides else 0)
+
+
+def test_a_file_system_error_that_no_layer_words_is_still_one_line(tmp_path, capsys) -> None:
+    """A folder where the run's exported weights go: the export fails with one line (exit 2), and the
+    finished checkpoints stay."""
+    from tim.cli.main import main
+
+    run = tmp_path / "run"
+    args = ["train", "--config", "toy2d", "--out", str(run), "train.log_every=10", "train.progress=false"]
+    assert main([*args, "train.steps=10", "train.checkpoint_every=10"]) == 0
+    (run / "pretrained" / "model.safetensors").unlink()
+    (run / "pretrained" / "model.safetensors").mkdir()
+    capsys.readouterr()
+    assert main([*args, "train.steps=20", "train.checkpoint_every=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Is a directory:") and "model.safetensors" in err
+    assert "Traceback" not in err and (run / "checkpoints" / "step_00000020").is_dir()

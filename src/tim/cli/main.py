@@ -85,6 +85,16 @@ def _one_line_warning(
     return f"warning: {message}\n"
 
 
+def file_system_error(error: OSError) -> str:
+    """One line for an ``OSError`` that reached the command: what failed, on which path, and the fix."""
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    what = error.strerror or type(error).__name__
+    return (
+        f"{what}{f': {where}' if where else ''}; free disk space, fix the permissions or remove what is in "
+        "the way at that path, then rerun the same command (finished work is kept)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tim`` command.
 
@@ -116,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except TimError as error:
         sys.stderr.write(f"error: {error}\n")
+        return USAGE_ERROR
+    except OSError as error:  # a file-system failure no layer put into words: still one line
+        sys.stderr.write(f"error: {file_system_error(error)}\n")
         return USAGE_ERROR
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
