@@ -83,21 +83,23 @@ def precision_modes() -> None:
     wrapped: dict[str, torch.nn.Module] = {}
     original_wrap = distributed.wrap
 
-    def recording_wrap(model, ema, env, parallel):  # noqa: ANN001, ANN202 - same signature as wrap
+    def recording_wrap(model, ema, env, parallel, *args):  # noqa: ANN001, ANN002, ANN202 - as wrap
         wrapped.update(model=model, ema=ema)  # fully_shard keeps the module objects
-        return original_wrap(model, ema, env, parallel)
+        return original_wrap(model, ema, env, parallel, *args)
 
     distributed.wrap = recording_wrap
     try:
-        for mode in DERIVATIVE_PRECISIONS:
+        for run in [*DERIVATIVE_PRECISIONS, *(f"{mode}-bf16params" for mode in DERIVATIVE_PRECISIONS)]:
+            mode, params = run.split("-")[0], "bf16" if run.endswith("bf16params") else "fp32"
             extra = ["train.parallel=fsdp", "train.precision=bf16", f"objective.derivative_precision={mode}"]
-            train(load_config(None, [*overrides, *extra]), out / mode)
+            extra.append(f"train.fsdp_param_dtype={params}")
+            train(load_config(None, [*overrides, *extra]), out / run)
             weights = {}
             for part, module in wrapped.items():
                 for key, value in module.state_dict().items():
                     full = value.full_tensor() if isinstance(value, DTensor) else value  # a collective
                     weights[f"{part}.{key}"] = full.detach().cpu().contiguous()
-            save_file(weights, str(out / f"{mode}_rank{dist.get_rank()}.safetensors"))
+            save_file(weights, str(out / f"{run}_rank{dist.get_rank()}.safetensors"))
     finally:
         distributed.wrap = original_wrap
     dist.destroy_process_group()

@@ -125,13 +125,13 @@ DERIVATIVE_PRECISIONS = ("fp32", "tf32", "mixed", "bf16")  # objective.derivativ
 
 
 def test_fsdp_bf16_trains_with_every_derivative_precision(tmp_path: Path) -> None:
-    """FSDP2 on 2 CPU processes (gloo) with bf16 autocast, once per DDE precision mode.
+    """FSDP2 on 2 CPU processes (gloo) with bf16 autocast, once per DDE precision mode, with float32
+    and with bfloat16 gathered weights (``train.fsdp_param_dtype``, FSDP2's MixedPrecisionPolicy).
 
     Each run (3 steps) must log a finite loss at every step, and the two ranks must end with the
     same weights: each rank all-gathers its sharded model and EMA after training (the worker's
-    ``--precision-modes``), and both equal the checkpoint rank 0 wrote. bf16 here is autocast
-    (``train.precision=bf16``, what ``tim.training.distributed.wrap`` supports); parameters stay
-    float32. On the CPU ``tf32`` matmuls are plain float32, so that run equals the ``fp32`` one.
+    ``--precision-modes``), and both equal the checkpoint rank 0 wrote. On the CPU ``tf32`` matmuls
+    are plain float32, so that run equals the ``fp32`` one.
     """
     command = [
         sys.executable,
@@ -155,7 +155,7 @@ def test_fsdp_bf16_trains_with_every_derivative_precision(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr[-3000:]
     final: dict[str, dict[str, torch.Tensor]] = {}
-    for mode in DERIVATIVE_PRECISIONS:
+    for mode in [*DERIVATIVE_PRECISIONS, *(f"{mode}-bf16params" for mode in DERIVATIVE_PRECISIONS)]:
         rows = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
         losses = [row["loss"] for row in rows if "loss" in row]
         assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), (mode, rows)
@@ -176,3 +176,5 @@ def test_fsdp_bf16_trains_with_every_derivative_precision(tmp_path: Path) -> Non
         final[mode] = rank0
     # the mode reaches the DDE passes: bf16 derivatives give other weights than fp32 ones
     assert any(not torch.equal(final["fp32"][key], final["bf16"][key]) for key in final["fp32"])
+    # and the parameter policy reaches the passes: bf16 weights give other weights than float32 ones
+    assert any(not torch.equal(final["fp32"][key], final["fp32-bf16params"][key]) for key in final["fp32"])

@@ -281,7 +281,7 @@ def rope_rotate(x: Tensor, tables: RopeTables) -> Tensor:
     Inductor fuses into one kernel (it has no complex code generation). Both equal
     :func:`apply_rope` up to float rounding.
     """
-    xf = x.to(torch.promote_types(x.dtype, tables.cos.dtype))
+    xf = x.to(torch.promote_types(torch.promote_types(x.dtype, tables.cos.dtype), torch.float32))
     if torch.compiler.is_compiling() or tables.rotation is None:
         swapped = _pairs(xf).flip(-1).flatten(-2)  # (a, b) -> (b, a)
         return (xf * tables.cos + swapped * tables.sin_signed).to(x.dtype)

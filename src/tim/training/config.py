@@ -179,6 +179,7 @@ class TrainConfig:
     label_dropout: float = bounded(0.1, ge=0.0, lt=1.0)  # CFG condition dropout, published TiM configs
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     parallel: Literal["ddp", "fsdp"] = "ddp"  # wrapping when launched with torchrun
+    fsdp_param_dtype: Literal["fp32", "bf16"] = "fp32"  # FSDP2: dtype of the gathered weights (bf16 = faster)
     checkpoint_every: int = bounded(500, ge=1)  # optimizer steps between checkpoints
     keep_last: int = bounded(3, ge=1)  # checkpoints kept on disk
     sample_every: int = bounded(0, ge=0)  # steps between sample grids; 0 = only at the end

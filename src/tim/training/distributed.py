@@ -184,7 +184,9 @@ def _shard_units(model: nn.Module) -> list[nn.Module]:
     return list(blocks) if isinstance(blocks, nn.ModuleList) else []
 
 
-def wrap(model: nn.Module, ema: nn.Module, env: DistEnv, parallel: str) -> tuple[nn.Module, nn.Module]:
+def wrap(
+    model: nn.Module, ema: nn.Module, env: DistEnv, parallel: str, param_dtype: str = "fp32"
+) -> tuple[nn.Module, nn.Module]:
     """Wrap the model (and shard the EMA the same way under FSDP): the ONE place that does it.
 
     Args:
@@ -192,6 +194,9 @@ def wrap(model: nn.Module, ema: nn.Module, env: DistEnv, parallel: str) -> tuple
         ema: its EMA copy (also on ``env.device``).
         env: this process.
         parallel: ``"ddp"`` or ``"fsdp"``.
+        param_dtype: FSDP2 only: ``"bf16"`` gathers the model's weights in bfloat16 for its forward
+            and backward passes (FSDP2's ``MixedPrecisionPolicy``; gradients are reduced in float32
+            and the sharded weights, the optimizer and the EMA stay float32).
 
     Returns:
         ``(F, F_nograd)``: the module to call for the gradient pass and the one for the
@@ -203,12 +208,14 @@ def wrap(model: nn.Module, ema: nn.Module, env: DistEnv, parallel: str) -> tuple
     if parallel == "ddp":
         ids = [env.device.index] if env.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids), model
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for module in (model, ema):
+        policy = bf16 if param_dtype == "bf16" and module is model else MixedPrecisionPolicy()
         for unit in _shard_units(module):
-            fully_shard(unit)
-        fully_shard(module)
+            fully_shard(unit, mp_policy=policy)
+        fully_shard(module, mp_policy=policy)
     return model, model
 
 

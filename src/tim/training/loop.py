@@ -587,7 +587,11 @@ def _wrap(
                 "and DDP requires a gradient for every parameter",
                 "set model.z_dim=0, or set repa.encoder",
             )
-        return (*distributed.wrap(model, ema, env, cfg.train.parallel), None, objective)
+        return (
+            *distributed.wrap(model, ema, env, cfg.train.parallel, cfg.train.fsdp_param_dtype),
+            None,
+            objective,
+        )
     if fsdp:
         raise TimError(
             "REPA under FSDP is not wired (the feature pass bypasses the root module's hooks)",
