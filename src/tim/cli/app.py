@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 from tim.errors import TimError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

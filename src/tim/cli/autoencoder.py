@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 from tim.errors import TimError
 
 SYNTHETIC = ("scenes", "shapes")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 from tim.errors import TimError
 
 

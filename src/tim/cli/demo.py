@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 from tim.cli.sample import parse_steps, prepare_output_dir
 from tim.deprecation import moved_names
 from tim.errors import TimError

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 from tim.errors import TimError
 from tim.generation.folders import PIPELINE_NAME, refresh_checksums
 from tim.io import write_safetensors, write_text

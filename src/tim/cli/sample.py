@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 
 # The argument checks, and the limits they use (imported from here by tim demo and older scripts).
 from tim.cli.sample_checks import (  # noqa: F401 - re-exported

@@ -14,6 +14,7 @@ __getattr__, __dir__ = moved_names(
     __name__,
     [
         "tim.generation.job",
+        "tim.generation.job_spec",
         "tim.generation.job_files",
         "tim.generation.memory",
         "tim.generation.backends",

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tim.cli.main import HelpFormatter
+from tim.cli.parsing import HelpFormatter
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -29,7 +29,8 @@ from tim.generation.folders import (
     resolve_dtype,
     resolve_pipeline_folder,
 )
-from tim.generation.job import Backend, BatchOutput, Job, JobResult, run_job
+from tim.generation.job import JobResult, run_job
+from tim.generation.job_spec import Backend, BatchOutput, Job
 from tim.generation.memory import (
     MEMORY_HEADROOM,
     available_memory_bytes,

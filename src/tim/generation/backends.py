@@ -23,7 +23,7 @@ import torch
 
 from tim.errors import TimError
 from tim.generation.folders import RunInfo, _is_vector_run, load_for_sampling
-from tim.generation.job import BatchOutput
+from tim.generation.job_spec import BatchOutput
 from tim.generation.memory import pipeline_batch_bytes, vector_batch_bytes
 from tim.samplers import sample_batches, seeded_noise
 

@@ -24,7 +24,7 @@ from tim.training.lock import RunLock, refuse_link
 from tim.training.preemption import deferred
 
 if TYPE_CHECKING:
-    from tim.generation.job import Job
+    from tim.generation.job_spec import Job
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "tim-sample-index/1"

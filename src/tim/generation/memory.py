@@ -23,7 +23,7 @@ from tim.errors import TimError
 from tim.system import available_memory, format_bytes
 
 if TYPE_CHECKING:
-    from tim.generation.job import Backend, Job
+    from tim.generation.job_spec import Backend, Job
 
 __all__ = [
     "ACTIVATION_MARGIN",
