@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -353,16 +352,13 @@ def test_from_run_of_a_latent_run_decodes_with_the_recorded_autoencoder(
     assert pipe.autoencoder is not None and pipe.autoencoder.folder == kl_folder
     images = pipe(class_labels=[0, 2]).images
     assert [im.size for im in images] == [(32, 32)] * 2  # 8x8 latents x f4
+    # The run recorded these facts when it started (recipe.json), so later changes to the shards
+    # do not move a trained run to another autoencoder.
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["autoencoder"] == str(kl_folder)
     # The recorded autoencoder folder is gone: a one-line warning, latents only.
-    shutil.rmtree(tmp_path / "shards")
-    write_latent_shards(
-        tmp_path / "shards",
-        torch.randn(32, 4, 8, 8),
-        torch.arange(32) % 3,
-        scale=0.7,
-        shift=0.1,
-        autoencoder=str(tmp_path / "gone"),
-        class_names=["a", "b", "c"],
+    recipe = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    (tmp_path / "run" / "recipe.json").write_text(
+        json.dumps({**recipe, "autoencoder": str(tmp_path / "gone")})
     )
     with pytest.warns(UserWarning, match="not a local folder"):
         latent_only = TiMPipeline.from_run(tmp_path / "run")
