@@ -41,6 +41,30 @@ def _pipeline_folder_without_weights(tmp: Path) -> str:
     return tim_error(lambda: TiMPipeline.load(folder))
 
 
+def _pipeline_folder_bit_flipped(tmp: Path) -> str:
+    from tim.generation import TiMPipeline
+
+    folder = _rgb_pipeline().save_pretrained(tmp / "pipe")
+    weights = folder / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10
+    weights.write_bytes(bytes(data))
+    return tim_error(lambda: TiMPipeline.load(folder))
+
+
+def _released_file_not_tim(tmp: Path) -> str:
+    from safetensors.torch import save_file
+
+    from tim.generation import TiMPipeline
+
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(tmp / "other.safetensors"))
+    return tim_error(
+        lambda: TiMPipeline.from_released(
+            tmp / "other.safetensors", preset="TiM-XL/2", autoencoder=tmp / "ae"
+        )
+    )
+
+
 def _pipeline_half_on_cpu(tmp: Path) -> str:
     from tim.generation import TiMPipeline
 
@@ -88,6 +112,22 @@ CASES: list[Case] = [
         _pipeline_folder_without_weights,
         ("has no model/",),
         ("tim convert or save_pretrained",),
+    ),
+    Case(
+        "pipeline-folder-bit-flipped",
+        "checkpoint",
+        "a pipeline folder whose `model/model.safetensors` has one flipped bit",
+        _pipeline_folder_bit_flipped,
+        ("model.safetensors is damaged (SHA-256 differs from pipeline.json)",),
+        ("restore the file or re-create the folder",),
+    ),
+    Case(
+        "released-file-not-tim",
+        "checkpoint",
+        "`TiMPipeline.from_released` on a file that is not the preset's weights (autoencoder folder missing too)",
+        _released_file_not_tim,
+        ("other.safetensors do not match the model", "unexpected 1 [encoder.weight]"),
+        ("check that the checkpoint and the model config",),
     ),
     Case(
         "pipeline-half-on-cpu",
