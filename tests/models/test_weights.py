@@ -216,3 +216,55 @@ def test_exported_weights_get_the_umask_mode(mask: int, tmp_path: Path) -> None:
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
     assert modes == {"config.json": 0o666 & ~mask, "model.safetensors": 0o666 & ~mask}, modes
     assert from_pretrained(folder).config == model.config  # and the file is whole
+
+
+def _raw_header(path: Path, text: bytes) -> None:
+    """Replace the whole header of ``path`` by ``text`` (keeping the data bytes)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+
+
+def _entry(**change: object):  # noqa: ANN202 - a header edit
+    def edit(header: dict) -> None:
+        header["final_layer.linear.weight"].update(change)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (b"not json at all", "its header is not JSON"),
+        (b"[1, 2, 3]", "its header is not a JSON object"),
+        (b'{"__metadata__": {"format": 5}}', "its __metadata__ is not a map of strings"),
+        (_entry(dtype="Q7"), "has an unknown dtype 'Q7'"),
+        (_entry(shape=[4, -1]), "not a list of sizes"),
+        (_entry(shape="4x4"), "not a list of sizes"),
+        (_entry(data_offsets=[0]), "not [begin, end]"),
+        (_entry(data_offsets=[8, 4]), "outside the file"),
+        (_entry(shape=[1]), "but spans"),
+    ],
+)
+def test_every_malformed_header_entry_is_one_line_before_any_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: object, message: str
+) -> None:
+    """The header of an untrusted safetensors file is checked field by field, tensors unread."""
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    weights = folder / "model.safetensors"
+    if isinstance(edit, bytes):
+        _raw_header(weights, edit)
+    else:
+        edit_header(weights, edit)  # type: ignore[arg-type]
+    no_tensor_reads(monkeypatch)
+    with pytest.raises(TimError) as caught:
+        from_pretrained(folder)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_header_entry_that_is_not_an_object_is_one_line(tmp_path: Path) -> None:
+    folder = save_pretrained(build_model("TiM-tiny"), tmp_path)
+    edit_header(folder / "model.safetensors", lambda header: header.update({"final_layer.linear.weight": 3}))
+    with pytest.raises(TimError, match="has no dtype, shape and data_offsets"):
+        from_pretrained(folder)
