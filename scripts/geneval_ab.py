@@ -56,7 +56,8 @@ def table(variants: dict[str, dict[int, dict]], split: str, scale: str, paired: 
             values = [runs[s][split][scale][k]["overall"] for s in seeds]
             if paired:
                 values = [
-                    v - variants[names[0]][s][split][scale][k]["overall"] for v, s in zip(values, seeds, strict=True)
+                    v - variants[names[0]][s][split][scale][k]["overall"]
+                    for v, s in zip(values, seeds, strict=True)
                 ]
             row.append(cell(values))
         label = f"{name} − {names[0]} ({len(seeds)})" if paired else f"{name} ({len(seeds)})"
