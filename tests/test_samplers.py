@@ -236,3 +236,48 @@ def test_bad_arguments_raise_one_line_errors(kwargs: dict) -> None:
 def test_negative_guidance_scale_is_a_clear_error() -> None:
     with pytest.raises(TimError, match="guidance_scale must be >= 0"):
         sample(lambda x, t, r, **c: x, torch.zeros(2, 2), steps=1, guidance_scale=-1.0, uncond={})
+
+
+def test_sampling_defaults_agree_across_layers() -> None:
+    """Every layer's default sampling knobs are THE defaults of tim.samplers (same values and types)."""
+    import argparse
+    import inspect
+    from types import SimpleNamespace
+
+    from tim import samplers
+    from tim.app import logic
+    from tim.cli.sample import _sampler_options
+    from tim.generation import backends
+    from tim.generation.recipe import SamplingRecipe
+    from tim.training.config import SampleConfig
+
+    table = {
+        "guidance_scale": samplers.DEFAULT_GUIDANCE_SCALE,
+        "guidance_interval": samplers.DEFAULT_GUIDANCE_INTERVAL,
+        "stochasticity": samplers.DEFAULT_STOCHASTICITY,
+    }
+    assert table == {"guidance_scale": 1.0, "guidance_interval": (0.0, 1.0), "stochasticity": 0.0}
+    assert samplers.DEFAULT_STEPS == 4
+
+    def signature_defaults(function, names) -> dict:
+        parameters = inspect.signature(function).parameters
+        return {name: parameters[name].default for name in names}
+
+    recipe, config = SamplingRecipe(), SampleConfig()
+    layers = {
+        "SamplingRecipe": {name: getattr(recipe, name) for name in table},
+        "SampleConfig": {name: getattr(config, name) for name in table},
+        "sample": signature_defaults(samplers.sample, table),
+        "app generate": signature_defaults(logic.generate, table),
+    }
+    for name, got in layers.items():
+        assert repr(got) == repr(table), name  # same values and types (1.0, not 1; a tuple, not a list)
+    scale_only = [samplers.sample_batches, backends.sample_classes, backends.generate]
+    for function in scale_only:
+        assert signature_defaults(function, ["guidance_scale"]) == {"guidance_scale": table["guidance_scale"]}
+    assert recipe.steps == signature_defaults(logic.generate, ["steps"])["steps"] == samplers.DEFAULT_STEPS
+    # `tim sample` on a non-image run (no recipe): nothing given on the command line.
+    vector = SimpleNamespace(kind="vector", info=SimpleNamespace(default_steps=[1, 2]), conditioning="none")
+    args = argparse.Namespace(cfg=None, stochasticity=None)
+    options, steps = _sampler_options(vector, args, None, None)
+    assert repr(options) == repr(table) and steps == [2]

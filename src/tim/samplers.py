@@ -33,6 +33,10 @@ from tim.paths import LinearPath, Path
 from tim.timesteps import resolve_generator, time_grid
 
 __all__ = [
+    "DEFAULT_GUIDANCE_INTERVAL",
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_STEPS",
+    "DEFAULT_STOCHASTICITY",
     "MAX_STEPS",
     "MAX_GUIDANCE_SCALE",
     "MAX_STOCHASTICITY",
@@ -55,6 +59,13 @@ MAX_STEPS = 1000
 # The largest classifier-free guidance scale: 10x the largest the paper uses (3.0 at 512 px).
 MAX_GUIDANCE_SCALE = 30.0
 MAX_STOCHASTICITY = 1.0  # the noise-removal term rho * z_hat * (t - r) must not exceed the noise present
+
+# THE sampling defaults, beside the limits: every layer reads these (the run config's preview grids,
+# SamplingRecipe and so recipe.json, `tim sample`, the app, the Python API: sample, sample_batches).
+DEFAULT_STEPS = 4  # steps of a model sampled "by default" (recipe, app); sample()'s own grid default is 1
+DEFAULT_GUIDANCE_SCALE = 1.0  # no classifier-free guidance
+DEFAULT_GUIDANCE_INTERVAL: tuple[float, float] = (0.0, 1.0)  # guide every step (fractions of t_max)
+DEFAULT_STOCHASTICITY = 0.0  # deterministic transitions
 
 
 @dataclass
@@ -207,10 +218,10 @@ def sample(
     grid: Tensor | Sequence[float] | None = None,
     cond: dict[str, Any] | None = None,
     uncond: dict[str, Any] | None = None,
-    guidance_scale: float = 1.0,
-    guidance_interval: tuple[float, float] = (0.0, 1.0),
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_interval: tuple[float, float] = DEFAULT_GUIDANCE_INTERVAL,
     interval: IntervalMode = "inclusive",
-    stochasticity: float = 0.0,
+    stochasticity: float = DEFAULT_STOCHASTICITY,
     shift: float = 1.0,
     method: Method = "transition",
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -294,7 +305,7 @@ def sample_batches(
     noise: Tensor,
     *,
     cond: dict[str, Any] | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     batch_size: int | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     check_finite: str | None = None,

@@ -2,7 +2,8 @@
 
 :func:`generate` is the pure function behind the page's button (the unit tests call it); the limits
 of a request are the constants below, the guidance scale's is :data:`tim.samplers.MAX_GUIDANCE_SCALE`
-(the one table of sampler limits).
+(the one table of sampler limits); its sampler defaults are the ``DEFAULT_*`` beside that table. The
+page's controls start at the model's recipe (:func:`describe`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import torch
 
 from tim.app.picture import tile
 from tim.errors import TimError
-from tim.samplers import MAX_GUIDANCE_SCALE
+from tim.samplers import (
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    DEFAULT_STOCHASTICITY,
+    MAX_GUIDANCE_SCALE,
+)
 
 MAX_STEPS = 128  # the steps slider runs 1-128 (the demo's largest step count)
 COMPARE_STEPS = (1, 2, 4, 8, 16)  # the "compare" strip
@@ -210,11 +217,11 @@ def generate(
     *,
     label: int | None = None,
     prompt: str | None = None,
-    steps: int = 4,
+    steps: int = DEFAULT_STEPS,
     compare: bool = False,
-    guidance_scale: float = 1.0,
-    guidance_interval: Sequence[float] = (0.0, 1.0),
-    stochasticity: float = 0.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    guidance_interval: Sequence[float] = DEFAULT_GUIDANCE_INTERVAL,
+    stochasticity: float = DEFAULT_STOCHASTICITY,
     seed: int = 0,
     num_images: int = 4,
     height: int | None = None,

@@ -67,6 +67,7 @@ from tim.generation.backends import (  # noqa: F401 - re-exported
     weights_fingerprint,
 )
 from tim.generation.folders import RunInfo, load_for_sampling  # noqa: F401 - re-exported
+from tim.samplers import DEFAULT_GUIDANCE_INTERVAL, DEFAULT_GUIDANCE_SCALE, DEFAULT_STOCHASTICITY
 
 
 def load_backend(args: argparse.Namespace, device: torch.device) -> Any:
@@ -437,7 +438,11 @@ def _sampler_options(
         }
         default_steps = [recipe.steps]
     else:
-        defaults = {"guidance_scale": 1.0, "guidance_interval": (0.0, 1.0), "stochasticity": 0.0}
+        defaults = {
+            "guidance_scale": DEFAULT_GUIDANCE_SCALE,
+            "guidance_interval": DEFAULT_GUIDANCE_INTERVAL,
+            "stochasticity": DEFAULT_STOCHASTICITY,
+        }
         default_steps = [max(backend.info.default_steps)] if backend.info.default_steps else [1]
     given = {"guidance_scale": args.cfg, "guidance_interval": interval, "stochasticity": args.stochasticity}
     options = {key: defaults[key] if value is None else value for key, value in given.items()}

@@ -25,7 +25,7 @@ from tim.errors import TimError
 from tim.generation.folders import RunInfo, _is_vector_run, load_for_sampling
 from tim.generation.job_spec import BatchOutput
 from tim.generation.memory import pipeline_batch_bytes, vector_batch_bytes
-from tim.samplers import sample_batches, seeded_noise
+from tim.samplers import DEFAULT_GUIDANCE_SCALE, sample_batches, seeded_noise
 
 __all__ = [
     "Generated",
@@ -152,7 +152,7 @@ class VectorBackend:
     ) -> BatchOutput:
         """One batch from per-sample seeded noise (:func:`tim.samplers.seeded_noise`)."""
         sampler = dict(options)
-        scale = sampler.pop("guidance_scale", 1.0)
+        scale = sampler.pop("guidance_scale", DEFAULT_GUIDANCE_SCALE)
         noise, generators = seeded_noise(indices, self.info.data_shape, seed)
         cond = {} if labels is None else {"y": labels.to(self.device)}
         with torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
@@ -268,7 +268,7 @@ def sample_classes(
     class_ids: Sequence[int],
     per_class: int,
     seed: int = 0,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     batch_size: int = 500,
     **sampler_options: Any,
 ) -> Generated:
@@ -316,7 +316,7 @@ def generate(
     *,
     class_ids: Sequence[int],
     per_class: int,
-    guidance_scale: float = 1.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
     seed: int = 0,
     batch_size: int = 500,
     **sampler_options: Any,

@@ -1,8 +1,8 @@
 """The sampling recipe: how a model is sampled by default (``recipe.json`` of a pipeline folder).
 
-:class:`SamplingRecipe` holds THE sampling knobs and their defaults (docs/internals.md, "Layers");
-every value is checked when a recipe is built, against the sampler limits of :mod:`tim.samplers`
-(the one table). :data:`RELEASED_RECIPES` are the paper's settings for the released checkpoints
+:class:`SamplingRecipe` holds THE sampling knobs of a model (docs/internals.md, "Layers"); their
+defaults are the sampler defaults of :mod:`tim.samplers`, and every value is checked when a recipe is
+built against the sampler limits there (the one table). :data:`RELEASED_RECIPES` are the paper's settings for the released checkpoints
 (arXiv 2509.04394, Tables 13-14 and App. C.2), used by ``tim convert`` and
 ``TiMPipeline.from_released``.
 """
@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from tim.errors import TimError
-from tim.samplers import MAX_STEPS, MAX_STOCHASTICITY
+from tim.samplers import (
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    DEFAULT_STOCHASTICITY,
+    MAX_STEPS,
+    MAX_STOCHASTICITY,
+)
 
 __all__ = ["RECIPE_NAME", "RELEASED_RECIPES", "SamplingRecipe", "released_recipe"]
 
@@ -110,11 +117,11 @@ class SamplingRecipe:
 
     path: str = "linear"
     path_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 4
-    guidance_scale: float = 1.0
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    guidance_interval: tuple[float, float] = DEFAULT_GUIDANCE_INTERVAL
     interval: Literal["inclusive", "strict"] = "inclusive"
-    stochasticity: float = 0.0
+    stochasticity: float = DEFAULT_STOCHASTICITY
     shift: float = 1.0
     shift_rule: Literal["none", "sqrt_area"] = "none"
     base_size: tuple[int, int] | None = None

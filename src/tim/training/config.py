@@ -28,7 +28,14 @@ from tim.models.layers import AttentionBackend, RopePositions
 from tim.models.tim import Conditioning, TimeCondition
 from tim.objective import OBJECTIVES, Derivative, DerivativePrecision, TimeFunction, TimeTransform
 from tim.paths import PATHS
-from tim.samplers import MAX_GUIDANCE_SCALE, MAX_STEPS, MAX_STOCHASTICITY
+from tim.samplers import (
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STOCHASTICITY,
+    MAX_GUIDANCE_SCALE,
+    MAX_STEPS,
+    MAX_STOCHASTICITY,
+)
 from tim.training import strict
 from tim.training.checkpoint import write_json_atomic
 from tim.training.repa import RepaConfig
@@ -116,7 +123,7 @@ class ObjectiveConfig:
     consistency_share: float | None = bounded(None, ge=0.0, le=1.0)  # rows trained at r = t
     derivative: Derivative | None = None  # "dde" (paper Sec. 3.3) or "jvp"
     epsilon: float | None = bounded(None, gt=0.0)  # DDE finite-difference step
-    derivative_precision: DerivativePrecision | None = None  # precision of the DDE passes
+    derivative_precision: DerivativePrecision | None = None  # precision of the DDE passes (None: auto)
     time_transform: TimeTransform | None = None  # transform of the time weighting
     time_function: TimeFunction | None = None  # loss weight as a function of time
     weight_sigma_d: float | None = bounded(None, gt=0.0)  # sigma_d of the time weighting
@@ -196,9 +203,10 @@ class SampleConfig:
 
     steps: tuple[int, ...] = (1, 2, 4)  # one grid per step count, each in [1, tim.samplers.MAX_STEPS]
     num: int = bounded(16, ge=0)  # samples per grid; 0 = no grids
-    guidance_scale: float = bounded(1.0, ge=0.0)  # CFG scale in [0, MAX_GUIDANCE_SCALE]; 1 = no guidance
-    guidance_interval: tuple[float, float] = (0.0, 1.0)  # CFG only for t in it (fractions of t_max)
-    stochasticity: float = bounded(0.0, ge=0.0, le=MAX_STOCHASTICITY)  # rho of the stochastic transition
+    # The defaults of the three knobs are THE sampler defaults of tim.samplers.
+    guidance_scale: float = bounded(DEFAULT_GUIDANCE_SCALE, ge=0.0)  # in [0, MAX_GUIDANCE_SCALE]; 1 = none
+    guidance_interval: tuple[float, float] = DEFAULT_GUIDANCE_INTERVAL  # CFG only for t in it (of t_max)
+    stochasticity: float = bounded(DEFAULT_STOCHASTICITY, ge=0.0, le=MAX_STOCHASTICITY)  # rho (stochastic)
     seed: int = bounded(0, ge=0, le=MAX_SEED)  # noise seed of the grids (fixed across the run)
 
 
