@@ -20,7 +20,8 @@ Rows are drawn per (t, r) region (long jumps from high noise are where the 1-ste
 ``long`` t in [0.8, 1], r = 0; ``to_data`` t in [0.1, 0.8), r = 0; ``medium`` r > 0, t - r >= 0.1;
 ``short`` r > 0, t - r < 0.1. Every mode of :func:`tim.objective.dde_derivative` is run exactly as
 training runs it (one 2N-row call, one-sided stencils at the edges); the tf32 mode is identical to
-fp32 off CUDA and is skipped there unless asked for.
+fp32 off CUDA and is skipped there unless asked for, but ``tf32-emulated`` measures it on a CPU
+(:class:`EmulatedTF32`: every matmul's float32 operands rounded to TF32, float32 accumulation).
 
     python benchmarks/bench_derivative_precision.py --threads 1 --trained /tmp/run/pretrained
 """
@@ -34,7 +35,9 @@ import math
 import time
 
 import torch
+import torch.nn.functional as F_nn
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from tim.models import build_model
 from tim.objective import dde_derivative, jvp_derivative
@@ -47,6 +50,51 @@ REGIONS: dict[str, tuple[float, float, str]] = {
     "medium (r>0, t-r>=0.1)": (0.2, 1.0, "medium"),
     "short (r>0, t-r<0.1)": (0.15, 1.0, "short"),
 }
+
+
+def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> the nearest TF32 value (10 explicit mantissa bits, ties away from zero), as float32."""
+    if x.dtype != torch.float32:
+        return x
+    bits = x.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+class EmulatedTF32(TorchFunctionMode):
+    """CUDA's TF32 matmuls on a CPU: the float32 operands of every matmul, linear layer, convolution
+    and attention product are rounded to TF32 and multiplied with float32 accumulation (as tensor
+    cores do); everything else stays float32. Measures what ``derivative_precision=tf32`` does to the
+    target without a GPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, D105
+        kwargs = kwargs or {}
+        if func in (
+            F_nn.linear,
+            F_nn.conv2d,
+            torch.matmul,
+            torch.bmm,
+            torch.Tensor.matmul,
+            torch.Tensor.__matmul__,
+        ):
+            rounded = [round_to_tf32(a) if torch.is_tensor(a) and i < 2 else a for i, a in enumerate(args)]
+            return func(*rounded, **kwargs)
+        if func is F_nn.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            tf32 = round_to_tf32  # the mode is off inside this handler: round here
+            scores = torch.matmul(tf32(q), tf32(k).transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            return torch.matmul(tf32(torch.softmax(scores, dim=-1)), tf32(v))
+        return func(*args, **kwargs)
+
+
+def dde_in_mode(mode: str, *args, **kwargs) -> torch.Tensor:  # noqa: ANN002, ANN003
+    """:func:`dde_derivative` in ``mode``; ``tf32-emulated`` is fp32 under :class:`EmulatedTF32`."""
+    if mode != "tf32-emulated":
+        return dde_derivative(*args, precision=mode, **kwargs)
+    with EmulatedTF32():
+        return dde_derivative(*args, precision="fp32", **kwargs)
 
 
 def perturbed(model: nn.Module, std: float = 0.02, seed: int = 1) -> nn.Module:
@@ -115,9 +163,7 @@ def study(
                 for eps in epsilons:
                     key = f"{mode} eps={eps}"
                     started = time.perf_counter()
-                    d = dde_derivative(
-                        model, path, x, z, t.float(), r.float(), cond, epsilon=eps, precision=mode
-                    )
+                    d = dde_in_mode(mode, model, path, x, z, t.float(), r.float(), cond, epsilon=eps)
                     seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - started
                     target = path.transition_target(x64, z64, t, r, d.double())
                     errors.setdefault(key, []).append((target - target_exact).flatten(1))
@@ -153,16 +199,45 @@ def digits_batch(n: int, side: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, size=(side, side)) if side != 8 else images
 
 
+def scenes_batch(n: int, pipeline_source: str) -> tuple[nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
+    """A trained text-to-image network and n training scenes with their encoded captions."""
+    import numpy as np
+
+    from tim.data.scenes import render_scenes
+    from tim.generation import TiMPipeline
+
+    pipeline = TiMPipeline.load(pipeline_source)
+    model: nn.Module = pipeline.model
+    size = int(model.config.input_size)  # type: ignore[union-attr]
+    images, captions, _ = render_scenes(n, seed=0, size=size)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() * (2 / 255) - 1
+    assert pipeline.text_encoder is not None
+    cond = {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in pipeline.text_encoder(captions).items()
+    }
+    return model, x, cond
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trained", default=None, help="save_pretrained folder of a trained digits network")
+    parser.add_argument(
+        "--trained-scenes",
+        default=None,
+        help="a trained text-to-image pipeline (e.g. bundled:scenes, 64 tokens)",
+    )
     parser.add_argument("--random-b4", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--tiny", action="store_true", help="also the random TiM-tiny of the tests")
     parser.add_argument("--rows", type=int, default=8, help="rows per region")
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--jitter", type=float, default=0.002)
     parser.add_argument("--eps", default="0.005,0.01,0.02,0.05")
-    parser.add_argument("--modes", default=None, help="default fp32,mixed,bf16 (+tf32 on CUDA)")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="default fp32,mixed,bf16 (+tf32 on CUDA); tf32-emulated = CUDA's TF32 matmuls emulated on a CPU",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -185,6 +260,9 @@ def main() -> None:
         model = from_pretrained(args.trained)
         x = digits_batch(args.rows, model.config.input_size)
         results.append(study(f"trained digits ({args.trained})", model, x, {"y": y}, **options))
+    if args.trained_scenes:
+        model, x, cond = scenes_batch(args.rows, args.trained_scenes)
+        results.append(study(f"trained scenes ({args.trained_scenes})", model, x, cond, **options))
     if args.random_b4:
         torch.manual_seed(0)
         b4 = perturbed(build_model("TiM-B/4", hidden_size=384, depth=6, num_heads=6, z_dim=0))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cost benchmark on one GPU, in under 10 minutes: a TiM-B/4-sized network (paper Table 1:
 # depth 12, width 768, patch 4 on 32x32x4 latents, no REPA projector) trained in bf16 with flow
-# matching, TiM-DDE and TiM-JVP side by side, the DDE in each derivative precision mode (fp32, tf32,
-# mixed, bf16: objective.derivative_precision); SDPA vs flash attention when flash-attn is installed.
+# matching, TiM-DDE and TiM-JVP side by side, the DDE in each derivative precision mode
+# (objective.derivative_precision: tim_dde is the default auto, i.e. mixed under bf16, then fp32,
+# tf32 and bf16); SDPA vs flash attention when flash-attn is installed.
 # Prints the JSON report on stdout (progress on stderr) and writes cost.json / cost.md to $OUT_DIR.
 # Then the current vs previous attention block (block.json), eager vs torch.compile
 # training step and 1-step sampling (compile.json), each capped at $EXTRA_TIMEOUT_S.
@@ -36,7 +37,7 @@ mkdir -p "$OUT_DIR"
 timeout "$TIMEOUT_S" "$PYTHON" -m tim.cli.main bench cost \
   --model TiM-B/4 --model-override z_dim=0 \
   --batch-size "$BATCH" --device cuda --precision bf16 --attention "$BACKENDS" \
-  --derivative-precision fp32,tf32,mixed,bf16 \
+  --derivative-precision auto,fp32,tf32,bf16 \
   --timed-steps 20 --warmup-steps 3 \
   --sampling-steps 1,2,4,8,16,32,64,128 --sampling-batch 256 \
   --matmul-size 8192 --out "$OUT_DIR"

@@ -27,6 +27,7 @@ from tim.objective import (
     dde_derivative,
     derivative_precision_context,
     jvp_derivative,
+    resolve_derivative_precision,
 )
 from tim.paths import LinearPath, expand_time
 
@@ -69,9 +70,9 @@ def two_calls(F: nn.Module, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r
     return (F_plus - F_minus) / expand_time(t_plus - t_minus, x), torch.cat([F_plus, F_minus])
 
 
-def test_default_mode_is_fp32_and_bad_mode_is_one_line() -> None:
-    assert TransitionLoss().derivative_precision == "fp32"
-    assert DERIVATIVE_PRECISIONS == ("fp32", "tf32", "mixed", "bf16")
+def test_default_mode_is_auto_and_bad_mode_is_one_line() -> None:
+    assert TransitionLoss().derivative_precision == "auto"
+    assert DERIVATIVE_PRECISIONS == ("auto", "fp32", "tf32", "mixed", "bf16")
     with pytest.raises(TimError, match="unknown derivative_precision 'fp16'"):
         build_objective("tim", derivative_precision="fp16")
 
@@ -152,9 +153,42 @@ def test_tf32_equals_fp32_off_cuda_and_modes_ignore_outer_autocast() -> None:
     assert torch.equal(dde_derivative(model, LinearPath(), x, z, t, r, cond, precision="tf32"), fp32)
     bf16 = dde_derivative(model, LinearPath(), x, z, t, r, cond, precision="bf16")
     with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 training step around the fp32 mode
-        assert torch.equal(dde_derivative(model, LinearPath(), x, z, t, r, cond), fp32)
+        assert torch.equal(dde_derivative(model, LinearPath(), x, z, t, r, cond, precision="fp32"), fp32)
         assert torch.equal(dde_derivative(model, LinearPath(), x, z, t, r, cond, precision="bf16"), bf16)
     assert bf16.dtype == torch.float32 and not conditioning_in_float32()
+
+
+def test_auto_is_mixed_under_bf16_autocast_and_fp32_otherwise() -> None:
+    """auto follows the caller's autocast: bit-identical to mixed inside bf16 autocast, to fp32
+    outside it and inside fp16 autocast; the explicit modes are never changed."""
+    model, path = tiny_network(), LinearPath()
+    x, z, t, r, cond = rows()
+    fp32 = dde_derivative(model, path, x, z, t, r, cond, precision="fp32")
+    mixed = dde_derivative(model, path, x, z, t, r, cond, precision="mixed")
+    assert not torch.equal(fp32, mixed)
+    assert torch.equal(dde_derivative(model, path, x, z, t, r, cond), fp32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(dde_derivative(model, path, x, z, t, r, cond), mixed)
+        assert resolve_derivative_precision("auto", x.device) == "mixed"
+        assert resolve_derivative_precision("bf16", x.device) == "bf16"
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert torch.equal(dde_derivative(model, path, x, z, t, r, cond), fp32)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert resolve_derivative_precision("auto", x.device) == "fp32"
+
+
+def test_auto_on_cuda_follows_the_tf32_switch() -> None:
+    """On CUDA, auto is tf32 when the step's float32 matmuls may use TF32 (train.tf32) and fp32
+    when they may not; a process-global Python setting, so this runs without a GPU."""
+    cuda = torch.device("cuda")
+    assert resolve_derivative_precision("auto", cuda) == "fp32"  # the process default: highest
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert resolve_derivative_precision("auto", cuda) == "tf32"
+        assert resolve_derivative_precision("auto", torch.device("cpu")) == "fp32"
+        assert resolve_derivative_precision("fp32", cuda) == "fp32"
+    finally:
+        torch.set_float32_matmul_precision("highest")
 
 
 def test_float32_conditioning_switch_in_the_network() -> None:
@@ -219,11 +253,13 @@ def test_loss_runs_under_bf16_training_in_every_mode(mode: str) -> None:
 def test_precision_context_sets_and_restores_cuda_matmul_precision() -> None:
     """The CUDA flags are process-global Python settings, so this runs without a GPU."""
     assert torch.get_float32_matmul_precision() == "highest"
+    cudnn = torch.backends.cudnn.allow_tf32
     cuda = torch.device("cuda")
     with derivative_precision_context("tf32", cuda):
-        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
     with derivative_precision_context("fp32", cuda):
-        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 == cudnn
     with derivative_precision_context("fp32", torch.device("cpu")):
         assert torch.get_float32_matmul_precision() == "highest"
     assert torch.get_float32_matmul_precision() == "highest"
@@ -244,7 +280,7 @@ def test_each_mode_on_cuda_against_the_float64_jvp(mode: str) -> None:
     error = float((d - exact).norm() / exact.norm())
     # d_error at eps = 0.005 on this network on CPU (docs/benchmarks.md): fp32 0.8-3e-4, mixed
     # 1.2-1.5e-2, bf16 0.28-0.44; TF32 rounds the matmul inputs to 10 mantissa bits (between fp32 and bf16).
-    assert error < {"fp32": 1e-3, "tf32": 0.6, "mixed": 0.1, "bf16": 0.9}[mode]
+    assert error < {"auto": 1e-3, "fp32": 1e-3, "tf32": 0.6, "mixed": 0.1, "bf16": 0.9}[mode]
     assert torch.get_float32_matmul_precision() == "highest"
 
 

@@ -98,14 +98,14 @@ def test_dde_stencil_stays_in_domain_and_above_r() -> None:
     assert t_plus[0] == 1.0 and t_minus[1] == 0.5
 
 
-def test_dde_runs_in_float32_under_bf16_autocast() -> None:
+def test_dde_fp32_mode_runs_in_float32_under_bf16_autocast() -> None:
     net = TinyNet().float()
     x, z = torch.randn(2, 4, 3, dtype=torch.float32).unbind(0)
     t, r = torch.full((4,), 0.6, dtype=torch.float32), torch.full((4,), 0.2, dtype=torch.float32)
     reference = dde_derivative(net, LinearPath(), x, z, t, r)
     net.input_dtypes.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under_autocast = dde_derivative(net, LinearPath(), x, z, t, r)
+        under_autocast = dde_derivative(net, LinearPath(), x, z, t, r, precision="fp32")
     assert under_autocast.dtype == torch.float32
     torch.testing.assert_close(under_autocast, reference)  # bf16 would be ~40 % off
 

@@ -35,6 +35,7 @@ __all__ = [
     "dde_derivative",
     "derivative_precision_context",
     "jvp_derivative",
+    "resolve_derivative_precision",
     "select_condition_rows",
     "slice_condition_rows",
     "work_dtype",
@@ -43,11 +44,15 @@ __all__ = [
 DDE_EPSILON = 0.005  # arXiv 2509.04394, Table 10: the value used in every experiment
 
 Derivative = Literal["dde", "jvp"]
-# Arithmetic of the DDE passes (see dde_derivative): fp32 = float32 network, IEEE matmuls;
-# tf32 = float32 network, TF32 matmuls on CUDA; mixed = bf16 trunk with float32 time conditioning,
-# modulation and output, stencil in float64; bf16 = the whole network under bf16 autocast.
-DerivativePrecision = Literal["fp32", "tf32", "mixed", "bf16"]
-DERIVATIVE_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "mixed", "bf16")
+# Arithmetic of the DDE passes (see dde_derivative): auto = follow the caller's arithmetic (mixed
+# under bf16 autocast, tf32 on CUDA with TF32 allowed, else fp32); fp32 = float32 network, IEEE
+# matmuls; tf32 = float32 network, TF32 matmuls on CUDA; mixed = bf16 trunk with float32 time
+# conditioning, modulation and output, stencil in float64; bf16 = the whole network under bf16 autocast.
+DerivativePrecision = Literal["auto", "fp32", "tf32", "mixed", "bf16"]
+DERIVATIVE_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "mixed", "bf16")
+# What "auto" becomes under bf16 autocast: the cheapest mode whose training quality matched fp32's
+# in the A/B of docs/benchmarks/derivative-precision.md.
+AUTO_UNDER_BF16: DerivativePrecision = "mixed"
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -86,17 +91,19 @@ def _repeat_rows(cond: dict[str, Any], batch: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _float32_matmul_precision(precision: str, device: torch.device) -> Generator[None, None, None]:
-    # CUDA float32 matmuls for one block: "high" allows TF32, "highest" is IEEE float32. Other
-    # devices are left alone (on a CPU, tf32 is fp32). Restored on exit.
+    # CUDA float32 matmuls and cuDNN convolutions for one block: "high" allows TF32, "highest" is
+    # IEEE float32. Other devices are left alone (on a CPU, tf32 is fp32). Restored on exit.
     if device.type != "cuda":
         yield
         return
-    previous = torch.get_float32_matmul_precision()
+    previous, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision(precision)
+    torch.backends.cudnn.allow_tf32 = precision != "highest"
     try:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def derivative_precision_context(
@@ -104,14 +111,15 @@ def derivative_precision_context(
 ) -> contextlib.ExitStack[bool | None]:
     """The arithmetic of the DDE network passes for one precision mode (see :func:`dde_derivative`).
 
-    ``fp32``: autocast off, IEEE float32 matmuls on CUDA; ``tf32``: autocast off, TF32 matmuls on
-    CUDA; ``mixed``: bf16 autocast with :func:`tim.network.float32_conditioning` on; ``bf16``:
-    bf16 autocast.
+    ``auto``: as :func:`resolve_derivative_precision` says; ``fp32``: autocast off, IEEE float32
+    matmuls on CUDA; ``tf32``: autocast off, TF32 matmuls on CUDA; ``mixed``: bf16 autocast with
+    :func:`tim.network.float32_conditioning` on; ``bf16``: bf16 autocast.
 
     Args:
         precision: the mode.
         device: the device the network runs on.
     """
+    precision = resolve_derivative_precision(precision, device)
     stack = contextlib.ExitStack()
     if precision in ("mixed", "bf16"):
         stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
@@ -124,6 +132,23 @@ def derivative_precision_context(
     return stack
 
 
+def resolve_derivative_precision(precision: DerivativePrecision, device: torch.device) -> DerivativePrecision:
+    """The mode ``precision`` stands for on ``device`` now: ``"auto"`` follows the caller's arithmetic.
+
+    ``"auto"`` is :data:`AUTO_UNDER_BF16` (``"mixed"``) inside a bf16 autocast region of ``device``
+    (bf16 training); ``"tf32"`` on CUDA when float32 matmuls may use TF32 (``train.tf32``, on by
+    default); ``"fp32"`` otherwise (a CPU, float32 training without TF32, fp16 autocast). Every
+    other mode is returned unchanged.
+    """
+    if precision != "auto":
+        return precision
+    if torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.bfloat16:
+        return AUTO_UNDER_BF16
+    if device.type == "cuda" and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"  # the step's float32 matmuls run in TF32 (train.tf32): the passes follow
+    return "fp32"
+
+
 def dde_derivative(
     F: Network,
     path: Path,
@@ -134,7 +159,7 @@ def dde_derivative(
     cond: dict[str, Any] | None = None,
     *,
     epsilon: float = DDE_EPSILON,
-    precision: DerivativePrecision = "fp32",
+    precision: DerivativePrecision = "auto",
 ) -> Tensor:
     """Total derivative dF/dt along the conditional path by central differences (TiM Eq. (10)).
 
@@ -145,9 +170,11 @@ def dde_derivative(
     network in ONE call of 2N rows (the + rows, then the - rows).
 
     ``precision`` chooses the arithmetic of that call, whatever autocast the caller is in
-    (docs/benchmarks.md, "DDE precision modes", measures each):
+    (docs/benchmarks/derivative-precision.md measures each):
 
-    * ``"fp32"`` (default): float32 network (float64 for float64 data), IEEE float32 matmuls on CUDA;
+    * ``"auto"`` (default): ``"mixed"`` when called under bf16 autocast, ``"tf32"`` on CUDA with
+      TF32 matmuls allowed, else ``"fp32"`` (:func:`resolve_derivative_precision`);
+    * ``"fp32"``: float32 network (float64 for float64 data), IEEE float32 matmuls on CUDA;
     * ``"tf32"``: as fp32 with TF32 matmuls on CUDA (identical to fp32 elsewhere);
     * ``"mixed"``: the network under bf16 autocast with its input, time and interval embeddings, adaLN /
       interval modulation and output layer in float32 (:func:`tim.network.float32_conditioning`;
@@ -164,12 +191,13 @@ def dde_derivative(
         r: target times, shape ``(N,)``, r < t.
         cond: condition dict for these rows.
         epsilon: half-width of the stencil (paper: 0.005).
-        precision: ``"fp32"``, ``"tf32"``, ``"mixed"`` or ``"bf16"``.
+        precision: ``"auto"``, ``"fp32"``, ``"tf32"``, ``"mixed"`` or ``"bf16"``.
 
     Returns:
         dF/dt, shape of ``x``, float32 (float64 for float64 data).
     """
     cond = {} if cond is None else cond
+    precision = resolve_derivative_precision(precision, x.device)
     dtype = work_dtype(x.dtype)  # what the network is fed and what is returned
     stencil = torch.float64 if precision == "mixed" and x.device.type != "mps" else dtype
     x, z, t, r = x.to(stencil), z.to(stencil), t.to(stencil), r.to(stencil)

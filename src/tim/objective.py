@@ -49,6 +49,7 @@ from tim.derivative import (  # re-exported: ``from tim.objective import dde_der
     dde_derivative,
     derivative_precision_context,
     jvp_derivative,
+    resolve_derivative_precision,
     select_condition_rows,
     slice_condition_rows,
     work_dtype,
@@ -75,6 +76,7 @@ __all__ = [
     "DDE_EPSILON",
     "DERIVATIVE_PRECISIONS",
     "derivative_precision_context",
+    "resolve_derivative_precision",
 ]
 
 ADAPTIVE_C = 1e-5  # published code: 1 / (L.detach() + 10e-6)
@@ -208,8 +210,9 @@ class TransitionLoss:
         consistency_share: fraction of rows with r = t_min (paper 0.1).
         derivative: ``"dde"`` (default) or ``"jvp"``.
         epsilon: DDE half-width (paper 0.005).
-        derivative_precision: arithmetic of the DDE passes, ``"fp32"`` (default), ``"tf32"``,
-            ``"mixed"`` or ``"bf16"`` (:func:`dde_derivative`); the JVP always runs in float32.
+        derivative_precision: arithmetic of the DDE passes, ``"auto"`` (default: ``"mixed"`` under
+            bf16 autocast, else ``"fp32"``), ``"fp32"``, ``"tf32"``, ``"mixed"`` or ``"bf16"``
+            (:func:`dde_derivative`); the JVP always runs in float32.
         time_transform: tau of the time weight (``"tan"``, ``"identity"``, ``"sigmoid"``).
         time_function: weighting function (``"sqrt"``, ``"constant"``, ``"reciprocal"``, ``"square"``,
             ``"soft_min_snr"``).
@@ -236,7 +239,7 @@ class TransitionLoss:
     consistency_share: float = field(default=0.1, metadata=_SHARE)
     derivative: Derivative = "dde"
     epsilon: float = field(default=DDE_EPSILON, metadata=_POSITIVE)
-    derivative_precision: DerivativePrecision = "fp32"
+    derivative_precision: DerivativePrecision = "auto"
     time_transform: TimeTransform = "tan"
     time_function: TimeFunction = "sqrt"
     weight_sigma_d: float = field(default=1.0, metadata=_POSITIVE)

@@ -273,7 +273,7 @@ CASES: list[Case] = [
         "`objective.derivative_precision=fp16`",
         config_error("objective.derivative_precision=fp16"),
         ("objective.derivative_precision", "'fp16'", "not allowed"),
-        ("'fp32', 'tf32', 'mixed', 'bf16'",),
+        ("'auto', 'fp32', 'tf32', 'mixed', 'bf16'",),
     ),
     Case(
         "config-unknown-model-preset",

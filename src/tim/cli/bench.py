@@ -230,9 +230,9 @@ def _add_cost(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
     parser.add_argument(
         "--derivative-precision",
-        default="fp32",
-        help="comma-separated DDE precision modes (fp32, tf32, mixed, bf16): tim_dde runs the first, "
-        "each further one adds a tim_dde_<mode> variant",
+        default="auto",
+        help="comma-separated DDE precision modes (auto, fp32, tf32, mixed, bf16): tim_dde runs the "
+        "first (auto: mixed under --precision bf16, else fp32), each further one adds a tim_dde_<mode> variant",
     )
     parser.add_argument(
         "--attention", default="sdpa", help="comma-separated attention backends, e.g. sdpa,flash"

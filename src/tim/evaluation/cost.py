@@ -83,7 +83,7 @@ class CostConfig:
     sampling_batch: int = 32
     device: str = "cpu"
     precision: str = "fp32"
-    derivative_precisions: tuple[str, ...] = ("fp32",)
+    derivative_precisions: tuple[str, ...] = ("auto",)
     attention_backends: tuple[str, ...] = ("sdpa",)
     matmul_size: int = 1024
     seed: int = 0

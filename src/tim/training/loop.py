@@ -123,7 +123,8 @@ def tf32_matmuls(enabled: bool, device: torch.device) -> Iterator[None]:
 
     TF32 keeps float32's range with a 10-bit mantissa and runs float32 matmuls on tensor cores
     (several times IEEE float32 throughput). Other devices are left untouched. The DDE passes
-    choose their own matmul precision (``objective.derivative_precision``).
+    follow it under the default ``objective.derivative_precision=auto`` (TF32 passes) and choose
+    their own matmul precision in the explicit modes.
     """
     if device.type != "cuda":
         yield
