@@ -278,9 +278,10 @@ def test_each_mode_on_cuda_against_the_float64_jvp(mode: str) -> None:
     exact = jvp_derivative(reference, path, x.double(), z.double(), t.double(), r.double(), cond)
     d = dde_derivative(model, path, x, z, t, r, cond, precision=mode).double()
     error = float((d - exact).norm() / exact.norm())
-    # d_error at eps = 0.005 on this network on CPU (docs/benchmarks.md): fp32 0.8-3e-4, mixed
-    # 1.2-1.5e-2, bf16 0.28-0.44; TF32 rounds the matmul inputs to 10 mantissa bits (between fp32 and bf16).
-    assert error < {"auto": 1e-3, "fp32": 1e-3, "tf32": 0.6, "mixed": 0.1, "bf16": 0.9}[mode]
+    # d_error at eps = 0.005 on this network on the CPU (docs/benchmarks/derivative-precision.md):
+    # fp32 0.8-3e-4, mixed 1.2-1.5e-2, bf16 0.28-0.44, TF32 emulated on the CPU 2.2-3.1e-2 (auto
+    # outside autocast is fp32 here: the test leaves TF32 off). Bounds: about 3x the measured worst.
+    assert error < {"auto": 1e-3, "fp32": 1e-3, "tf32": 0.1, "mixed": 0.05, "bf16": 0.9}[mode]
     assert torch.get_float32_matmul_precision() == "highest"
 
 
