@@ -1,10 +1,10 @@
 """The sampling recipe: how a model is sampled by default (``recipe.json`` of a pipeline folder).
 
 :class:`SamplingRecipe` holds THE sampling knobs of a model (docs/internals.md, "Layers"); their
-defaults are the sampler defaults of :mod:`tim.samplers`, and every value is checked when a recipe is
-built against the sampler limits there (the one table). :data:`RELEASED_RECIPES` are the paper's settings for the released checkpoints
-(arXiv 2509.04394, Tables 13-14 and App. C.2), used by ``tim convert`` and
-``TiMPipeline.from_released``.
+defaults are the sampler defaults of :mod:`tim.samplers`, and every value is checked when a recipe
+is built against the sampler limits there (the one table). :data:`RELEASED_RECIPES` are the
+paper's settings for the released checkpoints (arXiv 2509.04394, Tables 13-14 and App. C.2), used
+by ``tim convert`` and ``TiMPipeline.from_released``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Training knows its data (dataset names, class names, latent scale and shift, the autoencoder and
 text encoder used), so it writes the sampling recipe of the run once, at the start of every
-sitting; :meth:`tim.generation.pipeline.TiMPipeline.from_run` reads it back (validated field by field, like
-a pipeline folder's ``recipe.json``) and never re-derives training facts. Runs written before this
-file existed are read through :func:`run_recipe` on their config.
+sitting; :meth:`tim.generation.pipeline.TiMPipeline.from_run` reads it back (validated field by
+field, like a pipeline folder's ``recipe.json``) and never re-derives training facts. Runs written
+before this file existed are read through :func:`run_recipe` on their config.
 """
 
 from __future__ import annotations
