@@ -201,16 +201,14 @@ def digits_batch(n: int, side: int) -> torch.Tensor:
 
 def scenes_batch(n: int, pipeline_source: str) -> tuple[nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
     """A trained text-to-image network and n training scenes with their encoded captions."""
-    import numpy as np
-
-    from tim.data.scenes import render_scenes
+    from tim.data.scenes import render_scenes, scene_tensor
     from tim.generation import TiMPipeline
 
     pipeline = TiMPipeline.load(pipeline_source)
     model: nn.Module = pipeline.model
     size = int(model.config.input_size)  # type: ignore[union-attr]
-    images, captions, _ = render_scenes(n, seed=0, size=size)
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() * (2 / 255) - 1
+    x = scene_tensor(n, seed=0, size=size)  # the images of render_scenes(n, seed=0), in [-1, 1]
+    captions = render_scenes(n, seed=0, size=size)[1]
     assert pipeline.text_encoder is not None
     cond = {
         key: value.float() if value.is_floating_point() else value
